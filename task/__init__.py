@@ -1,0 +1,12 @@
+"""Plain ML code for federated next-word prediction: text, vocabulary, data, model, training.
+
+Nothing here imports Flower, so the same code runs in simulation, on a device and in tests.
+TensorFlow is imported only by the modules that need it (model, train), never at package import.
+"""
+
+import os
+
+# tensorflow-privacy 0.9.0 supports Keras 2 only: make `tf.keras` resolve to tf-keras. This must
+# happen before TensorFlow first resolves tf.keras, so it lives at the top of the package.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,54 @@
+"""ClientApp: one device. Translates Flower messages into task/ calls and back.
+
+The device's text is read from `data-path` in its node config (a real device) or from its
+simulated partition (`partition-id` / `num-partitions`). Only weights and metrics leave the
+device; a device whose text is unusable replies with an error naming itself and the problem,
+and the server goes on without it.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from task import device
+from task.config import Config
+from task.data import DataError, DeviceText, load_device_text
+
+DEVICE_DATA_UNUSABLE = 100  # Error code: the device's text could not be used (see reason)
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    cfg = Config.from_run_config(context.run_config)
+    try:
+        text = _device_text(cfg, context)
+        arrays, metrics = device.train_round(cfg, text, msg.content["arrays"].to_numpy_ndarrays(),
+                                             server_round=int(msg.content["config"]["server-round"]))
+    except DataError as e:
+        return _error_reply(msg, context, e)
+    return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    cfg = Config.from_run_config(context.run_config)
+    try:
+        text = _device_text(cfg, context)
+        metrics = device.evaluate_round(cfg, text, msg.content["arrays"].to_numpy_ndarrays())
+    except DataError as e:
+        return _error_reply(msg, context, e)
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+def _device_text(cfg: Config, context: Context) -> DeviceText:
+    node = context.node_config
+    return load_device_text(cfg, partition_id=int(node.get("partition-id", 0)),
+                            num_partitions=int(node.get("num-partitions", 1)),
+                            data_path=str(node["data-path"]) if node.get("data-path") else None)
+
+
+def _error_reply(msg: Message, context: Context, error: Exception) -> Message:
+    return Message(Error(code=DEVICE_DATA_UNUSABLE, reason=f"node {context.node_id}: {error}"), reply_to=msg)

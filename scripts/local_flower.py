@@ -1,0 +1,140 @@
+"""Run the app with `flwr run .` on a private local SuperLink, check the outcome, clean up.
+
+Used by scripts/run_simulation.py and the end-to-end tests. Why a private one: `flwr run`
+auto-starts a detached local SuperLink that outlives the run and keeps the environment it was
+started with. Here it gets its own FLWR_HOME and ports, the environment this project needs, and
+is stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    status: str          # e.g. "finished:completed"
+    output: str          # what `flwr run --stream` printed
+    seconds: float
+
+
+def flower_env(flwr_home: Path, http_port: int = 39091, control_port: int = 39093) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "FLWR_HOME": str(flwr_home),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        # The venv already holds every dependency; a per-run `uv sync` would copy TensorFlow.
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(http_port),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(control_port),
+        "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",  # flwr starts flower-superlink from PATH
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    })
+    return env
+
+
+def run_app(env: dict[str, str], *, num_supernodes: int, run_config: str = "", cpus_per_client: float = 1,
+            timeout: float = 1800, echo: bool = True) -> RunOutcome:
+    """`flwr run . --stream` in simulation; returns the run's id, final status and output."""
+    federation = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}"
+    cmd = [str(VENV_BIN / "flwr"), "run", str(ROOT), "--stream", "--federation-config", federation]
+    if run_config:
+        cmd += ["--run-config", run_config]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if echo:
+            print(line, end="", flush=True)
+        if time.monotonic() - start > timeout:
+            proc.kill()
+            break
+    proc.wait()
+    output = "".join(lines)
+    match = re.search(r"Successfully started run (\d+)", output)
+    if not match:
+        raise RuntimeError(f"`flwr run` did not start a run (exit code {proc.returncode}):\n{output[-3000:]}")
+    run_id = int(match.group(1))
+    return RunOutcome(run_id, run_status(env, run_id), output, time.monotonic() - start)
+
+
+def run_status(env: dict[str, str], run_id: int) -> str:
+    """The run's status as `flwr ls` reports it (`flwr run` exits 0 even when a run failed)."""
+    out = subprocess.run([str(VENV_BIN / "flwr"), "ls", "--run-id", str(run_id), "--format", "json"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    data = json.loads(out.stdout)
+    runs = data.get("runs", [])
+    if not runs:
+        raise RuntimeError(f"`flwr ls` does not know run {run_id}: {out.stdout} {out.stderr}")
+    return runs[0]["status"]
+
+
+def stop_local_superlink(env: dict[str, str]) -> list[int]:
+    """Stop the SuperLink (and its children) that `flwr run` started for this FLWR_HOME."""
+    marker = str(Path(env["FLWR_HOME"]) / "local-superlink")
+    pids = []
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "flower-superlink" in cmdline and marker in cmdline:
+            pids.append(int(proc_dir.name))
+    for pid in pids:
+        _terminate_tree(pid)
+    return pids
+
+
+def _terminate_tree(pid: int, grace: float = 10.0) -> None:
+    children = _descendants(pid)
+    for p in [pid, *children]:
+        _signal(p, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(p) for p in [pid, *children]):
+        time.sleep(0.2)
+    for p in [pid, *children]:
+        _signal(p, signal.SIGKILL)
+
+
+def _descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
+    parent_of = {int(a): int(b) for a, b in (line.split() for line in out.splitlines() if line.strip())}
+    found, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        kids = [c for c, p in parent_of.items() if p == current]
+        found += kids
+        frontier += kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")  # zombie = gone
+    except OSError:
+        return False
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass

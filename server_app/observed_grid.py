@@ -1,0 +1,51 @@
+"""A Grid that counts what each round sent and what came back.
+
+Wrapping the Grid (instead of subclassing FedAvg) keeps the counts right for any strategy,
+including Flower's DP wrappers, which require an unmodified FedAvg inside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+
+@dataclass
+class PhaseCounts:
+    sampled: int = 0
+    replied: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+class ObservedGrid:
+    """Delegates to a real Grid; `take_counts()` returns and resets the counts per message type."""
+
+    def __init__(self, grid: Grid):
+        self._grid = grid
+        self._counts: dict[str, PhaseCounts] = {}
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        if messages:
+            counts = self._counts.setdefault(messages[0].metadata.message_type, PhaseCounts())
+            counts.sampled += len(messages)
+            for reply in replies:
+                if reply.has_error():
+                    counts.failed += 1
+                    counts.failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+                else:
+                    counts.replied += 1
+            counts.failed += len(messages) - len(replies)  # no reply before the timeout
+        return replies
+
+    def take_counts(self) -> dict[str, PhaseCounts]:
+        counts, self._counts = self._counts, {}
+        return counts

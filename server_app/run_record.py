@@ -1,0 +1,149 @@
+"""Everything a run leaves on disk, written as the run goes.
+
+<out-dir>/run-<run id>/
+    config.json           the validated run config
+    vocab.json            the vocabulary the model's ids refer to
+    metrics.json          one row per round (round 0 = the initial model), rewritten each round
+    checkpoints/round-NNN.npz   the global model after every round
+    model.keras + vocab.json    the final global model (in final/)
+    summary.json          final and best metrics, baselines, paths
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+from server_app.observed_grid import PhaseCounts
+from task.config import Config
+from task.vocab import Vocabulary
+
+log = logging.getLogger("flwr")
+
+
+class RunRecord:
+    def __init__(self, run_dir: Path, cfg: Config, vocab: Vocabulary):
+        self.dir = run_dir
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg
+        self.vocab = vocab
+        self.rows: list[dict] = []
+        self._aggregated: dict[str, dict] = {}
+        self._round_started = time.monotonic()
+        _write_json(run_dir / "config.json", cfg.to_run_config())
+        vocab.save(run_dir / "vocab.json")
+
+    # Used as FedAvg's train/evaluate metric aggregators: aggregate as usual, and keep the result.
+    def aggregate_train_metrics(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
+        return self._keep("train", aggregate_metricrecords(records, weight_key))
+
+    def aggregate_evaluate_metrics(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
+        return self._keep("eval", aggregate_metricrecords(records, weight_key))
+
+    def _keep(self, phase: str, metrics: MetricRecord) -> MetricRecord:
+        self._aggregated[phase] = dict(metrics)
+        return metrics
+
+    def end_round(self, server_round: int, arrays: ArrayRecord, counts: dict[str, PhaseCounts],
+                  server_metrics: dict | None) -> None:
+        """Checkpoint the global model and append this round's row to metrics.json."""
+        row: dict = {"round": server_round}
+        failures: list[str] = []
+        for phase, message_type in (("train", "train"), ("eval", "evaluate")):
+            c = counts.get(message_type, PhaseCounts())
+            row.update({f"{phase}_sampled": c.sampled, f"{phase}_replied": c.replied, f"{phase}_failed": c.failed})
+            failures += c.failures
+            for key, value in self._aggregated.pop(phase, {}).items():
+                row[f"{phase}_{key.replace('-', '_')}"] = value
+            if f"{phase}_loss" in row:
+                row[f"{phase}_perplexity"] = math.exp(min(row[f"{phase}_loss"], 50.0))
+        for key, value in (server_metrics or {}).items():
+            row[f"server_{key}"] = value
+        row["seconds"] = round(time.monotonic() - self._round_started, 2)
+        row["failures"] = failures
+        self._round_started = time.monotonic()
+        self.rows.append(row)
+        _save_npz(self.dir / "checkpoints" / f"round-{server_round:03d}.npz", arrays.to_numpy_ndarrays())
+        _write_json(self.dir / "metrics.json", self.rows)
+        log.info("%s", _round_line(row))
+        for failure in failures:
+            log.warning("round %d: device failed: %s", server_round, failure)
+
+    def finish(self, model) -> dict:
+        """Save the final model with its vocabulary, write and log the summary."""
+        final = self.dir / "final"
+        final.mkdir(exist_ok=True)
+        model.save(final / "model.keras")
+        self.vocab.save(final / "vocab.json")
+        evaluated = [r for r in self.rows if "eval_top3" in r]
+        summary = {
+            "run_dir": str(self.dir),
+            "model": str(final / "model.keras"),
+            "vocab": str(final / "vocab.json"),
+            "metrics": str(self.dir / "metrics.json"),
+            "rounds": max((r["round"] for r in self.rows), default=0),
+            "final": {k: v for k, v in (evaluated[-1] if evaluated else {}).items() if k.startswith(("eval_", "server_"))},
+            "best_eval_top3": max((r["eval_top3"] for r in evaluated), default=None),
+            "first_eval_loss": evaluated[0]["eval_loss"] if evaluated else None,
+        }
+        _write_json(self.dir / "summary.json", summary)
+        for line in summary_lines(summary):
+            log.info("%s", line)
+        return summary
+
+
+def summary_lines(summary: dict) -> list[str]:
+    f = summary["final"]
+    lines = ["", f"Run finished after {summary['rounds']} round(s)."]
+    if f:
+        lines += [
+            f"  Federated evaluation on the devices' held-out text: loss {f['eval_loss']:.3f}, "
+            f"perplexity {f['eval_perplexity']:.1f}, top-1 {f['eval_top1']:.1%}, top-3 {f['eval_top3']:.1%}",
+            f"  Baselines on the same text (each device counting its own training text): "
+            f"bigram top-3 {f['eval_baseline_bigram_top3']:.1%}, most-frequent-words top-3 {f['eval_baseline_unigram_top3']:.1%}",
+        ]
+    if "server_top3" in f:
+        lines.append(f"  Server evaluation on unseen synthetic users: top-3 {f['server_top3']:.1%}, "
+                     f"perplexity {f['server_perplexity']:.1f}")
+    lines += [f"  Model:   {summary['model']} (vocabulary: {summary['vocab']})",
+              f"  Metrics: {summary['metrics']}"]
+    return lines
+
+
+def _round_line(row: dict) -> str:
+    parts = [f"round {row['round']}:"]
+    if row["train_sampled"]:
+        parts.append(f"train {row['train_replied']}/{row['train_sampled']} devices ({row['train_failed']} failed)"
+                     + (f" loss {row['train_loss']:.3f}" if "train_loss" in row else ""))
+    if row["eval_sampled"]:
+        parts.append(f"| eval {row['eval_replied']}/{row['eval_sampled']} devices" + (
+            f" loss {row['eval_loss']:.3f} ppl {row['eval_perplexity']:.1f} top-1 {row['eval_top1']:.1%} "
+            f"top-3 {row['eval_top3']:.1%} (bigram baseline top-3 {row['eval_baseline_bigram_top3']:.1%})"
+            if "eval_loss" in row else ""))
+    if "server_top3" in row:
+        parts.append(f"| server loss {row['server_loss']:.3f} top-3 {row['server_top3']:.1%}")
+    return " ".join(parts)
+
+
+def _write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+
+
+def _save_npz(path: Path, arrays: list[np.ndarray]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, *arrays)
+    os.replace(tmp, path)
+
+

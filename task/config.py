@@ -1,0 +1,150 @@
+"""One typed, validated configuration object built from Flower's run config.
+
+Every knob lives in `[tool.flwr.app.config]` of pyproject.toml (kebab-case keys) and is read here
+exactly once. Field names are the keys with "-" replaced by "_". A bad value fails fast with the
+key, the value and what is allowed, before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+DATA_SOURCES = ("builtin", "text-dir", "corpus")
+CORPUS_SPLITS = ("iid", "article")
+
+
+class ConfigError(ValueError):
+    """A run-config value is missing, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The parts of the config that fix the model's shape (and so its weights' layout)."""
+
+    vocab_size: int = 8000
+    seq_len: int = 20
+    embed_dim: int = 96
+    num_heads: int = 4
+    num_blocks: int = 1
+    ffn_dim: int = 192
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class Config:
+    # Federation
+    num_server_rounds: int = 5
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    min_train_nodes: int = 2
+    min_evaluate_nodes: int = 2
+    min_available_nodes: int = 2
+    round_timeout: float = 600.0
+    # Local training on each device
+    local_epochs: int = 1
+    max_local_steps: int = 0  # 0 = no cap; >0 stops a device with huge text after that many steps
+    batch_size: int = 32
+    learning_rate: float = 0.003
+    # Model
+    model: ModelConfig = ModelConfig()
+    # Data
+    data_source: str = "builtin"
+    data_path: str = ""
+    corpus_split: str = "iid"
+    sentences_per_device: int = 300
+    test_fraction: float = 0.2
+    seed: int = 0
+    # Server
+    server_eval_devices: int = 20  # unseen synthetic users the server evaluates on (builtin only)
+    out_dir: str = "~/fednextword-runs"
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> Config:
+        """Build and validate from Flower's `context.run_config` (kebab-case keys)."""
+        known = _known_keys()
+        unknown = sorted(set(run_config) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown run-config key(s) {unknown}; known keys: {sorted(known)}")
+        top: dict[str, Any] = {}
+        model: dict[str, Any] = {}
+        for key, value in run_config.items():
+            owner, field = known[key]
+            target = model if owner is ModelConfig else top
+            target[field.name] = _coerce(key, value, field.type)
+        config = cls(model=ModelConfig(**model), **top)
+        config.validate()
+        return config
+
+    def to_run_config(self) -> dict[str, Any]:
+        """The flat kebab-case mapping `from_run_config` reads (for records and tests)."""
+        flat = {k: v for k, v in dataclasses.asdict(self).items() if k != "model"}
+        flat.update(dataclasses.asdict(self.model))
+        return {k.replace("_", "-"): v for k, v in flat.items()}
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def output_root(self) -> Path:
+        return Path(self.out_dir).expanduser().resolve()
+
+    def validate(self) -> None:
+        m = self.model
+        _check("num-server-rounds", self.num_server_rounds, self.num_server_rounds >= 1, "an integer >= 1")
+        _check("fraction-train", self.fraction_train, 0 < self.fraction_train <= 1, "a number in (0, 1]")
+        _check("fraction-evaluate", self.fraction_evaluate, 0 <= self.fraction_evaluate <= 1, "a number in [0, 1]")
+        for key in ("min-train-nodes", "min-evaluate-nodes", "min-available-nodes"):
+            value = getattr(self, key.replace("-", "_"))
+            _check(key, value, value >= 1, "an integer >= 1")
+        _check("min-available-nodes", self.min_available_nodes,
+               self.min_available_nodes >= max(self.min_train_nodes, self.min_evaluate_nodes),
+               f">= min-train-nodes ({self.min_train_nodes}) and min-evaluate-nodes ({self.min_evaluate_nodes})")
+        _check("round-timeout", self.round_timeout, self.round_timeout > 0, "a number of seconds > 0")
+        _check("local-epochs", self.local_epochs, self.local_epochs >= 1, "an integer >= 1")
+        _check("max-local-steps", self.max_local_steps, self.max_local_steps >= 0, "an integer >= 0 (0 = no cap)")
+        _check("batch-size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
+        _check("learning-rate", self.learning_rate, 0 < self.learning_rate < 1, "a number in (0, 1)")
+        _check("vocab-size", m.vocab_size, 100 <= m.vocab_size <= 20004, "an integer in [100, 20004] (base dictionary + 4 special tokens)")
+        _check("seq-len", m.seq_len, 2 <= m.seq_len <= 256, "an integer in [2, 256]")
+        _check("embed-dim", m.embed_dim, m.embed_dim >= 8, "an integer >= 8")
+        _check("num-heads", m.num_heads, m.num_heads >= 1 and m.embed_dim % m.num_heads == 0,
+               f"an integer >= 1 that divides embed-dim ({m.embed_dim})")
+        _check("num-blocks", m.num_blocks, m.num_blocks >= 1, "an integer >= 1")
+        _check("ffn-dim", m.ffn_dim, m.ffn_dim >= 1, "an integer >= 1")
+        _check("dropout", m.dropout, 0 <= m.dropout < 1, "a number in [0, 1)")
+        _check("data-source", self.data_source, self.data_source in DATA_SOURCES, f"one of {list(DATA_SOURCES)}")
+        _check("data-path", self.data_path, self.data_source == "builtin" or bool(self.data_path),
+               f'a path to your text (required when data-source="{self.data_source}")')
+        _check("corpus-split", self.corpus_split, self.corpus_split in CORPUS_SPLITS, f"one of {list(CORPUS_SPLITS)}")
+        _check("sentences-per-device", self.sentences_per_device, self.sentences_per_device >= 10, "an integer >= 10")
+        _check("test-fraction", self.test_fraction, 0 < self.test_fraction < 1, "a number in (0, 1)")
+        _check("server-eval-devices", self.server_eval_devices, self.server_eval_devices >= 0, "an integer >= 0")
+        _check("out-dir", self.out_dir, bool(self.out_dir.strip()), "a non-empty path")
+
+
+def _known_keys() -> dict[str, tuple[type, dataclasses.Field]]:
+    keys = {}
+    for owner in (Config, ModelConfig):
+        for field in fields(owner):
+            if field.name != "model":
+                keys[field.name.replace("_", "-")] = (owner, field)
+    return keys
+
+
+def _coerce(key: str, value: Any, type_name: str) -> Any:
+    # Run-config values come from TOML: ints may arrive for float fields, never the reverse.
+    expected = {"int": int, "float": float, "str": str, "bool": bool}[type_name]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
+        raise ConfigError(f"run-config key '{key}' = {value!r}: expected {type_name}, got {type(value).__name__}")
+    return value
+
+
+def _check(key: str, value: Any, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"run-config key '{key}' = {value!r} is invalid: expected {allowed}")

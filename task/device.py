@@ -1,0 +1,56 @@
+"""One federated round on one device, as plain functions of (config, text, weights).
+
+The ClientApp calls these; so can a test or a script, without Flower.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
+import tensorflow as tf
+
+from task import train as trainer
+from task.baseline import ngram_baseline
+from task.config import Config
+from task.data import DataError, DeviceText, make_windows
+from task.model import build_model
+from task.vocab import default_vocabulary
+
+Weights = list[np.ndarray]
+
+
+def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: int) -> tuple[Weights, dict]:
+    """Train the received global model on the device's training text; new weights + metrics."""
+    x, y = _windows(cfg, text.train, text.name, "training")
+    model = _model(cfg, weights)
+    m = trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+                      learning_rate=cfg.learning_rate, max_steps=cfg.max_local_steps,
+                      seed=cfg.seed * 100_003 + server_round)
+    return model.get_weights(), {"loss": m.loss, "top1": m.top1, "top3": m.top3, "num-examples": m.num_examples}
+
+
+def evaluate_round(cfg: Config, text: DeviceText, weights: Weights) -> dict:
+    """Score the received global model on the device's held-out text, next to local baselines."""
+    x, y = _windows(cfg, text.test, text.name, "test")
+    m = trainer.evaluate(_model(cfg, weights), x, y)
+    if m.num_examples == 0:
+        raise DataError(f"{text.name}: its test text has no in-vocabulary word to score")
+    train_x, train_y = make_windows(text.train, default_vocabulary(cfg.model.vocab_size), cfg.model.seq_len)
+    baseline = ngram_baseline(train_x, train_y, x, y)
+    return {"loss": m.loss, "top1": m.top1, "top3": m.top3, "num-examples": m.num_examples,
+            **{f"baseline-{k.replace('_', '-')}": v for k, v in baseline.items()}}
+
+
+def _windows(cfg: Config, sentences, name: str, part: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_windows(sentences, default_vocabulary(cfg.model.vocab_size), cfg.model.seq_len)
+    if len(x) == 0:
+        raise DataError(f"{name}: too little {part} text to make one example")
+    return x, y
+
+
+def _model(cfg: Config, weights: Weights) -> tf.keras.Model:
+    tf.keras.backend.clear_session()  # workers are reused across devices and rounds
+    model = build_model(cfg.model, seed=cfg.seed)
+    model.set_weights(weights)
+    return model

@@ -1,0 +1,100 @@
+"""Local training and evaluation of the next-word model on one device's windows.
+
+What is scored: a target counts for accuracy only if it is a real in-vocabulary word, never
+<pad>, <unk> or <eos>: a keyboard suggests words, and easy special-token targets would inflate
+accuracy. The loss (and so perplexity) is over <pad>/<unk>-free targets, <eos> included, so the
+model also learns where sentences end. Perplexity = exp(mean token loss).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
+import tensorflow as tf
+
+from task.vocab import FIRST_WORD_ID, PAD_ID, UNK_ID
+
+
+
+@dataclass(frozen=True)
+class Metrics:
+    loss: float
+    perplexity: float
+    top1: float
+    top3: float
+    num_examples: int  # windows used (train) or scored word targets (evaluate)
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+class MaskedNextWordLoss(tf.keras.losses.Loss):
+    """Cross-entropy over real targets, averaged per example (rank-1 per-example loss, as
+    tensorflow-privacy's fast gradient clipping requires)."""
+
+    def call(self, y_true, logits):
+        y_true = tf.cast(y_true, tf.int32)
+        weights = tf.cast(_loss_mask(y_true), logits.dtype)
+        ce = tf.keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+        return tf.reduce_sum(ce * weights, axis=-1) / tf.maximum(tf.reduce_sum(weights, axis=-1), 1.0)
+
+
+def compile_model(model: tf.keras.Model, learning_rate: float) -> None:
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=MaskedNextWordLoss())
+
+
+def train(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
+          learning_rate: float, max_steps: int = 0, seed: int = 0) -> Metrics:
+    """Train in place for `epochs` passes (capped at `max_steps` batches if > 0)."""
+    if len(x) == 0:
+        raise ValueError("no training windows")
+    compile_model(model, learning_rate)
+    ds = (tf.data.Dataset.from_tensor_slices((x, y))
+          .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+          .batch(batch_size).repeat(epochs))
+    if max_steps > 0:
+        ds = ds.take(max_steps)
+    history = model.fit(ds.prefetch(2), epochs=1, verbose=0)
+    return _metrics_after_training(model, x, y, batch_size, history.history["loss"][-1])
+
+
+def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> Metrics:
+    """Token-level loss, perplexity and top-1/top-3 accuracy over the windows."""
+    batch_stats = tf.function(lambda xb, yb: _batch_stats(model, xb, yb), reduce_retracing=True)
+    nll_sum = loss_count = hits1 = hits3 = scored = 0.0
+    for start in range(0, len(x), batch_size):
+        b = batch_stats(tf.constant(x[start : start + batch_size]), tf.constant(y[start : start + batch_size]))
+        nll_sum += float(b[0]); loss_count += float(b[1])
+        hits1 += float(b[2]); hits3 += float(b[3]); scored += float(b[4])
+    loss = nll_sum / max(loss_count, 1.0)
+    return Metrics(loss=loss, perplexity=math.exp(min(loss, 50.0)), top1=hits1 / max(scored, 1.0),
+                   top3=hits3 / max(scored, 1.0), num_examples=int(scored))
+
+
+def _metrics_after_training(model, x, y, batch_size, train_loss: float) -> Metrics:
+    # Accuracy on the device's own training text after local training; the loss is Keras's
+    # running mean over the local steps (what the optimiser saw).
+    m = evaluate(model, x, y, batch_size=max(batch_size, 256))
+    return Metrics(loss=float(train_loss), perplexity=math.exp(min(float(train_loss), 50.0)),
+                   top1=m.top1, top3=m.top3, num_examples=int(len(x)))
+
+
+def _batch_stats(model, x, y):
+    logits = model(x, training=False)
+    loss_mask = tf.cast(_loss_mask(y), tf.float32)
+    score_mask = tf.cast(y >= FIRST_WORD_ID, tf.float32)
+    nll = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+    top3 = tf.math.top_k(logits, k=3).indices
+    hit = tf.cast(tf.equal(top3, y[..., None]), tf.float32)
+    return (tf.reduce_sum(nll * loss_mask), tf.reduce_sum(loss_mask),
+            tf.reduce_sum(hit[..., 0] * score_mask), tf.reduce_sum(tf.reduce_max(hit, -1) * score_mask),
+            tf.reduce_sum(score_mask))
+
+
+def _loss_mask(y_true):
+    return tf.logical_and(tf.not_equal(y_true, PAD_ID), tf.not_equal(y_true, UNK_ID))
+

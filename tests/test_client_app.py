@@ -1,0 +1,50 @@
+"""The real ClientApp, called with real Flower Messages and Contexts (no runtime needed)."""
+
+import time
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
+
+from client_app.app import DEVICE_DATA_UNUSABLE, app
+from task.config import Config, ModelConfig
+from task.model import build_model
+
+CFG = Config(sentences_per_device=40, model=ModelConfig(vocab_size=2000, seq_len=10, embed_dim=16,
+                                                       num_heads=2, ffn_dim=32))
+
+
+def call(message_type: str, node_config: dict, with_config: bool = True) -> Message:
+    weights = build_model(CFG.model).get_weights()
+    content = RecordDict({"arrays": ArrayRecord(weights), "config": ConfigRecord({"server-round": 1})})
+    md = Metadata(run_id=1, message_id="m1", src_node_id=1, dst_node_id=7, reply_to_message_id="",
+                  group_id="1", created_at=time.time(), ttl=3600, message_type=message_type)
+    ctx = Context(run_id=1, node_id=7, node_config=node_config, state=RecordDict(), run_config=CFG.to_run_config())
+    return app(Message(content=content, metadata=md), ctx)
+
+
+def test_train_replies_with_new_weights_of_the_same_shapes_and_metrics():
+    reply = call("train", {"partition-id": 0, "num-partitions": 5})
+    assert not reply.has_error()
+    new = reply.content["arrays"].to_numpy_ndarrays()
+    old = build_model(CFG.model).get_weights()
+    assert [a.shape for a in new] == [a.shape for a in old]
+    assert any(not np.allclose(a, b) for a, b in zip(new, old))
+    metrics = reply.content["metrics"]
+    assert metrics["num-examples"] > 0 and 0 <= metrics["top1"] <= metrics["top3"] <= 1
+    assert set(reply.content.keys()) == {"arrays", "metrics"}  # nothing but weights and metrics leaves
+
+
+def test_evaluate_replies_with_metrics_and_baselines_only():
+    reply = call("evaluate", {"partition-id": 1, "num-partitions": 5})
+    assert not reply.has_error()
+    assert set(reply.content.keys()) == {"metrics"}
+    metrics = reply.content["metrics"]
+    assert {"loss", "top1", "top3", "num-examples", "baseline-bigram-top3", "baseline-unigram-top3"} <= set(metrics)
+
+
+def test_a_device_with_unusable_text_replies_with_an_error_naming_it(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    reply = call("train", {"data-path": str(tmp_path)})
+    assert reply.has_error()
+    assert reply.error.code == DEVICE_DATA_UNUSABLE
+    assert "node 7" in reply.error.reason and str(tmp_path) in reply.error.reason
