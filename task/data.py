@@ -50,8 +50,8 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
     else:
         if not 0 <= partition_id < num_partitions:
             raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})")
-        name = f"partition {partition_id}/{num_partitions} of data-source={cfg.data_source}"
-        sentences = _partition(cfg, partition_id, num_partitions)
+        where, sentences = _partition(cfg, partition_id, num_partitions)
+        name = f"partition {partition_id}/{num_partitions} of data-source={cfg.data_source} ({where})"
     if len(sentences) < 2:
         raise DataError(f"{name}: {len(sentences)} sentence(s) of text; need at least 2 "
                         "(one to train on, one to evaluate on)")
@@ -108,10 +108,12 @@ def _read_file(path: Path) -> str:
     return raw.decode("utf-8", errors="replace")
 
 
-def _partition(cfg: Config, partition_id: int, num_partitions: int) -> Sentences:
+def _partition(cfg: Config, partition_id: int, num_partitions: int) -> tuple[str, Sentences]:
+    """A description of where the partition's text came from, and its sentences."""
     if cfg.data_source == "builtin":
-        return [s for line in corpus.device_sentences(partition_id, cfg.sentences_per_device, cfg.seed)
-                for s in split_sentences(line)]
+        return f"persona {partition_id}", [
+            s for line in corpus.device_sentences(partition_id, cfg.sentences_per_device, cfg.seed)
+            for s in split_sentences(line)]
     root = Path(cfg.data_path).expanduser()
     if cfg.data_source == "text-dir":
         files = _text_files(root)
@@ -119,9 +121,9 @@ def _partition(cfg: Config, partition_id: int, num_partitions: int) -> Sentences
         if not mine:
             raise DataError(f"{root}: {len(files)} file(s) for {num_partitions} partitions; "
                             f"partition {partition_id} gets none")
-        return [s for f in mine for s in split_sentences(_read_file(f))]
+        return ", ".join(map(str, mine)), [s for f in mine for s in split_sentences(_read_file(f))]
     documents = _documents(root, cfg.corpus_split, cfg.seed)
-    return [s for doc in documents[partition_id::num_partitions] for s in doc]
+    return f"{root}, split {cfg.corpus_split}", [s for doc in documents[partition_id::num_partitions] for s in doc]
 
 
 def _text_files(root: Path) -> list[Path]:
