@@ -18,6 +18,7 @@ from server_app.run_record import RunRecord
 from task import train as trainer
 from task.config import Config
 from task.data import make_windows, unseen_users_text
+from task.export import export_litert
 from task.model import build_model
 from task.vocab import default_vocabulary
 
@@ -64,4 +65,5 @@ def main(grid: Grid, context: Context) -> None:
         evaluate_fn=after_round,
     )
     model.set_weights(result.arrays.to_numpy_ndarrays())
-    record.finish(model)
+    litert = export_litert(model, vocab, record.final_dir / "litert")  # what devices run offline
+    record.finish(model, litert)

@@ -5,7 +5,8 @@
     vocab.json            the vocabulary the model's ids refer to
     metrics.json          one row per round (round 0 = the initial model), rewritten each round
     checkpoints/round-NNN.npz   the global model after every round
-    model.keras + vocab.json    the final global model (in final/)
+    final/model.keras + vocab.json   the final global model
+    final/litert/model-{float32,float16,int8}.tflite + vocab.json   for on-device suggestions
     summary.json          final and best metrics, baselines, paths
 """
 
@@ -19,11 +20,11 @@ import time
 
 from pathlib import Path
 
-import numpy as np
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from server_app.observed_grid import PhaseCounts
+from task.checkpoint import save_weights
 from task.config import Config
 from task.vocab import Vocabulary
 
@@ -72,15 +73,19 @@ class RunRecord:
         row["failures"] = failures
         self._round_started = time.monotonic()
         self.rows.append(row)
-        _save_npz(self.dir / "checkpoints" / f"round-{server_round:03d}.npz", arrays.to_numpy_ndarrays())
+        save_weights(self.dir / "checkpoints" / f"round-{server_round:03d}.npz", arrays.to_numpy_ndarrays())
         _write_json(self.dir / "metrics.json", self.rows)
         log.info("%s", _round_line(row))
         for failure in failures:
             log.warning("round %d: device failed: %s", server_round, failure)
 
-    def finish(self, model) -> dict:
-        """Save the final model with its vocabulary, write and log the summary."""
-        final = self.dir / "final"
+    @property
+    def final_dir(self) -> Path:
+        return self.dir / "final"
+
+    def finish(self, model, litert: dict[str, Path]) -> dict:
+        """Save the final Keras model with its vocabulary, write and log the summary."""
+        final = self.final_dir
         final.mkdir(exist_ok=True)
         model.save(final / "model.keras")
         self.vocab.save(final / "vocab.json")
@@ -89,6 +94,7 @@ class RunRecord:
             "run_dir": str(self.dir),
             "model": str(final / "model.keras"),
             "vocab": str(final / "vocab.json"),
+            "litert": {variant: str(path) for variant, path in litert.items()},
             "metrics": str(self.dir / "metrics.json"),
             "rounds": max((r["round"] for r in self.rows), default=0),
             "final": {k: v for k, v in (evaluated[-1] if evaluated else {}).items() if k.startswith(("eval_", "server_"))},
@@ -115,6 +121,7 @@ def summary_lines(summary: dict) -> list[str]:
         lines.append(f"  Server evaluation on unseen synthetic users: top-3 {f['server_top3']:.1%}, "
                      f"perplexity {f['server_perplexity']:.1f}")
     lines += [f"  Model:   {summary['model']} (vocabulary: {summary['vocab']})",
+              f"  On-device (LiteRT int8): {summary['litert']['int8']}",
               f"  Metrics: {summary['metrics']}"]
     return lines
 
@@ -138,12 +145,3 @@ def _write_json(path: Path, data) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, path)  # atomic: a reader never sees a half-written file
-
-
-def _save_npz(path: Path, arrays: list[np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, *arrays)
-    os.replace(tmp, path)
-
-

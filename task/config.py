@@ -26,18 +26,18 @@ class ModelConfig:
     """The parts of the config that fix the model's shape (and so its weights' layout)."""
 
     vocab_size: int = 8000
-    seq_len: int = 20
-    embed_dim: int = 96
+    seq_len: int = 12
+    embed_dim: int = 80
     num_heads: int = 4
     num_blocks: int = 1
-    ffn_dim: int = 192
-    dropout: float = 0.1
+    ffn_dim: int = 160
+    dropout: float = 0.0
 
 
 @dataclass(frozen=True)
 class Config:
     # Federation
-    num_server_rounds: int = 5
+    num_server_rounds: int = 6
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
     min_train_nodes: int = 2
@@ -45,10 +45,10 @@ class Config:
     min_available_nodes: int = 2
     round_timeout: float = 600.0
     # Local training on each device
-    local_epochs: int = 1
+    local_epochs: int = 5
     max_local_steps: int = 0  # 0 = no cap; >0 stops a device with huge text after that many steps
     batch_size: int = 32
-    learning_rate: float = 0.003
+    learning_rate: float = 0.005
     # Model
     model: ModelConfig = ModelConfig()
     # Data

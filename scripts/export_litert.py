@@ -1,0 +1,47 @@
+"""Export any checkpoint of a run to LiteRT flatbuffers (float32, float16, int8) + vocab.json.
+
+    .venv/bin/python scripts/export_litert.py runs/run-123                 # latest checkpoint
+    .venv/bin/python scripts/export_litert.py runs/run-123 --round 2 --out /tmp/litert
+
+The server already exports the final model to <run>/final/litert/; use this for other rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from task.checkpoint import latest_checkpoint, load_weights, run_config  # noqa: E402
+from task.vocab import Vocabulary  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a run directory (holds config.json, vocab.json, checkpoints/)")
+    parser.add_argument("--round", type=int, help="checkpoint round (default: the latest)")
+    parser.add_argument("--out", type=Path, help="output directory (default: <run>/litert-round-N)")
+    parser.add_argument("--variants", default="float32,float16,int8")
+    args = parser.parse_args(argv)
+
+    checkpoint = (args.run_dir / "checkpoints" / f"round-{args.round:03d}.npz" if args.round is not None
+                  else latest_checkpoint(args.run_dir))
+    cfg = run_config(args.run_dir)
+    weights = load_weights(checkpoint)
+    vocab = Vocabulary.load(args.run_dir / "vocab.json")
+
+    from task.export import export_litert  # TensorFlow: only once the inputs are known to be good
+    from task.model import build_model
+
+    model = build_model(cfg.model)
+    model.set_weights(weights)
+    out = args.out or args.run_dir / f"litert-{checkpoint.stem}"
+    for variant, path in export_litert(model, vocab, out, tuple(args.variants.split(","))).items():
+        print(f"{variant}\t{path}\t{path.stat().st_size / 1e6:.2f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

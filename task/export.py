@@ -1,0 +1,81 @@
+"""Export the global model to LiteRT (TensorFlow Lite) flatbuffers for on-device suggestions.
+
+The exported function does exactly what a keyboard needs and nothing more: given the last
+`seq_len` token ids (right-padded) and the index of the last real token, it returns the
+next-word probabilities at that position. The batch is fixed to 1, and the hidden state is
+gathered before the output layer, so the vocabulary-sized matrix product runs for one
+position instead of `seq_len` (the largest cost of the model).
+
+Variants: float32 (reference), float16 (half the size), int8 (dynamic-range quantised weights).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
+import tensorflow as tf
+
+from task.vocab import FIRST_WORD_ID, PAD_ID, Vocabulary
+
+VARIANTS = ("float32", "float16", "int8")
+
+
+def export_litert(model: tf.keras.Model, vocab: Vocabulary, out_dir: Path,
+                  variants: tuple[str, ...] = VARIANTS) -> dict[str, Path]:
+    """Write model-<variant>.tflite and vocab.json into `out_dir`; returns the model paths."""
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown LiteRT variant(s) {unknown}; choose from {list(VARIANTS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seq_len = model.input_shape[1]
+    output_layer = model.layers[-1]  # hidden state -> vocabulary logits
+    trunk = tf.keras.Model(model.input, output_layer.input)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, seq_len], tf.int32, name="tokens"),
+                                  tf.TensorSpec([1], tf.int32, name="last_index")])
+    def next_word(tokens, last_index):
+        hidden = tf.gather(trunk(tokens, training=False)[0], last_index)  # [1, embed_dim]
+        return {"probabilities": tf.nn.softmax(output_layer(hidden))}
+
+    concrete = next_word.get_concrete_function()
+    paths = {}
+    for variant in variants:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+        if variant in ("float16", "int8"):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if variant == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        path = out_dir / f"model-{variant}.tflite"
+        path.write_bytes(converter.convert())
+        paths[variant] = path
+    vocab.save(out_dir / "vocab.json")
+    return paths
+
+
+def top3_agreement(model: tf.keras.Model, suggester, windows: np.ndarray) -> tuple[float, int, int]:
+    """How often the exported model suggests the same three words as the Keras model.
+
+    Checked at every real position of `windows` ([N, seq_len] input ids). Returns the share of
+    positions with the same top-3 set, the number of other positions that differ only by words
+    whose Keras scores tie (within 1e-5), and the number of positions.
+    """
+    logits = model(windows, training=False).numpy()
+    same = ties = total = 0
+    for row, ids in enumerate(windows):
+        for pos in range(len(ids)):
+            if ids[pos] == PAD_ID:
+                break
+            ref = logits[row, pos].copy()
+            ref[:FIRST_WORD_ID] = -np.inf
+            expected = np.argsort(-ref, kind="stable")[:3]
+            got = np.array([s.word_id for s in suggester.suggest_after_ids(ids[: pos + 1], k=3)])
+            total += 1
+            if set(got) == set(expected):
+                same += 1
+            elif np.allclose(np.sort(ref[got]), np.sort(ref[expected]), rtol=0, atol=1e-5):
+                ties += 1
+    return same / max(total, 1), ties, total

@@ -1,0 +1,106 @@
+"""LiteRT export and offline suggestions, checked against the Keras model they came from."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from task.config import Config, ModelConfig
+from task.data import load_device_text, make_windows
+from task.export import VARIANTS, export_litert, top3_agreement
+from task.model import build_model
+from task.suggest import Suggester
+from task.train import train
+from task.vocab import FIRST_WORD_ID, default_vocabulary
+
+MODEL = ModelConfig()  # the default model: the size targets are about it
+CFG = Config(sentences_per_device=150, model=MODEL)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A model trained on a few builtin devices (so its ranking is not random), exported."""
+    vocab = default_vocabulary(MODEL.vocab_size)
+    texts = [load_device_text(CFG, partition_id=i, num_partitions=4) for i in range(4)]
+    x, y = make_windows([s for t in texts for s in t.train], vocab, MODEL.seq_len)
+    model = build_model(MODEL)
+    train(model, x, y, epochs=3, batch_size=32, learning_rate=0.01)
+    test_x, _ = make_windows([s for t in texts for s in t.test], vocab, MODEL.seq_len)
+    paths = export_litert(model, vocab, tmp_path_factory.mktemp("litert"))
+    return model, vocab, paths, test_x
+
+
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_is_written_and_runs_in_the_litert_interpreter(exported, variant):
+    _, vocab, paths, _ = exported
+    assert paths[variant].stat().st_size > 0
+    suggestions = Suggester.from_files(paths[variant]).suggest("see you")
+    assert len(suggestions) == 3 and all(s.word in vocab for s in suggestions)
+    assert suggestions[0].probability >= suggestions[1].probability >= suggestions[2].probability > 0
+
+
+def test_quantised_files_are_smaller(exported):
+    sizes = {v: p.stat().st_size for v, p in exported[2].items()}
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"]
+
+
+def test_float32_matches_keras_up_to_ties(exported):
+    model, _, paths, test_x = exported
+    share, ties, total = top3_agreement(model, Suggester.from_files(paths["float32"]), test_x[:100])
+    assert share + ties / total == 1.0
+
+
+def test_int8_top3_agrees_with_keras_on_at_least_99_percent_of_positions(exported):
+    model, _, paths, test_x = exported
+    share, _, total = top3_agreement(model, Suggester.from_files(paths["int8"]), test_x[:150])
+    assert total > 500
+    assert share >= 0.99
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "task.suggest", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_suggest_command_prints_the_word_the_model_ranks_first(exported):
+    model, vocab, paths, _ = exported
+    suggester = Suggester.from_files(paths["float32"])
+    ids = suggester.context_ids("thanks for the")
+    tokens = np.zeros((1, MODEL.seq_len), np.int32)
+    tokens[0, : len(ids)] = ids
+    logits = model(tokens, training=False).numpy()[0, len(ids) - 1]
+    logits[:FIRST_WORD_ID] = -np.inf
+    best = vocab.words[int(np.argmax(logits))]
+    out = run_cli("--model", str(paths["int8"]), "Thanks for the")
+    assert out.returncode == 0, out.stderr
+    assert best in [line.split("\t")[0] for line in out.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("text", ["", "   ", "!!! ...", "zxqv blorft", "Ça va très bien 😂 über", "word " * 500,
+                                  "Thanks. ", "see you\n"])
+def test_odd_input_gives_three_suggestions_and_no_traceback(exported, text):
+    out = run_cli("--model", str(exported[2]["int8"]), text)
+    assert out.returncode == 0 and "Traceback" not in out.stderr
+    assert len(out.stdout.splitlines()) == 3
+
+
+def test_context_is_the_current_sentence_cut_to_the_window(exported):
+    suggester = Suggester.from_files(exported[2]["int8"])
+    assert suggester.context_ids("") == suggester.context_ids("Great. ") == [2]  # <bos>: sentence start
+    assert len(suggester.context_ids("word " * 500)) == MODEL.seq_len
+    assert suggester.context_ids("zxqv")[-1] == 1  # unknown word -> <unk>
+
+
+def test_missing_model_is_a_clear_error_not_a_traceback(tmp_path):
+    out = run_cli("--model", str(tmp_path / "nope.tflite"), "hi")
+    assert out.returncode == 2 and "LiteRT model not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_suggesting_does_not_load_tensorflow(exported):
+    code = ("import sys; from task.suggest import Suggester; "
+            f"Suggester.from_files({str(exported[2]['int8'])!r}).suggest('hi'); "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
