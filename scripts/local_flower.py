@@ -46,11 +46,15 @@ def flower_env(flwr_home: Path, http_port: int = 39091, control_port: int = 3909
     return env
 
 
-def run_app(env: dict[str, str], *, num_supernodes: int, run_config: str = "", cpus_per_client: float = 1,
-            timeout: float = 1800, echo: bool = True) -> RunOutcome:
-    """`flwr run . --stream` in simulation; returns the run's id, final status and output."""
-    federation = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}"
-    cmd = [str(VENV_BIN / "flwr"), "run", str(ROOT), "--stream", "--federation-config", federation]
+def run_app(env: dict[str, str], *, num_supernodes: int = 0, run_config: str = "", cpus_per_client: float = 1,
+            connection: str | None = None, timeout: float = 1800, echo: bool = True) -> RunOutcome:
+    """`flwr run . --stream`: in simulation (default) or on the SuperLink `connection` names.
+
+    Returns the run's id, final status (from `flwr ls`) and output.
+    """
+    cmd = [str(VENV_BIN / "flwr"), "run", str(ROOT), *([connection] if connection else []), "--stream"]
+    if not connection:
+        cmd += ["--federation-config", f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}"]
     if run_config:
         cmd += ["--run-config", run_config]
     start = time.monotonic()
@@ -70,13 +74,13 @@ def run_app(env: dict[str, str], *, num_supernodes: int, run_config: str = "", c
     if not match:
         raise RuntimeError(f"`flwr run` did not start a run (exit code {proc.returncode}):\n{output[-3000:]}")
     run_id = int(match.group(1))
-    return RunOutcome(run_id, run_status(env, run_id), output, time.monotonic() - start)
+    return RunOutcome(run_id, run_status(env, run_id, connection), output, time.monotonic() - start)
 
 
-def run_status(env: dict[str, str], run_id: int) -> str:
+def run_status(env: dict[str, str], run_id: int, connection: str | None = None) -> str:
     """The run's status as `flwr ls` reports it (`flwr run` exits 0 even when a run failed)."""
-    out = subprocess.run([str(VENV_BIN / "flwr"), "ls", "--run-id", str(run_id), "--format", "json"],
-                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    cmd = [str(VENV_BIN / "flwr"), "ls", *([connection] if connection else []), "--run-id", str(run_id), "--format", "json"]
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     data = json.loads(out.stdout)
     runs = data.get("runs", [])
     if not runs:

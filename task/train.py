@@ -64,10 +64,9 @@ def train(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, b
 
 def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> Metrics:
     """Token-level loss, perplexity and top-1/top-3 accuracy over the windows."""
-    batch_stats = tf.function(lambda xb, yb: _batch_stats(model, xb, yb), reduce_retracing=True)
     nll_sum = loss_count = hits1 = hits3 = scored = 0.0
     for start in range(0, len(x), batch_size):
-        b = batch_stats(tf.constant(x[start : start + batch_size]), tf.constant(y[start : start + batch_size]))
+        b = _batch_stats(model, tf.constant(x[start : start + batch_size]), tf.constant(y[start : start + batch_size]))
         nll_sum += float(b[0]); loss_count += float(b[1])
         hits1 += float(b[2]); hits3 += float(b[3]); scored += float(b[4])
     loss = nll_sum / max(loss_count, 1.0)
@@ -84,6 +83,7 @@ def _metrics_after_training(model, x, y, batch_size, train_loss: float) -> Metri
 
 
 def _batch_stats(model, x, y):
+    # Eager on purpose: a model is built per message, so a tf.function would retrace every time.
     logits = model(x, training=False)
     loss_mask = tf.cast(_loss_mask(y), tf.float32)
     score_mask = tf.cast(y >= FIRST_WORD_ID, tf.float32)

@@ -9,7 +9,9 @@ import json
 import pytest
 
 from scripts.local_flower import flower_env, run_app, stop_local_superlink
+from scripts.export_litert import main as export_main
 from task import corpus
+from task.suggest import Suggester
 
 SMALL = ("vocab-size=2000 seq-len=12 embed-dim=32 num-heads=2 ffn-dim=64 dropout=0.0 "
          "local-epochs=3 learning-rate=0.01 sentences-per-device=120")
@@ -44,6 +46,10 @@ def test_builtin_federation_learns_and_beats_the_baseline(flower, tmp_path):
     assert (run_dir / "final" / "vocab.json").exists()
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [f"round-00{i}.npz" for i in range(4)]
     assert "Federated evaluation on the devices' held-out text" in outcome.output
+    # The server exported the final model for devices; any checkpoint can be exported too.
+    assert Suggester.from_files(run_dir / "final" / "litert" / "model-int8.tflite").suggest("see you")
+    assert export_main([str(run_dir), "--round", "1", "--variants", "int8"]) == 0
+    assert Suggester.from_files(run_dir / "litert-round-001" / "model-int8.tflite").suggest("")
 
 
 def test_one_device_with_unusable_text_does_not_stop_the_run(flower, tmp_path):

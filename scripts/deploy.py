@@ -1,0 +1,292 @@
+"""Deploy on real devices: certificates, device keys, SuperLink, SuperNodes, connection, stop.
+
+The server operator (SuperLink side):
+    python scripts/deploy.py certs --out deploy/certs --address 127.0.0.1 --address fl.example.lan
+    python scripts/deploy.py superlink --certs deploy/certs --state deploy/state --host 0.0.0.0 --port 9093
+    python scripts/deploy.py connection --name fednextword --address fl.example.lan:9093 --ca deploy/certs/ca.crt
+    python scripts/deploy.py device-key --out deploy/keys --name kitchen-pi      # one per device
+    python scripts/deploy.py register --connection fednextword deploy/keys/kitchen-pi.pub
+    flwr run . fednextword --stream
+
+Each device (copy it ca.crt and its private key kitchen-pi, nothing else):
+    python scripts/deploy.py supernode --superlink fl.example.lan:9093 --ca ca.crt \\
+        --key kitchen-pi --data /home/pi/keyboard-text
+
+Everything is TLS with SuperNode authentication, and the SuperLink never installs dependencies
+at run time. `--insecure` exists for a first local try only: no encryption, no authentication.
+`superlink`/`supernode` run in the foreground (for systemd, see scripts/fednextword-supernode.service)
+or with `--background --state DIR` (pid and log files in DIR, ended by `stop --state DIR`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+BIN = Path(sys.executable).parent  # the venv's flower-superlink / flower-supernode / flwr
+
+
+# --- certificates and keys -------------------------------------------------------------------
+
+def make_certs(out: Path, addresses: list[str], days: int = 365) -> dict[str, Path]:
+    """A private CA and a SuperLink certificate whose names cover `addresses` (IPs or DNS names)."""
+    out.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fednextword CA")])
+    ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+               .sign(ca_key, hashes.SHA256()))
+    names = []
+    for a in addresses:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(a)))
+        except ValueError:
+            names.append(x509.DNSName(a))
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_cert = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, addresses[0])]))
+                   .issuer_name(ca_name).public_key(server_key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))
+                   .add_extension(x509.SubjectAlternativeName(names), critical=False)
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .sign(ca_key, hashes.SHA256()))
+    paths = {"ca": out / "ca.crt", "cert": out / "server.pem", "key": out / "server.key"}
+    paths["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(paths["key"], server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    _write_private(out / "ca.key", ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
+    return paths
+
+
+def make_device_key(out: Path, name: str) -> tuple[Path, Path]:
+    """A device's SuperNode authentication key pair (EC P-384, OpenSSH format)."""
+    out.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = out / name, out / f"{name}.pub"
+    _write_private(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                              serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                     serialization.PublicFormat.OpenSSH) + f" {name}\n".encode())
+    return private, public
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_bytes(data)
+
+
+# --- the flwr connection and device registration ------------------------------------------------
+
+def flwr_home() -> Path:
+    return Path(os.environ.get("FLWR_HOME", Path.home() / ".flwr"))
+
+
+def write_connection(name: str, address: str, ca: Path | None, insecure: bool = False) -> Path:
+    """Add `[superlink.<name>]` to $FLWR_HOME/config.toml, the entry `flwr run . <name>` uses."""
+    path = flwr_home() / "config.toml"
+    text = path.read_text() if path.exists() else '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
+    existing = tomllib.loads(text).get("superlink", {}).get(name)
+    entry = {"address": address, **({"insecure": True} if insecure else {"root-certificates": str(Path(ca).resolve())})}
+    if existing == entry:
+        return path
+    if existing is not None:
+        raise SystemExit(f"{path}: connection '{name}' exists with other settings {existing}; edit or remove it")
+    lines = [f"\n[superlink.{name}]", f'address = "{address}"']
+    lines.append("insecure = true" if insecure else f'root-certificates = "{entry["root-certificates"]}"')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def register_device(connection: str, public_key: Path) -> str:
+    """Register a device's public key with the SuperLink (`flwr supernode register`)."""
+    out = subprocess.run([str(BIN / "flwr"), "supernode", "register", str(public_key), connection],
+                         capture_output=True, text=True, timeout=60, env=_env())
+    if out.returncode != 0 or "registered successfully" not in out.stdout:
+        raise RuntimeError(f"registering {public_key} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout.strip()
+
+
+# --- processes --------------------------------------------------------------------------------
+
+def superlink_command(state: Path, host: str, port: int, certs: Path | None, insecure: bool = False) -> list[str]:
+    security = (["--insecure"] if insecure else
+                ["--ssl-ca-certfile", str(certs / "ca.crt"), "--ssl-certfile", str(certs / "server.pem"),
+                 "--ssl-keyfile", str(certs / "server.key"), "--enable-supernode-auth"])
+    return [str(BIN / "flower-superlink"), *security, "--host", host, "--port", str(port),
+            "--database", str(state / "superlink.db"), "--disable-runtime-dependency-installation"]
+
+
+def supernode_command(superlink: str, data: Path, ca: Path | None, key: Path | None, port: int = 9094,
+                      insecure: bool = False, max_retries: int | None = None,
+                      max_wait_time: float | None = None) -> list[str]:
+    security = ["--insecure"] if insecure else ["--root-certificates", str(ca)]
+    if key:
+        security += ["--auth-supernode-private-key", str(key)]
+    limits = []
+    if max_retries is not None:
+        limits += ["--max-retries", str(max_retries)]
+    if max_wait_time is not None:
+        limits += ["--max-wait-time", str(max_wait_time)]
+    # The ClientApp reads this device's text from data-path only (client_app/app.py).
+    node_config = f'data-path="{Path(data).resolve()}"'
+    return [str(BIN / "flower-supernode"), *security, "--superlink", superlink, "--port", str(port),
+            "--node-config", node_config, *limits]
+
+
+def start(command: list[str], state: Path, name: str) -> int:
+    """Start a process in the background, its output in <state>/<name>.log, its pid in <name>.pid."""
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / f"{name}.log", "ab") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    (state / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop(state: Path, grace: float = 15.0) -> list[str]:
+    """Stop every process started with --state (SIGTERM to its process group, then SIGKILL)."""
+    stopped = []
+    for pidfile in sorted(state.glob("*.pid")):
+        pid = int(pidfile.read_text())
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and _alive(pid):
+                time.sleep(0.2)
+            if not _alive(pid):
+                break
+        pidfile.unlink()
+        stopped.append(pidfile.stem)
+    return stopped
+
+
+def wait_for_port(host: str, port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing is listening on {host}:{port} after {timeout:.0f} s")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
+    except OSError:
+        return False
+    except FileNotFoundError:
+        return False
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("certs", help="create a CA and the SuperLink certificate")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--address", action="append", required=True, help="IP or DNS name devices use (repeat)")
+    p = sub.add_parser("device-key", help="create a device's authentication key pair")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--name", required=True)
+    p = sub.add_parser("connection", help="write the flwr connection entry for this deployment")
+    p.add_argument("--name", required=True)
+    p.add_argument("--address", required=True, help="host:port of the SuperLink")
+    p.add_argument("--ca", type=Path)
+    p.add_argument("--insecure", action="store_true", help="first local try only: no TLS")
+    p = sub.add_parser("register", help="register a device's public key with the SuperLink")
+    p.add_argument("--connection", required=True)
+    p.add_argument("public_key", type=Path)
+    for name in ("superlink", "supernode"):
+        p = sub.add_parser(name, help=f"start a {name}")
+        p.add_argument("--insecure", action="store_true", help="first local try only: no TLS, no authentication")
+        p.add_argument("--background", action="store_true", help="detach; pid and log go to --state")
+        p.add_argument("--state", type=Path, default=Path("deploy/state"))
+        p.add_argument("--port", type=int, default=9093 if name == "superlink" else 9094)
+        if name == "superlink":
+            p.add_argument("--host", default="127.0.0.1")
+            p.add_argument("--certs", type=Path)
+        else:
+            p.add_argument("--superlink", required=True, help="host:port of the SuperLink")
+            p.add_argument("--ca", type=Path, help="the deployment's ca.crt")
+            p.add_argument("--key", type=Path, help="this device's private key")
+            p.add_argument("--data", type=Path, required=True, help="this device's text (file or directory)")
+            p.add_argument("--name", default="supernode", help="name of the pid/log files with --background")
+    p = sub.add_parser("stop", help="stop everything started with --background --state DIR")
+    p.add_argument("--state", type=Path, default=Path("deploy/state"))
+    args = parser.parse_args(argv)
+
+    if args.command == "certs":
+        for what, path in make_certs(args.out, args.address).items():
+            print(f"{what}: {path}")
+    elif args.command == "device-key":
+        private, public = make_device_key(args.out, args.name)
+        print(f"private key (copy to the device only): {private}\npublic key (register it): {public}")
+    elif args.command == "connection":
+        if not args.insecure and not args.ca:
+            parser.error("connection needs --ca (or --insecure for a first local try)")
+        print(f"wrote [superlink.{args.name}] to {write_connection(args.name, args.address, args.ca, args.insecure)}")
+    elif args.command == "register":
+        print(register_device(args.connection, args.public_key))
+    elif args.command in ("superlink", "supernode"):
+        if args.command == "superlink":
+            if not args.insecure and not args.certs:
+                parser.error("superlink needs --certs (or --insecure for a first local try)")
+            args.state.mkdir(parents=True, exist_ok=True)
+            command = superlink_command(args.state, args.host, args.port, args.certs, args.insecure)
+        else:
+            if not args.insecure and not (args.ca and args.key):
+                parser.error("supernode needs --ca and --key (or --insecure for a first local try)")
+            if not args.data.exists():
+                parser.error(f"--data {args.data}: no such file or directory")
+            command = supernode_command(args.superlink, args.data, args.ca, args.key, args.port, args.insecure)
+        if args.insecure:
+            print("WARNING: insecure mode: no TLS, no authentication. For a first local try only.", file=sys.stderr)
+        if args.background:
+            name = args.command if args.command == "superlink" else args.name
+            print(f"started {name} (pid {start(command, args.state, name)}), log: {args.state / (name + '.log')}")
+        else:
+            os.execve(command[0], command, _env())
+    elif args.command == "stop":
+        print("stopped: " + (", ".join(stop(args.state)) or "nothing"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
