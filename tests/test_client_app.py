@@ -48,3 +48,18 @@ def test_a_device_with_unusable_text_replies_with_an_error_naming_it(tmp_path):
     assert reply.has_error()
     assert reply.error.code == DEVICE_DATA_UNUSABLE
     assert "node 7" in reply.error.reason and str(tmp_path) in reply.error.reason
+
+
+def test_no_raw_text_of_the_device_leaves_it(tmp_path):
+    """Serialise the replies exactly as they go on the wire and look for the device's text."""
+    from flwr.common.serde import message_to_proto
+
+    sentences = [f"my secret diary entry number {i} says the password is swordfish{i}" for i in range(30)]
+    (tmp_path / "diary.txt").write_text(".\n".join(sentences))
+    for message_type in ("train", "evaluate"):
+        reply = call(message_type, {"data-path": str(tmp_path)})
+        assert not reply.has_error()
+        wire = message_to_proto(reply).SerializeToString()
+        for i, sentence in enumerate(sentences):
+            assert sentence.encode() not in wire and f"swordfish{i}".encode() not in wire
+        assert b"secret diary" not in wire and b"password" not in wire
