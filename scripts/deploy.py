@@ -21,8 +21,10 @@ or with `--background --state DIR` (pid and log files in DIR, ended by `stop --s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -36,6 +38,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.local_flower import alive  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the venv's flower-superlink / flower-supernode / flwr
 
@@ -175,9 +180,9 @@ def stop(state: Path, grace: float = 15.0) -> list[str]:
             except ProcessLookupError:
                 break
             deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and _alive(pid):
+            while time.monotonic() < deadline and alive(pid):
                 time.sleep(0.2)
-            if not _alive(pid):
+            if not alive(pid):
                 break
         pidfile.unlink()
         stopped.append(pidfile.stem)
@@ -195,22 +200,50 @@ def wait_for_port(host: str, port: int, timeout: float = 60.0) -> None:
     raise TimeoutError(f"nothing is listening on {host}:{port} after {timeout:.0f} s")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")
-    except OSError:
-        return False
-    except FileNotFoundError:
-        return False
-
-
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+# --- a whole deployment on this machine (tests and benchmarks) -------------------------------------
+
+@contextlib.contextmanager
+def local_deployment(root: Path, device_data: list[Path], port: int, connection: str = "fednextword-local"):
+    """A TLS + SuperNode-auth SuperLink on 127.0.0.1:`port` and one registered SuperNode per data
+    directory (Runtime API ports port+1, port+2, ...). $FLWR_HOME must be set. Stops them all."""
+    state = root / "state"
+    certs = make_certs(root / "certs", ["127.0.0.1", "localhost"])
+    start(superlink_command(state, "127.0.0.1", port, root / "certs"), state, "superlink")
+    try:
+        wait_for_port("127.0.0.1", port)
+        write_connection(connection, f"127.0.0.1:{port}", certs["ca"])
+        for i, data in enumerate(device_data):
+            private, public = make_device_key(root / "keys", f"device{i}")
+            register_device(connection, public)
+            start(supernode_command(f"127.0.0.1:{port}", data, certs["ca"], private, port=port + 1 + i), state, f"node{i}")
+        wait_until_online(connection, len(device_data))
+        yield {"connection": connection, "state": state, "certs": certs, "keys": root / "keys"}
+    finally:
+        stop(state)
+
+
+def wait_until_online(connection: str, count: int, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = subprocess.run([str(BIN / "flwr"), "supernode", "list", connection, "--format", "json"],
+                             env=_env(), capture_output=True, text=True, timeout=60)
+        try:
+            nodes = json.loads(out.stdout).get("nodes", [])
+        except json.JSONDecodeError:
+            nodes = []
+        if sum(n.get("status") == "online" for n in nodes) >= count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count} SuperNodes not online after {timeout:.0f} s: {out.stdout} {out.stderr}")
+        time.sleep(2)
 
 
 # --- command line -----------------------------------------------------------------------------

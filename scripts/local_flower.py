@@ -111,7 +111,7 @@ def _terminate_tree(pid: int, grace: float = 10.0) -> None:
     for p in [pid, *children]:
         _signal(p, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in [pid, *children]):
+    while time.monotonic() < deadline and any(alive(p) for p in [pid, *children]):
         time.sleep(0.2)
     for p in [pid, *children]:
         _signal(p, signal.SIGKILL)
@@ -129,7 +129,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
         return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")  # zombie = gone

@@ -29,27 +29,14 @@ def deployment(tmp_path_factory, monkeypatch_module):
     root = tmp_path_factory.mktemp("deployment")
     env = flower_env(root / "flwr-home")
     monkeypatch_module.setenv("FLWR_HOME", env["FLWR_HOME"])  # deploy.* read it from the environment
-    state = root / "state"
-    certs = deploy.make_certs(root / "certs", ["127.0.0.1", "localhost"])
-    keys = {name: deploy.make_device_key(root / "keys", name) for name in ("n0", "n1", "n2", "rogue")}
-    deploy.start(deploy.superlink_command(state, "127.0.0.1", PORT, root / "certs"), state, "superlink")
-    try:
-        deploy.wait_for_port("127.0.0.1", PORT)
-        deploy.write_connection(CONNECTION, f"127.0.0.1:{PORT}", certs["ca"])
-        data = {}
-        for i in range(3):
-            data[i] = root / f"device{i}"
-            data[i].mkdir()
-            (data[i] / "messages.txt").write_text("\n".join(corpus.device_sentences(i, 80)))
-            deploy.register_device(CONNECTION, keys[f"n{i}"][1])
-            deploy.start(deploy.supernode_command(f"127.0.0.1:{PORT}", data[i], certs["ca"], keys[f"n{i}"][0],
-                                                  port=PORT + 1 + i), state, f"node{i}")
-        wait_until_online(env, 3)
-        yield {"env": env, "root": root, "state": state, "certs": certs, "keys": keys, "data": data}
-    finally:
-        stopped = deploy.stop(state)
-        assert "superlink" in stopped
-        assert not list(state.glob("*.pid"))
+    data = []
+    for i in range(3):
+        data.append(root / f"device{i}")
+        data[i].mkdir()
+        (data[i] / "messages.txt").write_text("\n".join(corpus.device_sentences(i, 80)))
+    with deploy.local_deployment(root, data, PORT, CONNECTION) as d:
+        yield {**d, "env": env, "data": data, "rogue": deploy.make_device_key(root / "keys", "rogue")[0]}
+    assert not list(d["state"].glob("*.pid")), "a process started here was not stopped"
 
 
 @pytest.fixture(scope="module")
@@ -57,21 +44,6 @@ def monkeypatch_module():
     mp = pytest.MonkeyPatch()
     yield mp
     mp.undo()
-
-
-def wait_until_online(env, count, timeout=90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run([str(deploy.BIN / "flwr"), "supernode", "list", CONNECTION, "--format", "json"],
-                             env=env, capture_output=True, text=True, timeout=60)
-        try:
-            nodes = json.loads(out.stdout).get("nodes", [])
-        except json.JSONDecodeError:
-            nodes = []
-        if sum(n.get("status") == "online" for n in nodes) >= count:
-            return
-        time.sleep(2)
-    raise TimeoutError(f"{count} SuperNodes not online after {timeout} s: {out.stdout} {out.stderr}")
 
 
 def metrics(out_dir, run_id):
@@ -106,7 +78,7 @@ def start_and_wait(command, env, log, timeout=90):
 
 def test_a_supernode_with_an_unregistered_key_is_refused(deployment, tmp_path):
     d = deployment
-    cmd = deploy.supernode_command(f"127.0.0.1:{PORT}", d["data"][0], d["certs"]["ca"], d["keys"]["rogue"][0],
+    cmd = deploy.supernode_command(f"127.0.0.1:{PORT}", d["data"][0], d["certs"]["ca"], d["rogue"],
                                    port=PORT + 10, max_retries=2, max_wait_time=20)
     code, output, seconds = start_and_wait(cmd, deploy._env(), tmp_path / "rogue.log")
     assert code != 0 and "Failed to activate SuperNode" in output

@@ -31,8 +31,6 @@ def exported(tmp_path_factory):
     return model, vocab, paths, test_x
 
 
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_is_written_and_runs_in_the_litert_interpreter(exported, variant):
     _, vocab, paths, _ = exported
@@ -45,6 +43,7 @@ def test_every_variant_is_written_and_runs_in_the_litert_interpreter(exported, v
 def test_quantised_files_are_smaller(exported):
     sizes = {v: p.stat().st_size for v, p in exported[2].items()}
     assert sizes["int8"] < sizes["float16"] < sizes["float32"]
+    assert sizes["int8"] <= 1.5e6  # the phone-keyboard budget for the default model
 
 
 def test_float32_matches_keras_up_to_ties(exported):

@@ -1,0 +1,67 @@
+"""Wall time per round: real deployment (TLS SuperLink + SuperNodes on 127.0.0.1) vs simulation.
+
+    .venv/bin/python scripts/benchmark_deployment.py [--devices 3] [--rounds 2]
+
+Same default model, same devices' text (builtin personas; in deployment written to each
+SuperNode's data directory), same config. Prints total wall time, the per-round times the
+ServerApp recorded, and the fixed cost (total minus rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts import deploy  # noqa: E402
+from scripts.local_flower import flower_env, run_app, stop_local_superlink  # noqa: E402
+from task import corpus  # noqa: E402
+from task.config import Config  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="fednextword-bench-"))
+    n = args.devices
+    common = (f"num-server-rounds={args.rounds} min-available-nodes={n} min-train-nodes={n} min-evaluate-nodes={n} "
+              "server-eval-devices=0")
+    results = {}
+
+    env = flower_env(root / "sim-home", http_port=39491, control_port=39493)
+    try:
+        sim = run_app(env, num_supernodes=n, echo=False, run_config=f'{common} out-dir="{root / "sim"}"')
+    finally:
+        stop_local_superlink(env)
+    results["simulation"] = (sim, root / "sim")
+
+    env = flower_env(root / "dep-home")
+    os.environ["FLWR_HOME"] = env["FLWR_HOME"]
+    data = []
+    for i in range(n):
+        data.append(root / f"device{i}")
+        data[i].mkdir()
+        (data[i] / "text.txt").write_text("\n".join(corpus.device_sentences(i, Config().sentences_per_device)))
+    with deploy.local_deployment(root / "deployment", data, port=39593) as d:
+        dep = run_app(env, connection=d["connection"], echo=False, run_config=f'{common} out-dir="{root / "dep"}"')
+    results["deployment"] = (dep, root / "dep")
+
+    print(f"{n} devices, {args.rounds} rounds, default model; seconds")
+    print(f"{'mode':<11} {'status':<20} {'total':>6} {'fixed':>6}  per round")
+    for mode, (outcome, out) in results.items():
+        rows = json.loads((out / f"run-{outcome.run_id}" / "metrics.json").read_text())[1:]
+        per_round = [r["seconds"] for r in rows]
+        print(f"{mode:<11} {outcome.status:<20} {outcome.seconds:>6.0f} {outcome.seconds - sum(per_round):>6.0f}  "
+              + " ".join(f"{s:.0f}" for s in per_round))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
