@@ -21,10 +21,11 @@ def toy_windows(n=64, seed=0):
 
 
 def test_default_model_is_phone_sized_and_predicts_every_position():
-    model = build_model(ModelConfig())
+    cfg = ModelConfig()
+    model = build_model(cfg)
     assert model.count_params() <= 2_000_000
-    out = model(np.zeros((2, 20), np.int32))
-    assert out.shape == (2, 20, 8000)
+    out = model(np.zeros((2, cfg.seq_len), np.int32))
+    assert out.shape == (2, cfg.seq_len, cfg.vocab_size)
 
 
 def test_same_seed_gives_the_same_initial_model():
