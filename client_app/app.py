@@ -8,6 +8,8 @@ and the server goes on without it.
 
 from __future__ import annotations
 
+import logging
+
 from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -17,6 +19,7 @@ from task.data import DataError, DeviceText, load_device_text
 
 DEVICE_DATA_UNUSABLE = 100  # Error code: the device's text could not be used (see reason)
 
+log = logging.getLogger("flwr")
 app = ClientApp()
 
 
@@ -45,9 +48,12 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 def _device_text(cfg: Config, context: Context) -> DeviceText:
     node = context.node_config
-    return load_device_text(cfg, partition_id=int(node.get("partition-id", 0)),
+    text = load_device_text(cfg, partition_id=int(node.get("partition-id", 0)),
                             num_partitions=int(node.get("num-partitions", 1)),
                             data_path=str(node["data-path"]) if node.get("data-path") else None)
+    for note in text.notes:  # files skipped or repaired: in the device's own log, not sent
+        log.warning("node %s: %s", context.node_id, note)
+    return text
 
 
 def _error_reply(msg: Message, context: Context, error: Exception) -> Message:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-DATA_SOURCES = ("builtin", "text-dir", "corpus")
-CORPUS_SPLITS = ("iid", "article")
+DATA_SOURCES = ("builtin", "text-dir", "corpus", "shakespeare")
+PARTITIONERS = ("iid", "natural", "size-skew")
 
 
 class ConfigError(ValueError):
@@ -54,8 +54,9 @@ class Config:
     # Data
     data_source: str = "builtin"
     data_path: str = ""
-    corpus_split: str = "iid"
+    partitioner: str = "iid"
     sentences_per_device: int = 300
+    max_sentences: int = 0  # 0 = no cap; >0 reads at most this many sentences of a device's text
     test_fraction: float = 0.2
     seed: int = 0
     # Server
@@ -117,9 +118,10 @@ class Config:
         _check("ffn-dim", m.ffn_dim, m.ffn_dim >= 1, "an integer >= 1")
         _check("dropout", m.dropout, 0 <= m.dropout < 1, "a number in [0, 1)")
         _check("data-source", self.data_source, self.data_source in DATA_SOURCES, f"one of {list(DATA_SOURCES)}")
-        _check("data-path", self.data_path, self.data_source == "builtin" or bool(self.data_path),
+        _check("data-path", self.data_path, self.data_source in ("builtin", "shakespeare") or bool(self.data_path),
                f'a path to your text (required when data-source="{self.data_source}")')
-        _check("corpus-split", self.corpus_split, self.corpus_split in CORPUS_SPLITS, f"one of {list(CORPUS_SPLITS)}")
+        _check("partitioner", self.partitioner, self.partitioner in PARTITIONERS, f"one of {list(PARTITIONERS)}")
+        _check("max-sentences", self.max_sentences, self.max_sentences >= 0, "an integer >= 0 (0 = no cap)")
         _check("sentences-per-device", self.sentences_per_device, self.sentences_per_device >= 10, "an integer >= 10")
         _check("test-fraction", self.test_fraction, 0 < self.test_fraction < 1, "a number in (0, 1)")
         _check("server-eval-devices", self.server_eval_devices, self.server_eval_devices >= 0, "an integer >= 0")

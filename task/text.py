@@ -15,7 +15,8 @@ import unicodedata
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
 _TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
-_SENTENCE_END = re.compile(r"[.!?;:\n\u3002]+")
+SENTENCE_ENDS = ".!?;:\n\u3002"
+_SENTENCE_END = re.compile(f"[{re.escape(SENTENCE_ENDS)}]+")
 
 
 def normalise(text: str) -> str:

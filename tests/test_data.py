@@ -3,6 +3,7 @@ import pytest
 
 from task.config import Config
 from task.data import DataError, load_device_text, make_windows, split_train_test
+from task.partition import corpus_units
 from task.vocab import BOS_ID, EOS_ID, PAD_ID, default_vocabulary
 
 VOCAB = default_vocabulary(2000)
@@ -37,36 +38,58 @@ def test_builtin_partitions_are_different_devices_with_held_out_text():
     a = load_device_text(cfg, partition_id=0, num_partitions=10)
     b = load_device_text(cfg, partition_id=1, num_partitions=10)
     assert a.train != b.train
-    assert len(a.test) == round(0.2 * (len(a.train) + len(a.test)))
+    assert abs(len(a.test) - 0.2 * (len(a.train) + len(a.test))) <= 1
     assert load_device_text(cfg, partition_id=0, num_partitions=10) == a
 
 
-def test_text_dir_gives_files_to_partitions_round_robin(tmp_path):
+def test_text_dir_natural_split_gives_whole_files_to_devices(tmp_path):
     for i in range(4):
         (tmp_path / f"f{i}.txt").write_text(f"file {i} says hello. and goodbye {i}.")
-    cfg = Config(data_source="text-dir", data_path=str(tmp_path))
-    dev = load_device_text(cfg, partition_id=1, num_partitions=2)  # files f1 and f3
+    cfg = Config(data_source="text-dir", data_path=str(tmp_path), partitioner="natural")
+    dev = load_device_text(cfg, partition_id=1, num_partitions=2)  # files f2 and f3
     words = {w for s in dev.train + dev.test for w in s}
-    assert {"1", "3"} <= words and not {"0", "2"} & words
+    assert {"2", "3"} <= words and not {"0", "1"} & words
+    assert "f2.txt" in dev.name
 
 
-def test_corpus_split_by_article_keeps_articles_whole(tmp_path):
+def test_corpus_natural_split_keeps_articles_whole(tmp_path):
     text = "".join(f" = Title {i} = \n Sentence one of article a{i}. Sentence two of a{i}.\n" for i in range(6))
     (tmp_path / "wiki.txt").write_text(text)
-    cfg = Config(data_source="corpus", data_path=str(tmp_path / "wiki.txt"), corpus_split="article")
-    dev = load_device_text(cfg, partition_id=2, num_partitions=3)  # articles 2 and 5
+    cfg = Config(data_source="corpus", data_path=str(tmp_path / "wiki.txt"), partitioner="natural")
+    dev = load_device_text(cfg, partition_id=2, num_partitions=3)  # articles 4 and 5
     words = {w for s in dev.train + dev.test for w in s}
-    assert {"a2", "a5"} <= words and not {"a0", "a1", "a3", "a4"} & words
+    assert {"a4", "a5"} <= words and not {"a0", "a1", "a2", "a3"} & words
 
 
-def test_corpus_iid_split_deals_every_sentence_once(tmp_path):
-    (tmp_path / "c.txt").write_text(" ".join(f"sentence number s{i}." for i in range(30)))
-    cfg = Config(data_source="corpus", data_path=str(tmp_path / "c.txt"))
-    seen = []
+def test_play_scripts_split_naturally_by_speaker():
+    play = "ROMEO:\nBut soft, what light. It is the east.\n\nJULIET:\nO Romeo.\n\nROMEO:\nShall I hear more.\n"
+    units = dict(corpus_units(play))
+    assert set(units) == {"ROMEO", "JULIET"}
+    assert ["shall", "i", "hear", "more"] in units["ROMEO"]
+
+
+@pytest.mark.parametrize("partitioner", ["iid", "size-skew"])
+def test_iid_and_size_skew_deal_every_sentence_exactly_once(tmp_path, partitioner):
+    (tmp_path / "c.txt").write_text(" ".join(f"sentence number s{i}." for i in range(60)))
+    cfg = Config(data_source="corpus", data_path=str(tmp_path / "c.txt"), partitioner=partitioner)
+    seen, sizes = [], []
     for p in range(3):
         dev = load_device_text(cfg, partition_id=p, num_partitions=3)
         seen += [s[-1] for s in dev.train + dev.test]
-    assert sorted(seen) == sorted(f"s{i}" for i in range(30))
+        sizes.append(len(dev.train) + len(dev.test))
+    assert sorted(seen) == sorted(f"s{i}" for i in range(60))
+    if partitioner == "size-skew":
+        assert sizes[0] > sizes[1] > sizes[2]  # sizes fall like 1/(i+1)
+    else:
+        assert max(sizes) - min(sizes) <= 1
+
+
+def test_natural_split_with_fewer_units_than_devices_says_so(tmp_path):
+    (tmp_path / "a.txt").write_text("one sentence. another one.")
+    (tmp_path / "b.txt").write_text("third sentence. fourth one.")
+    cfg = Config(data_source="text-dir", data_path=str(tmp_path), partitioner="natural")
+    with pytest.raises(DataError, match="2 natural unit"):
+        load_device_text(cfg, partition_id=2, num_partitions=3)
 
 
 def test_device_data_path_reads_its_own_directory_and_skips_binary_files(tmp_path):
