@@ -89,7 +89,8 @@ def _units(source: str, data_path: str) -> tuple[Units, list[str]]:
         raise DataError(f"data-path {root}: data-source='text-dir' needs a directory")
     files = text_files(root)
     if source == "text-dir" or len(files) > 1:  # each file is a unit
-        return [(str(f.relative_to(root)), list(iter_file_sentences(f, notes))) for f in files], notes
+        units = [(str(f.relative_to(root)), list(iter_file_sentences(f, notes))) for f in files]
+        return [(name, sentences) for name, sentences in units if sentences], notes
     return corpus_units(files[0].read_text(encoding="utf-8", errors="replace")), notes
 
 
