@@ -4,7 +4,8 @@ Why a Transformer and not an LSTM: sample-level DP-SGD is only affordable with
 tensorflow-privacy's fast gradient clipping, which supports Embedding, Dense, LayerNormalization
 and MultiHeadAttention layers but not LSTM; the same layers also convert to LiteRT builtin ops.
 The input and output embeddings are not tied for the same reason (a tied custom layer has no
-fast-clipping rule). Default: vocab 8,000, width 96, one block: about 1.6 M parameters.
+fast-clipping rule). Default: vocab 8,000, width 80, one block, window 12: 1.34 M parameters
+(int8 LiteRT file 1.49 MB).
 """
 
 from __future__ import annotations
