@@ -53,13 +53,13 @@ def test_float32_matches_keras_up_to_ties(exported):
 
 
 def test_int8_top3_mostly_agrees_with_keras(exported):
-    # The goal is 99%, and it is not met in general: dynamic-range int8 flips near-tied 3rd/4th
-    # suggestions, 1-15% of positions depending on how confident the model is (README, "On the
-    # device"). This guards against a broken export (which agrees on ~0%), not the goal.
+    # The goal is 99% and it is not met: dynamic-range int8 still flips near-tied 3rd/4th
+    # suggestions on about 2% of positions (README, "On the device"). This guards the 98% reached
+    # with the folded output layer against regressions (before folding: 85-99%).
     model, _, paths, test_x = exported
     share, _, total = top3_agreement(model, Suggester.from_files(paths["int8"]), test_x[:150])
     assert total > 500
-    assert share >= 0.8
+    assert share >= 0.96
 
 
 def run_cli(*args):
