@@ -111,7 +111,7 @@ def test_whitespace_only_text_is_reported_not_trained_on(tmp_path):
 
 
 def test_shakespeare_users_are_rebuilt_from_overlapping_windows():
-    datasets = pytest.importorskip("datasets")
+    import datasets
     text = "To be, or not to be. That is the question. Whether tis nobler in the mind."
     w = 10
     rows = [{"character_id": "HAMLET", "x": text[i : i + w], "y": text[i + w]} for i in range(len(text) - w)]
