@@ -2,7 +2,7 @@
 
 The device's text is read from `data-path` in its node config (a real device) or from its
 simulated partition (`partition-id` / `num-partitions`). Only weights and metrics leave the
-device; a device whose text is unusable replies with an error naming itself and the problem,
+device (clipped and noised first when a dp-mode asks for it); a device whose text is unusable replies with an error naming itself and the problem,
 and the server goes on without it.
 """
 
@@ -13,6 +13,7 @@ import logging
 from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client_app.privacy import train_mods, with_mods
 from task import device
 from task.config import Config
 from task.data import DataError, DeviceText, load_device_text
@@ -25,6 +26,11 @@ app = ClientApp()
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    cfg = Config.from_run_config(context.run_config)
+    return with_mods(train_mods(cfg.dp), _train)(msg, context)
+
+
+def _train(msg: Message, context: Context) -> Message:
     cfg = Config.from_run_config(context.run_config)
     try:
         text = _device_text(cfg, context)

@@ -1,25 +1,29 @@
-"""ServerApp: builds FedAvg from the validated config, runs it, and records the run.
+"""ServerApp: builds FedAvg (inside a DP wrapper when a dp-mode asks for one) from the validated
+config, runs it, and records the run.
 
 Devices train and evaluate on their own text; the server only averages weights (FedAvg,
-weighted by each device's number of training windows) and, for the builtin corpus, scores the
-global model on synthetic users that are not part of the federation.
+weighted by each device's number of training windows, or equally under DP) and, for the builtin
+corpus, scores the global model on synthetic users that are not part of the federation.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.exception import PrivacyBudgetExhausted
 
-from server_app.observed_grid import ObservedGrid
+from server_app import privacy
+from server_app.observed_grid import ObservedGrid, PhaseCounts
 from server_app.run_record import RunRecord
 from task import train as trainer
 from task.config import Config
 from task.data import make_windows, unseen_users_text
 from task.export import export_litert
 from task.model import build_model
+from task.privacy import DP_WEIGHT, PrivacyBudgetExceeded, PrivacyLedger
 from task.vocab import default_vocabulary
 
 log = logging.getLogger("flwr")
@@ -33,37 +37,66 @@ def main(grid: Grid, context: Context) -> None:
     record = RunRecord(cfg.output_root / f"run-{context.run_id}", cfg, vocab)
     log.info("Writing this run's model, checkpoints and metrics to %s", record.dir)
 
+    random.seed(cfg.seed)  # FedAvg samples devices with Python's random
     model = build_model(cfg.model, seed=cfg.seed)
     server_x, server_y = make_windows(unseen_users_text(cfg), vocab, cfg.model.seq_len)
     observed = ObservedGrid(grid)
+    population, sampled = privacy.population_and_sample(grid, cfg) if cfg.dp.enabled else (0, 0)
+    ledger = PrivacyLedger(cfg.dp, population=population, sampled=sampled)
+    latest = {"arrays": None}  # the last global model: what a budget stop keeps
 
     def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         # Flower calls this for the initial model (round 0) and after every round.
+        weights = arrays.to_numpy_ndarrays()
+        counts = observed.take_counts()
+        if cfg.dp.enabled and server_round > 0:
+            privacy.record_round(ledger, counts.get("train", PhaseCounts()),
+                                 released=privacy.arrays_changed(latest["arrays"], weights))
+        latest["arrays"] = weights
         server_metrics = None
         if len(server_x):
-            model.set_weights(arrays.to_numpy_ndarrays())
+            model.set_weights(weights)
             m = trainer.evaluate(model, server_x, server_y)
             server_metrics = {"loss": m.loss, "perplexity": m.perplexity, "top1": m.top1, "top3": m.top3}
-        record.end_round(server_round, arrays, observed.take_counts(), server_metrics)
+        privacy_report = None
+        if cfg.dp.enabled:  # adaptive clipping moves the norm: report the one in force now
+            privacy_report = {**ledger.report(), **({"clipping-norm": strategy.clipping_norm}
+                                                    if hasattr(strategy, "clipping_norm") else {})}
+        record.end_round(server_round, arrays, counts, server_metrics, privacy_report)
         return MetricRecord(server_metrics) if server_metrics else None
 
-    strategy = FedAvg(
+    def aggregate_train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
+        if cfg.dp.enabled:
+            privacy.require_equal_weights(records)
+        return record.aggregate_train_metrics(records, weight_key)
+
+    fedavg = privacy.BudgetedFedAvg(
+        ledger, cfg.local_epochs,
         fraction_train=cfg.fraction_train,
         fraction_evaluate=cfg.fraction_evaluate,
         min_train_nodes=cfg.min_train_nodes,
         min_evaluate_nodes=cfg.min_evaluate_nodes,
         min_available_nodes=cfg.min_available_nodes,
-        train_metrics_aggr_fn=record.aggregate_train_metrics,
+        weighted_by_key=DP_WEIGHT if cfg.dp.enabled else "num-examples",
+        train_metrics_aggr_fn=aggregate_train_metrics,
         evaluate_metrics_aggr_fn=record.aggregate_evaluate_metrics,
     )
-    result = strategy.start(
-        grid=observed,
-        initial_arrays=ArrayRecord(model.get_weights()),
-        num_rounds=cfg.num_server_rounds,
-        timeout=cfg.round_timeout,
-        train_config=ConfigRecord({}),
-        evaluate_fn=after_round,
-    )
-    model.set_weights(result.arrays.to_numpy_ndarrays())
+    strategy = privacy.wrap(cfg, fedavg, sampled, population)
+    stop_reason = None
+    try:
+        result = strategy.start(
+            grid=observed,
+            initial_arrays=ArrayRecord(model.get_weights()),
+            num_rounds=cfg.num_server_rounds,
+            timeout=cfg.round_timeout,
+            train_config=ConfigRecord({}),
+            evaluate_fn=after_round,
+        )
+        final = result.arrays.to_numpy_ndarrays()
+    except (PrivacyBudgetExceeded, PrivacyBudgetExhausted) as e:
+        stop_reason = f"privacy budget: {e}"
+        log.warning("Stopped early: %s", stop_reason)
+        final = latest["arrays"]
+    model.set_weights(final)
     litert = export_litert(model, vocab, record.final_dir / "litert")  # what devices run offline
-    record.finish(model, litert)
+    record.finish(model, litert, stop_reason=stop_reason)

@@ -19,6 +19,7 @@ class PhaseCounts:
     replied: int = 0
     failed: int = 0
     failures: list[str] = field(default_factory=list)
+    metrics: dict[int, dict] = field(default_factory=dict)  # node id -> its reply's metrics
 
 
 class ObservedGrid:
@@ -43,6 +44,8 @@ class ObservedGrid:
                     counts.failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
                 else:
                     counts.replied += 1
+                    counts.metrics[reply.metadata.src_node_id] = {
+                        k: v for record in reply.content.metric_records.values() for k, v in record.items()}
             counts.failed += len(messages) - len(replies)  # no reply before the timeout
         return replies
 

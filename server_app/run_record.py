@@ -48,14 +48,16 @@ class RunRecord:
         return self._keep("train", aggregate_metricrecords(records, weight_key))
 
     def aggregate_evaluate_metrics(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
-        return self._keep("eval", aggregate_metricrecords(records, weight_key))
+        # Always per scored word, also when DP makes training weights equal: evaluation metrics
+        # are comparable across runs (they are not covered by the DP guarantee either way).
+        return self._keep("eval", aggregate_metricrecords(records, "num-examples"))
 
     def _keep(self, phase: str, metrics: MetricRecord) -> MetricRecord:
         self._aggregated[phase] = dict(metrics)
         return metrics
 
     def end_round(self, server_round: int, arrays: ArrayRecord, counts: dict[str, PhaseCounts],
-                  server_metrics: dict | None) -> None:
+                  server_metrics: dict | None, privacy: dict | None = None) -> None:
         """Checkpoint the global model and append this round's row to metrics.json."""
         row: dict = {"round": server_round}
         failures: list[str] = []
@@ -69,6 +71,8 @@ class RunRecord:
                 row[f"{phase}_perplexity"] = math.exp(min(row[f"{phase}_loss"], 50.0))
         for key, value in (server_metrics or {}).items():
             row[f"server_{key}"] = value
+        for key, value in (privacy or {}).items():
+            row[f"dp_{key.replace('-', '_')}"] = value
         row["seconds"] = round(time.monotonic() - self._round_started, 2)
         row["failures"] = failures
         self._round_started = time.monotonic()
@@ -83,7 +87,7 @@ class RunRecord:
     def final_dir(self) -> Path:
         return self.dir / "final"
 
-    def finish(self, model, litert: dict[str, Path]) -> dict:
+    def finish(self, model, litert: dict[str, Path], stop_reason: str | None = None) -> dict:
         """Save the final Keras model with its vocabulary, write and log the summary."""
         final = self.final_dir
         final.mkdir(exist_ok=True)
@@ -100,6 +104,8 @@ class RunRecord:
             "final": {k: v for k, v in (evaluated[-1] if evaluated else {}).items() if k.startswith(("eval_", "server_"))},
             "best_eval_top3": max((r["eval_top3"] for r in evaluated), default=None),
             "first_eval_loss": evaluated[0]["eval_loss"] if evaluated else None,
+            "stopped_early": stop_reason,
+            "privacy": {k[3:]: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("dp_")},
         }
         _write_json(self.dir / "summary.json", summary)
         for line in summary_lines(summary):
@@ -110,6 +116,10 @@ class RunRecord:
 def summary_lines(summary: dict) -> list[str]:
     f = summary["final"]
     lines = ["", f"Run finished after {summary['rounds']} round(s)."]
+    if summary.get("stopped_early"):
+        lines.append(f"  Stopped early: {summary['stopped_early']}")
+    if summary.get("privacy"):
+        lines.append(f"  Privacy: {privacy_line(summary['privacy'])}")
     if f:
         lines += [
             f"  Federated evaluation on the devices' held-out text: loss {f['eval_loss']:.3f}, "
@@ -138,7 +148,21 @@ def _round_line(row: dict) -> str:
             if "eval_loss" in row else ""))
     if "server_top3" in row:
         parts.append(f"| server loss {row['server_loss']:.3f} top-3 {row['server_top3']:.1%}")
+    privacy = {k[3:]: v for k, v in row.items() if k.startswith("dp_")}
+    if privacy:
+        parts.append(f"| {privacy_line(privacy)}")
     return " ".join(parts)
+
+
+def privacy_line(p: dict) -> str:
+    """The epsilons spent so far, each with what it protects, at the run's delta."""
+    names = {"epsilon_central": "user-level ε (central, no sampling amplification)",
+             "epsilon_central_amplified": "user-level ε with sampling amplification (replace-one)",
+             "epsilon_local": "user-level ε (local DP, worst device)",
+             "epsilon_sample": "sample-level ε (DP-SGD, worst device)"}
+    parts = [f"{label} = {p[key]:.3f}" for key, label in names.items() if key in p]
+    mode = p.get("dp_mode", "none") + (" + DP-SGD" if p.get("dp_sgd") else "")
+    return f"{mode}: " + ", ".join(parts) + f" at δ = {p['delta']:g}"
 
 
 def _write_json(path: Path, data) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 DATA_SOURCES = ("builtin", "text-dir", "corpus", "shakespeare")
+# User-level privacy of a device's whole update (see task/privacy.py and server_app/strategy.py).
+DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "local")
 PARTITIONERS = ("iid", "natural", "size-skew")
 
 
@@ -35,6 +37,36 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class DPConfig:
+    """Differential privacy; run-config keys are these names prefixed with "dp-".
+
+    `mode` protects a device's whole update (user level); `sgd` protects single sentences inside
+    a device's text (sample level) and combines with any mode.
+    """
+
+    mode: str = "none"
+    noise_multiplier: float = 1.0  # central modes: noise std on the sum of updates / clipping norm
+    clipping_norm: float = 1.0  # L2 bound on one device's update (initial value when adaptive)
+    delta: float = 1e-5  # must be < 1/population (user level) and < 1/examples (sample level)
+    max_epsilon: float = 0.0  # 0 = no budget; else the run stops before a release would exceed it
+    target_quantile: float = 0.5  # adaptive: fraction of updates left unclipped
+    clip_lr: float = 0.2  # adaptive: geometric learning rate of the clipping norm
+    clipped_count_stddev: float = 0.0  # adaptive: noise on the clipped count; 0 = sampled devices / 20
+    local_epsilon: float = 8.0  # local: nominal epsilon of one release (Flower's LocalDpMod)
+    sgd: bool = False  # DP-SGD on the device (tensorflow-privacy fast gradient clipping)
+    sgd_noise_multiplier: float = 1.0
+    sgd_clipping_norm: float = 1.0
+
+    @property
+    def central(self) -> bool:
+        return self.mode.startswith("central")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none" or self.sgd
+
+
+@dataclass(frozen=True)
 class Config:
     # Federation
     num_server_rounds: int = 6
@@ -51,6 +83,8 @@ class Config:
     learning_rate: float = 0.005
     # Model
     model: ModelConfig = ModelConfig()
+    # Privacy
+    dp: DPConfig = DPConfig()
     # Data
     data_source: str = "builtin"
     data_path: str = ""
@@ -70,20 +104,19 @@ class Config:
         unknown = sorted(set(run_config) - set(known))
         if unknown:
             raise ConfigError(f"unknown run-config key(s) {unknown}; known keys: {sorted(known)}")
-        top: dict[str, Any] = {}
-        model: dict[str, Any] = {}
+        values: dict[type, dict[str, Any]] = {cls: {}, ModelConfig: {}, DPConfig: {}}
         for key, value in run_config.items():
             owner, field = known[key]
-            target = model if owner is ModelConfig else top
-            target[field.name] = _coerce(key, value, field.type)
-        config = cls(model=ModelConfig(**model), **top)
+            values[owner][field.name] = _coerce(key, value, field.type)
+        config = cls(model=ModelConfig(**values[ModelConfig]), dp=DPConfig(**values[DPConfig]), **values[cls])
         config.validate()
         return config
 
     def to_run_config(self) -> dict[str, Any]:
         """The flat kebab-case mapping `from_run_config` reads (for records and tests)."""
-        flat = {k: v for k, v in dataclasses.asdict(self).items() if k != "model"}
+        flat = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("model", "dp")}
         flat.update(dataclasses.asdict(self.model))
+        flat.update({f"{_DP_PREFIX}{k}": v for k, v in dataclasses.asdict(self.dp).items()})
         return {k.replace("_", "-"): v for k, v in flat.items()}
 
     def replace(self, **changes: Any) -> Config:
@@ -126,14 +159,49 @@ class Config:
         _check("test-fraction", self.test_fraction, 0 < self.test_fraction < 1, "a number in (0, 1)")
         _check("server-eval-devices", self.server_eval_devices, self.server_eval_devices >= 0, "an integer >= 0")
         _check("out-dir", self.out_dir, bool(self.out_dir.strip()), "a non-empty path")
+        self._validate_dp()
+
+    def _validate_dp(self) -> None:
+        dp = self.dp
+        _check("dp-mode", dp.mode, dp.mode in DP_MODES, f"one of {list(DP_MODES)}")
+        if dp.mode != "none":
+            _check("dp-clipping-norm", dp.clipping_norm, dp.clipping_norm > 0,
+                   "a number > 0 (noise is only meaningful relative to a bound on each update)")
+        if dp.central:
+            _check("dp-noise-multiplier", dp.noise_multiplier, dp.noise_multiplier > 0,
+                   "a number > 0 (with no noise, clipping alone gives no privacy)")
+        _check("dp-delta", dp.delta, 0 < dp.delta < 1, "a number in (0, 1), and below 1/population")
+        _check("dp-max-epsilon", dp.max_epsilon, dp.max_epsilon >= 0, "a number >= 0 (0 = no budget)")
+        if dp.mode == "central-adaptive-clip":
+            _check("dp-target-quantile", dp.target_quantile, 0 < dp.target_quantile < 1, "a number in (0, 1)")
+            _check("dp-clip-lr", dp.clip_lr, dp.clip_lr > 0, "a number > 0")
+            _check("dp-clipped-count-stddev", dp.clipped_count_stddev, dp.clipped_count_stddev >= 0,
+                   "a number >= 0 (0 = sampled devices / 20)")
+        if dp.mode == "local":
+            _check("dp-local-epsilon", dp.local_epsilon, dp.local_epsilon > 0, "a number > 0")
+        if dp.sgd:
+            _check("dp-sgd-noise-multiplier", dp.sgd_noise_multiplier, dp.sgd_noise_multiplier > 0,
+                   "a number > 0 (with no noise, clipping alone gives no privacy)")
+            _check("dp-sgd-clipping-norm", dp.sgd_clipping_norm, dp.sgd_clipping_norm > 0, "a number > 0")
+
+    def validate_population(self, population: int, sampled: int) -> None:
+        """Checks that need the number of devices, known only once they connect."""
+        _check("min-train-nodes", sampled, sampled <= population,
+               f"at most the {population} connected devices (the round would sample {sampled})")
+        if self.dp.mode != "none":
+            _check("dp-delta", self.dp.delta, self.dp.delta < 1 / population,
+                   f"below 1/population = 1/{population}; a larger delta allows leaking one device outright")
+
+
+_DP_PREFIX = "dp_"
 
 
 def _known_keys() -> dict[str, tuple[type, dataclasses.Field]]:
     keys = {}
-    for owner in (Config, ModelConfig):
+    for owner, prefix in ((Config, ""), (ModelConfig, ""), (DPConfig, _DP_PREFIX)):
         for field in fields(owner):
-            if field.name != "model":
-                keys[field.name.replace("_", "-")] = (owner, field)
+            if field.name not in ("model", "dp"):
+                keys[(prefix + field.name).replace("_", "-")] = (owner, field)
     return keys
 
 

@@ -15,6 +15,7 @@ from task.baseline import ngram_baseline
 from task.config import Config
 from task.data import DataError, DeviceText, make_windows
 from task.model import build_model
+from task.privacy import DP_WEIGHT
 from task.vocab import default_vocabulary
 
 Weights = list[np.ndarray]
@@ -24,10 +25,27 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
     """Train the received global model on the device's training text; new weights + metrics."""
     x, y = _windows(cfg, text.train, text.name, "training")
     model = _model(cfg, weights)
-    m = trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
-                      learning_rate=cfg.learning_rate, max_steps=cfg.max_local_steps,
-                      seed=cfg.seed * 100_003 + server_round)
-    return model.get_weights(), {"loss": m.loss, "top1": m.top1, "top3": m.top3, "num-examples": m.num_examples}
+    seed = cfg.seed * 100_003 + server_round
+    extra: dict = {}
+    if cfg.dp.sgd:
+        if cfg.dp.delta >= 1 / len(x):
+            raise DataError(f"{text.name}: dp-delta = {cfg.dp.delta} must be below 1/(training windows) = "
+                            f"1/{len(x)} for sample-level DP-SGD")
+        from task.dpsgd import train_dpsgd  # imports tensorflow-privacy: only when asked for
+
+        m, stats = train_dpsgd(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+                               learning_rate=cfg.learning_rate, clipping_norm=cfg.dp.sgd_clipping_norm,
+                               noise_multiplier=cfg.dp.sgd_noise_multiplier, max_steps=cfg.max_local_steps,
+                               seed=seed)
+        extra = {"dpsgd-sampling-rate": stats.sampling_rate, "dpsgd-steps": stats.steps,
+                 "dpsgd-clipped-fraction": stats.clipped_fraction}
+    else:
+        m = trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+                          learning_rate=cfg.learning_rate, max_steps=cfg.max_local_steps, seed=seed)
+    # Under DP every device counts once in the average (dp-weight), so one device's influence, and
+    # so the sensitivity the noise is calibrated to, is bounded; the server enforces it.
+    return model.get_weights(), {"loss": m.loss, "top1": m.top1, "top3": m.top3,
+                                 "num-examples": m.num_examples, DP_WEIGHT: 1, **extra}
 
 
 def evaluate_round(cfg: Config, text: DeviceText, weights: Weights) -> dict:
@@ -38,7 +56,7 @@ def evaluate_round(cfg: Config, text: DeviceText, weights: Weights) -> dict:
         raise DataError(f"{text.name}: its test text has no in-vocabulary word to score")
     train_x, train_y = make_windows(text.train, default_vocabulary(cfg.model.vocab_size), cfg.model.seq_len)
     baseline = ngram_baseline(train_x, train_y, x, y)
-    return {"loss": m.loss, "top1": m.top1, "top3": m.top3, "num-examples": m.num_examples,
+    return {"loss": m.loss, "top1": m.top1, "top3": m.top3, "num-examples": m.num_examples, DP_WEIGHT: 1,
             **{f"baseline-{k.replace('_', '-')}": v for k, v in baseline.items()}}
 
 

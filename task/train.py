@@ -59,7 +59,7 @@ def train(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, b
     if max_steps > 0:
         ds = ds.take(max_steps)
     history = model.fit(ds.prefetch(2), epochs=1, verbose=0)
-    return _metrics_after_training(model, x, y, batch_size, history.history["loss"][-1])
+    return metrics_after_training(model, x, y, batch_size, history.history["loss"][-1])
 
 
 def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> Metrics:
@@ -74,7 +74,7 @@ def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: in
                    top3=hits3 / max(scored, 1.0), num_examples=int(scored))
 
 
-def _metrics_after_training(model, x, y, batch_size, train_loss: float) -> Metrics:
+def metrics_after_training(model, x, y, batch_size, train_loss: float) -> Metrics:
     # Accuracy on the device's own training text after local training; the loss is Keras's
     # running mean over the local steps (what the optimiser saw).
     m = evaluate(model, x, y, batch_size=max(batch_size, 256))

@@ -1,0 +1,130 @@
+"""Sample-level DP-SGD on the device: every sentence window's gradient is clipped to an L2 norm,
+and Gaussian noise is added to their sum before the optimiser sees it.
+
+Per-example gradient norms come from tensorflow-privacy's fast gradient clipping (its layer
+registry computes them from layer inputs and output gradients, without per-example gradients).
+Three things are done here instead of by its DPModel, each for a reason:
+- The forward pass is recorded once on a persistent tape and reused for the clipped gradient;
+  DPModel runs the model a second time, which is most of its extra cost.
+- Windows are Poisson-sampled (each step takes each window with probability q = batch / windows),
+  the sampling the accountant in task/privacy.py assumes. A shuffled fixed-size batch would need
+  a different, much weaker analysis.
+- The noisy sum is divided by the expected batch size q * windows, not by the sampled batch's
+  size, which would itself depend on the data.
+Noise comes from TensorFlow's ordinary random generator, as in tensorflow-privacy.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
+import tensorflow as tf
+
+sys.skip_tf_privacy_import = True  # its package __init__ imports estimator code absent on TF 2.21
+from tensorflow_privacy.privacy.fast_gradient_clipping import (  # noqa: E402
+    clip_grads,
+    gradient_clipping_utils,
+    layer_registry,
+)
+from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions import (  # noqa: E402
+    layer_normalization,
+    multi_head_attention,
+)
+
+from task.train import MaskedNextWordLoss, Metrics, metrics_after_training  # noqa: E402
+
+
+@dataclass(frozen=True)
+class DPSGDStats:
+    """What the accountant needs from one round of local DP-SGD, plus a health figure."""
+
+    sampling_rate: float
+    steps: int
+    clipped_fraction: float  # share of sampled windows whose gradient was clipped
+    seconds: float
+
+
+def registry() -> layer_registry.LayerRegistry:
+    """tensorflow-privacy's default registry knows Dense and Embedding; the model also has
+    attention and LayerNorm layers, whose rules ship with the library but must be inserted."""
+    r = layer_registry.make_default_layer_registry()
+    r.insert(tf.keras.layers.MultiHeadAttention, multi_head_attention.multi_head_attention_layer_computation)
+    r.insert(tf.keras.layers.LayerNormalization, layer_normalization.layer_normalization_computation)
+    return r
+
+
+def clipped_gradient_sum(model: tf.keras.Model, reg: layer_registry.LayerRegistry, x, y, clipping_norm):
+    """Sum over examples of each example's gradient clipped to `clipping_norm`.
+
+    Returns (clipped gradients, per-example losses, per-example gradient norms before clipping)."""
+    per_example_loss = MaskedNextWordLoss(reduction=tf.keras.losses.Reduction.NONE)
+    tape = tf.GradientTape(persistent=True)
+    generator = clip_grads.get_registry_generator_fn(tape, reg, None)
+    with tape:
+        logits, generated = gradient_clipping_utils.model_forward_pass(model, x, generator)
+        losses = per_example_loss(y, logits)
+        summed_loss = tf.reduce_sum(losses)
+    layers = [g for g in generated if g is not None]
+    grads = tape.gradient(summed_loss, [layer_vars for layer_vars, _, _ in layers],
+                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    norms = tf.sqrt(tf.add_n([sqr_norm(g) for g, (_, sqr_norm, _) in zip(grads, layers)]))
+    clip_weights = tf.stop_gradient(clipping_norm / tf.maximum(clipping_norm, norms))
+    with tape:  # the same recorded forward pass, re-weighted
+        clipped_loss = tf.reduce_sum(clip_weights * losses)
+    clipped = tape.gradient(clipped_loss, model.trainable_variables,
+                            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    del tape
+    return [tf.convert_to_tensor(g) for g in clipped], losses, norms
+
+
+def make_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer, *, clipping_norm: float,
+              noise_multiplier: float, expected_batch: float):
+    """A compiled DP-SGD step: (windows, targets) -> (summed loss, #examples, #clipped)."""
+    reg = registry()
+    clip = tf.constant(clipping_norm, tf.float32)
+    noise_std = noise_multiplier * clipping_norm
+    spec = tf.TensorSpec([None, model.input_shape[1]], tf.int32)
+
+    @tf.function(input_signature=[spec, spec])
+    def step(x, y):
+        clipped, losses, norms = clipped_gradient_sum(model, reg, x, y, clip)
+        noisy = [(g + tf.random.normal(tf.shape(g), stddev=noise_std)) / expected_batch for g in clipped]
+        optimizer.apply_gradients(zip(noisy, model.trainable_variables))
+        return tf.reduce_sum(losses), tf.size(losses), tf.reduce_sum(tf.cast(norms > clip, tf.int32))
+
+    return step
+
+
+def planned_steps(num_windows: int, *, epochs: int, batch_size: int, max_steps: int = 0) -> tuple[float, int]:
+    """(sampling rate q, number of steps) for `epochs` expected passes over the windows."""
+    q = min(1.0, batch_size / num_windows)
+    steps = epochs * math.ceil(num_windows / batch_size)
+    return q, (min(steps, max_steps) if max_steps > 0 else steps)
+
+
+def train_dpsgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
+                learning_rate: float, clipping_norm: float, noise_multiplier: float, max_steps: int = 0,
+                seed: int = 0) -> tuple[Metrics, DPSGDStats]:
+    """Train in place with DP-SGD for `epochs` expected passes (capped at `max_steps` if > 0)."""
+    if len(x) == 0:
+        raise ValueError("no training windows")
+    start = time.perf_counter()
+    q, steps = planned_steps(len(x), epochs=epochs, batch_size=batch_size, max_steps=max_steps)
+    optimizer = tf.keras.optimizers.Adam(learning_rate)
+    step = make_step(model, optimizer, clipping_norm=clipping_norm, noise_multiplier=noise_multiplier,
+                     expected_batch=q * len(x))
+    rng = np.random.default_rng(seed)
+    loss_sum = examples = clipped = 0
+    for _ in range(steps):
+        chosen = np.flatnonzero(rng.random(len(x)) < q)  # Poisson sampling; may be empty
+        s = step(tf.constant(x[chosen], tf.int32), tf.constant(y[chosen], tf.int32))
+        loss_sum += float(s[0]); examples += int(s[1]); clipped += int(s[2])
+    metrics = metrics_after_training(model, x, y, batch_size, loss_sum / max(examples, 1))
+    return metrics, DPSGDStats(sampling_rate=q, steps=steps, clipped_fraction=clipped / max(examples, 1),
+                               seconds=time.perf_counter() - start)
