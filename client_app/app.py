@@ -15,7 +15,7 @@ from flwr.clientapp import ClientApp
 
 from client_app.privacy import train_mods, with_mods
 from task import device
-from task.config import Config
+from task.config import ROUND_OFFSET, Config
 from task.data import DataError, DeviceText, load_device_text
 
 DEVICE_DATA_UNUSABLE = 100  # Error code: the device's text could not be used (see reason)
@@ -35,7 +35,7 @@ def _train(msg: Message, context: Context) -> Message:
     try:
         text = _device_text(cfg, context)
         arrays, metrics = device.train_round(cfg, text, msg.content["arrays"].to_numpy_ndarrays(),
-                                             server_round=int(msg.content["config"]["server-round"]))
+                                             server_round=_global_round(msg))
     except DataError as e:
         return _error_reply(msg, context, e)
     return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
@@ -50,6 +50,11 @@ def evaluate(msg: Message, context: Context) -> Message:
     except DataError as e:
         return _error_reply(msg, context, e)
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+def _global_round(msg: Message) -> int:
+    config = msg.content["config"]
+    return int(config["server-round"]) + int(config.get(ROUND_OFFSET, 0))
 
 
 def _device_text(cfg: Config, context: Context) -> DeviceText:

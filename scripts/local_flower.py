@@ -88,6 +88,13 @@ def run_status(env: dict[str, str], run_id: int, connection: str | None = None) 
     return runs[0]["status"]
 
 
+def stop_run(env: dict[str, str], run_id: int, connection: str | None = None) -> str:
+    """`flwr stop`: ends the run's ServerApp (as a crash or an operator would)."""
+    cmd = [str(VENV_BIN / "flwr"), "stop", str(run_id), *([connection] if connection else [])]
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return out.stdout + out.stderr
+
+
 def stop_local_superlink(env: dict[str, str]) -> list[int]:
     """Stop the SuperLink (and its children) that `flwr run` started for this FLWR_HOME."""
     marker = str(Path(env["FLWR_HOME"]) / "local-superlink")

@@ -40,7 +40,8 @@ def main() -> int:
         for name in args.modes:
             outcome = run_app(env, num_supernodes=args.devices, echo=False, run_config=(
                 f'num-server-rounds={args.rounds} out-dir="{args.out_dir.resolve()}" {MODES[name]}'))
-            metrics = json.loads((args.out_dir / f"run-{outcome.run_id}" / "metrics.json").read_text())
+            path = args.out_dir / f"run-{outcome.run_id}" / "metrics.json"
+            metrics = json.loads(path.read_text()) if path.exists() else [{}]
             rows.append((name, outcome.status, metrics[0], metrics[-1], outcome.seconds))
             print(f"{name}: {outcome.status}, {outcome.seconds:.0f} s", flush=True)
     finally:
@@ -49,6 +50,9 @@ def main() -> int:
     print("| mode | status | user-level ε | sample-level ε | server top-3 (round 0 → last) | device eval top-3 | s |")
     print("|---|---|---|---|---|---|---|")
     for name, status, first, last, seconds in rows:
+        if "server_top3" not in last:
+            print(f"| {name} | {status} | — | — | — | — | {seconds:.0f} |")
+            continue
         user = last.get("dp_epsilon_central", last.get("dp_epsilon_local"))
         sample = last.get("dp_epsilon_sample")
         print(f"| {name} | {status} | {'—' if user is None else f'{user:.2f}'} | "

@@ -17,9 +17,11 @@ from flwr.serverapp.exception import PrivacyBudgetExhausted
 
 from server_app import privacy
 from server_app.observed_grid import ObservedGrid, PhaseCounts
+from server_app.resume import dp_settings, load_resume_point
 from server_app.run_record import RunRecord
 from task import train as trainer
-from task.config import Config
+from task.checkpoint import model_fingerprint
+from task.config import ROUND_OFFSET, Config
 from task.data import make_windows, unseen_users_text
 from task.export import export_litert
 from task.model import build_model
@@ -34,19 +36,29 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     cfg = Config.from_run_config(context.run_config)
     vocab = default_vocabulary(cfg.model.vocab_size)
-    record = RunRecord(cfg.output_root / f"run-{context.run_id}", cfg, vocab)
+    fingerprint = model_fingerprint(cfg, vocab.words)
+    resume = load_resume_point(cfg, fingerprint) if cfg.resume_from else None
+    record = RunRecord(cfg.output_root / f"run-{context.run_id}", cfg, vocab, resume.rows if resume else None)
     log.info("Writing this run's model, checkpoints and metrics to %s", record.dir)
 
     random.seed(cfg.seed)  # FedAvg samples devices with Python's random
     model = build_model(cfg.model, seed=cfg.seed)
+    if resume:
+        model.set_weights(resume.checkpoint.weights)
+        for note in resume.notes:
+            log.warning("Resume: %s", note)
+        log.info("Resuming from round %d of %s", resume.round, resume.source)
+    start_round = resume.round if resume else 0  # Flower counts this run's rounds from 1 again
     server_x, server_y = make_windows(unseen_users_text(cfg), vocab, cfg.model.seq_len)
     observed = ObservedGrid(grid)
     population, sampled = privacy.population_and_sample(grid, cfg) if cfg.dp.enabled else (0, 0)
     ledger = PrivacyLedger(cfg.dp, population=population, sampled=sampled)
+    if resume and cfg.dp.enabled:
+        ledger = privacy.resumed_ledger(cfg, resume.checkpoint.state, population, sampled)
     latest = {"arrays": None}  # the last global model: what a budget stop keeps
 
     def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        # Flower calls this for the initial model (round 0) and after every round.
+        # Flower calls this for the initial model (round 0 of this run) and after every round.
         weights = arrays.to_numpy_ndarrays()
         counts = observed.take_counts()
         if cfg.dp.enabled and server_round > 0:
@@ -58,11 +70,15 @@ def main(grid: Grid, context: Context) -> None:
             model.set_weights(weights)
             m = trainer.evaluate(model, server_x, server_y)
             server_metrics = {"loss": m.loss, "perplexity": m.perplexity, "top1": m.top1, "top3": m.top3}
+        if resume and server_round == 0:
+            return None  # the resumed checkpoint's round is already in the history
+        state = {"fingerprint": fingerprint, "dp": dp_settings(cfg), "strategy": privacy.strategy_state(strategy),
+                 "privacy": ledger.state_dict() if cfg.dp.enabled else None}
         privacy_report = None
         if cfg.dp.enabled:  # adaptive clipping moves the norm: report the one in force now
             privacy_report = {**ledger.report(), **({"clipping-norm": strategy.clipping_norm}
                                                     if hasattr(strategy, "clipping_norm") else {})}
-        record.end_round(server_round, arrays, counts, server_metrics, privacy_report)
+        record.end_round(start_round + server_round, arrays, counts, server_metrics, privacy_report, state)
         return MetricRecord(server_metrics) if server_metrics else None
 
     def aggregate_train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -82,14 +98,16 @@ def main(grid: Grid, context: Context) -> None:
         evaluate_metrics_aggr_fn=record.aggregate_evaluate_metrics,
     )
     strategy = privacy.wrap(cfg, fedavg, sampled, population)
+    if resume:
+        privacy.restore_strategy_state(strategy, resume.checkpoint.state.get("strategy") or {})
     stop_reason = None
     try:
         result = strategy.start(
             grid=observed,
             initial_arrays=ArrayRecord(model.get_weights()),
-            num_rounds=cfg.num_server_rounds,
+            num_rounds=cfg.num_server_rounds - start_round,
             timeout=cfg.round_timeout,
-            train_config=ConfigRecord({}),
+            train_config=ConfigRecord({ROUND_OFFSET: start_round}),
             evaluate_fn=after_round,
         )
         final = result.arrays.to_numpy_ndarrays()

@@ -1,4 +1,4 @@
-"""A Grid that counts what each round sent and what came back.
+"""A Grid that counts what each round sent and what came back, and how many bytes.
 
 Wrapping the Grid (instead of subclassing FedAvg) keeps the counts right for any strategy,
 including Flower's DP wrappers, which require an unmodified FedAvg inside.
@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flwr.app import Message
+from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 
 
@@ -20,6 +21,8 @@ class PhaseCounts:
     failed: int = 0
     failures: list[str] = field(default_factory=list)
     metrics: dict[int, dict] = field(default_factory=dict)  # node id -> its reply's metrics
+    bytes_sent: int = 0  # serialised size of the messages to devices (the payload on the wire)
+    bytes_received: int = 0  # and of their replies
 
 
 class ObservedGrid:
@@ -38,6 +41,8 @@ class ObservedGrid:
         if messages:
             counts = self._counts.setdefault(messages[0].metadata.message_type, PhaseCounts())
             counts.sampled += len(messages)
+            counts.bytes_sent += sum(_size(m) for m in messages)
+            counts.bytes_received += sum(_size(r) for r in replies)
             for reply in replies:
                 if reply.has_error():
                     counts.failed += 1
@@ -52,3 +57,7 @@ class ObservedGrid:
     def take_counts(self) -> dict[str, PhaseCounts]:
         counts, self._counts = self._counts, {}
         return counts
+
+
+def _size(message: Message) -> int:
+    return message_to_proto(message).ByteSize()

@@ -112,3 +112,33 @@ def arrays_changed(before: list[np.ndarray] | None, after: list[np.ndarray]) -> 
     # The wrappers skip aggregation (no release) when a device errs; a release always changes the
     # model, since noise is added to every array.
     return before is not None and any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def strategy_state(strategy: Strategy) -> dict:
+    """What a resumed run needs to continue the strategy as it was: the adaptive clipping norm,
+    Flower's accountant."""
+    state: dict = {}
+    if hasattr(strategy, "clipping_norm"):
+        state["clipping_norm"] = float(strategy.clipping_norm)
+    if getattr(strategy, "accountant", None) is not None:
+        state["flower_accountant"] = strategy.accountant.state_dict()
+    return state
+
+
+def restore_strategy_state(strategy: Strategy, state: dict) -> None:
+    if "clipping_norm" in state and hasattr(strategy, "clipping_norm"):
+        strategy.clipping_norm = state["clipping_norm"]
+    if "flower_accountant" in state and getattr(strategy, "accountant", None) is not None:
+        strategy.accountant.load_state_dict(state["flower_accountant"])
+
+
+def resumed_ledger(cfg: Config, state: dict, population: int, sampled: int) -> PrivacyLedger:
+    """The checkpoint's ledger, so epsilon continues. The amplification figure assumes one
+    population and sample size for the whole run: a resume must keep them."""
+    saved = state.get("privacy")
+    if not saved:
+        return PrivacyLedger(cfg.dp, population=population, sampled=sampled)
+    if (saved["population"], saved["sampled"]) != (population, sampled):
+        raise ConfigError(f"cannot resume with DP: the run had {saved['population']} devices, {saved['sampled']} "
+                          f"sampled per round; now {population} are connected, {sampled} would be sampled")
+    return PrivacyLedger.from_state(cfg.dp, saved)

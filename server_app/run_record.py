@@ -3,8 +3,9 @@
 <out-dir>/run-<run id>/
     config.json           the validated run config
     vocab.json            the vocabulary the model's ids refer to
-    metrics.json          one row per round (round 0 = the initial model), rewritten each round
-    checkpoints/round-NNN.npz   the global model after every round
+    metrics.json, metrics.csv   one row per round (round 0 = the initial model), rewritten each round
+    metrics.png           loss, top-3 and (with DP) epsilon against round, redrawn each round
+    checkpoints/round-NNN.npz   the global model and the state to resume from, newest keep-checkpoints
     final/model.keras + vocab.json   the final global model
     final/litert/model-{float32,float16,int8}.tflite + vocab.json   for on-device suggestions
     summary.json          final and best metrics, baselines, paths
@@ -12,32 +13,35 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import math
 import os
 import time
-
 from pathlib import Path
 
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from server_app.observed_grid import PhaseCounts
-from task.checkpoint import save_weights
+from task.checkpoint import Checkpoint, checkpoint_path, prune, save_checkpoint
 from task.config import Config
+from task.plots import plot_runs
 from task.vocab import Vocabulary
 
 log = logging.getLogger("flwr")
 
 
 class RunRecord:
-    def __init__(self, run_dir: Path, cfg: Config, vocab: Vocabulary):
+    def __init__(self, run_dir: Path, cfg: Config, vocab: Vocabulary, previous_rows: list[dict] | None = None):
+        """`previous_rows`: the history of the run this one resumes (copied, so both stay whole)."""
         self.dir = run_dir
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
         self.vocab = vocab
-        self.rows: list[dict] = []
+        self.rows: list[dict] = list(previous_rows or [])
         self._aggregated: dict[str, dict] = {}
         self._round_started = time.monotonic()
         _write_json(run_dir / "config.json", cfg.to_run_config())
@@ -57,13 +61,15 @@ class RunRecord:
         return metrics
 
     def end_round(self, server_round: int, arrays: ArrayRecord, counts: dict[str, PhaseCounts],
-                  server_metrics: dict | None, privacy: dict | None = None) -> None:
-        """Checkpoint the global model and append this round's row to metrics.json."""
+                  server_metrics: dict | None, privacy: dict | None = None, state: dict | None = None) -> None:
+        """Checkpoint the global model with `state`, append this round's row to the metrics files
+        and redraw the plot."""
         row: dict = {"round": server_round}
         failures: list[str] = []
         for phase, message_type in (("train", "train"), ("eval", "evaluate")):
             c = counts.get(message_type, PhaseCounts())
-            row.update({f"{phase}_sampled": c.sampled, f"{phase}_replied": c.replied, f"{phase}_failed": c.failed})
+            row.update({f"{phase}_sampled": c.sampled, f"{phase}_replied": c.replied, f"{phase}_failed": c.failed,
+                        f"{phase}_bytes_sent": c.bytes_sent, f"{phase}_bytes_received": c.bytes_received})
             failures += c.failures
             for key, value in self._aggregated.pop(phase, {}).items():
                 row[f"{phase}_{key.replace('-', '_')}"] = value
@@ -77,8 +83,12 @@ class RunRecord:
         row["failures"] = failures
         self._round_started = time.monotonic()
         self.rows.append(row)
-        save_weights(self.dir / "checkpoints" / f"round-{server_round:03d}.npz", arrays.to_numpy_ndarrays())
+        save_checkpoint(checkpoint_path(self.dir, server_round),
+                        Checkpoint(server_round, arrays.to_numpy_ndarrays(), state or {}))
+        prune(self.dir, self.cfg.keep_checkpoints)
         _write_json(self.dir / "metrics.json", self.rows)
+        _write_text(self.dir / "metrics.csv", _csv(self.rows))
+        plot_runs({self.dir.name: self.rows}, self.plot)
         log.info("%s", _round_line(row))
         for failure in failures:
             log.warning("round %d: device failed: %s", server_round, failure)
@@ -86,6 +96,10 @@ class RunRecord:
     @property
     def final_dir(self) -> Path:
         return self.dir / "final"
+
+    @property
+    def plot(self) -> Path:
+        return self.dir / "metrics.png"
 
     def finish(self, model, litert: dict[str, Path], stop_reason: str | None = None) -> dict:
         """Save the final Keras model with its vocabulary, write and log the summary."""
@@ -100,9 +114,13 @@ class RunRecord:
             "vocab": str(final / "vocab.json"),
             "litert": {variant: str(path) for variant, path in litert.items()},
             "metrics": str(self.dir / "metrics.json"),
+            "metrics_csv": str(self.dir / "metrics.csv"),
+            "plot": str(self.plot),
             "rounds": max((r["round"] for r in self.rows), default=0),
             "final": {k: v for k, v in (evaluated[-1] if evaluated else {}).items() if k.startswith(("eval_", "server_"))},
             "best_eval_top3": max((r["eval_top3"] for r in evaluated), default=None),
+            "best_eval_top3_round": max(evaluated, key=lambda r: r["eval_top3"])["round"] if evaluated else None,
+            "best_eval_loss": min((r["eval_loss"] for r in evaluated), default=None),
             "first_eval_loss": evaluated[0]["eval_loss"] if evaluated else None,
             "stopped_early": stop_reason,
             "privacy": {k[3:]: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("dp_")},
@@ -126,13 +144,15 @@ def summary_lines(summary: dict) -> list[str]:
             f"perplexity {f['eval_perplexity']:.1f}, top-1 {f['eval_top1']:.1%}, top-3 {f['eval_top3']:.1%}",
             f"  Baselines on the same text (each device counting its own training text): "
             f"bigram top-3 {f['eval_baseline_bigram_top3']:.1%}, most-frequent-words top-3 {f['eval_baseline_unigram_top3']:.1%}",
+            f"  Best round: top-3 {summary['best_eval_top3']:.1%} (round {summary['best_eval_top3_round']}), "
+            f"lowest loss {summary['best_eval_loss']:.3f}",
         ]
     if "server_top3" in f:
         lines.append(f"  Server evaluation on unseen synthetic users: top-3 {f['server_top3']:.1%}, "
                      f"perplexity {f['server_perplexity']:.1f}")
     lines += [f"  Model:   {summary['model']} (vocabulary: {summary['vocab']})",
               f"  On-device (LiteRT int8): {summary['litert']['int8']}",
-              f"  Metrics: {summary['metrics']}"]
+              f"  Metrics: {summary['metrics']} (and .csv), plot: {summary['plot']}"]
     return lines
 
 
@@ -165,7 +185,21 @@ def privacy_line(p: dict) -> str:
     return f"{mode}: " + ", ".join(parts) + f" at δ = {p['delta']:g}"
 
 
+def _csv(rows: list[dict]) -> str:
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # first-seen order; later rounds add keys
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "; ".join(v) if isinstance(v, list) else v for k, v in row.items()})
+    return out.getvalue()
+
+
 def _write_json(path: Path, data) -> None:
+    _write_text(path, json.dumps(data, indent=1))
+
+
+def _write_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_text(text)
     os.replace(tmp, path)  # atomic: a reader never sees a half-written file

@@ -19,6 +19,10 @@ DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-ser
 PARTITIONERS = ("iid", "natural", "size-skew")
 
 
+# Train-message config key: rounds done before a resume, so devices count rounds globally (seeds).
+ROUND_OFFSET = "round-offset"
+
+
 class ConfigError(ValueError):
     """A run-config value is missing, of the wrong type or out of range."""
 
@@ -96,6 +100,8 @@ class Config:
     # Server
     server_eval_devices: int = 20  # unseen synthetic users the server evaluates on (builtin only)
     out_dir: str = "~/fednextword-runs"
+    keep_checkpoints: int = 5  # newest round checkpoints kept; 0 = all
+    resume_from: str = ""  # a run directory (its newest usable checkpoint) or one checkpoint .npz
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> Config:
@@ -159,6 +165,7 @@ class Config:
         _check("test-fraction", self.test_fraction, 0 < self.test_fraction < 1, "a number in (0, 1)")
         _check("server-eval-devices", self.server_eval_devices, self.server_eval_devices >= 0, "an integer >= 0")
         _check("out-dir", self.out_dir, bool(self.out_dir.strip()), "a non-empty path")
+        _check("keep-checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 0, "an integer >= 0 (0 = keep all)")
         self._validate_dp()
 
     def _validate_dp(self) -> None:
