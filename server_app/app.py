@@ -52,9 +52,10 @@ def main(grid: Grid, context: Context) -> None:
     server_x, server_y = make_windows(unseen_users_text(cfg), vocab, cfg.model.seq_len)
     observed = ObservedGrid(grid)
     population, sampled = privacy.population_and_sample(grid, cfg) if cfg.dp.enabled else (0, 0)
-    ledger = PrivacyLedger(cfg.dp, population=population, sampled=sampled)
-    if resume and cfg.dp.enabled:
-        ledger = privacy.resumed_ledger(cfg, resume.checkpoint.state, population, sampled)
+    ledger = (privacy.resumed_ledger(cfg, resume.checkpoint.state, population, sampled) if resume
+              else PrivacyLedger(cfg.dp, population=population, sampled=sampled))
+    for assumption in ledger.assumptions():
+        log.info("Privacy accounting: %s", assumption)
     latest = {"arrays": None}  # the last global model: what a budget stop keeps
 
     def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -117,4 +118,4 @@ def main(grid: Grid, context: Context) -> None:
         final = latest["arrays"]
     model.set_weights(final)
     litert = export_litert(model, vocab, record.final_dir / "litert")  # what devices run offline
-    record.finish(model, litert, stop_reason=stop_reason)
+    record.finish(model, litert, stop_reason=stop_reason, privacy_assumptions=ledger.assumptions())

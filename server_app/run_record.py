@@ -101,7 +101,8 @@ class RunRecord:
     def plot(self) -> Path:
         return self.dir / "metrics.png"
 
-    def finish(self, model, litert: dict[str, Path], stop_reason: str | None = None) -> dict:
+    def finish(self, model, litert: dict[str, Path], stop_reason: str | None = None,
+               privacy_assumptions: list[str] | None = None) -> dict:
         """Save the final Keras model with its vocabulary, write and log the summary."""
         final = self.final_dir
         final.mkdir(exist_ok=True)
@@ -124,6 +125,7 @@ class RunRecord:
             "first_eval_loss": evaluated[0]["eval_loss"] if evaluated else None,
             "stopped_early": stop_reason,
             "privacy": {k[3:]: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("dp_")},
+            "privacy_assumptions": privacy_assumptions or [],
         }
         _write_json(self.dir / "summary.json", summary)
         for line in summary_lines(summary):

@@ -134,6 +134,26 @@ class PrivacyLedger:
                         "sgd-clipping-norm": self.dp.sgd_clipping_norm})
         return out
 
+    def assumptions(self) -> list[str]:
+        """What the figures assume, in words (logged at the start of a run, kept in the summary)."""
+        dp, lines = self.dp, []
+        if dp.central:
+            lines.append(f"user level, central ({dp.mode}): a device's whole update is clipped to L2 norm "
+                         f"{dp.clipping_norm}{' (initially; adaptive)' if 'adaptive' in dp.mode else ''}, Gaussian noise "
+                         f"z = {dp.noise_multiplier} x clipping norm on the sum; neighbouring = one device added or removed; "
+                         f"population = {self.population} devices connected at the start, {self.sampled} sampled per round")
+            if self.sampled < self.population:
+                lines.append("amplified figure: FedAvg samples uniformly without replacement; replace-one adjacency")
+        if dp.mode == "local":
+            lines.append(f"user level, local: each device clips its update to {dp.clipping_norm} and adds Gaussian noise for "
+                         f"epsilon {dp.local_epsilon} per release (sensitivity 2 x clipping norm); composed per device")
+        if dp.sgd:
+            lines.append(f"sample level, DP-SGD: each window's gradient clipped to {dp.sgd_clipping_norm}, noise "
+                         f"z = {dp.sgd_noise_multiplier}; windows Poisson-sampled; every step of every round composed")
+        if dp.max_epsilon > 0:
+            lines.append(f"budget: the run stops before any figure would exceed epsilon {dp.max_epsilon}")
+        return [f"{line}; delta = {dp.delta}" for line in lines]
+
     # --- budget --------------------------------------------------------------------------------
     def check_next_round(self, local_epochs: int) -> None:
         """Raise PrivacyBudgetExceeded if one more round could push a figure past dp-max-epsilon.

@@ -62,6 +62,7 @@ def test_fixed_clipping_modes_run_and_report_flowers_epsilon(flower, tmp_path, m
     assert f"epsilon={expected[-1]:.6f}" in outcome.output.replace("epsilon=", "epsilon=")
     assert "dp_epsilon_central_amplified" not in metrics[-1]  # every device trains every round
     assert summary["privacy"]["epsilon_central"] == pytest.approx(expected[-1])
+    assert "population = 3 devices" in summary["privacy_assumptions"][0]
     assert "user-level ε (central" in outcome.output
     assert all(r["train_replied"] == 3 for r in metrics[1:])
     assert model_moved(metrics)
