@@ -2,8 +2,10 @@
 
     .venv/bin/python scripts/benchmark_dpsgd.py [--windows 2000] [--repeats 5]
 
-Both sides run the template's own training code after one warm-up epoch (so graph tracing is not
-timed), interleaved in one process, so machine noise hits both alike; the ratio is what counts.
+Three ways to run one epoch, each after a warm-up epoch (so graph tracing is not timed), interleaved
+in one process so machine noise hits all alike: the template's plain training (Keras fit), the
+same plain step as a compiled loop like the DP-SGD one (the fairer baseline: it isolates what
+privacy costs), and DP-SGD. The ratio to the faster plain variant is the one that counts.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from task.config import Config  # noqa: E402
 from task.data import make_windows  # noqa: E402
 from task.dpsgd import make_step, planned_steps  # noqa: E402
 from task.model import build_model  # noqa: E402
-from task.train import compile_model  # noqa: E402
+from task.train import MaskedNextWordLoss, compile_model  # noqa: E402
 from task.vocab import default_vocabulary  # noqa: E402
 
 
@@ -51,30 +53,52 @@ def main(argv: list[str] | None = None) -> int:
                      noise_multiplier=cfg.dp.sgd_noise_multiplier, expected_batch=q * len(x))
     rng = np.random.default_rng(0)
 
+    looped = build_model(cfg.model)
+    optimizer = tf.keras.optimizers.Adam(cfg.learning_rate)
+    loss_fn = MaskedNextWordLoss()
+    spec = tf.TensorSpec([None, cfg.model.seq_len], tf.int32)
+
+    @tf.function(input_signature=[spec, spec])
+    def plain_step(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, looped(xb, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, looped.trainable_variables), looped.trainable_variables))
+
     def plain_epoch() -> None:
         plain.fit(dataset, epochs=1, verbose=0)
+
+    def loop_epoch() -> None:
+        order = rng.permutation(len(x))
+        for start in range(0, len(x), batch):
+            chosen = order[start : start + batch]
+            plain_step(tf.constant(x[chosen]), tf.constant(y[chosen]))
 
     def dpsgd_epoch() -> None:
         for _ in range(steps):
             chosen = np.flatnonzero(rng.random(len(x)) < q)
             step(tf.constant(x[chosen]), tf.constant(y[chosen]))
 
-    plain_epoch(); dpsgd_epoch()  # warm-up: traces both graphs
-    times: dict[str, list[float]] = {"plain": [], "dpsgd": []}
+    plain_epoch(); loop_epoch(); dpsgd_epoch()  # warm-up: traces the graphs
+    times: dict[str, list[float]] = {"plain": [], "loop": [], "dpsgd": []}
     for _ in range(args.repeats):
-        for name, epoch in (("plain", plain_epoch), ("dpsgd", dpsgd_epoch)):
+        for name, epoch in (("plain", plain_epoch), ("loop", loop_epoch), ("dpsgd", dpsgd_epoch)):
             start = time.perf_counter()
             epoch()
             times[name].append(time.perf_counter() - start)
-    p, d = statistics.median(times["plain"]), statistics.median(times["dpsgd"])
-    ratios = [b / a for a, b in zip(times["plain"], times["dpsgd"])]
+    p, lp, d = (statistics.median(times[k]) for k in ("plain", "loop", "dpsgd"))
+    base = "loop" if lp < p else "plain"
+    ratios = [b / a for a, b in zip(times[base], times["dpsgd"])]
     print(f"default model ({plain.count_params():,} parameters), {len(x)} windows, batch {batch}, "
           f"{steps} steps per epoch; median of {args.repeats}")
     print("| training | one epoch (s) | ratio |")
     print("|---|---|---|")
-    print(f"| plain (Keras fit, Adam) | {p:.2f} | 1.00 |")
-    print(f"| DP-SGD (fast clipping, Poisson sampling, Adam) | {d:.2f} | {d / p:.2f} |")
-    print(f"ratio per interleaved pair: min {min(ratios):.2f}, max {max(ratios):.2f}")
+    best = min(p, lp)
+    print(f"| plain, Keras fit (the template's training) | {p:.2f} | {p / best:.2f} |")
+    print(f"| plain, compiled loop | {lp:.2f} | {lp / best:.2f} |")
+    print(f"| DP-SGD (fast clipping, Poisson sampling) | {d:.2f} | **{d / best:.2f}** |")
+    print(f"DP-SGD / {base} per interleaved repeat: min {min(ratios):.2f}, max {max(ratios):.2f}")
+    for name, label in (("plain", "Keras fit"), ("loop", "compiled loop"), ("dpsgd", "DP-SGD")):
+        print(f"epoch seconds, {label}:", " ".join(f"{t:.2f}" for t in times[name]))
     return 0
 
 
