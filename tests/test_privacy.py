@@ -248,6 +248,7 @@ def test_dpsgd_trains_the_real_model_and_reports_what_the_accountant_needs():
     ({"dp-sgd": True, "dp-sgd-clipping-norm": 0.0}, "dp-sgd-clipping-norm"),
     ({"dp-sgd": "yes"}, "dp-sgd"),
     ({"dp-max-epsilon": -2.0}, "dp-max-epsilon"),
+    ({"dp-max-epsilon": 5.0}, "dp-max-epsilon"),  # a budget with nothing to spend it
 ])
 def test_bad_dp_settings_are_refused_naming_the_key(run_config, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
