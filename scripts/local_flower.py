@@ -15,6 +15,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,20 @@ def flower_env(flwr_home: Path, http_port: int = 39091, control_port: int = 3909
         "TF_CPP_MIN_LOG_LEVEL": "2",
     })
     return env
+
+
+@contextmanager
+def private_flower(flwr_home: Path, http_port: int = 39091, control_port: int = 39093, *,
+                   must_stop: bool = False) -> Iterator[dict[str, str]]:
+    """The environment for `flwr run` with its own FLWR_HOME and ports; on exit, the SuperLink
+    `flwr run` started there is stopped (`must_stop`: and it is an error if none was found)."""
+    env = flower_env(flwr_home, http_port, control_port)
+    try:
+        yield env
+    finally:
+        stopped = stop_local_superlink(env)
+    if must_stop and not stopped:
+        raise RuntimeError(f"no local SuperLink for FLWR_HOME={flwr_home} was found to stop")
 
 
 def run_app(env: dict[str, str], *, num_supernodes: int = 0, run_config: str = "", cpus_per_client: float = 1,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.local_flower import ROOT, flower_env, run_app, stop_local_superlink  # noqa: E402
+from scripts.local_flower import ROOT, private_flower, run_app  # noqa: E402
 
 MODES = {  # name -> run-config overrides
     "none": "",
@@ -34,9 +34,8 @@ def main() -> int:
     parser.add_argument("--modes", nargs="*", default=list(MODES))
     parser.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "privacy")
     args = parser.parse_args()
-    env = flower_env(ROOT / ".flwr", http_port=39491, control_port=39493)
     rows = []
-    try:
+    with private_flower(ROOT / ".flwr", 39491, 39493) as env:
         for name in args.modes:
             outcome = run_app(env, num_supernodes=args.devices, echo=False, run_config=(
                 f'num-server-rounds={args.rounds} out-dir="{args.out_dir.resolve()}" {MODES[name]}'))
@@ -44,8 +43,6 @@ def main() -> int:
             metrics = json.loads(path.read_text()) if path.exists() else [{}]
             rows.append((name, outcome.status, metrics[0], metrics[-1], outcome.seconds))
             print(f"{name}: {outcome.status}, {outcome.seconds:.0f} s", flush=True)
-    finally:
-        stop_local_superlink(env)
     print(f"\n{args.devices} devices, {args.rounds} rounds, built-in data, delta = 1e-5")
     print("| mode | status | user-level ε | sample-level ε | server top-3 (round 0 → last) | device eval top-3 | s |")
     print("|---|---|---|---|---|---|---|")

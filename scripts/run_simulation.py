@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.local_flower import ROOT, flower_env, run_app, stop_local_superlink  # noqa: E402
+from scripts.local_flower import ROOT, private_flower, run_app  # noqa: E402
 
 
 def main() -> int:
@@ -27,12 +27,9 @@ def main() -> int:
     parser.add_argument("--run-config", default="", help="extra overrides, e.g. 'num-server-rounds=10'")
     args = parser.parse_args()
 
-    env = flower_env(ROOT / ".flwr")
     run_config = f'out-dir="{args.out_dir.resolve()}" {args.run_config}'.strip()
-    try:
+    with private_flower(ROOT / ".flwr") as env:
         outcome = run_app(env, num_supernodes=args.devices, run_config=run_config, cpus_per_client=args.cpus_per_device)
-    finally:
-        stop_local_superlink(env)
 
     summary_path = args.out_dir.resolve() / f"run-{outcome.run_id}" / "summary.json"
     print(f"\nRun {outcome.run_id}: status {outcome.status}, {outcome.seconds:.0f} s wall time.")

@@ -73,12 +73,13 @@ def main(grid: Grid, context: Context) -> None:
             server_metrics = {"loss": m.loss, "perplexity": m.perplexity, "top1": m.top1, "top3": m.top3}
         if resume and server_round == 0:
             return None  # the resumed checkpoint's round is already in the history
-        state = {"fingerprint": fingerprint, "dp": dp_settings(cfg), "strategy": privacy.strategy_state(strategy),
+        strategy_now = privacy.strategy_state(strategy)
+        state = {"fingerprint": fingerprint, "dp": dp_settings(cfg), "strategy": strategy_now,
                  "privacy": ledger.state_dict() if cfg.dp.enabled else None}
         privacy_report = None
         if cfg.dp.enabled:  # adaptive clipping moves the norm: report the one in force now
-            privacy_report = {**ledger.report(), **({"clipping-norm": strategy.clipping_norm}
-                                                    if hasattr(strategy, "clipping_norm") else {})}
+            privacy_report = {**ledger.report(), **({"clipping-norm": strategy_now["clipping_norm"]}
+                                                    if "clipping_norm" in strategy_now else {})}
         record.end_round(start_round + server_round, arrays, counts, server_metrics, privacy_report, state)
         return MetricRecord(server_metrics) if server_metrics else None
 

@@ -82,9 +82,11 @@ class PrivacyLedger:
 
     # --- figures -------------------------------------------------------------------------------
     def central_epsilon(self, extra_releases: int = 0) -> float | None:
+        if not self.dp.central:
+            return None
         noise = self.central_noise + [self.dp.noise_multiplier] * extra_releases
-        if not self.dp.central or not noise:
-            return None if not self.dp.central else 0.0
+        if not noise:
+            return 0.0
         events = [dp_accounting.GaussianDpEvent(z) for z in noise]
         return epsilon(dp_accounting.ComposedDpEvent(events), self.dp.delta)
 

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from scripts.local_flower import flower_env, run_app, stop_local_superlink
+from scripts.local_flower import private_flower, run_app
 from task.config import Config
 from task.privacy import PrivacyLedger
 
@@ -20,9 +20,9 @@ SMALL = ("vocab-size=2000 seq-len=12 embed-dim=32 num-heads=2 ffn-dim=64 dropout
 
 @pytest.fixture(scope="module")
 def flower(tmp_path_factory):
-    env = flower_env(tmp_path_factory.mktemp("flwr-home"), http_port=39291, control_port=39293)
-    yield env
-    assert stop_local_superlink(env), "the local SuperLink this test started was not found to stop"
+    # Own FLWR_HOME and ports: never touches a SuperLink the user may be running.
+    with private_flower(tmp_path_factory.mktemp("flwr-home"), 39291, 39293, must_stop=True) as env:
+        yield env
 
 
 def run(flower, tmp_path, dp: str, rounds: int = 2, devices: int = 3):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from scripts.local_flower import flower_env, run_app, stop_local_superlink
+from scripts.local_flower import private_flower, run_app
 from scripts.export_litert import main as export_main
 from task import corpus
 from task.suggest import Suggester
@@ -20,10 +20,8 @@ SMALL = ("vocab-size=2000 seq-len=12 embed-dim=32 num-heads=2 ffn-dim=64 dropout
 @pytest.fixture(scope="module")
 def flower(tmp_path_factory):
     # Own FLWR_HOME and ports: never touches a SuperLink the user may be running.
-    env = flower_env(tmp_path_factory.mktemp("flwr-home"), http_port=39191, control_port=39193)
-    yield env
-    stopped = stop_local_superlink(env)
-    assert stopped, "the local SuperLink this test started was not found to stop"
+    with private_flower(tmp_path_factory.mktemp("flwr-home"), 39191, 39193, must_stop=True) as env:
+        yield env
 
 
 def rows(out_dir, run_id):

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from scripts.local_flower import flower_env, run_app, stop_local_superlink, stop_run
+from scripts.local_flower import private_flower, run_app, stop_run
 from server_app.resume import dp_settings, load_resume_point
 from task import plots
 from task.checkpoint import (
@@ -133,9 +133,9 @@ def test_the_plot_command_draws_one_or_several_runs(tmp_path):
 # --- end to end -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def flower(tmp_path_factory):
-    env = flower_env(tmp_path_factory.mktemp("flwr-home"), http_port=39591, control_port=39593)
-    yield env
-    assert stop_local_superlink(env), "the local SuperLink this test started was not found to stop"
+    # Own FLWR_HOME and ports: never touches a SuperLink the user may be running.
+    with private_flower(tmp_path_factory.mktemp("flwr-home"), 39591, 39593, must_stop=True) as env:
+        yield env
 
 
 def read(out, run_id, name="metrics.json"):
