@@ -9,16 +9,21 @@ and the server goes on without it.
 from __future__ import annotations
 
 import logging
+import time
 
 from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client_app.privacy import train_mods, with_mods
+from client_app.transfer import transfer_mod
 from task import device
 from task.config import ROUND_OFFSET, Config
 from task.data import DataError, DeviceText, load_device_text
 
 DEVICE_DATA_UNUSABLE = 100  # Error code: the device's text could not be used (see reason)
+# Reply metric: seconds the handler computed (data, model, training or scoring). The server sums
+# it per round, so a run shows how much of its wall time is compute and how much is Flower.
+COMPUTE_SECONDS = "compute-seconds"
 
 log = logging.getLogger("flwr")
 app = ClientApp()
@@ -27,10 +32,11 @@ app = ClientApp()
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg = Config.from_run_config(context.run_config)
-    return with_mods(train_mods(cfg.dp), _train)(msg, context)
+    return with_mods([transfer_mod(cfg.transfer_dtype), *train_mods(cfg.dp)], _train)(msg, context)
 
 
 def _train(msg: Message, context: Context) -> Message:
+    started = time.perf_counter()
     cfg = Config.from_run_config(context.run_config)
     try:
         text = _device_text(cfg, context)
@@ -38,17 +44,25 @@ def _train(msg: Message, context: Context) -> Message:
                                              server_round=_global_round(msg))
     except DataError as e:
         return _error_reply(msg, context, e)
+    metrics[COMPUTE_SECONDS] = time.perf_counter() - started
     return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     cfg = Config.from_run_config(context.run_config)
+    return with_mods([transfer_mod(cfg.transfer_dtype)], _evaluate)(msg, context)
+
+
+def _evaluate(msg: Message, context: Context) -> Message:
+    started = time.perf_counter()
+    cfg = Config.from_run_config(context.run_config)
     try:
         text = _device_text(cfg, context)
         metrics = device.evaluate_round(cfg, text, msg.content["arrays"].to_numpy_ndarrays())
     except DataError as e:
         return _error_reply(msg, context, e)
+    metrics[COMPUTE_SECONDS] = time.perf_counter() - started
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 

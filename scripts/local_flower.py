@@ -130,7 +130,7 @@ def stop_local_superlink(env: dict[str, str]) -> list[int]:
 
 
 def _terminate_tree(pid: int, grace: float = 10.0) -> None:
-    children = _descendants(pid)
+    children = descendants(pid)
     for p in [pid, *children]:
         _signal(p, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -140,7 +140,7 @@ def _terminate_tree(pid: int, grace: float = 10.0) -> None:
         _signal(p, signal.SIGKILL)
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
     parent_of = {int(a): int(b) for a, b in (line.split() for line in out.splitlines() if line.strip())}
     found, frontier = [], [pid]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
@@ -19,6 +20,7 @@ from server_app import privacy
 from server_app.observed_grid import ObservedGrid, PhaseCounts
 from server_app.resume import dp_settings, load_resume_point
 from server_app.run_record import RunRecord
+from server_app.transfer_grid import TransferGrid
 from task import train as trainer
 from task.checkpoint import model_fingerprint
 from task.config import ROUND_OFFSET, Config
@@ -68,9 +70,11 @@ def main(grid: Grid, context: Context) -> None:
         latest["arrays"] = weights
         server_metrics = None
         if len(server_x):
+            started = time.perf_counter()
             model.set_weights(weights)
             m = trainer.evaluate(model, server_x, server_y)
-            server_metrics = {"loss": m.loss, "perplexity": m.perplexity, "top1": m.top1, "top3": m.top3}
+            server_metrics = {"loss": m.loss, "perplexity": m.perplexity, "top1": m.top1, "top3": m.top3,
+                              "seconds": time.perf_counter() - started}
         if resume and server_round == 0:
             return None  # the resumed checkpoint's round is already in the history
         strategy_now = privacy.strategy_state(strategy)
@@ -105,7 +109,7 @@ def main(grid: Grid, context: Context) -> None:
     stop_reason = None
     try:
         result = strategy.start(
-            grid=observed,
+            grid=TransferGrid(observed, cfg.transfer_dtype),  # encodes above the byte counts
             initial_arrays=ArrayRecord(model.get_weights()),
             num_rounds=cfg.num_server_rounds - start_round,
             timeout=cfg.round_timeout,

@@ -71,8 +71,10 @@ class RunRecord:
             row.update({f"{phase}_sampled": c.sampled, f"{phase}_replied": c.replied, f"{phase}_failed": c.failed,
                         f"{phase}_bytes_sent": c.bytes_sent, f"{phase}_bytes_received": c.bytes_received})
             failures += c.failures
+            row[f"{phase}_compute_seconds"] = round(sum(m.get("compute-seconds", 0.0) for m in c.metrics.values()), 3)
             for key, value in self._aggregated.pop(phase, {}).items():
-                row[f"{phase}_{key.replace('-', '_')}"] = value
+                if key != "compute-seconds":  # an average of it means nothing: the sum is above
+                    row[f"{phase}_{key.replace('-', '_')}"] = value
             if f"{phase}_loss" in row:
                 row[f"{phase}_perplexity"] = math.exp(min(row[f"{phase}_loss"], 50.0))
         for key, value in (server_metrics or {}).items():

@@ -17,6 +17,7 @@ DATA_SOURCES = ("builtin", "text-dir", "corpus", "shakespeare")
 # User-level privacy of a device's whole update (see task/privacy.py and server_app/strategy.py).
 DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "local")
 PARTITIONERS = ("iid", "natural", "size-skew")
+TRANSFER_DTYPES = ("float32", "float16")  # task/transfer.py
 
 
 # Train-message config key: rounds done before a resume, so devices count rounds globally (seeds).
@@ -80,6 +81,7 @@ class Config:
     min_evaluate_nodes: int = 2
     min_available_nodes: int = 2
     round_timeout: float = 600.0
+    transfer_dtype: str = "float32"  # "float16": half the bytes each way (task/transfer.py)
     # Local training on each device
     local_epochs: int = 5
     max_local_steps: int = 0  # 0 = no cap; >0 stops a device with huge text after that many steps
@@ -144,6 +146,8 @@ class Config:
                self.min_available_nodes >= max(self.min_train_nodes, self.min_evaluate_nodes),
                f">= min-train-nodes ({self.min_train_nodes}) and min-evaluate-nodes ({self.min_evaluate_nodes})")
         _check("round-timeout", self.round_timeout, self.round_timeout > 0, "a number of seconds > 0")
+        _check("transfer-dtype", self.transfer_dtype, self.transfer_dtype in TRANSFER_DTYPES,
+               f"one of {list(TRANSFER_DTYPES)}")
         _check("local-epochs", self.local_epochs, self.local_epochs >= 1, "an integer >= 1")
         _check("max-local-steps", self.max_local_steps, self.max_local_steps >= 0, "an integer >= 0 (0 = no cap)")
         _check("batch-size", self.batch_size, self.batch_size >= 1, "an integer >= 1")

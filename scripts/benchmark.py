@@ -1,0 +1,361 @@
+"""Performance benchmark: federated vs centralised quality, simulation overhead, scale, bytes.
+
+    .venv/bin/python scripts/benchmark.py            # the full benchmark (about 30 min on 2 cores)
+    .venv/bin/python scripts/benchmark.py --quick    # a smoke-sized run of every part (~5 min)
+
+Every federated number comes from a real `flwr run .` on a private local SuperLink (the same
+ServerApp and ClientApp as the default run); centralised training uses the same task/ code on
+the devices' pooled training text. Prints a table, writes benchmark.json and benchmark.png to
+--out-dir. Parts:
+
+  quality        FedAvg vs the same model trained centrally with the same number of passes over
+                 the data, both scored on all devices' held-out text: built-in corpus, and
+                 WikiText-2 split by article when ../shared/data/wikitext-2 exists.
+  overhead       from the built-in federated run: wall time against the compute measured inside
+                 the ClientApps (train + evaluate) and the server's evaluation.
+  scale          populations of 100 / 1,000 / 10,000 devices, 20 trained per round: time per
+                 round and peak memory of all Flower processes.
+  communication  bytes per device per round with transfer-dtype float32 and float16, and the
+                 top-3 each reaches (the float32 run is the quality run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.local_flower import ROOT, descendants, private_flower, run_app  # noqa: E402
+
+WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"
+CORES = os.cpu_count() or 1
+
+
+@dataclass
+class Scenario:
+    """One federated setting and its centralised twin."""
+
+    name: str
+    devices: int
+    rounds: int
+    local_epochs: int
+    run_config: str = ""  # extra run-config overrides (data source, caps)
+
+    @property
+    def passes(self) -> int:  # every device trains every round (fraction-train = 1)
+        return self.rounds * self.local_epochs
+
+
+@dataclass
+class Results:
+    machine: str = f"{CORES} CPU cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    quality: list[dict] = field(default_factory=list)
+    overhead: dict = field(default_factory=dict)
+    scale: list[dict] = field(default_factory=list)
+    communication: list[dict] = field(default_factory=list)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke-sized runs of every part")
+    parser.add_argument("--parts", nargs="*", default=["quality", "scale", "communication"],
+                        help="quality (includes overhead), scale, communication")
+    parser.add_argument("--corpora", nargs="*", default=["builtin", "wikitext"],
+                        help="quality part: builtin, wikitext (skipped when ../shared is absent)")
+    parser.add_argument("--populations", nargs="*", type=int, help="scale part (default 100 1000 10000)")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "benchmark")
+    args = parser.parse_args()
+    out = args.out_dir.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results = Results()
+    if args.quick:
+        builtin = Scenario("built-in", devices=4, rounds=2, local_epochs=1, run_config="max-local-steps=5")
+        wiki = Scenario("WikiText-2 by article", devices=4, rounds=2, local_epochs=1,
+                        run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" '
+                                   "max-sentences=40 max-local-steps=5")
+        populations = [20, 100]
+    else:
+        builtin = Scenario("built-in", devices=10, rounds=6, local_epochs=5)  # the default run
+        wiki = Scenario("WikiText-2 by article", devices=20, rounds=4, local_epochs=3,
+                        run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" '
+                                   "max-sentences=150")
+        populations = [100, 1_000, 10_000]
+    populations = args.populations or populations
+    scenarios = ([builtin] if "builtin" in args.corpora else []) + (
+        [wiki] if "wikitext" in args.corpora and WIKITEXT.exists() else [])
+    common = f'out-dir="{out}" server-eval-devices=0'
+    with private_flower(ROOT / ".flwr" / "benchmark", 39691, 39693) as env:
+        float32_run = None
+        if "quality" in args.parts:
+            for scenario in scenarios:
+                fed = federated(env, scenario, common)
+                float32_run = fed if scenario is builtin else float32_run
+                central = centralised(scenario, out)
+                results.quality.append(quality_row(scenario, fed, central))
+                print_row(results.quality[-1])
+            results.overhead = overhead(float32_run) if float32_run else {}
+        if "communication" in args.parts:
+            float32_run = float32_run or federated(env, builtin, common)
+            half = federated(env, builtin, common, 'transfer-dtype="float16"')
+            results.communication = [communication_row("float32", float32_run),
+                                     communication_row("float16", half)]
+        if "scale" in args.parts:
+            for population in populations:
+                results.scale.append(scale_row(env, population, common))
+                print(results.scale[-1], flush=True)
+    (out / "benchmark.json").write_text(json.dumps(asdict(results), indent=1))
+    print_tables(results)
+    plot(results, out / "benchmark.png")
+    print(f"\nWrote {out / 'benchmark.json'} and {out / 'benchmark.png'}")
+    failed = [r for r in results.quality + results.scale + results.communication if r["status"] != "finished:completed"]
+    return 1 if failed else 0
+
+
+# ---- federated runs ----------------------------------------------------------------------------
+
+@dataclass
+class FederatedRun:
+    status: str
+    seconds: float  # wall time of `flwr run`, start-up to exit
+    rows: list[dict]  # the run's metrics.json
+    peak_rss_mb: float = 0.0
+
+
+def federated(env: dict, scenario: Scenario, common: str, extra: str = "", **kwargs) -> FederatedRun:
+    run_config = (f"num-server-rounds={scenario.rounds} local-epochs={scenario.local_epochs} "
+                  f"{scenario.run_config} {common} {extra}")
+    return flower_run(env, scenario.devices, run_config, **kwargs)
+
+
+def flower_run(env: dict, devices: int, run_config: str) -> FederatedRun:
+    started = time.monotonic()
+    with PeakMemory(env) as memory:
+        outcome = run_app(env, num_supernodes=devices, run_config=run_config, echo=False, timeout=3600)
+    out_dir = Path(run_config.split('out-dir="')[1].split('"')[0])
+    metrics = out_dir / f"run-{outcome.run_id}" / "metrics.json"
+    rows = json.loads(metrics.read_text()) if metrics.exists() else []
+    print(f"  run {outcome.run_id}: {outcome.status}, {time.monotonic() - started:.0f} s ({run_config})", flush=True)
+    return FederatedRun(outcome.status, outcome.seconds, rows, memory.peak_mb)
+
+
+class PeakMemory:
+    """Peak total resident memory of the local SuperLink and everything it started (simulation
+    engine, Ray workers), sampled every 0.5 s."""
+
+    def __init__(self, env: dict):
+        self.marker = str(Path(env["FLWR_HOME"]))
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self):
+        while not self._stop.wait(0.5):
+            roots = [p for p in _pids() if self.marker in _cmdline(p)]
+            pids = set(roots) | {d for r in roots for d in descendants(r)}
+            self.peak_mb = max(self.peak_mb, sum(_rss_mb(p) for p in pids))
+
+
+def _pids() -> list[int]:
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+# ---- centralised twin --------------------------------------------------------------------------
+
+def centralised(scenario: Scenario, out: Path) -> dict:
+    """The same model trained on all devices' training text pooled, for the same number of passes,
+    scored on all devices' held-out text (what FedAvg's evaluation covers with fraction 1)."""
+    from task.config import Config
+    from task.data import load_device_text, make_windows
+    from task.model import build_model
+    from task.train import evaluate, train
+    from task.vocab import default_vocabulary
+
+    overrides = dict(kv.split("=", 1) for kv in scenario.run_config.split())
+    cfg = Config.from_run_config({**Config().to_run_config(), **{k: _toml(v) for k, v in overrides.items()},
+                                  "out-dir": str(out)})
+    vocab = default_vocabulary(cfg.model.vocab_size)
+    texts = [load_device_text(cfg, partition_id=i, num_partitions=scenario.devices) for i in range(scenario.devices)]
+    x, y = make_windows([s for t in texts for s in t.train], vocab, cfg.model.seq_len)
+    test_x, test_y = make_windows([s for t in texts for s in t.test], vocab, cfg.model.seq_len)
+    model = build_model(cfg.model, seed=cfg.seed)
+    started = time.monotonic()
+    # max-local-steps caps a device's steps per round; the pooled twin gets the same total.
+    steps = cfg.max_local_steps * scenario.devices * scenario.rounds if cfg.max_local_steps else 0
+    train(model, x, y, epochs=scenario.passes, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
+          max_steps=steps, seed=cfg.seed)
+    m = evaluate(model, test_x, test_y)
+    return {"top1": m.top1, "top3": m.top3, "perplexity": m.perplexity, "seconds": time.monotonic() - started,
+            "train_windows": len(x), "test_words": m.num_examples}
+
+
+def _toml(value: str):
+    value = value.strip()
+    if value.startswith('"'):
+        return value.strip('"')
+    return float(value) if "." in value or "e" in value.lower() else int(value)
+
+
+# ---- rows --------------------------------------------------------------------------------------
+
+def quality_row(scenario: Scenario, fed: FederatedRun, central: dict) -> dict:
+    last = fed.rows[-1] if fed.rows else {}
+    row = {"corpus": scenario.name, "devices": scenario.devices, "rounds": scenario.rounds,
+           "local_epochs": scenario.local_epochs, "passes": scenario.passes, "status": fed.status,
+           "federated": {k: last.get(f"eval_{k}") for k in ("top1", "top3", "perplexity")},
+           "centralised": central}
+    if last.get("eval_top3") and central["top3"]:
+        row["top3_ratio"] = last["eval_top3"] / central["top3"]
+    return row
+
+
+def overhead(run: FederatedRun) -> dict:
+    """Per round: wall time against compute. ClientApps run `concurrency` at a time (one CPU
+    each), so a round with no overhead would take client compute / concurrency + server compute."""
+    rounds = [r for r in run.rows if r["round"] >= 1]
+    concurrency = max(1, min(CORES, max((r["train_sampled"] for r in rounds), default=1)))
+    per_round = []
+    for r in rounds:
+        clients = r["train_compute_seconds"] + r["eval_compute_seconds"]
+        ideal = clients / concurrency + r.get("server_seconds", 0.0)
+        per_round.append({"round": r["round"], "wall": r["seconds"], "client_compute": clients, "ideal": ideal,
+                          "overhead": r["seconds"] / ideal - 1 if ideal else None})
+    in_rounds = sum(r["seconds"] for r in rounds)
+    ideal = sum(p["ideal"] for p in per_round)
+    return {"status": run.status, "wall_seconds": run.seconds, "rounds_seconds": in_rounds,
+            "fixed_seconds": run.seconds - in_rounds, "concurrency": concurrency,
+            "per_round_overhead": in_rounds / ideal - 1 if ideal else None, "rounds": per_round}
+
+
+def communication_row(dtype: str, run: FederatedRun) -> dict:
+    rounds = [r for r in run.rows if r["round"] >= 1 and r["train_replied"]]
+    per_device = lambda key, n: sum(r[key] for r in rounds) / max(1, sum(r[n] for r in rounds))  # noqa: E731
+    last = run.rows[-1] if run.rows else {}
+    return {"transfer_dtype": dtype, "status": run.status,
+            "train_bytes_down_per_device": per_device("train_bytes_sent", "train_sampled"),
+            "train_bytes_up_per_device": per_device("train_bytes_received", "train_replied"),
+            "eval_bytes_down_per_device": per_device("eval_bytes_sent", "eval_sampled"),
+            "top3": last.get("eval_top3")}
+
+
+def scale_row(env: dict, population: int, common: str, sampled: int = 20) -> dict:
+    sampled = min(sampled, population)
+    run = flower_run(env, population, (
+        f"num-server-rounds=2 local-epochs=1 max-local-steps=10 fraction-train={sampled / population} "
+        f"fraction-evaluate={min(1.0, 10 / population)} min-available-nodes={population} {common}"))
+    rounds = [r for r in run.rows if r["round"] >= 1]
+    return {"population": population, "sampled": sampled, "status": run.status, "wall_seconds": run.seconds,
+            "seconds_per_round": sum(r["seconds"] for r in rounds) / max(1, len(rounds)),
+            "trained_per_round": [r["train_replied"] for r in rounds], "peak_rss_mb": run.peak_rss_mb}
+
+
+# ---- output ------------------------------------------------------------------------------------
+
+def print_row(row: dict) -> None:
+    print(f"  {row['corpus']}: federated top-3 {row['federated']['top3']}, centralised {row['centralised']['top3']:.4f}",
+          flush=True)
+
+
+def print_tables(r: Results) -> None:
+    print(f"\nMachine: {r.machine}")
+    if r.quality:
+        print("\n| corpus | devices | rounds × local epochs | federated top-1 / top-3 / ppl | "
+              "centralised top-1 / top-3 / ppl | federated / centralised top-3 |")
+        print("|---|---|---|---|---|---|")
+        for q in r.quality:
+            f, c = q["federated"], q["centralised"]
+            fed = f"{f['top1']:.1%} / {f['top3']:.1%} / {f['perplexity']:.0f}" if f["top3"] is not None else q["status"]
+            print(f"| {q['corpus']} | {q['devices']} | {q['rounds']} × {q['local_epochs']} | {fed} | "
+                  f"{c['top1']:.1%} / {c['top3']:.1%} / {c['perplexity']:.0f} | {q.get('top3_ratio', float('nan')):.3f} |")
+    if r.overhead:
+        o = r.overhead
+        print(f"\nSimulation overhead (built-in run, {o['concurrency']} ClientApps at a time): wall {o['wall_seconds']:.0f} s"
+              f" = fixed {o['fixed_seconds']:.0f} s (start-up, initial evaluation, final export, shut-down)"
+              f" + rounds {o['rounds_seconds']:.0f} s; per-round overhead over compute "
+              f"{o['per_round_overhead']:.1%}")
+    if r.scale:
+        print("\n| devices | trained per round | s per round | peak memory (all Flower processes) | status |")
+        print("|---|---|---|---|---|")
+        for s in r.scale:
+            print(f"| {s['population']:,} | {s['sampled']} | {s['seconds_per_round']:.1f} | "
+                  f"{s['peak_rss_mb']:,.0f} MB | {s['status']} |")
+    if r.communication:
+        base = r.communication[0]
+        print("\n| transfer-dtype | MB down per device per round | MB up | vs float32 | final top-3 |")
+        print("|---|---|---|---|---|")
+        for c in r.communication:
+            total = c["train_bytes_down_per_device"] + c["train_bytes_up_per_device"]
+            ratio = total / (base["train_bytes_down_per_device"] + base["train_bytes_up_per_device"])
+            print(f"| {c['transfer_dtype']} | {c['train_bytes_down_per_device'] / 1e6:.2f} | "
+                  f"{c['train_bytes_up_per_device'] / 1e6:.2f} | {ratio:.2f}× | "
+                  f"{c['top3']:.1%} |" if c["top3"] is not None else f"| {c['transfer_dtype']} | {c['status']} |")
+
+
+def plot(r: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax = axes[0]
+    names = [q["corpus"] for q in r.quality]
+    for i, (label, get) in enumerate((("federated", lambda q: q["federated"]["top3"] or 0),
+                                      ("centralised", lambda q: q["centralised"]["top3"]))):
+        ax.bar([j + 0.4 * i for j in range(len(names))], [get(q) for q in r.quality], 0.4, label=label)
+    ax.set_xticks([j + 0.2 for j in range(len(names))], names)
+    ax.set_ylabel("held-out top-3")
+    ax.set_title("quality")
+    ax.legend()
+    ax = axes[1]
+    ax.plot([s["population"] for s in r.scale], [s["seconds_per_round"] for s in r.scale], "o-", label="s per round")
+    ax.set_xscale("log")
+    ax.set_xlabel("devices in the federation")
+    ax.set_ylabel("seconds per round")
+    ax2 = ax.twinx()
+    ax2.plot([s["population"] for s in r.scale], [s["peak_rss_mb"] for s in r.scale], "s--", color="C1")
+    ax2.set_ylabel("peak memory (MB)", color="C1")
+    ax.set_title("scale (20 trained per round)")
+    ax = axes[2]
+    labels = [c["transfer_dtype"] for c in r.communication]
+    ax.bar(labels, [(c["train_bytes_down_per_device"] + c["train_bytes_up_per_device"]) / 1e6 for c in r.communication])
+    ax.set_ylabel("MB per device per training round")
+    ax.set_title("communication")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

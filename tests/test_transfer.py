@@ -1,0 +1,99 @@
+"""transfer-dtype: float16 halves the bytes both ways, loses little, and keeps DP's clipping bound."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, MetricRecord, RecordDict
+from flwr.common.serde import message_to_proto
+
+from client_app.app import app
+from server_app.transfer_grid import TransferGrid
+from task.config import Config, ConfigError, DPConfig, ModelConfig
+from task.model import build_model
+from task.transfer import decode_model, decode_update, encode_model, encode_update
+
+SMALL = ModelConfig(vocab_size=2000, seq_len=10, embed_dim=16, num_heads=2, ffn_dim=32)
+
+
+def message(content: RecordDict, dst: int = 7, message_type: str = "train") -> Message:
+    md = Metadata(run_id=1, message_id=f"m{dst}", src_node_id=1, dst_node_id=dst, reply_to_message_id="",
+                  group_id="1", created_at=time.time(), ttl=3600, message_type=message_type)
+    return Message(content=content, metadata=md)
+
+
+def l2(a, b) -> float:
+    return math.sqrt(sum(float(np.sum((x.astype(np.float64) - y) ** 2)) for x, y in zip(a, b)))
+
+
+def test_a_float16_update_is_half_the_bytes_and_nearly_exact():
+    rng = np.random.default_rng(0)
+    received = decode_model(encode_model([rng.normal(0, 0.05, (80, 800)).astype(np.float32)], "float16"))
+    new = [received[0] + rng.normal(0, 0.01, received[0].shape).astype(np.float32)]
+    sent = encode_update(new, received, "float16")
+    assert sent[0].dtype == np.float16 and sent[0].nbytes == new[0].nbytes // 2
+    decoded = decode_update(sent, received, "float16")
+    # float16 keeps 11 significant bits; rounding toward zero errs by < 1 ulp = 2^-10 relative
+    assert np.all(np.abs(decoded[0] - new[0]) <= np.abs(new[0] - received[0]) * 2**-10 + 1e-7)
+    assert l2(sent[0:1], [np.zeros_like(sent[0])]) <= l2(new, received)  # never longer: clipping holds
+
+
+def test_float32_transfer_changes_nothing():
+    w = [np.arange(6, dtype=np.float32)]
+    assert encode_update(w, [np.zeros(6, np.float32)], "float32") is w
+    assert decode_update(w, [np.ones(6, np.float32)], "float32") is w
+
+
+def test_the_clientapp_clips_before_it_encodes(tmp_path):
+    clip = 0.5
+    cfg = Config(sentences_per_device=40, model=SMALL, transfer_dtype="float16",
+                 dp=DPConfig(mode="central-client-clip", clipping_norm=clip))
+    global_model = build_model(SMALL).get_weights()
+    sent = encode_model(global_model, "float16")
+    content = RecordDict({"arrays": ArrayRecord(sent), "config": ConfigRecord({"server-round": 1, "clipping_norm": clip})})
+    ctx = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 4}, state=RecordDict(),
+                  run_config=cfg.to_run_config())
+    reply = app(message(content), ctx)
+    assert not reply.has_error(), reply.error
+    update = reply.content["arrays"].to_numpy_ndarrays()
+    assert all(u.dtype == np.float16 for u in update)
+    norm = l2(update, [np.zeros_like(u) for u in update])
+    assert clip * 0.99 < norm <= clip * (1 + 1e-6)  # clipped to C, and encoding did not lengthen it
+
+
+class EchoGrid:
+    """A stand-in Grid: every device adds 0.01 to each weight of the model it received."""
+
+    def __init__(self):
+        self.seen = []
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for m in messages:
+            arrays = m.content["arrays"].to_numpy_ndarrays()
+            self.seen.append(arrays[0].dtype)
+            update = [np.full(a.shape, 0.01, np.float16) for a in arrays]
+            reply = Message(RecordDict({"arrays": ArrayRecord(update), "metrics": MetricRecord({"n": 1})}), reply_to=m)
+            replies.append(reply)
+        return replies
+
+
+def test_the_server_sends_float16_and_gets_float32_weights_back():
+    weights = [np.linspace(-1, 1, 1000, dtype=np.float32).reshape(10, 100)]
+    record = ArrayRecord(weights)
+    messages = [message(RecordDict({"arrays": record, "config": ConfigRecord({})}), dst=n) for n in (3, 4)]
+    float32_bytes = message_to_proto(message(RecordDict({"arrays": ArrayRecord(weights)}))).ByteSize()
+    inner = EchoGrid()
+    replies = list(TransferGrid(inner, "float16").send_and_receive(messages))
+    assert inner.seen == [np.float16, np.float16]
+    assert message_to_proto(messages[0]).ByteSize() < 0.55 * float32_bytes
+    for reply in replies:
+        back = reply.content["arrays"].to_numpy_ndarrays()[0]
+        assert back.dtype == np.float32
+        assert np.allclose(back, weights[0] + 0.01, atol=1e-3)  # the model's own float16 rounding
+
+
+def test_an_unknown_transfer_dtype_is_refused_by_name():
+    with pytest.raises(ConfigError, match="transfer-dtype"):
+        Config.from_run_config({**Config().to_run_config(), "transfer-dtype": "int8"})
