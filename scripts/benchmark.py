@@ -10,7 +10,7 @@ the devices' pooled training text. Prints a table, writes benchmark.json and ben
 
   quality        FedAvg vs the same model trained centrally with the same number of passes over
                  the data, both scored on all devices' held-out text: built-in corpus, and
-                 WikiText-2 split by article when ../shared/data/wikitext-2 exists.
+                 WikiText-2 split by article when ../shared/data/wikitext-2 (or $WIKITEXT) exists.
   overhead       from the built-in federated run: wall time against the compute measured inside
                  the ClientApps (train + evaluate) and the server's evaluation.
   scale          populations of 100 / 1,000 / 10,000 devices, 20 trained per round: time per
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.local_flower import ROOT, descendants, private_flower, run_app  # noqa: E402
 
-WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"
+WIKITEXT = Path(os.environ.get("WIKITEXT", ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"))
 CORES = os.cpu_count() or 1
 
 
