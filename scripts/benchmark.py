@@ -1,7 +1,7 @@
 """Performance benchmark: federated vs centralised quality, simulation overhead, scale, bytes.
 
     .venv/bin/python scripts/benchmark.py            # the full benchmark (about 30 min on 2 cores)
-    .venv/bin/python scripts/benchmark.py --quick    # a smoke-sized run of every part (~5 min)
+    .venv/bin/python scripts/benchmark.py --quick    # a smoke-sized run of every part (the test)
 
 Every federated number comes from a real `flwr run .` on a private local SuperLink (the same
 ServerApp and ClientApp as the default run); centralised training uses the same task/ code on
@@ -76,11 +76,11 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = Results()
     if args.quick:
-        builtin = Scenario("built-in", devices=4, rounds=2, local_epochs=1, run_config="max-local-steps=5")
+        builtin = Scenario("built-in", devices=3, rounds=1, local_epochs=1, run_config="max-local-steps=5")
         wiki = Scenario("WikiText-2 by article", devices=4, rounds=2, local_epochs=1,
                         run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" '
                                    "max-sentences=40 max-local-steps=5")
-        populations = [20, 100]
+        populations = [6]
     else:
         builtin = Scenario("built-in", devices=10, rounds=6, local_epochs=5)  # the default run
         wiki = Scenario("WikiText-2 by article", devices=20, rounds=4, local_epochs=3,

@@ -20,6 +20,7 @@ from server_app import privacy
 from server_app.observed_grid import ObservedGrid, PhaseCounts
 from server_app.resume import dp_settings, load_resume_point
 from server_app.run_record import RunRecord
+from server_app.strategy import build_strategy
 from server_app.transfer_grid import TransferGrid
 from task import train as trainer
 from task.checkpoint import model_fingerprint
@@ -92,8 +93,8 @@ def main(grid: Grid, context: Context) -> None:
             privacy.require_equal_weights(records)
         return record.aggregate_train_metrics(records, weight_key)
 
-    fedavg = privacy.BudgetedFedAvg(
-        ledger, cfg.local_epochs,
+    fedavg = build_strategy(
+        cfg, ledger,
         fraction_train=cfg.fraction_train,
         fraction_evaluate=cfg.fraction_evaluate,
         min_train_nodes=cfg.min_train_nodes,

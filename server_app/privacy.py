@@ -33,22 +33,6 @@ from task.privacy import DP_WEIGHT, PrivacyLedger
 log = logging.getLogger("flwr")
 
 
-class BudgetedFedAvg(FedAvg):
-    """FedAvg that asks the ledger before every round whether the budget allows it.
-
-    Only configure_train is overridden: Flower's accounted DP wrappers require FedAvg's own
-    aggregate_train."""
-
-    def __init__(self, ledger: PrivacyLedger, local_epochs: int, **kwargs):
-        super().__init__(**kwargs)
-        self._ledger = ledger
-        self._local_epochs = local_epochs
-
-    def configure_train(self, server_round, arrays, config, grid):
-        self._ledger.check_next_round(self._local_epochs)  # raises PrivacyBudgetExceeded
-        return super().configure_train(server_round, arrays, config, grid)
-
-
 def population_and_sample(grid: Grid, cfg: Config) -> tuple[int, int]:
     """Wait for min-available-nodes devices; return (connected devices, devices sampled per round),
     sampled as FedAvg does."""

@@ -35,6 +35,9 @@ def dp_settings(cfg: Config) -> dict:
 
 
 def load_resume_point(cfg: Config, fingerprint: dict) -> ResumePoint:
+    if cfg.server_optimizer != "fedavg":
+        raise ConfigError(f"run-config key 'resume-from': cannot resume with server-optimizer="
+                          f"{cfg.server_optimizer!r}: its momentum / moment estimates are not checkpointed")
     path = Path(cfg.resume_from).expanduser()
     notes: list[str] = []
     try:

@@ -18,6 +18,7 @@ DATA_SOURCES = ("builtin", "text-dir", "corpus", "shakespeare")
 DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "local")
 PARTITIONERS = ("iid", "natural", "size-skew")
 TRANSFER_DTYPES = ("float32", "float16")  # task/transfer.py
+SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # Flower's strategies (server_app/strategy.py)
 
 
 # Train-message config key: rounds done before a resume, so devices count rounds globally (seeds).
@@ -82,6 +83,9 @@ class Config:
     min_available_nodes: int = 2
     round_timeout: float = 600.0
     transfer_dtype: str = "float32"  # "float16": half the bytes each way (task/transfer.py)
+    server_optimizer: str = "fedavg"  # how the server applies the averaged update
+    server_learning_rate: float = 1.0  # fedavgm: step on the averaged update; fedadam: Adam's eta
+    server_momentum: float = 0.0  # fedavgm only
     # Local training on each device
     local_epochs: int = 5
     max_local_steps: int = 0  # 0 = no cap; >0 stops a device with huge text after that many steps
@@ -148,6 +152,14 @@ class Config:
         _check("round-timeout", self.round_timeout, self.round_timeout > 0, "a number of seconds > 0")
         _check("transfer-dtype", self.transfer_dtype, self.transfer_dtype in TRANSFER_DTYPES,
                f"one of {list(TRANSFER_DTYPES)}")
+        _check("server-optimizer", self.server_optimizer, self.server_optimizer in SERVER_OPTIMIZERS,
+               f"one of {list(SERVER_OPTIMIZERS)}")
+        _check("server-learning-rate", self.server_learning_rate, self.server_learning_rate > 0, "a number > 0")
+        _check("server-momentum", self.server_momentum, 0 <= self.server_momentum < 1, "a number in [0, 1)")
+        _check("server-optimizer", self.server_optimizer,
+               self.server_optimizer == "fedavg" or self.dp.mode not in ("central-client-clip", "central-server-clip"),
+               f'"fedavg" with dp-mode="{self.dp.mode}" (Flower\'s accounted fixed-clipping wrappers require '
+               "FedAvg's own aggregation)")
         _check("local-epochs", self.local_epochs, self.local_epochs >= 1, "an integer >= 1")
         _check("max-local-steps", self.max_local_steps, self.max_local_steps >= 0, "an integer >= 0 (0 = no cap)")
         _check("batch-size", self.batch_size, self.batch_size >= 1, "an integer >= 1")

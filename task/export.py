@@ -6,7 +6,8 @@ next-word probabilities at that position. The batch is fixed to 1, and the hidde
 gathered before the output layer, so the vocabulary-sized matrix product runs for one
 position instead of `seq_len` (the largest cost of the model).
 
-Variants: float32 (reference), float16 (half the size), int8 (dynamic-range quantised weights).
+Variants: float32 (reference), float16 (half the size), int8 (8-bit weights, with 16 bits for
+the most frequent words' rows: task/quantize.py).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import numpy as np
 import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
 import tensorflow as tf
 
+from task.quantize import WordRows
 from task.vocab import FIRST_WORD_ID, PAD_ID, Vocabulary
 
 VARIANTS = ("float32", "float16", "int8")
+FREQUENT_WORDS = 250  # int8 file: words whose embedding and output rows keep 16 bits
 
 
 def export_litert(model: tf.keras.Model, vocab: Vocabulary, out_dir: Path,
@@ -31,32 +34,12 @@ def export_litert(model: tf.keras.Model, vocab: Vocabulary, out_dir: Path,
         raise ValueError(f"unknown LiteRT variant(s) {unknown}; choose from {list(VARIANTS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seq_len = model.input_shape[1]
-    final_ln, output_layer = model.get_layer("final_ln"), model.get_layer("next_word_logits")
-    trunk = tf.keras.Model(model.input, final_ln.input)  # the residual stream before the last norm
-    # The last LayerNorm's scale and shift are folded into the output layer (exactly the same
-    # function): the output layer then sees zero-mean, unit-variance inputs, which int8's run-time
-    # input quantisation handles far better (top-3 agreement with Keras 87% -> 99% for the output
-    # layer alone on a test model).
-    gamma, beta = final_ln.get_weights()
-    kernel, bias = output_layer.get_weights()
-    folded_kernel = tf.constant(gamma[:, None] * kernel)
-    folded_bias = tf.constant(bias + beta @ kernel)
-
-    @tf.function(input_signature=[tf.TensorSpec([1, seq_len], tf.int32, name="tokens"),
-                                  tf.TensorSpec([1], tf.int32, name="last_index")])
-    def next_word(tokens, last_index):
-        x = tf.gather(trunk(tokens, training=False)[0], last_index)  # [1, embed_dim]
-        mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
-        normalised = (x - mean) * tf.math.rsqrt(variance + final_ln.epsilon)
-        return {"probabilities": tf.nn.softmax(tf.matmul(normalised, folded_kernel) + folded_bias)}
-
-    concrete = next_word.get_concrete_function()
     paths = {}
     for variant in variants:
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+        next_word = _int8_next_word(model) if variant == "int8" else _float_next_word(model)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([next_word.get_concrete_function()], model)
         if variant in ("float16", "int8"):
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8: only the block's weights
         if variant == "float16":
             converter.target_spec.supported_types = [tf.float16]
         path = out_dir / f"model-{variant}.tflite"
@@ -64,6 +47,60 @@ def export_litert(model: tf.keras.Model, vocab: Vocabulary, out_dir: Path,
         paths[variant] = path
     vocab.save(out_dir / "vocab.json")
     return paths
+
+
+def _signature(model: tf.keras.Model) -> list[tf.TensorSpec]:
+    return [tf.TensorSpec([1, model.input_shape[1]], tf.int32, name="tokens"),
+            tf.TensorSpec([1], tf.int32, name="last_index")]
+
+
+def _folded_output(model: tf.keras.Model) -> tuple[np.ndarray, np.ndarray]:
+    # The last LayerNorm's scale and shift are folded into the output layer (exactly the same
+    # function): the output layer then sees zero-mean, unit-variance inputs, which int8's run-time
+    # input quantisation handles far better (top-3 agreement with Keras 87% -> 99% for the output
+    # layer alone on a test model).
+    gamma, beta = model.get_layer("final_ln").get_weights()
+    kernel, bias = model.get_layer("next_word_logits").get_weights()
+    return gamma[:, None] * kernel, bias + beta @ kernel
+
+
+def _normalise(x: tf.Tensor, epsilon: float) -> tf.Tensor:
+    mean, variance = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(variance + epsilon)
+
+
+def _float_next_word(model: tf.keras.Model):
+    final_ln = model.get_layer("final_ln")
+    trunk = tf.keras.Model(model.input, final_ln.input)  # the residual stream before the last norm
+    kernel, bias = (tf.constant(a) for a in _folded_output(model))
+
+    @tf.function(input_signature=_signature(model))
+    def next_word(tokens, last_index):
+        x = tf.gather(trunk(tokens, training=False)[0], last_index)  # [1, embed_dim]
+        logits = tf.matmul(_normalise(x, final_ln.epsilon), kernel) + bias
+        return {"probabilities": tf.nn.softmax(logits)}
+
+    return next_word
+
+
+def _int8_next_word(model: tf.keras.Model):
+    # Per-word int8 / int16 storage of both vocabulary-sized matrices (task/quantize.py); the
+    # block in between is quantised by the converter.
+    final_ln, embedding = model.get_layer("final_ln"), model.get_layer("token_embedding")
+    trunk = tf.keras.Model([model.input, embedding.output], final_ln.input)  # from embedded tokens
+    kernel, bias = _folded_output(model)
+    embedded = WordRows(embedding.get_weights()[0], FREQUENT_WORDS)
+    output = WordRows(kernel.T, FREQUENT_WORDS)
+    bias = tf.constant(bias)
+
+    @tf.function(input_signature=_signature(model))
+    def next_word(tokens, last_index):
+        x = tf.gather(trunk([tokens, embedded.rows(tokens)], training=False)[0], last_index)
+        table = output.table(runtime_zero=tf.minimum(last_index[0], 0))
+        logits = tf.matmul(_normalise(x, final_ln.epsilon), table, transpose_b=True) + bias
+        return {"probabilities": tf.nn.softmax(logits)}
+
+    return next_word
 
 
 def top3_agreement(model: tf.keras.Model, suggester, windows: np.ndarray) -> tuple[float, int, int]:

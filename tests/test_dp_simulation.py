@@ -11,6 +11,7 @@ import math
 import pytest
 
 from scripts.local_flower import private_flower, run_app
+from task.checkpoint import latest_checkpoint, load_weights
 from task.config import Config
 from task.privacy import PrivacyLedger
 
@@ -79,9 +80,15 @@ def test_adaptive_clipping_moves_the_clipping_norm_and_is_accounted(flower, tmp_
     assert model_moved(metrics)
 
 
-def test_local_dp_counts_every_devices_releases(flower, tmp_path):
-    outcome, metrics, _ = run(flower, tmp_path, 'dp-mode="local" dp-clipping-norm=1.0 dp-local-epsilon=50 dp-delta=1e-3')
+def test_local_dp_counts_every_devices_releases_and_composes_with_float16_transfer(flower, tmp_path):
+    outcome, metrics, _ = run(flower, tmp_path, 'dp-mode="local" dp-clipping-norm=1.0 dp-local-epsilon=50 dp-delta=1e-3 '
+                                                'transfer-dtype="float16"')
     assert "LocalDpMod: local DP noise" in outcome.output
+    # The devices noise first, then send their update in float16: half the float32 model's bytes.
+    float32_bytes = 4 * sum(w.size for w in load_weights(latest_checkpoint(tmp_path / f"run-{outcome.run_id}")))
+    for row in metrics[1:]:
+        assert 0.45 < row["train_bytes_received"] / row["train_replied"] / float32_bytes < 0.55
+        assert 0.45 < row["train_bytes_sent"] / row["train_sampled"] / float32_bytes < 0.55
     per_release = metrics[-1]["dp_epsilon_local_per_release"]
     assert metrics[1]["dp_epsilon_local"] == pytest.approx(per_release)
     assert metrics[2]["dp_epsilon_local"] > per_release  # composed over the 2 releases

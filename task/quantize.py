@@ -1,0 +1,54 @@
+"""Int8 storage for the two vocabulary-sized matrices, kept per word, for the LiteRT int8 file.
+
+Why not leave it all to the converter's dynamic-range quantisation: it gives the word-embedding
+table one scale for the whole table, and on a trained default model the int8 file then suggests
+different top-3 words than Keras at ~2.2% of positions. Simulating weight rounding in Keras
+showed where that comes from (not from the run-time quantisation of activations): the embedding
+table with one scale per word instead of per table, and rounding the most frequent words, which
+are the ones competing for the top 3. So here each word's row (of the embedding table, and of
+the output layer's transposed kernel) gets its own scale, and the `frequent` most frequent words
+(vocabulary ids are in frequency order) keep 16 bits, the rest 8.
+
+Two converter behaviours shape the code: a float constant of 1,024+ elements is re-quantised to
+int8 with a single scale, so the per-word scales are stored as int16 multiples of one float step;
+and dequantising a constant is folded back into a float constant, so rows are dequantised after a
+gather whose indices depend on the model's input (the whole output table is rebuilt per call:
+~0.1 ms).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
+import tensorflow as tf
+
+
+class WordRows:
+    """A [words, width] float matrix stored as int16 (frequent words) / int8 rows with per-row scales."""
+
+    def __init__(self, matrix: np.ndarray, frequent: int):
+        self.words = matrix.shape[0]
+        self.frequent = frequent = min(frequent, self.words)
+        limits = np.where(np.arange(self.words) < frequent, 2**15 - 1, 2**7 - 1)
+        wanted = np.abs(matrix).max(axis=1) / limits  # the finest scale that does not clip the row
+        self.step = float(wanted.max()) / 32767 or 1.0
+        stored = np.clip(np.ceil(wanted / self.step), 1, 32767)  # rounded up: still no clipping
+        q = np.round(matrix / (stored * self.step)[:, None]).clip(-limits[:, None], limits[:, None])
+        self.high = tf.constant(q[:frequent].astype(np.int16))
+        self.low = tf.constant(q[frequent:].astype(np.int8))
+        self.scales = tf.constant(stored.astype(np.int16))
+
+    def rows(self, ids: tf.Tensor) -> tf.Tensor:
+        """Float rows for the word ids `ids` (any shape): [..., width]."""
+        high = tf.cast(tf.gather(self.high, tf.minimum(ids, self.frequent - 1)), tf.float32)
+        low = tf.cast(tf.gather(self.low, tf.maximum(ids - self.frequent, 0)), tf.float32)
+        scale = tf.cast(tf.gather(self.scales, ids), tf.float32) * self.step
+        return tf.where((ids < self.frequent)[..., None], high, low) * scale[..., None]
+
+    def table(self, runtime_zero: tf.Tensor) -> tf.Tensor:
+        """The whole float matrix; `runtime_zero` is a 0 the converter cannot know (no folding)."""
+        high = tf.gather(self.high, tf.range(self.frequent) + runtime_zero)
+        low = tf.gather(self.low, tf.range(self.words - self.frequent) + runtime_zero)
+        scale = tf.cast(tf.gather(self.scales, tf.range(self.words) + runtime_zero), tf.float32) * self.step
+        return tf.concat([tf.cast(high, tf.float32), tf.cast(low, tf.float32)], axis=0) * scale[:, None]

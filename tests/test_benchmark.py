@@ -1,0 +1,30 @@
+"""The performance benchmark's smoke version: every part runs for real (tiny) and the outputs are
+well formed. Timing is not asserted here (README: "Performance" has the measured numbers)."""
+
+import json
+import subprocess
+import sys
+
+from scripts.local_flower import ROOT
+
+
+def test_quick_benchmark_prints_a_table_and_writes_json_and_png(tmp_path):
+    out = subprocess.run([sys.executable, "scripts/benchmark.py", "--quick", "--corpora", "builtin",
+                          "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    results = json.loads((tmp_path / "benchmark.json").read_text())
+    (quality,) = results["quality"]
+    assert quality["status"] == "finished:completed"
+    for side in (quality["federated"], quality["centralised"]):
+        assert 0 <= side["top1"] <= side["top3"] <= 1 and side["perplexity"] > 1
+    assert quality["top3_ratio"] > 0
+    overhead = results["overhead"]
+    assert overhead["fixed_seconds"] > 0 and overhead["rounds"][0]["client_compute"] > 0
+    (scale,) = results["scale"]
+    assert scale["status"] == "finished:completed" and scale["trained_per_round"] == [6, 6]
+    assert scale["peak_rss_mb"] > 100  # the SuperLink and its workers were found and measured
+    float32, float16 = results["communication"]
+    ratio = lambda c: c["train_bytes_up_per_device"] + c["train_bytes_down_per_device"]  # noqa: E731
+    assert 0.45 < ratio(float16) / ratio(float32) < 0.55
+    assert "| corpus | devices |" in out.stdout and "| transfer-dtype |" in out.stdout and "| devices |" in out.stdout
+    assert (tmp_path / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
