@@ -107,6 +107,8 @@ def test_resume_refuses_another_model_shape_vocabulary_dp_or_a_finished_run(tmp_
         load_resume_point(noisier, fingerprint_of(noisier))
     with pytest.raises(ConfigError, match="'num-server-rounds' = 2.*already done 2 rounds"):
         load_resume_point(cfg.replace(num_server_rounds=2), fingerprint_of(cfg))
+    with pytest.raises(ConfigError, match="server-optimizer='fedadam'.*not checkpointed"):
+        load_resume_point(cfg.replace(server_optimizer="fedadam"), fingerprint_of(cfg))
     with pytest.raises(ConfigError, match="'resume-from'.*no such run directory"):
         load_resume_point(cfg.replace(resume_from=str(tmp_path / "nope")), fingerprint_of(cfg))
     for r in range(3):  # every checkpoint damaged: refused, naming them

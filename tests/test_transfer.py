@@ -10,7 +10,7 @@ from flwr.common.serde import message_to_proto
 
 from client_app.app import app
 from server_app.transfer_grid import TransferGrid
-from task.config import Config, ConfigError, DPConfig, ModelConfig
+from task.config import Config, DPConfig, ModelConfig
 from task.model import build_model
 from task.transfer import decode_model, decode_update, encode_model, encode_update
 
@@ -92,8 +92,3 @@ def test_the_server_sends_float16_and_gets_float32_weights_back():
         back = reply.content["arrays"].to_numpy_ndarrays()[0]
         assert back.dtype == np.float32
         assert np.allclose(back, weights[0] + 0.01, atol=1e-3)  # the model's own float16 rounding
-
-
-def test_an_unknown_transfer_dtype_is_refused_by_name():
-    with pytest.raises(ConfigError, match="transfer-dtype"):
-        Config.from_run_config({**Config().to_run_config(), "transfer-dtype": "int8"})
