@@ -76,13 +76,13 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = Results()
     if args.quick:
-        builtin = Scenario("built-in", devices=3, rounds=1, local_epochs=1, run_config="max-local-steps=5")
+        builtin = Scenario("built-in", devices=3, rounds=1, local_epochs=1, run_config="max-local-steps=5 server-eval-devices=2")
         wiki = Scenario("WikiText-2 by article", devices=4, rounds=2, local_epochs=1,
                         run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" '
                                    "max-sentences=40 max-local-steps=5")
         populations = [6]
     else:
-        builtin = Scenario("built-in", devices=10, rounds=6, local_epochs=5)  # the default run
+        builtin = Scenario("built-in", devices=10, rounds=10, local_epochs=3)  # the default run
         wiki = Scenario("WikiText-2 by article", devices=20, rounds=4, local_epochs=3,
                         run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" '
                                    "max-sentences=150")
@@ -90,7 +90,7 @@ def main() -> int:
     populations = args.populations or populations
     scenarios = ([builtin] if "builtin" in args.corpora else []) + (
         [wiki] if "wikitext" in args.corpora and WIKITEXT.exists() else [])
-    common = f'out-dir="{out}" server-eval-devices=0'
+    common = f'out-dir="{out}"'
     with private_flower(ROOT / ".flwr" / "benchmark", 39691, 39693) as env:
         float32_run = None
         if "quality" in args.parts:
@@ -134,10 +134,10 @@ def federated(env: dict, scenario: Scenario, common: str, extra: str = "", **kwa
     return flower_run(env, scenario.devices, run_config, **kwargs)
 
 
-def flower_run(env: dict, devices: int, run_config: str) -> FederatedRun:
+def flower_run(env: dict, devices: int, run_config: str, timeout: float = 3600) -> FederatedRun:
     started = time.monotonic()
     with PeakMemory(env) as memory:
-        outcome = run_app(env, num_supernodes=devices, run_config=run_config, echo=False, timeout=3600)
+        outcome = run_app(env, num_supernodes=devices, run_config=run_config, echo=False, timeout=timeout)
     out_dir = Path(run_config.split('out-dir="')[1].split('"')[0])
     metrics = out_dir / f"run-{outcome.run_id}" / "metrics.json"
     rows = json.loads(metrics.read_text()) if metrics.exists() else []
@@ -273,7 +273,7 @@ def scale_row(env: dict, population: int, common: str, sampled: int = 20) -> dic
     sampled = min(sampled, population)
     run = flower_run(env, population, (
         f"num-server-rounds=2 local-epochs=1 max-local-steps=10 fraction-train={sampled / population} "
-        f"fraction-evaluate={min(1.0, 10 / population)} min-available-nodes={population} {common}"))
+        f"fraction-evaluate={min(1.0, 10 / population)} min-available-nodes={population} {common}"), timeout=1200)
     rounds = [r for r in run.rows if r["round"] >= 1]
     return {"population": population, "sampled": sampled, "status": run.status, "wall_seconds": run.seconds,
             "seconds_per_round": sum(r["seconds"] for r in rounds) / max(1, len(rounds)),
