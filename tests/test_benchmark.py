@@ -10,7 +10,8 @@ from scripts.local_flower import ROOT
 
 def test_quick_benchmark_prints_a_table_and_writes_json_and_png(tmp_path):
     out = subprocess.run([sys.executable, "scripts/benchmark.py", "--quick", "--corpora", "builtin",
-                          "--out-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+                          "--out-dir", str(tmp_path), "--flwr-home", str(tmp_path / "flwr-home"),
+                          "--ports", "39791", "39793"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     results = json.loads((tmp_path / "benchmark.json").read_text())
     (quality,) = results["quality"]
