@@ -45,7 +45,7 @@ def test_float32_transfer_changes_nothing():
     assert decode_update(w, [np.ones(6, np.float32)], "float32") is w
 
 
-def test_the_clientapp_clips_before_it_encodes(tmp_path):
+def test_the_clientapp_clips_before_it_encodes():
     clip = 0.5
     cfg = Config(sentences_per_device=40, model=SMALL, transfer_dtype="float16",
                  dp=DPConfig(mode="central-client-clip", clipping_norm=clip))
