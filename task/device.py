@@ -5,6 +5,8 @@ The ClientApp calls these; so can a test or a script, without Flower.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
@@ -12,7 +14,7 @@ import tensorflow as tf
 
 from task import train as trainer
 from task.baseline import ngram_baseline
-from task.config import Config
+from task.config import Config, ModelConfig
 from task.data import DataError, DeviceText, make_windows
 from task.model import build_model
 from task.privacy import DP_WEIGHT
@@ -68,7 +70,19 @@ def _windows(cfg: Config, sentences, name: str, part: str) -> tuple[np.ndarray, 
 
 
 def _model(cfg: Config, weights: Weights) -> tf.keras.Model:
-    tf.keras.backend.clear_session()  # workers are reused across devices and rounds
-    model = build_model(cfg.model, seed=cfg.seed)
-    model.set_weights(weights)
+    model = worker_model(cfg.model)
+    model.set_weights(weights)  # every weight, so nothing of the previous device survives
     return model
+
+
+@lru_cache(maxsize=1)
+def worker_model(model_cfg: ModelConfig) -> tf.keras.Model:
+    """One model per process, reused for every device and round it plays.
+
+    A simulation worker plays many devices in turn. Building a model per message meant Keras
+    compiled and traced its train step per message: 1.2-1.8 s, more than the 3 local epochs of a
+    default shard take (scripts/benchmark.py, overhead part). The weights are overwritten and the
+    optimiser is reset on every use (task.train.fresh_optimizer), so a device trains exactly as it
+    would on a new model.
+    """
+    return build_model(model_cfg)

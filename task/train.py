@@ -47,12 +47,25 @@ def compile_model(model: tf.keras.Model, learning_rate: float) -> None:
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=MaskedNextWordLoss())
 
 
+def fresh_optimizer(model: tf.keras.Model, learning_rate: float) -> None:
+    """Adam from its initial state. A model compiled before keeps its traced train step: its
+    optimiser's step count and moments are zeroed in place, because compiling again would make
+    Keras retrace (see task.device.worker_model)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        compile_model(model, learning_rate)
+        return
+    for variable in optimizer.variables:
+        variable.assign(tf.zeros_like(variable))
+    optimizer.learning_rate.assign(learning_rate)
+
+
 def train(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
           learning_rate: float, max_steps: int = 0, seed: int = 0) -> Metrics:
     """Train in place for `epochs` passes (capped at `max_steps` batches if > 0)."""
     if len(x) == 0:
         raise ValueError("no training windows")
-    compile_model(model, learning_rate)
+    fresh_optimizer(model, learning_rate)
     ds = (tf.data.Dataset.from_tensor_slices((x, y))
           .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
           .batch(batch_size).repeat(epochs))

@@ -80,3 +80,26 @@ def test_bigram_baseline_counts_the_device_text():
     assert b["bigram_top1"] == 0.5  # 6 after 5 right; 9 after 7 is only 2nd
     assert b["bigram_top3"] == 1.0
     assert b["unigram_top1"] == 0.0  # most frequent word is 8
+
+
+def test_a_reused_model_trains_exactly_like_a_new_one():
+    # task.device reuses one compiled model per worker process; the device after another one
+    # must get the same result as on a freshly built model (no optimiser state carried over).
+    x, y = toy_windows(96)
+    other_x, other_y = toy_windows(64, seed=5)
+    start = build_model(SMALL, seed=3).get_weights()
+
+    fresh = build_model(SMALL)
+    fresh.set_weights(start)
+    train(fresh, x, y, epochs=3, batch_size=32, learning_rate=0.01, seed=7)
+
+    reused = build_model(SMALL)
+    train(reused, other_x, other_y, epochs=2, batch_size=16, learning_rate=0.05, seed=1)  # a previous device
+    traced = reused.train_function
+    reused.set_weights(start)
+    train(reused, x, y, epochs=3, batch_size=32, learning_rate=0.01, seed=7)
+
+    assert reused.train_function is traced  # not compiled again
+    assert reused.optimizer.iterations.numpy() == 9
+    for a, b in zip(fresh.get_weights(), reused.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
