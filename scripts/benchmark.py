@@ -12,9 +12,11 @@ the devices' pooled training text. Prints a table, writes benchmark.json and ben
                  the data, both scored on all devices' held-out text: built-in corpus, and
                  WikiText-2 split by article when ../shared/data/wikitext-2 (or $WIKITEXT) exists.
   overhead       from the built-in federated run: wall time against the compute measured inside
-                 the ClientApps (train + evaluate) and the server's evaluation.
+                 the ClientApps (train + evaluate) and the server's evaluation; start-up split
+                 into its stages (from the times `flwr run --stream` prints them).
   scale          populations of 100 / 1,000 / 10,000 devices, 20 trained per round: time per
-                 round and peak memory of all Flower processes.
+                 round, peak memory of all Flower processes, and the CPU time of Flower's
+                 simulation process (its engine polls every simulated node).
   communication  bytes per device per round with transfer-dtype float32 and float16, and the
                  top-3 each reaches (the float32 run is the quality run).
 """
@@ -129,6 +131,8 @@ class FederatedRun:
     seconds: float  # wall time of `flwr run`, start-up to exit
     rows: list[dict]  # the run's metrics.json
     peak_rss_mb: float = 0.0
+    simulation_cpu_seconds: float = 0.0  # CPU time of Flower's simulation process (engine + ServerApp)
+    marks: dict = field(default_factory=dict)  # start-up stages, see scripts.local_flower.MARKS
 
 
 def federated(env: dict, scenario: Scenario, common: str, extra: str = "", **kwargs) -> FederatedRun:
@@ -145,16 +149,17 @@ def flower_run(env: dict, devices: int, run_config: str, timeout: float = 3600) 
     metrics = out_dir / f"run-{outcome.run_id}" / "metrics.json"
     rows = json.loads(metrics.read_text()) if metrics.exists() else []
     print(f"  run {outcome.run_id}: {outcome.status}, {time.monotonic() - started:.0f} s ({run_config})", flush=True)
-    return FederatedRun(outcome.status, outcome.seconds, rows, memory.peak_mb)
+    return FederatedRun(outcome.status, outcome.seconds, rows, memory.peak_mb, memory.simulation_cpu, outcome.marks)
 
 
 class PeakMemory:
     """Peak total resident memory of the local SuperLink and everything it started (simulation
-    engine, Ray workers), sampled every 0.5 s."""
+    engine, Ray workers), sampled every 0.5 s; and the last CPU time seen of the simulation process."""
 
     def __init__(self, env: dict):
         self.marker = str(Path(env["FLWR_HOME"]))
         self.peak_mb = 0.0
+        self.simulation_cpu = 0.0
         self._stop = threading.Event()
 
     def __enter__(self):
@@ -171,6 +176,9 @@ class PeakMemory:
             roots = [p for p in _pids() if self.marker in _cmdline(p)]
             pids = set(roots) | {d for r in roots for d in descendants(r)}
             self.peak_mb = max(self.peak_mb, sum(_rss_mb(p) for p in pids))
+            simulation = [p for p in pids if "flwr-simulation" in _cmdline(p)]
+            if simulation:
+                self.simulation_cpu = max(self.simulation_cpu, sum(_cpu_seconds(p) for p in simulation))
 
 
 def _pids() -> list[int]:
@@ -182,6 +190,14 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _rss_mb(pid: int) -> float:
@@ -263,7 +279,22 @@ def overhead(run: FederatedRun) -> dict:
     ideal = sum(p["ideal"] for p in per_round)
     return {"status": run.status, "wall_seconds": run.seconds, "rounds_seconds": in_rounds,
             "fixed_seconds": run.seconds - in_rounds, "concurrency": concurrency,
-            "per_round_overhead": in_rounds / ideal - 1 if ideal else None, "rounds": per_round}
+            "per_round_overhead": in_rounds / ideal - 1 if ideal else None, "rounds": per_round,
+            "start_up": start_up(run, per_round)}
+
+
+def start_up(run: FederatedRun, per_round: list[dict]) -> dict:
+    """Seconds spent in each stage before training runs at its steady pace."""
+    m = run.marks
+    if not all(k in m for k in ("submitted", "simulation", "server_app", "first_round")) or not per_round:
+        return {}
+    later = sorted(p["wall"] for p in per_round[1:]) or [per_round[0]["wall"]]
+    return {"cli_superlink_and_upload": m["submitted"],        # flwr CLI, local SuperLink, app sent
+            "simulation_process": m["simulation"] - m["submitted"],  # Flower's process importing TensorFlow
+            "server_app_set_up": m["server_app"] - m["simulation"],  # app install, ServerApp import
+            "initial_evaluation": m["first_round"] - m["server_app"],  # model built, round-0 server evaluation
+            "first_round_extra": per_round[0]["wall"] - later[len(later) // 2],  # Ray, workers importing TensorFlow
+            "before_first_round": m["first_round"]}
 
 
 def communication_row(dtype: str, run: FederatedRun) -> dict:
@@ -285,7 +316,8 @@ def scale_row(env: dict, population: int, common: str, sampled: int = 20) -> dic
     rounds = [r for r in run.rows if r["round"] >= 1]
     return {"population": population, "sampled": sampled, "status": run.status, "wall_seconds": run.seconds,
             "seconds_per_round": sum(r["seconds"] for r in rounds) / max(1, len(rounds)),
-            "trained_per_round": [r["train_replied"] for r in rounds], "peak_rss_mb": run.peak_rss_mb}
+            "trained_per_round": [r["train_replied"] for r in rounds], "peak_rss_mb": run.peak_rss_mb,
+            "simulation_cpu_seconds": run.simulation_cpu_seconds}
 
 
 # ---- output ------------------------------------------------------------------------------------
@@ -312,12 +344,17 @@ def print_tables(r: Results) -> None:
               f" = fixed {o['fixed_seconds']:.0f} s (start-up, initial evaluation, final export, shut-down)"
               f" + rounds {o['rounds_seconds']:.0f} s; per-round overhead over compute "
               f"{o['per_round_overhead']:.1%}")
+        if o.get("start_up"):
+            print("\n| start-up stage | seconds |\n|---|---|")
+            for stage, seconds in o["start_up"].items():
+                print(f"| {stage.replace('_', ' ')} | {seconds:.1f} |")
     if r.scale:
-        print("\n| devices | trained per round | s per round | peak memory (all Flower processes) | status |")
-        print("|---|---|---|---|---|")
+        print("\n| devices | trained per round | s per round | peak memory (all Flower processes) | "
+              "CPU of Flower's simulation process | status |")
+        print("|---|---|---|---|---|---|")
         for s in r.scale:
             print(f"| {s['population']:,} | {s['sampled']} | {s['seconds_per_round']:.1f} | "
-                  f"{s['peak_rss_mb']:,.0f} MB | {s['status']} |")
+                  f"{s['peak_rss_mb']:,.0f} MB | {s['simulation_cpu_seconds']:.0f} s | {s['status']} |")
     if r.communication:
         base = r.communication[0]
         print("\n| transfer-dtype | MB down per device per round | MB up | vs float32 | final top-3 |")

@@ -21,11 +21,17 @@ def test_quick_benchmark_prints_a_table_and_writes_json_and_png(tmp_path):
     assert quality["top3_ratio"] > 0
     overhead = results["overhead"]
     assert overhead["fixed_seconds"] > 0 and overhead["rounds"][0]["client_compute"] > 0
+    stages = overhead["start_up"]  # every stage was seen in the run's output, in order
+    assert all(stages[k] > 0 for k in ("cli_superlink_and_upload", "simulation_process", "server_app_set_up",
+                                      "initial_evaluation"))
+    assert stages["before_first_round"] < overhead["wall_seconds"]
     (scale,) = results["scale"]
     assert scale["status"] == "finished:completed" and scale["trained_per_round"] == [6, 6]
     assert scale["peak_rss_mb"] > 100  # the SuperLink and its workers were found and measured
+    assert scale["simulation_cpu_seconds"] > 1  # the simulation process was found (it imports TensorFlow)
     float32, float16 = results["communication"]
     ratio = lambda c: c["train_bytes_up_per_device"] + c["train_bytes_down_per_device"]  # noqa: E731
     assert 0.45 < ratio(float16) / ratio(float32) < 0.55
     assert "| corpus | devices |" in out.stdout and "| transfer-dtype |" in out.stdout and "| devices |" in out.stdout
+    assert "| start-up stage | seconds |" in out.stdout
     assert (tmp_path / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
