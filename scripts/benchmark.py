@@ -17,7 +17,7 @@ the devices' pooled training text. Prints a table, writes benchmark.json and ben
   scale          populations of 100 / 1,000 / 10,000 devices, 20 trained per round: time per
                  round, peak memory of all Flower processes, and the CPU time of Flower's
                  simulation process (its engine polls every simulated node).
-  communication  bytes per device per round with transfer-dtype float32 and float16, and the
+  communication  bytes per device per round with transfer-dtype float32, float16 and int8, and the
                  top-3 each reaches (the float32 run is the quality run).
 """
 
@@ -108,9 +108,9 @@ def main() -> int:
             results.overhead = overhead(float32_run) if float32_run else {}
         if "communication" in args.parts:
             float32_run = float32_run or federated(env, builtin, common)
-            half = federated(env, builtin, common, 'transfer-dtype="float16"')
-            results.communication = [communication_row("float32", float32_run),
-                                     communication_row("float16", half)]
+            results.communication = [communication_row("float32", float32_run)] + [
+                communication_row(dtype, federated(env, builtin, common, f'transfer-dtype="{dtype}"'))
+                for dtype in ("float16", "int8")]
         if "scale" in args.parts:
             for population in populations:
                 results.scale.append(scale_row(env, population, common))

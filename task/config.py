@@ -17,7 +17,7 @@ DATA_SOURCES = ("builtin", "text-dir", "corpus", "shakespeare")
 # User-level privacy of a device's whole update (see task/privacy.py and server_app/strategy.py).
 DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "local")
 PARTITIONERS = ("iid", "natural", "size-skew")
-TRANSFER_DTYPES = ("float32", "float16")  # task/transfer.py
+TRANSFER_DTYPES = ("float32", "float16", "int8")  # task/transfer.py
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # Flower's strategies (server_app/strategy.py)
 
 
@@ -82,7 +82,7 @@ class Config:
     min_evaluate_nodes: int = 2
     min_available_nodes: int = 2
     round_timeout: float = 600.0
-    transfer_dtype: str = "float32"  # "float16": half the bytes each way (task/transfer.py)
+    transfer_dtype: str = "float32"  # "float16": half the bytes each way; "int8": updates in 8 bits (task/transfer.py)
     server_optimizer: str = "fedavg"  # how the server applies the averaged update
     server_learning_rate: float = 1.0  # fedavgm: step on the averaged update; fedadam: Adam's eta
     server_momentum: float = 0.0  # fedavgm only

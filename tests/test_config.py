@@ -39,7 +39,7 @@ def test_ints_are_accepted_for_float_keys():
         ({"min-available-nodes": 1, "min-train-nodes": 3}, "min-available-nodes"),
         ({"batch-size": "32"}, "batch-size"),
         ({"seq-len": 2.5}, "seq-len"),
-        ({"transfer-dtype": "int8"}, "transfer-dtype"),
+        ({"transfer-dtype": "bfloat16"}, "transfer-dtype"),
         ({"server-optimizer": "fedprox"}, "server-optimizer"),
         ({"server-optimizer": "fedadam", "dp-mode": "central-client-clip"}, "server-optimizer"),
         ({"server-momentum": 1.0}, "server-momentum"),

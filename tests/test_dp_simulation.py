@@ -51,11 +51,11 @@ def expected_ledger(run_config: dict, population: int, rounds: int) -> PrivacyLe
     return ledger
 
 
-@pytest.mark.parametrize("mode", ["central-client-clip", "central-server-clip"])
-def test_fixed_clipping_modes_run_and_report_flowers_epsilon(flower, tmp_path, mode):
+@pytest.mark.parametrize("mode, dtype", [("central-client-clip", "int8"), ("central-server-clip", "float32")])
+def test_fixed_clipping_modes_run_and_report_flowers_epsilon(flower, tmp_path, mode, dtype):
     dp = {"dp-mode": mode, "dp-noise-multiplier": 0.5, "dp-clipping-norm": 5.0, "dp-delta": 1e-3}
     outcome, metrics, summary = run(flower, tmp_path, " ".join(f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}"
-                                                               for k, v in dp.items()))
+                                                               for k, v in dp.items()) + f' transfer-dtype="{dtype}"')
     assert [r["dp_central_releases"] for r in metrics] == [0, 1, 2]
     expected = [expected_ledger(dp, 3, n).central_epsilon() for n in (1, 2)]
     assert [r["dp_epsilon_central"] for r in metrics[1:]] == pytest.approx(expected, rel=1e-6)
@@ -67,6 +67,11 @@ def test_fixed_clipping_modes_run_and_report_flowers_epsilon(flower, tmp_path, m
     assert "user-level ε (central" in outcome.output
     assert all(r["train_replied"] == 3 for r in metrics[1:])
     assert model_moved(metrics)
+    if dtype == "int8":  # devices clip, then send an 8-bit update; the model comes down in float16
+        float32_bytes = 4 * sum(w.size for w in load_weights(latest_checkpoint(tmp_path / f"run-{outcome.run_id}")))
+        for row in metrics[1:]:
+            assert 0.24 < row["train_bytes_received"] / row["train_replied"] / float32_bytes < 0.3
+            assert 0.45 < row["train_bytes_sent"] / row["train_sampled"] / float32_bytes < 0.55
 
 
 def test_adaptive_clipping_moves_the_clipping_norm_and_is_accounted(flower, tmp_path):

@@ -1,4 +1,5 @@
-"""transfer-dtype: float16 halves the bytes both ways, loses little, and keeps DP's clipping bound."""
+"""transfer-dtype: float16 halves the bytes both ways, int8 quarters the update; both lose little
+and keep DP's clipping bound."""
 
 import math
 import time
@@ -39,26 +40,54 @@ def test_a_float16_update_is_half_the_bytes_and_nearly_exact():
     assert l2(sent[0:1], [np.zeros_like(sent[0])]) <= l2(new, received)  # never longer: clipping holds
 
 
+def test_an_int8_update_is_a_quarter_of_the_bytes_and_each_word_keeps_its_resolution():
+    rng = np.random.default_rng(1)
+    received = decode_model(encode_model([rng.normal(0, 0.05, (2000, 80)).astype(np.float32),
+                                          rng.normal(0, 0.05, (16,)).astype(np.float32)], "int8"))
+    assert all(r.dtype == np.float32 for r in received)
+    word_size = 10.0 ** -rng.integers(1, 6, size=(2000, 1))  # words updated by 1e-1 ... 1e-5
+    update = [(rng.normal(0, 1, (2000, 80)) * word_size).astype(np.float32), rng.normal(0, 0.01, 16).astype(np.float32)]
+    new = [r + u for r, u in zip(received, update)]
+    update = [n - r for n, r in zip(new, received)]  # exactly what the device computes
+    sent = encode_update(new, received, "int8")
+    assert [a.dtype for a in sent] == [np.int8, np.float32, np.int8, np.float32]
+    assert sum(a.nbytes for a in sent) < 0.3 * sum(u.nbytes for u in update)
+    decoded = decode_update(sent, received, "int8")
+    for d, r, u in zip(decoded, received, update):
+        got = d - r  # the update the server sees
+        step = np.max(np.abs(u), axis=-1, keepdims=True) / 127 if u.ndim == 2 else np.max(np.abs(u)) / 127
+        assert np.all(np.abs(got - u) <= step * 1.001 + 1e-7)  # within one step of its own word's scale
+        assert np.all(np.abs(got) <= np.abs(u) + 1e-6)  # toward zero (up to the float32 sum with r)
+    assert np.all(np.abs(sent[0].astype(np.float32) * sent[1]) <= np.abs(update[0]))  # exactly toward zero
+    assert l2([sent[0].astype(np.float32) * sent[1]], [np.zeros((2000, 80))]) <= l2(update[:1], [np.zeros((2000, 80))])
+
+
 def test_float32_transfer_changes_nothing():
     w = [np.arange(6, dtype=np.float32)]
     assert encode_update(w, [np.zeros(6, np.float32)], "float32") is w
     assert decode_update(w, [np.ones(6, np.float32)], "float32") is w
 
 
-def test_the_clientapp_clips_before_it_encodes():
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_the_clientapp_clips_before_it_encodes(dtype):
     clip = 0.5
-    cfg = Config(sentences_per_device=40, model=SMALL, transfer_dtype="float16",
+    cfg = Config(sentences_per_device=40, model=SMALL, transfer_dtype=dtype,
                  dp=DPConfig(mode="central-client-clip", clipping_norm=clip))
     global_model = build_model(SMALL).get_weights()
-    sent = encode_model(global_model, "float16")
+    sent = encode_model(global_model, dtype)
     content = RecordDict({"arrays": ArrayRecord(sent), "config": ConfigRecord({"server-round": 1, "clipping_norm": clip})})
     ctx = Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 4}, state=RecordDict(),
                   run_config=cfg.to_run_config())
     reply = app(message(content), ctx)
     assert not reply.has_error(), reply.error
-    update = reply.content["arrays"].to_numpy_ndarrays()
-    assert all(u.dtype == np.float16 for u in update)
-    norm = l2(update, [np.zeros_like(u) for u in update])
+    encoded = reply.content["arrays"].to_numpy_ndarrays()
+    zeros = [np.zeros(w.shape, np.float32) for w in global_model]
+    if dtype == "int8":
+        assert [a.dtype for a in encoded[::2]] == [np.int8] * len(global_model)
+    else:
+        assert all(u.dtype == np.float16 for u in encoded)
+    update = decode_update(encoded, zeros, dtype)  # what the server adds to the model it sent
+    norm = l2(update, zeros)
     assert clip * 0.99 < norm <= clip * (1 + 1e-6)  # clipped to C, and encoding did not lengthen it
 
 
