@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from flwr.app import Message
+from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 
@@ -60,4 +60,16 @@ class ObservedGrid:
 
 
 def _size(message: Message) -> int:
-    return message_to_proto(message).ByteSize()
+    """The serialised size, without serialising the arrays again: their bytes are counted as
+    they are. Serialising a 5 MB model per message took 0.03 s, 30 times a round, in the
+    ServerApp's own thread: ~10% of a 1-epoch round. Exact up to a few bytes of framing per array."""
+    if message.has_error():
+        return message_to_proto(message).ByteSize()
+    array_bytes, light = 0, RecordDict()
+    for key, record in message.content.items():
+        if isinstance(record, ArrayRecord):
+            array_bytes += sum(len(a.data) for a in record.values())
+            record = ArrayRecord({k: Array(dtype=a.dtype, shape=a.shape, stype=a.stype, data=b"")
+                                  for k, a in record.items()})
+        light[key] = record
+    return array_bytes + message_to_proto(Message(content=light, metadata=message.metadata)).ByteSize()

@@ -121,3 +121,18 @@ def test_the_server_sends_float16_and_gets_float32_weights_back():
         back = reply.content["arrays"].to_numpy_ndarrays()[0]
         assert back.dtype == np.float32
         assert np.allclose(back, weights[0] + 0.01, atol=1e-3)  # the model's own float16 rounding
+
+
+def test_the_byte_count_matches_the_serialised_message():
+    # server_app.observed_grid counts array bytes as they are instead of serialising them again.
+    from flwr.app import Error
+
+    from server_app.observed_grid import _size
+
+    weights = build_model(SMALL).get_weights()
+    for arrays in (weights, encode_update(weights, weights, "int8")):
+        msg = message(RecordDict({"arrays": ArrayRecord(arrays), "config": ConfigRecord({"server-round": 3})}))
+        exact = message_to_proto(msg).ByteSize()
+        assert exact - 16 * len(arrays) <= _size(msg) <= exact
+    failed = Message(Error(code=0, reason="device has no text"), reply_to=message(RecordDict({"config": ConfigRecord({})})))
+    assert _size(failed) == message_to_proto(failed).ByteSize()
