@@ -87,8 +87,8 @@ def main() -> int:
                                    "max-sentences=40 max-local-steps=5")
         populations = [6]
     else:
-        builtin = Scenario("built-in", devices=10, rounds=10, local_epochs=3)  # the default run
-        wiki = Scenario("WikiText-2 by article", devices=15, rounds=4, local_epochs=2,  # 4 articles each
+        builtin = Scenario("built-in", devices=10, rounds=30, local_epochs=1)  # the default run
+        wiki = Scenario("WikiText-2 by article", devices=15, rounds=8, local_epochs=1,  # 4 articles each
                         run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" '
                                    "max-sentences=100")
         populations = [100, 1_000, 10_000]

@@ -73,7 +73,7 @@ def private_flower(flwr_home: Path, http_port: int = 39091, control_port: int = 
         raise RuntimeError(f"no local SuperLink for FLWR_HOME={flwr_home} was found to stop")
 
 
-def run_app(env: dict[str, str], *, num_supernodes: int = 0, run_config: str = "", cpus_per_client: float = 1,
+def run_app(env: dict[str, str], *, num_supernodes: int = 0, run_config: str = "", cpus_per_client: int = 1,
             connection: str | None = None, timeout: float = 1800, echo: bool = True) -> RunOutcome:
     """`flwr run . --stream`: in simulation (default) or on the SuperLink `connection` names.
 

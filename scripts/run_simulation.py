@@ -22,7 +22,7 @@ from scripts.local_flower import ROOT, private_flower, run_app  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=10, help="simulated devices (SuperNodes)")
-    parser.add_argument("--cpus-per-device", type=float, default=1, help="CPU share of one simulated device")
+    parser.add_argument("--cpus-per-device", type=int, default=1, help="CPU cores per simulated device (Flower wants an integer)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "runs", help="where runs are written")
     parser.add_argument("--run-config", default="", help="extra overrides, e.g. 'num-server-rounds=10'")
     args = parser.parse_args()

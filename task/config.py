@@ -75,7 +75,7 @@ class DPConfig:
 @dataclass(frozen=True)
 class Config:
     # Federation
-    num_server_rounds: int = 10
+    num_server_rounds: int = 30
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
     min_train_nodes: int = 2
@@ -87,7 +87,7 @@ class Config:
     server_learning_rate: float = 1.0  # fedavgm: step on the averaged update; fedadam: Adam's eta
     server_momentum: float = 0.0  # fedavgm only
     # Local training on each device
-    local_epochs: int = 3
+    local_epochs: int = 1
     max_local_steps: int = 0  # 0 = no cap; >0 stops a device with huge text after that many steps
     batch_size: int = 32
     learning_rate: float = 0.005
