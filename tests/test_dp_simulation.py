@@ -70,7 +70,8 @@ def test_fixed_clipping_modes_run_and_report_flowers_epsilon(flower, tmp_path, m
     if dtype == "int8":  # devices clip, then send an 8-bit update; the model comes down in float16
         float32_bytes = 4 * sum(w.size for w in load_weights(latest_checkpoint(tmp_path / f"run-{outcome.run_id}")))
         for row in metrics[1:]:
-            assert 0.24 < row["train_bytes_received"] / row["train_replied"] / float32_bytes < 0.3
+            # 1 byte per weight + a 4-byte scale per row (the small model's rows are short: 0.31 here)
+            assert 0.25 < row["train_bytes_received"] / row["train_replied"] / float32_bytes < 0.35
             assert 0.45 < row["train_bytes_sent"] / row["train_sampled"] / float32_bytes < 0.55
 
 
