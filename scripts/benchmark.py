@@ -108,9 +108,10 @@ def main() -> int:
             results.overhead = overhead(float32_run) if float32_run else {}
         if "communication" in args.parts:
             float32_run = float32_run or federated(env, builtin, common)
+            dtypes = ("int8",) if args.quick else ("float16", "int8")  # quick: float16 is tested end to end elsewhere
             results.communication = [communication_row("float32", float32_run)] + [
                 communication_row(dtype, federated(env, builtin, common, f'transfer-dtype="{dtype}"'))
-                for dtype in ("float16", "int8")]
+                for dtype in dtypes]
         if "scale" in args.parts:
             for population in populations:
                 results.scale.append(scale_row(env, population, common))

@@ -29,9 +29,8 @@ def test_quick_benchmark_prints_a_table_and_writes_json_and_png(tmp_path):
     assert scale["status"] == "finished:completed" and scale["trained_per_round"] == [6, 6]
     assert scale["peak_rss_mb"] > 100  # the SuperLink and its workers were found and measured
     assert scale["simulation_cpu_seconds"] > 1  # the simulation process was found (it imports TensorFlow)
-    float32, float16, int8 = results["communication"]
+    float32, int8 = results["communication"]  # --quick leaves float16 to tests/test_dp_simulation.py
     ratio = lambda c: c["train_bytes_up_per_device"] + c["train_bytes_down_per_device"]  # noqa: E731
-    assert 0.45 < ratio(float16) / ratio(float32) < 0.55
     assert 0.35 < ratio(int8) / ratio(float32) < 0.42  # float16 down, 8-bit update (+ scales) up
     assert "| corpus | devices |" in out.stdout and "| transfer-dtype |" in out.stdout and "| devices |" in out.stdout
     assert "| start-up stage | seconds |" in out.stdout
