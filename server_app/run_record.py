@@ -85,11 +85,13 @@ class RunRecord:
         row["failures"] = failures
         self._round_started = time.monotonic()
         self.rows.append(row)
+        # Metrics first: a run killed in between then has a row ahead of its newest checkpoint
+        # (resume drops it and redoes the round), never a checkpoint whose row is missing.
+        _write_json(self.dir / "metrics.json", self.rows)
+        _write_text(self.dir / "metrics.csv", _csv(self.rows))
         save_checkpoint(checkpoint_path(self.dir, server_round),
                         Checkpoint(server_round, arrays.to_numpy_ndarrays(), state or {}))
         prune(self.dir, self.cfg.keep_checkpoints)
-        _write_json(self.dir / "metrics.json", self.rows)
-        _write_text(self.dir / "metrics.csv", _csv(self.rows))
         plot_runs({self.dir.name: self.rows}, self.plot)
         log.info("%s", _round_line(row))
         for failure in failures:

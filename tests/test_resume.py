@@ -204,9 +204,20 @@ def test_a_run_killed_mid_way_resumes_losing_at_most_the_round_in_progress(flowe
     stop_run(flower, run_id)  # the ServerApp dies a few rounds later (a small round takes ~1-2 s)
     worker.join(timeout=300)
     assert outcome["o"].status == "finished:stopped"
+    # `flwr stop` marks the run stopped before its ServerApp process is gone: wait until no
+    # checkpoint has appeared for 10 s (a round of this small model takes 1-2 s)
+    names, stable_since = None, time.monotonic()
+    while time.monotonic() - stable_since < 10:
+        now = sorted(p.name for p in (run_dir / "checkpoints").glob("round-*.npz"))
+        if now != names:
+            names, stable_since = now, time.monotonic()
+        time.sleep(0.5)
     killed_rows = json.loads((run_dir / "metrics.json").read_text())
-    done = max(r["round"] for r in killed_rows)
+    done = max(int(name.removeprefix("round-").removesuffix(".npz")) for name in names)
     assert 2 <= done < 30
+    # every checkpointed round has its metrics row; at most the round being saved is ahead of them
+    assert done <= max(r["round"] for r in killed_rows) <= done + 1
+    killed_rows = [r for r in killed_rows if r["round"] <= done]
     resumed = run_app(flower, num_supernodes=3, echo=False,  # one more round than the killed run finished
                       run_config=f'num-server-rounds={done + 1} {SMALL} out-dir="{out}" resume-from="{run_dir}"')
     assert resumed.status == "finished:completed", resumed.output[-3000:]
