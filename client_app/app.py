@@ -2,8 +2,9 @@
 
 The device's text is read from `data-path` in its node config (a real device) or from its
 simulated partition (`partition-id` / `num-partitions`). Only weights and metrics leave the
-device (clipped and noised first when a dp-mode asks for it); a device whose text is unusable replies with an error naming itself and the problem,
-and the server goes on without it.
+device (clipped and noised first when a dp-mode asks for it; under DP only what the guarantee
+covers: task.privacy.released_train_metrics). A device whose text is unusable logs the problem
+in full and replies with its category only (no file names or paths); the server goes on without it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from client_app.transfer import transfer_mod
 from task import device
 from task.config import ROUND_OFFSET, Config
 from task.data import DataError, DeviceText, load_device_text
+from task.privacy import released_train_metrics
 
 DEVICE_DATA_UNUSABLE = 100  # Error code: the device's text could not be used (see reason)
 # Reply metric: seconds the handler computed (data, model, training or scoring). The server sums
@@ -45,6 +47,7 @@ def _train(msg: Message, context: Context) -> Message:
     except DataError as e:
         return _error_reply(msg, context, e)
     metrics[COMPUTE_SECONDS] = time.perf_counter() - started
+    metrics = released_train_metrics(cfg.dp, metrics)
     return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
@@ -81,5 +84,6 @@ def _device_text(cfg: Config, context: Context) -> DeviceText:
     return text
 
 
-def _error_reply(msg: Message, context: Context, error: Exception) -> Message:
-    return Message(Error(code=DEVICE_DATA_UNUSABLE, reason=f"node {context.node_id}: {error}"), reply_to=msg)
+def _error_reply(msg: Message, context: Context, error: DataError) -> Message:
+    log.error("node %s: %s", context.node_id, error)  # in full, in the device's own log
+    return Message(Error(code=DEVICE_DATA_UNUSABLE, reason=error.reason), reply_to=msg)

@@ -9,15 +9,13 @@ corpus, scores the global model on synthetic users that are not part of the fede
 from __future__ import annotations
 
 import logging
-import random
 import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.exception import PrivacyBudgetExhausted
 
 from server_app import privacy
-from server_app.observed_grid import ObservedGrid, PhaseCounts
+from server_app.observed_grid import ObservedGrid
 from server_app.resume import dp_settings, load_resume_point
 from server_app.run_record import RunRecord
 from server_app.strategy import build_strategy
@@ -28,7 +26,7 @@ from task.config import ROUND_OFFSET, Config
 from task.data import make_windows, unseen_users_text
 from task.export import export_litert
 from task.model import build_model
-from task.privacy import DP_WEIGHT, PrivacyBudgetExceeded, PrivacyLedger
+from task.privacy import DP_WEIGHT, PrivacyBudgetExceeded
 from task.vocab import default_vocabulary
 
 log = logging.getLogger("flwr")
@@ -44,8 +42,7 @@ def main(grid: Grid, context: Context) -> None:
     record = RunRecord(cfg.output_root / f"run-{context.run_id}", cfg, vocab, resume.rows if resume else None)
     log.info("Writing this run's model, checkpoints and metrics to %s", record.dir)
 
-    random.seed(cfg.seed)  # FedAvg samples devices with Python's random
-    model = build_model(cfg.model, seed=cfg.seed)
+    model = build_model(cfg.model, seed=cfg.seed)  # reproducible; no privacy randomness comes from `seed`
     if resume:
         model.set_weights(resume.checkpoint.weights)
         for note in resume.notes:
@@ -56,18 +53,16 @@ def main(grid: Grid, context: Context) -> None:
     observed = ObservedGrid(grid)
     population, sampled = privacy.population_and_sample(grid, cfg) if cfg.dp.enabled else (0, 0)
     ledger = (privacy.resumed_ledger(cfg, resume.checkpoint.state, population, sampled) if resume
-              else PrivacyLedger(cfg.dp, population=population, sampled=sampled))
-    for assumption in ledger.assumptions():
+              else privacy.new_ledger(cfg, population, sampled))
+    for assumption in ledger.assumptions(cfg.model.seq_len):
         log.info("Privacy accounting: %s", assumption)
     latest = {"arrays": None}  # the last global model: what a budget stop keeps
 
     def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         # Flower calls this for the initial model (round 0 of this run) and after every round.
+        # The ledger has already booked this round (the strategy does it as it sends and releases).
         weights = arrays.to_numpy_ndarrays()
         counts = observed.take_counts()
-        if cfg.dp.enabled and server_round > 0:
-            privacy.record_round(ledger, counts.get("train", PhaseCounts()),
-                                 released=privacy.arrays_changed(latest["arrays"], weights))
         latest["arrays"] = weights
         server_metrics = None
         if len(server_x):
@@ -91,6 +86,7 @@ def main(grid: Grid, context: Context) -> None:
     def aggregate_train_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
         if cfg.dp.enabled:
             privacy.require_equal_weights(records)
+            records = privacy.without_norm_bits(records)
         return record.aggregate_train_metrics(records, weight_key)
 
     fedavg = build_strategy(
@@ -104,7 +100,7 @@ def main(grid: Grid, context: Context) -> None:
         train_metrics_aggr_fn=aggregate_train_metrics,
         evaluate_metrics_aggr_fn=record.aggregate_evaluate_metrics,
     )
-    strategy = privacy.wrap(cfg, fedavg, sampled, population)
+    strategy = privacy.wrap(cfg, fedavg, ledger)
     if resume:
         privacy.restore_strategy_state(strategy, resume.checkpoint.state.get("strategy") or {})
     stop_reason = None
@@ -118,10 +114,10 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_fn=after_round,
         )
         final = result.arrays.to_numpy_ndarrays()
-    except (PrivacyBudgetExceeded, PrivacyBudgetExhausted) as e:
+    except PrivacyBudgetExceeded as e:
         stop_reason = f"privacy budget: {e}"
         log.warning("Stopped early: %s", stop_reason)
         final = latest["arrays"]
     model.set_weights(final)
     litert = export_litert(model, vocab, record.final_dir / "litert")  # what devices run offline
-    record.finish(model, litert, stop_reason=stop_reason, privacy_assumptions=ledger.assumptions())
+    record.finish(model, litert, stop_reason=stop_reason, privacy_assumptions=ledger.assumptions(cfg.model.seq_len))

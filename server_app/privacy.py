@@ -1,36 +1,114 @@
-"""The server's side of differential privacy: which Flower DP wrapper goes around FedAvg, the
-checks that keep the noise's calibration honest, and the ledger of what was released.
+"""The server's side of differential privacy: central DP around FedAvg, and the checks that keep
+the noise's calibration honest.
 
-- central-client-clip / central-server-clip: Flower's fixed-clipping wrappers, with Flower's own
-  accountant attached (it also refuses a round with missing replies or unequal weights).
-- central-adaptive-clip: Flower's client-side adaptive-clipping wrapper (no accountant in
-  Flower; task/privacy.py accounts it: the clipped-count noise and the update noise together
-  equal a Gaussian mechanism with dp-noise-multiplier, Andrew et al. 2021).
+- central-client-clip / central-server-clip / central-adaptive-clip: `CentralDP` below.
 - local: plain FedAvg here; each device noises its own update (client_app/privacy.py).
-- dp-sgd: plain FedAvg here, or any of the above; devices report their sampling rate and steps.
+- dp-sgd: plain FedAvg here, or any of the above; the ledger accounts it from public settings.
+
+Why not Flower 1.42's DifferentialPrivacy* wrappers (README, "Privacy": known Flower defects):
+they draw their noise from NumPy's global generator, which anyone can seed or replay; they divide
+by the number of replies, so "add or remove one device" does not hold; and the adaptive one moves
+the clipping norm the wrong way, calibrates the noise to the norm after its update instead of the
+one devices clipped to, and counts uncentred bits. `CentralDP` keeps their interface (the
+`clipping_norm` config key Flower's client mods read) and follows McMahan et al. 2018 and Andrew
+et al. 2021 exactly.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Iterable
 
 import numpy as np
-from flwr.app import RecordDict
-from flwr.serverapp import Grid, NeighboringRelation, PrivacyConfig, RdpAccountant, SamplingMethod
-from flwr.serverapp.strategy import (
-    DifferentialPrivacyClientSideAdaptiveClipping,
-    DifferentialPrivacyClientSideFixedClipping,
-    DifferentialPrivacyServerSideFixedClipping,
-    FedAvg,
-    Strategy,
-)
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, KEY_NORM_BIT, get_norm
 
-from server_app.observed_grid import PhaseCounts
 from task.config import Config, ConfigError
-from task.privacy import DP_WEIGHT, PrivacyLedger
+from task.privacy import DP_WEIGHT, PrivacyLedger, adaptive_noise, secret_rng
 
 log = logging.getLogger("flwr")
+
+
+class CentralDP(Strategy):
+    """User-level central DP: clip every update to C, sum, add N(0, (zC)^2) from a secret
+    generator, divide by the number of devices sampled; adaptive clipping moves C towards a
+    quantile of the update norms from a noised count of unclipped updates."""
+
+    def __init__(self, inner: FedAvg, cfg: Config, ledger: PrivacyLedger, rng: np.random.Generator | None = None):
+        super().__init__()
+        self.inner, self.dp, self.ledger = inner, cfg.dp, ledger
+        self.sampled = ledger.sampled  # the public denominator
+        self.rng = rng or secret_rng()
+        self.clipping_norm = cfg.dp.clipping_norm
+        self.adaptive = cfg.dp.mode == "central-adaptive-clip"
+        if self.adaptive:
+            self.update_noise, self.count_stddev = adaptive_noise(cfg.dp, self.sampled)
+        else:
+            self.update_noise, self.count_stddev = cfg.dp.noise_multiplier, 0.0
+        self._current: ArrayRecord | None = None
+
+    def summary(self) -> None:
+        log.info("\t├──> Central DP (%s): noise multiplier %s on the sum, clipping norm %s, / %d sampled",
+                 self.dp.mode, self.update_noise, self.clipping_norm, self.sampled)
+        self.inner.summary()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        self._current = arrays
+        if self.dp.mode != "central-server-clip":
+            config[KEY_CLIPPING_NORM] = self.clipping_norm  # Flower's client mods clip to it
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        if len(messages) != self.sampled:
+            raise RuntimeError(f"central DP: {len(messages)} devices asked to train, the noise is calibrated for "
+                               f"{self.sampled}")
+        return messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord, MetricRecord | None]:
+        replies = [r for r in replies if not r.has_error()]  # a failed device contributes zero
+        current = self._current.to_numpy_ndarrays()
+        total = [np.zeros_like(a, dtype=np.float64) for a in current]
+        unclipped = []
+        for reply in replies:
+            update = [np.asarray(n, np.float64) - c for n, c in
+                      zip(reply.content[self.inner.arrayrecord_key].to_numpy_ndarrays(), current, strict=True)]
+            norm = get_norm(update)
+            # Clipped again here in every mode: a device that did not clip (a bug, or malice)
+            # cannot exceed the sensitivity the noise is calibrated to.
+            scale = min(1.0, self.clipping_norm / norm) if norm > 0 else 1.0
+            for t, u in zip(total, update):
+                t += scale * u
+            if self.adaptive:  # Flower's mod reports "was clipped"; the paper's bit is "was not"
+                was_clipped = next(m[KEY_NORM_BIT] for m in reply.content.metric_records.values() if KEY_NORM_BIT in m)
+                unclipped.append(0.0 if was_clipped else 1.0)
+        std = self.update_noise * self.clipping_norm
+        new = [(c + (t + self.rng.normal(0.0, std, c.shape)) / self.sampled).astype(c.dtype)
+               for c, t in zip(current, total)]
+        log.info("central DP: %d/%d updates clipped to %.4g, noise std %.4g on their sum, / %d sampled",
+                 len(replies), self.sampled, self.clipping_norm, std, self.sampled)
+        self.ledger.record_central([self.update_noise, 2 * self.count_stddev] if self.adaptive else [self.update_noise])
+        if self.adaptive:
+            self._adapt_clipping_norm(unclipped)
+        _, metrics = self.inner.aggregate_train(server_round, replies) if replies else (None, None)
+        keys = self._current.keys()
+        return ArrayRecord({k: Array(v) for k, v in zip(keys, new)}), metrics
+
+    def _adapt_clipping_norm(self, unclipped: list[float]) -> None:
+        """Andrew et al. 2021, Algorithm 1: b = the noised fraction of updates that were *not*
+        clipped, from centred bits (sensitivity 1/2; a missing device counts as its zero) and a
+        fixed denominator; C <- C exp(-lr (b - target)). C grows when most updates are clipped."""
+        centred = sum(b - 0.5 for b in unclipped) + self.rng.normal(0.0, self.count_stddev)
+        fraction = centred / self.sampled + 0.5
+        self.clipping_norm *= math.exp(-self.dp.clip_lr * (fraction - self.dp.target_quantile))
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round, replies):
+        return self.inner.aggregate_evaluate(server_round, replies)
 
 
 def population_and_sample(grid: Grid, cfg: Config) -> tuple[int, int]:
@@ -45,29 +123,8 @@ def population_and_sample(grid: Grid, cfg: Config) -> tuple[int, int]:
     return population, sampled
 
 
-def wrap(cfg: Config, fedavg: FedAvg, sampled: int, population: int) -> Strategy:
-    dp = cfg.dp
-    if dp.mode in ("central-client-clip", "central-server-clip"):
-        wrapper = (DifferentialPrivacyClientSideFixedClipping if dp.mode == "central-client-clip"
-                   else DifferentialPrivacyServerSideFixedClipping)
-        accountant = RdpAccountant(PrivacyConfig(
-            target_delta=dp.delta, population_size=population,
-            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-            sampling_method=SamplingMethod.NO_AMPLIFICATION))
-        return wrapper(fedavg, noise_multiplier=dp.noise_multiplier, clipping_norm=dp.clipping_norm,
-                       num_sampled_clients=sampled, accountant=accountant)
-    if dp.mode == "central-adaptive-clip":
-        count_stddev = dp.clipped_count_stddev or sampled / 20
-        if dp.noise_multiplier >= 2 * count_stddev:
-            raise ConfigError(
-                f"run-config key 'dp-noise-multiplier' = {dp.noise_multiplier} is invalid with adaptive clipping: "
-                f"it must be below 2 x dp-clipped-count-stddev = {2 * count_stddev:g} (the clipped-count noise "
-                f"spends part of the budget); raise dp-clipped-count-stddev")
-        return DifferentialPrivacyClientSideAdaptiveClipping(
-            fedavg, noise_multiplier=dp.noise_multiplier, num_sampled_clients=sampled,
-            initial_clipping_norm=dp.clipping_norm, target_clipped_quantile=dp.target_quantile,
-            clip_norm_lr=dp.clip_lr, clipped_count_stddev=count_stddev)
-    return fedavg
+def wrap(cfg: Config, inner: FedAvg, ledger: PrivacyLedger) -> Strategy:
+    return CentralDP(inner, cfg, ledger) if cfg.dp.central else inner
 
 
 def require_equal_weights(records: list[RecordDict]) -> None:
@@ -79,41 +136,27 @@ def require_equal_weights(records: list[RecordDict]) -> None:
                                  "device must count once in the average, or the noise no longer covers it")
 
 
-def record_round(ledger: PrivacyLedger, train: PhaseCounts, released: bool) -> None:
-    """Book what this round released: the noised aggregate (central modes, if one was made), each
-    device's own noised update (local), each device's DP-SGD steps."""
-    dp = ledger.dp
-    if dp.central and released:
-        ledger.record_central(train.replied)
-    for node, metrics in train.metrics.items():
-        if dp.mode == "local":
-            ledger.record_local(str(node))
-        if dp.sgd:
-            ledger.record_dpsgd(str(node), float(metrics["dpsgd-sampling-rate"]), int(metrics["dpsgd-steps"]))
-
-
-def arrays_changed(before: list[np.ndarray] | None, after: list[np.ndarray]) -> bool:
-    # The wrappers skip aggregation (no release) when a device errs; a release always changes the
-    # model, since noise is added to every array.
-    return before is not None and any(not np.array_equal(a, b) for a, b in zip(before, after))
+def without_norm_bits(records: list[RecordDict]) -> list[RecordDict]:
+    """Each device's exact norm bit is an input of the noised count, not something to store."""
+    out = []
+    for record in records:
+        copy = RecordDict()
+        for key, value in record.items():
+            if isinstance(value, MetricRecord) and KEY_NORM_BIT in value:
+                value = MetricRecord({k: v for k, v in value.items() if k != KEY_NORM_BIT})
+            copy[key] = value
+        out.append(copy)
+    return out
 
 
 def strategy_state(strategy: Strategy) -> dict:
-    """What a resumed run needs to continue the strategy as it was: the adaptive clipping norm,
-    Flower's accountant."""
-    state: dict = {}
-    if hasattr(strategy, "clipping_norm"):
-        state["clipping_norm"] = float(strategy.clipping_norm)
-    if getattr(strategy, "accountant", None) is not None:
-        state["flower_accountant"] = strategy.accountant.state_dict()
-    return state
+    """What a resumed run needs to continue the strategy as it was: the adaptive clipping norm."""
+    return {"clipping_norm": float(strategy.clipping_norm)} if isinstance(strategy, CentralDP) else {}
 
 
 def restore_strategy_state(strategy: Strategy, state: dict) -> None:
-    if "clipping_norm" in state and hasattr(strategy, "clipping_norm"):
+    if "clipping_norm" in state and isinstance(strategy, CentralDP):
         strategy.clipping_norm = state["clipping_norm"]
-    if "flower_accountant" in state and getattr(strategy, "accountant", None) is not None:
-        strategy.accountant.load_state_dict(state["flower_accountant"])
 
 
 def resumed_ledger(cfg: Config, state: dict, population: int, sampled: int) -> PrivacyLedger:
@@ -121,8 +164,16 @@ def resumed_ledger(cfg: Config, state: dict, population: int, sampled: int) -> P
     population and sample size for the whole run: a resume must keep them."""
     saved = state.get("privacy")
     if not saved:
-        return PrivacyLedger(cfg.dp, population=population, sampled=sampled)
+        return new_ledger(cfg, population, sampled)
     if (saved["population"], saved["sampled"]) != (population, sampled):
         raise ConfigError(f"cannot resume with DP: the run had {saved['population']} devices, {saved['sampled']} "
                           f"sampled per round; now {population} are connected, {sampled} would be sampled")
-    return PrivacyLedger.from_state(cfg.dp, saved)
+    try:
+        return PrivacyLedger.from_state(cfg.dp, saved, cfg.local_epochs, cfg.max_local_steps)
+    except ValueError as e:
+        raise ConfigError(f"cannot resume with DP: {e}") from e
+
+
+def new_ledger(cfg: Config, population: int, sampled: int) -> PrivacyLedger:
+    return PrivacyLedger(cfg.dp, population=population, sampled=sampled, local_epochs=cfg.local_epochs,
+                         max_local_steps=cfg.max_local_steps)

@@ -2,50 +2,75 @@
 
 All three average the devices' new weights the same way. FedAvgM and FedAdam then treat the
 change of the global model as a pseudo-gradient for an optimiser on the server (momentum, Adam),
-which Reddi et al. (2021) found to beat FedAvg on Stack Overflow next-word prediction. Each one
-asks the privacy ledger before a round whether the budget allows it.
+which Reddi et al. (2021) found to beat FedAvg on Stack Overflow next-word prediction.
+
+Each one picks the devices of a training round itself: under DP from a secret generator and the
+sample size fixed at the start (the privacy figures take credit for both), else reproducibly
+from the run's seed; and, under DP, asks the privacy ledger first whether the budget allows the
+round and books who was asked.
 """
 
 from __future__ import annotations
 
+import logging
+import random
+
+from flwr.app import MessageType, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from task.config import Config
 from task.privacy import PrivacyLedger
 
+log = logging.getLogger("flwr")
 
-class _BudgetCheck:
-    """Overrides only configure_train: Flower's accounted DP wrappers require FedAvg's own
-    aggregate_train."""
 
-    def __init__(self, ledger: PrivacyLedger, local_epochs: int, **kwargs):
-        super().__init__(**kwargs)
+class _PrivateRounds(FedAvg):
+    """FedAvg.configure_train with our sampler. Sits between FedAvgM/FedAdam and FedAvg in the
+    class order, so their own configure_train (which remembers the model) still runs first."""
+
+    def use(self, cfg: Config, ledger: PrivacyLedger) -> _PrivateRounds:
         self._ledger = ledger
-        self._local_epochs = local_epochs
+        self._private = cfg.dp.enabled
+        # FedAvg samples with Python's global `random`; a private sample must not be replayable.
+        self._sampler = random.SystemRandom() if self._private else random.Random(cfg.seed)
+        return self
 
     def configure_train(self, server_round, arrays, config, grid):
-        self._ledger.check_next_round(self._local_epochs)  # raises PrivacyBudgetExceeded
-        return super().configure_train(server_round, arrays, config, grid)
+        if self._private:
+            self._ledger.check_next_round()  # raises PrivacyBudgetExceeded
+            size = self._ledger.sampled
+        else:
+            size = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
+        _, connected = sample_nodes(grid, self.min_available_nodes, size)  # waits for enough nodes
+        node_ids = self._sampler.sample(sorted(connected), size)
+        log.info("configure_train: sampled %d nodes (out of %d)", len(node_ids), len(connected))
+        if self._private:
+            self._ledger.record_asked_to_train(node_ids)
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(record, node_ids, MessageType.TRAIN)
 
 
-class BudgetedFedAvg(_BudgetCheck, FedAvg):
+class PrivateFedAvg(_PrivateRounds):
     pass
 
 
-class BudgetedFedAvgM(_BudgetCheck, FedAvgM):
+class PrivateFedAvgM(FedAvgM, _PrivateRounds):
     pass
 
 
-class BudgetedFedAdam(_BudgetCheck, FedAdam):
+class PrivateFedAdam(FedAdam, _PrivateRounds):
     pass
 
 
 def build_strategy(cfg: Config, ledger: PrivacyLedger, **fedavg_options) -> FedAvg:
     """`fedavg_options`: FedAvg's own keyword arguments (fractions, weighting, aggregators)."""
     if cfg.server_optimizer == "fedavgm":
-        return BudgetedFedAvgM(ledger, cfg.local_epochs, server_learning_rate=cfg.server_learning_rate,
-                               server_momentum=cfg.server_momentum, **fedavg_options)
-    if cfg.server_optimizer == "fedadam":
-        return BudgetedFedAdam(ledger, cfg.local_epochs, eta=cfg.server_learning_rate, eta_l=cfg.learning_rate,
-                               **fedavg_options)
-    return BudgetedFedAvg(ledger, cfg.local_epochs, **fedavg_options)
+        strategy = PrivateFedAvgM(server_learning_rate=cfg.server_learning_rate, server_momentum=cfg.server_momentum,
+                                  **fedavg_options)
+    elif cfg.server_optimizer == "fedadam":
+        strategy = PrivateFedAdam(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **fedavg_options)
+    else:
+        strategy = PrivateFedAvg(**fedavg_options)
+    return strategy.use(cfg, ledger)

@@ -62,6 +62,12 @@ class DPConfig:
     sgd: bool = False  # DP-SGD on the device (tensorflow-privacy fast gradient clipping)
     sgd_noise_multiplier: float = 1.0
     sgd_clipping_norm: float = 1.0
+    # Public, so the accountant needs nothing from the device: each step takes each window with
+    # this probability, and a round has ceil(local-epochs / rate) steps (capped by max-local-steps).
+    sgd_sampling_rate: float = 0.1
+    # Under DP a device sends only what the guarantee covers; true also sends its training loss,
+    # accuracy, window count, compute time and DP-SGD clipped fraction, which DP does NOT cover.
+    report_train_metrics: bool = False
 
     @property
     def central(self) -> bool:
@@ -156,10 +162,6 @@ class Config:
                f"one of {list(SERVER_OPTIMIZERS)}")
         _check("server-learning-rate", self.server_learning_rate, self.server_learning_rate > 0, "a number > 0")
         _check("server-momentum", self.server_momentum, 0 <= self.server_momentum < 1, "a number in [0, 1)")
-        _check("server-optimizer", self.server_optimizer,
-               self.server_optimizer == "fedavg" or self.dp.mode not in ("central-client-clip", "central-server-clip"),
-               f'"fedavg" with dp-mode="{self.dp.mode}" (Flower\'s accounted fixed-clipping wrappers require '
-               "FedAvg's own aggregation)")
         _check("local-epochs", self.local_epochs, self.local_epochs >= 1, "an integer >= 1")
         _check("max-local-steps", self.max_local_steps, self.max_local_steps >= 0, "an integer >= 0 (0 = no cap)")
         _check("batch-size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
@@ -202,12 +204,21 @@ class Config:
             _check("dp-clip-lr", dp.clip_lr, dp.clip_lr > 0, "a number > 0")
             _check("dp-clipped-count-stddev", dp.clipped_count_stddev, dp.clipped_count_stddev >= 0,
                    "a number >= 0 (0 = sampled devices / 20)")
+            if dp.clipped_count_stddev > 0:
+                _check("dp-noise-multiplier", dp.noise_multiplier, dp.noise_multiplier < 2 * dp.clipped_count_stddev,
+                       f"below 2 x dp-clipped-count-stddev = {2 * dp.clipped_count_stddev:g} with adaptive clipping "
+                       "(the clipped-count noise spends part of the budget; Andrew et al. 2021)")
         if dp.mode == "local":
             _check("dp-local-epsilon", dp.local_epsilon, dp.local_epsilon > 0, "a number > 0")
         if dp.sgd:
             _check("dp-sgd-noise-multiplier", dp.sgd_noise_multiplier, dp.sgd_noise_multiplier > 0,
                    "a number > 0 (with no noise, clipping alone gives no privacy)")
             _check("dp-sgd-clipping-norm", dp.sgd_clipping_norm, dp.sgd_clipping_norm > 0, "a number > 0")
+            _check("dp-sgd-sampling-rate", dp.sgd_sampling_rate, 0 < dp.sgd_sampling_rate <= 1, "a number in (0, 1]")
+        if dp.central:
+            _check("server-optimizer", self.server_optimizer, self.server_optimizer == "fedavg",
+                   f'"fedavg" with dp-mode="{dp.mode}" (the noise is calibrated to the average of the clipped '
+                   "updates; a server optimiser applied before the noise would change its sensitivity)")
 
     def validate_population(self, population: int, sampled: int) -> None:
         """Checks that need the number of devices, known only once they connect."""
@@ -216,6 +227,10 @@ class Config:
         if self.dp.mode != "none":
             _check("dp-delta", self.dp.delta, self.dp.delta < 1 / population,
                    f"below 1/population = 1/{population}; a larger delta allows leaking one device outright")
+        if self.dp.mode == "central-adaptive-clip" and self.dp.clipped_count_stddev == 0:
+            _check("dp-noise-multiplier", self.dp.noise_multiplier, self.dp.noise_multiplier < sampled / 10,
+                   f"below 2 x dp-clipped-count-stddev = 2 x {sampled}/20 with adaptive clipping (the clipped-count "
+                   "noise spends part of the budget); raise dp-clipped-count-stddev")
 
 
 _DP_PREFIX = "dp_"

@@ -37,7 +37,13 @@ CHUNK_CHARS = 1 << 20  # read this much text at a time
 
 
 class DataError(ValueError):
-    """A device's text cannot be used; the message names the device and the problem."""
+    """A device's text cannot be used. The message names the device, its files and the problem,
+    for the device's own log; `reason` is a category without names or paths, the only part
+    that may leave the device."""
+
+    def __init__(self, message: str, reason: str = "unusable text"):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -58,7 +64,8 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
         sentences = read_sentences(Path(data_path), notes, cfg.max_sentences)
     else:
         if not 0 <= partition_id < num_partitions:
-            raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})")
+            raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})",
+                            reason="bad partition-id")
         if cfg.data_source == "builtin":
             where = f"persona {partition_id}"
             sentences = [s for line in corpus.device_sentences(partition_id, cfg.sentences_per_device, cfg.seed)
@@ -72,7 +79,8 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
             sentences = sentences[: cfg.max_sentences]
     if len(sentences) < 2:
         raise DataError(f"{name}: {len(sentences)} sentence(s) of text; need at least 2 "
-                        "(one to train on, one to evaluate on)" + (f" [{'; '.join(notes)}]" if notes else ""))
+                        "(one to train on, one to evaluate on)" + (f" [{'; '.join(notes)}]" if notes else ""),
+                        reason="too little text" + (f" ({len(notes)} file(s) skipped or repaired)" if notes else ""))
     train, test = split_train_test(sentences, cfg.test_fraction, seed=cfg.seed)
     return DeviceText(name, sentences, train, test, notes)
 
@@ -111,12 +119,12 @@ def make_windows(sentences: Sentences, vocab: Vocabulary, seq_len: int) -> tuple
 def text_files(path: Path) -> list[Path]:
     """`path` itself, or every regular file below it (sorted; symlinked folders not followed)."""
     if not path.exists():
-        raise DataError(f"{path}: no such file or directory")
+        raise DataError(f"{path}: no such file or directory", reason="data-path does not exist")
     if path.is_file():
         return [path]
     files = sorted(p for p in path.rglob("*") if p.is_file())
     if not files:
-        raise DataError(f"{path}: directory holds no files")
+        raise DataError(f"{path}: directory holds no files", reason="data-path holds no files")
     return files
 
 

@@ -17,7 +17,7 @@ from task.baseline import ngram_baseline
 from task.config import Config, ModelConfig
 from task.data import DataError, DeviceText, make_windows
 from task.model import build_model
-from task.privacy import DP_WEIGHT
+from task.privacy import DP_WEIGHT, dpsgd_steps
 from task.vocab import default_vocabulary
 
 Weights = list[np.ndarray]
@@ -27,25 +27,25 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
     """Train the received global model on the device's training text; new weights + metrics."""
     x, y = _windows(cfg, text.train, text.name, "training")
     model = _model(cfg, weights)
-    seed = cfg.seed * 100_003 + server_round
+    seed = cfg.seed * 100_003 + server_round  # shuffling of plain training only; never privacy
     extra: dict = {}
     if cfg.dp.sgd:
         if cfg.dp.delta >= 1 / len(x):
             raise DataError(f"{text.name}: dp-delta = {cfg.dp.delta} must be below 1/(training windows) = "
-                            f"1/{len(x)} for sample-level DP-SGD")
+                            f"1/{len(x)} for sample-level DP-SGD", reason="dp-delta too large for the text")
         from task.dpsgd import train_dpsgd  # imports tensorflow-privacy: only when asked for
 
-        m, stats = train_dpsgd(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+        m, stats = train_dpsgd(model, x, y, sampling_rate=cfg.dp.sgd_sampling_rate,
+                               steps=dpsgd_steps(cfg.local_epochs, cfg.dp.sgd_sampling_rate, cfg.max_local_steps),
                                learning_rate=cfg.learning_rate, clipping_norm=cfg.dp.sgd_clipping_norm,
-                               noise_multiplier=cfg.dp.sgd_noise_multiplier, max_steps=cfg.max_local_steps,
-                               seed=seed)
-        extra = {"dpsgd-sampling-rate": stats.sampling_rate, "dpsgd-steps": stats.steps,
-                 "dpsgd-clipped-fraction": stats.clipped_fraction}
+                               noise_multiplier=cfg.dp.sgd_noise_multiplier)
+        extra = {"dpsgd-clipped-fraction": stats.clipped_fraction}
     else:
         m = trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
                           learning_rate=cfg.learning_rate, max_steps=cfg.max_local_steps, seed=seed)
     # Under DP every device counts once in the average (dp-weight), so one device's influence, and
-    # so the sensitivity the noise is calibrated to, is bounded; the server enforces it.
+    # so the sensitivity the noise is calibrated to, is bounded; the server enforces it. What of
+    # these metrics leaves the device under DP: task.privacy.released_train_metrics.
     return model.get_weights(), {"loss": m.loss, "top1": m.top1, "top3": m.top3,
                                  "num-examples": m.num_examples, DP_WEIGHT: 1, **extra}
 
@@ -55,7 +55,7 @@ def evaluate_round(cfg: Config, text: DeviceText, weights: Weights) -> dict:
     x, y = _windows(cfg, text.test, text.name, "test")
     m = trainer.evaluate(_model(cfg, weights), x, y)
     if m.num_examples == 0:
-        raise DataError(f"{text.name}: its test text has no in-vocabulary word to score")
+        raise DataError(f"{text.name}: its test text has no in-vocabulary word to score", reason="too little text")
     train_x, train_y = make_windows(text.train, default_vocabulary(cfg.model.vocab_size), cfg.model.seq_len)
     baseline = ngram_baseline(train_x, train_y, x, y)
     return {"loss": m.loss, "top1": m.top1, "top3": m.top3, "num-examples": m.num_examples, DP_WEIGHT: 1,
@@ -65,7 +65,7 @@ def evaluate_round(cfg: Config, text: DeviceText, weights: Weights) -> dict:
 def _windows(cfg: Config, sentences, name: str, part: str) -> tuple[np.ndarray, np.ndarray]:
     x, y = make_windows(sentences, default_vocabulary(cfg.model.vocab_size), cfg.model.seq_len)
     if len(x) == 0:
-        raise DataError(f"{name}: too little {part} text to make one example")
+        raise DataError(f"{name}: too little {part} text to make one example", reason="too little text")
     return x, y
 
 

@@ -6,17 +6,19 @@ registry computes them from layer inputs and output gradients, without per-examp
 Three things are done here instead of by its DPModel, each for a reason:
 - The forward pass is recorded once on a persistent tape and reused for the clipped gradient;
   DPModel runs the model a second time, which is most of its extra cost.
-- Windows are Poisson-sampled (each step takes each window with probability q = batch / windows),
-  the sampling the accountant in task/privacy.py assumes. A shuffled fixed-size batch would need
-  a different, much weaker analysis.
+- Windows are Poisson-sampled (each step takes each window with probability q, the public
+  dp-sgd-sampling-rate), the sampling the accountant in task/privacy.py assumes. A shuffled
+  fixed-size batch would need a different, much weaker analysis.
 - The noisy sum is divided by the expected batch size q * windows, not by the sampled batch's
   size, which would itself depend on the data.
-Noise comes from TensorFlow's ordinary random generator, as in tensorflow-privacy.
+- Noise and sampling are secret: the noise comes from a tf.random.Generator seeded from OS
+  entropy and the sampling from task.privacy.secret_rng. tensorflow-privacy draws from
+  TensorFlow's global generator, which `tf.keras.utils.set_random_seed` (used to build the model
+  reproducibly) makes predictable: the same noise in every round and on every device.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions import
     multi_head_attention,
 )
 
+from task.privacy import secret_rng  # noqa: E402
 from task.train import MaskedNextWordLoss, Metrics, metrics_after_training  # noqa: E402
 
 
@@ -132,12 +135,13 @@ def make_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer, *
     sizes = [int(np.prod(v.shape)) for v in model.trainable_variables]
     total = sum(sizes)
     spec = tf.TensorSpec([None, model.input_shape[1]], tf.int32)
+    noise_source = tf.random.Generator.from_non_deterministic_state()
 
     @tf.function(input_signature=[spec, spec])
     def step(x, y):
         clipped, losses, norms = clipped_gradient_sum(model, reg, x, y, clip)
         # One draw for all weights (one kernel over 1.3 M values instead of one per variable).
-        noise = tf.split(tf.random.normal([total], stddev=noise_std / expected_batch), sizes)
+        noise = tf.split(noise_source.normal([total], stddev=noise_std / expected_batch), sizes)
         noisy = [g / expected_batch + tf.reshape(n, tf.shape(g)) for g, n in zip(clipped, noise)]
         optimizer.apply_gradients(zip(noisy, model.trainable_variables))
         return tf.reduce_sum(losses), tf.size(losses), tf.reduce_sum(tf.cast(norms > clip, tf.int32))
@@ -145,30 +149,24 @@ def make_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer, *
     return step
 
 
-def planned_steps(num_windows: int, *, epochs: int, batch_size: int, max_steps: int = 0) -> tuple[float, int]:
-    """(sampling rate q, number of steps) for `epochs` expected passes over the windows."""
-    q = min(1.0, batch_size / num_windows)
-    steps = epochs * math.ceil(num_windows / batch_size)
-    return q, (min(steps, max_steps) if max_steps > 0 else steps)
-
-
-def train_dpsgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
-                learning_rate: float, clipping_norm: float, noise_multiplier: float, max_steps: int = 0,
-                seed: int = 0) -> tuple[Metrics, DPSGDStats]:
-    """Train in place with DP-SGD for `epochs` expected passes (capped at `max_steps` if > 0)."""
+def train_dpsgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, sampling_rate: float, steps: int,
+                learning_rate: float, clipping_norm: float, noise_multiplier: float,
+                report_batch_size: int = 256) -> tuple[Metrics, DPSGDStats]:
+    """Train in place with `steps` DP-SGD steps, each taking each window with probability
+    `sampling_rate` (both public: task.privacy.dpsgd_steps)."""
     if len(x) == 0:
         raise ValueError("no training windows")
     start = time.perf_counter()
-    q, steps = planned_steps(len(x), epochs=epochs, batch_size=batch_size, max_steps=max_steps)
+    q = sampling_rate
     optimizer = tf.keras.optimizers.Adam(learning_rate)
     step = make_step(model, optimizer, clipping_norm=clipping_norm, noise_multiplier=noise_multiplier,
                      expected_batch=q * len(x))
-    rng = np.random.default_rng(seed)
+    rng = secret_rng()
     loss_sum = examples = clipped = 0
     for _ in range(steps):
         chosen = np.flatnonzero(rng.random(len(x)) < q)  # Poisson sampling; may be empty
         s = step(tf.constant(x[chosen], tf.int32), tf.constant(y[chosen], tf.int32))
         loss_sum += float(s[0]); examples += int(s[1]); clipped += int(s[2])
-    metrics = metrics_after_training(model, x, y, batch_size, loss_sum / max(examples, 1))
+    metrics = metrics_after_training(model, x, y, report_batch_size, loss_sum / max(examples, 1))
     return metrics, DPSGDStats(sampling_rate=q, steps=steps, clipped_fraction=clipped / max(examples, 1),
                                seconds=time.perf_counter() - start)

@@ -41,7 +41,8 @@ def partition_sentences(cfg: Config, partition_id: int, num_partitions: int,
     parts = _dealt(cfg.data_source, cfg.data_path, cfg.partitioner, num_partitions, cfg.seed)
     if partition_id >= len(parts):
         raise DataError(f"{cfg.data_path or cfg.data_source}: {len(units)} natural unit(s) make only {len(parts)} "
-                        f"device(s) with partitioner='natural'; partition {partition_id} gets none")
+                        f"device(s) with partitioner='natural'; partition {partition_id} gets none",
+                        reason="partition has no text")
     names, sentences = parts[partition_id]
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return f"partitioner={cfg.partitioner}: {shown}", sentences
@@ -54,7 +55,7 @@ def deal(units: Units, partitioner: str, num_partitions: int, seed: int) -> list
 
     rows = [{"unit": unit, "sentence": " ".join(s)} for unit, sentences in units for s in sentences]
     if not rows:
-        raise DataError("the corpus has no sentences to deal out")
+        raise DataError("the corpus has no sentences to deal out", reason="corpus has no sentences")
     if partitioner == "natural":
         group = math.ceil(len(units) / num_partitions)
         p = GroupedNaturalIdPartitioner(partition_by="unit", group_size=group, sort_unique_ids=True)
@@ -86,7 +87,8 @@ def _units(source: str, data_path: str) -> tuple[Units, list[str]]:
         return shakespeare_units(load_shakespeare()), notes
     root = Path(data_path).expanduser()
     if source == "text-dir" and not root.is_dir():
-        raise DataError(f"data-path {root}: data-source='text-dir' needs a directory")
+        raise DataError(f"data-path {root}: data-source='text-dir' needs a directory",
+                        reason="data-path is not a directory")
     files = text_files(root)
     if source == "text-dir" or len(files) > 1:  # each file is a unit
         units = [(str(f.relative_to(root)), list(iter_file_sentences(f, notes))) for f in files]
@@ -121,7 +123,7 @@ def load_shakespeare():
             f"data-source='shakespeare' downloads {SHAKESPEARE} from the Hugging Face Hub and needs the network "
             f"({type(e).__name__}: {str(e)[:200]}). Offline, put text files in a folder and use "
             "data-source='text-dir' or 'corpus' with data-path, e.g. a play script split by speaker "
-            "with partitioner='natural'.") from e
+            "with partitioner='natural'.", reason="shakespeare download failed (offline?)") from e
 
 
 def shakespeare_units(dataset) -> Units:

@@ -1,29 +1,38 @@
-"""How much privacy a run has spent: epsilon for every DP mechanism of the template.
+"""How much privacy a run has spent, and the rules that keep that figure honest.
 
-All figures come from dp-accounting's RDP accountant (Flower's built-in accountant wraps the same
-library but only covers fixed-clipping central DP without sampling amplification). The ledger is
-plain data so it can be checkpointed and resumed: epsilon keeps growing across a resume.
+Every figure comes from dp-accounting's RDP accountant, applied to what the run actually released
+(Flower 1.42's accountant covers only its fixed-clipping wrappers, which this template does not
+use: README, "Privacy"). The ledger is plain data so it can be checkpointed and resumed.
 
 What each figure means (delta is the run's dp-delta):
 - central: user level (one device's whole text), add-or-remove-one device, no amplification by
-  sampling - valid whoever the server picks. The number Flower's accountant reports.
+  sampling - valid whoever the server picks. The noisy sum of clipped updates is divided by the
+  number of devices *sampled* (public), never by the number that replied, so a device that is
+  removed (or fails) changes the sum by at most the clipping norm and nothing else.
 - central-amplified: the same releases, credited for the server picking `sampled` of `population`
-  devices uniformly without replacement (what FedAvg does). dp-accounting only analyses that
-  sampling under replace-one adjacency, where one device's clipped update moves the sum by up to
-  2 x clipping norm, so the noise multiplier is halved. Only reported when sampled < population.
-- local: user level, for the device that released most often; each release is a Gaussian
-  mechanism whose sensitivity is 2 x clipping norm (any two texts of the device).
-- sample: DP-SGD on the device, add-or-remove-one sentence window, Poisson sampling of windows
-  (what task/dpsgd.py really does), composed over every local step the device ran in every round;
-  the device with the largest figure.
+  devices uniformly without replacement from a secret generator. dp-accounting analyses that
+  sampling only under replace-one adjacency, where every sensitivity doubles: each noise
+  multiplier is halved. Only reported when sampled < population.
+- local: user level, for the device asked to train most often; each release is a Gaussian
+  mechanism of sensitivity 2 x clipping norm, its noise calibrated so that one release's RDP
+  epsilon is exactly dp-local-epsilon.
+- sample: DP-SGD on the device, add-or-remove-one window (up to seq-len + 1 consecutive words of
+  one sentence), Poisson sampling at the public rate dp-sgd-sampling-rate, every step of every
+  round the device was asked to train.
+
+Randomness: noise and every sampling step an epsilon takes credit for draw from `secret_rng()`
+(OS entropy), never from the run's `seed` or a global generator that another library may seed.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 import dp_accounting
+import numpy as np
 from dp_accounting import rdp
 
 from task.config import DPConfig
@@ -38,23 +47,58 @@ class PrivacyBudgetExceeded(RuntimeError):
     """The next release would spend more than dp-max-epsilon."""
 
 
+def secret_rng() -> np.random.Generator:
+    """A generator seeded from OS entropy, new at every call: anyone may know the run config and
+    every library's global seed and still cannot predict, regenerate or subtract the noise."""
+    return np.random.Generator(np.random.PCG64(secrets.randbits(128)))
+
+
 def epsilon(event: dp_accounting.DpEvent, delta: float, replace_one: bool = False) -> float:
     accountant = rdp.RdpAccountant(neighboring_relation=_REPLACE if replace_one else _ADD_REMOVE)
     accountant.compose(event)
     return float(accountant.get_epsilon(delta))
 
 
-def local_noise_multiplier(nominal_epsilon: float, delta: float) -> float:
-    """Noise std / sensitivity of Flower's LocalDpMod (classic Gaussian-mechanism calibration)."""
-    return math.sqrt(2 * math.log(1.25 / delta)) / nominal_epsilon
+@lru_cache(maxsize=32)
+def local_noise_multiplier(target_epsilon: float, delta: float) -> float:
+    """Noise std / sensitivity for one local-DP release whose RDP epsilon is `target_epsilon`.
+
+    Flower's LocalDpMod uses the classic calibration sqrt(2 ln(1.25/delta)) / epsilon, which is
+    only valid for epsilon < 1 and which the RDP accountant composing the releases rates
+    differently (8.51 for a nominal 8); calibrating with the accountant makes them agree."""
+    return float(dp_accounting.calibrate_dp_mechanism(
+        lambda: rdp.RdpAccountant(neighboring_relation=_ADD_REMOVE), dp_accounting.GaussianDpEvent,
+        target_epsilon, delta, dp_accounting.LowerEndpointAndGuess(1e-3, 1.0)))
 
 
-def dpsgd_event(rounds: list[tuple[float, int]], noise_multiplier: float) -> dp_accounting.DpEvent:
-    """One device's DP-SGD: per round, `steps` Poisson-sampled steps at sampling rate q."""
-    gaussian = dp_accounting.GaussianDpEvent(noise_multiplier)
-    return dp_accounting.ComposedDpEvent([
-        dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(q, gaussian), steps)
-        for q, steps in rounds if steps > 0])
+def adaptive_noise(dp: DPConfig, sampled: int) -> tuple[float, float]:
+    """(noise multiplier on the update sum, noise std on the centred unclipped count).
+
+    Andrew et al. 2021, "Differentially Private Learning with Adaptive Clipping", Theorem 1: with
+    centred bits (sensitivity 1/2) the count is a Gaussian mechanism of multiplier 2 x stddev,
+    and both releases together equal one Gaussian mechanism of multiplier z when the update's
+    multiplier is (z^-2 - (2 stddev)^-2)^-1/2."""
+    stddev = dp.clipped_count_stddev or sampled / 20
+    z = dp.noise_multiplier
+    if z >= 2 * stddev:
+        raise ValueError(f"dp-noise-multiplier {z} must be below 2 x clipped-count stddev = {2 * stddev:g}")
+    return (z ** -2 - (2 * stddev) ** -2) ** -0.5, stddev
+
+
+def dpsgd_steps(local_epochs: int, sampling_rate: float, max_local_steps: int = 0) -> int:
+    """DP-SGD steps per round: `local_epochs` expected passes at the public sampling rate.
+    The same for every device, so the server can account a device without hearing from it."""
+    steps = math.ceil(local_epochs / sampling_rate - 1e-9)
+    return min(steps, max_local_steps) if max_local_steps > 0 else steps
+
+
+def released_train_metrics(dp: DPConfig, metrics: dict) -> dict:
+    """What a device sends about its training. Under DP only the weight FedAvg needs: loss,
+    accuracy on its own text, its window count and its compute time are functions of its text
+    that no noise covers. dp-report-train-metrics opts out (documented as outside the guarantee)."""
+    if not dp.enabled or dp.report_train_metrics:
+        return metrics
+    return {DP_WEIGHT: 1}
 
 
 @dataclass
@@ -64,55 +108,75 @@ class PrivacyLedger:
     dp: DPConfig
     population: int  # devices the server samples from
     sampled: int  # devices asked to train per round
-    central_noise: list[float] = field(default_factory=list)  # effective z of each central release
-    local_releases: dict[str, int] = field(default_factory=dict)  # device -> updates it noised
-    dpsgd_rounds: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # device -> (q, steps)
+    local_epochs: int = 1
+    max_local_steps: int = 0
+    # Each central release: the noise multipliers of its Gaussian parts (update; adaptive: count).
+    central_releases: list[list[float]] = field(default_factory=list)
+    # Rounds each device was asked to train (its local-DP releases and DP-SGD rounds). Counted when
+    # the request is sent: a reply that is lost may still have been seen.
+    participations: dict[str, int] = field(default_factory=dict)
 
     # --- recording -----------------------------------------------------------------------------
-    def record_central(self, replies: int) -> None:
-        """A noised aggregate was released. Fewer replies than sampled means the noise, calibrated
-        for `sampled` devices, covers a mean over fewer: the effective multiplier shrinks."""
-        self.central_noise.append(self.dp.noise_multiplier * min(1.0, replies / self.sampled))
+    def record_central(self, noise_multipliers: list[float]) -> None:
+        self.central_releases.append([float(z) for z in noise_multipliers])
 
-    def record_local(self, device: str) -> None:
-        self.local_releases[device] = self.local_releases.get(device, 0) + 1
-
-    def record_dpsgd(self, device: str, sampling_rate: float, steps: int) -> None:
-        self.dpsgd_rounds.setdefault(device, []).append((float(sampling_rate), int(steps)))
+    def record_asked_to_train(self, devices: list) -> None:
+        for device in devices:
+            self.participations[str(device)] = self.participations.get(str(device), 0) + 1
 
     # --- figures -------------------------------------------------------------------------------
+    def _central_parts(self) -> list[float]:
+        """One release's multipliers under the current config (used for projections)."""
+        if self.dp.mode == "central-adaptive-clip":
+            update_z, count_std = adaptive_noise(self.dp, self.sampled)
+            return [update_z, 2 * count_std]
+        return [self.dp.noise_multiplier]
+
+    def central_event(self, extra_releases: int = 0) -> dp_accounting.DpEvent:
+        releases = self.central_releases + [self._central_parts()] * extra_releases
+        return dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z) for parts in releases for z in parts])
+
     def central_epsilon(self, extra_releases: int = 0) -> float | None:
         if not self.dp.central:
             return None
-        noise = self.central_noise + [self.dp.noise_multiplier] * extra_releases
-        if not noise:
+        if not self.central_releases and not extra_releases:
             return 0.0
-        events = [dp_accounting.GaussianDpEvent(z) for z in noise]
-        return epsilon(dp_accounting.ComposedDpEvent(events), self.dp.delta)
+        return epsilon(self.central_event(extra_releases), self.dp.delta)
 
     def central_amplified_epsilon(self) -> float | None:
-        if not self.dp.central or self.sampled >= self.population or not self.central_noise:
+        if not self.dp.central or self.sampled >= self.population or not self.central_releases:
             return None
         events = [dp_accounting.SampledWithoutReplacementDpEvent(
-            self.population, self.sampled, dp_accounting.GaussianDpEvent(z / 2)) for z in self.central_noise]
+            self.population, self.sampled,
+            dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / 2) for z in parts]))
+            for parts in self.central_releases]
         return epsilon(dp_accounting.ComposedDpEvent(events), self.dp.delta, replace_one=True)
+
+    def most_participations(self) -> int:
+        return max(self.participations.values(), default=0)
 
     def local_epsilon(self, releases: int | None = None) -> float | None:
         """Worst device's epsilon after its releases (or after `releases` releases)."""
         if self.dp.mode != "local":
             return None
-        count = max(self.local_releases.values(), default=0) if releases is None else releases
+        count = self.most_participations() if releases is None else releases
         if count == 0:
             return 0.0
         z = local_noise_multiplier(self.dp.local_epsilon, self.dp.delta)
         return epsilon(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z), count), self.dp.delta)
 
-    def sample_epsilon(self, projected: dict[str, list[tuple[float, int]]] | None = None) -> float | None:
+    def sample_event(self, rounds: int) -> dp_accounting.DpEvent:
+        """One device's DP-SGD over `rounds` rounds: every step Poisson-samples its windows."""
+        steps = rounds * dpsgd_steps(self.local_epochs, self.dp.sgd_sampling_rate, self.max_local_steps)
+        return dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+            self.dp.sgd_sampling_rate, dp_accounting.GaussianDpEvent(self.dp.sgd_noise_multiplier)), steps)
+
+    def sample_epsilon(self, rounds: int | None = None) -> float | None:
+        """Worst device's DP-SGD epsilon after its rounds (or after `rounds` rounds)."""
         if not self.dp.sgd:
             return None
-        rounds = projected if projected is not None else self.dpsgd_rounds
-        return max((epsilon(dpsgd_event(r, self.dp.sgd_noise_multiplier), self.dp.delta)
-                    for r in rounds.values()), default=0.0)
+        count = self.most_participations() if rounds is None else rounds
+        return epsilon(self.sample_event(count), self.dp.delta) if count else 0.0
 
     def report(self) -> dict[str, float | int | str]:
         """Flat metrics for the per-round file and the summary (None figures are left out)."""
@@ -125,51 +189,66 @@ class PrivacyLedger:
         }
         out: dict[str, float | int | str] = {k: v for k, v in figures.items() if v is not None}
         out.update({"delta": self.dp.delta, "dp-mode": self.dp.mode, "dp-sgd": int(self.dp.sgd),
-                    "central-releases": len(self.central_noise), "population": self.population,
-                    "sampled": self.sampled})
+                    "central-releases": len(self.central_releases), "population": self.population,
+                    "sampled": self.sampled, "most-rounds-per-device": self.most_participations()})
         if self.dp.mode != "none":
             out["clipping-norm"] = self.dp.clipping_norm
         if self.dp.central:
             out["noise-multiplier"] = self.dp.noise_multiplier
         if self.dp.sgd:
             out.update({"sgd-noise-multiplier": self.dp.sgd_noise_multiplier,
-                        "sgd-clipping-norm": self.dp.sgd_clipping_norm})
+                        "sgd-clipping-norm": self.dp.sgd_clipping_norm,
+                        "sgd-sampling-rate": self.dp.sgd_sampling_rate})
         return out
 
-    def assumptions(self) -> list[str]:
+    def assumptions(self, seq_len: int) -> list[str]:
         """What the figures assume, in words (logged at the start of a run, kept in the summary)."""
         dp, lines = self.dp, []
         if dp.central:
+            noise = f"Gaussian noise z = {dp.noise_multiplier} x clipping norm on the sum"
+            if dp.mode == "central-adaptive-clip":
+                update_z, count_std = adaptive_noise(dp, self.sampled)
+                noise = (f"Gaussian noise {update_z:.4g} x clipping norm on the sum and std {count_std:g} on the "
+                         f"centred unclipped count, together z = {dp.noise_multiplier} (Andrew et al. 2021)")
             lines.append(f"user level, central ({dp.mode}): a device's whole update is clipped to L2 norm "
-                         f"{dp.clipping_norm}{' (initially; adaptive)' if 'adaptive' in dp.mode else ''}, Gaussian noise "
-                         f"z = {dp.noise_multiplier} x clipping norm on the sum; neighbouring = one device added or removed; "
-                         f"population = {self.population} devices connected at the start, {self.sampled} sampled per round")
+                         f"{dp.clipping_norm}{' (initially; adaptive)' if 'adaptive' in dp.mode else ''}, {noise}, "
+                         f"divided by the {self.sampled} devices sampled (not by those that replied); neighbouring "
+                         f"= one device added or removed; population = {self.population} devices connected at the "
+                         f"start")
             if self.sampled < self.population:
-                lines.append("amplified figure: FedAvg samples uniformly without replacement; replace-one adjacency")
+                lines.append("amplified figure: devices sampled uniformly without replacement from a secret "
+                             "generator; replace-one adjacency")
         if dp.mode == "local":
-            lines.append(f"user level, local: each device clips its update to {dp.clipping_norm} and adds Gaussian noise for "
-                         f"epsilon {dp.local_epsilon} per release (sensitivity 2 x clipping norm); composed per device")
+            lines.append(f"user level, local: each device clips its update to {dp.clipping_norm} and adds Gaussian "
+                         f"noise {local_noise_multiplier(dp.local_epsilon, dp.delta):.4g} x 2 x clipping norm "
+                         f"(RDP epsilon {dp.local_epsilon} per release); composed per device")
         if dp.sgd:
-            lines.append(f"sample level, DP-SGD: each window's gradient clipped to {dp.sgd_clipping_norm}, noise "
-                         f"z = {dp.sgd_noise_multiplier}; windows Poisson-sampled; every step of every round composed")
+            lines.append(f"sample level, DP-SGD: the unit is one window of up to {seq_len + 1} consecutive words of "
+                         f"a sentence (longer sentences span several windows), its gradient clipped to "
+                         f"{dp.sgd_clipping_norm}, noise z = {dp.sgd_noise_multiplier}; windows Poisson-sampled at "
+                         f"rate {dp.sgd_sampling_rate}, {dpsgd_steps(self.local_epochs, dp.sgd_sampling_rate, self.max_local_steps)} "
+                         f"steps per round; every round a device was asked to train composed")
+        if dp.enabled:
+            lines.append("outside the guarantee: evaluation metrics (loss, accuracy and word counts on each device's "
+                         "held-out text), which devices replied or failed, and, with dp-report-train-metrics, "
+                         "training metrics")
         if dp.max_epsilon > 0:
             lines.append(f"budget: the run stops before any figure would exceed epsilon {dp.max_epsilon}")
         return [f"{line}; delta = {dp.delta}" for line in lines]
 
     # --- budget --------------------------------------------------------------------------------
-    def check_next_round(self, local_epochs: int) -> None:
+    def check_next_round(self) -> None:
         """Raise PrivacyBudgetExceeded if one more round could push a figure past dp-max-epsilon.
-
-        The projection assumes the round releases with full participation. For DP-SGD each known
-        device repeats its last round; a device not yet seen is bounded by full-batch steps (q = 1,
-        one step per local epoch), which no Poisson-sampled epoch can exceed."""
+        Exact, not a guess: every device runs the same public DP-SGD plan, so the worst device
+        after the next round is the one asked most often so far, asked once more."""
         budget = self.dp.max_epsilon
         if budget <= 0:
             return
+        worst = self.most_participations() + 1
         projected = {
             "epsilon-central": self.central_epsilon(extra_releases=1),
-            "epsilon-local": self.local_epsilon(releases=max(self.local_releases.values(), default=0) + 1),
-            "epsilon-sample": self.sample_epsilon(self._projected_dpsgd(local_epochs)) if self.dp.sgd else None,
+            "epsilon-local": self.local_epsilon(releases=worst),
+            "epsilon-sample": self.sample_epsilon(rounds=worst),
         }
         over = {k: v for k, v in projected.items() if v is not None and v > budget}
         if over:
@@ -178,18 +257,17 @@ class PrivacyLedger:
                 f"the next round would raise {name} to {value:.3f} > dp-max-epsilon = {budget} "
                 f"(delta = {self.dp.delta}); stopping with the model of the last round")
 
-    def _projected_dpsgd(self, local_epochs: int) -> dict[str, list[tuple[float, int]]]:
-        projected = {d: r + [r[-1]] for d, r in self.dpsgd_rounds.items()}
-        if len(projected) < self.population:
-            projected["<unseen device>"] = [(1.0, local_epochs)]
-        return projected
-
     # --- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "dp"}
+        return {"population": self.population, "sampled": self.sampled,
+                "central_releases": self.central_releases, "participations": self.participations}
 
     @classmethod
-    def from_state(cls, dp: DPConfig, state: dict) -> PrivacyLedger:
-        return cls(dp=dp, population=state["population"], sampled=state["sampled"],
-                   central_noise=list(state["central_noise"]), local_releases=dict(state["local_releases"]),
-                   dpsgd_rounds={d: [tuple(x) for x in r] for d, r in state["dpsgd_rounds"].items()})
+    def from_state(cls, dp: DPConfig, state: dict, local_epochs: int = 1, max_local_steps: int = 0) -> PrivacyLedger:
+        if "central_releases" not in state:
+            raise ValueError("the checkpoint's privacy ledger is from an older version of this template, whose "
+                             "noise was not secret; start a new run")
+        return cls(dp=dp, population=state["population"], sampled=state["sampled"], local_epochs=local_epochs,
+                   max_local_steps=max_local_steps,
+                   central_releases=[list(r) for r in state["central_releases"]],
+                   participations=dict(state["participations"]))
