@@ -42,12 +42,17 @@ def test_evaluate_replies_with_metrics_and_baselines_only():
     assert {"loss", "top1", "top3", "num-examples", "baseline-bigram-top3", "baseline-unigram-top3"} <= set(metrics)
 
 
-def test_a_device_with_unusable_text_replies_with_an_error_naming_it(tmp_path):
-    (tmp_path / "empty.txt").write_text("")
-    reply = call("train", {"data-path": str(tmp_path)})
-    assert reply.has_error()
-    assert reply.error.code == DEVICE_DATA_UNUSABLE
-    assert "node 7" in reply.error.reason and str(tmp_path) in reply.error.reason
+def test_a_device_with_unusable_text_replies_with_the_problem_but_no_path(tmp_path, caplog):
+    (tmp_path / "empty-diary-of-alice.txt").write_text("")
+    for node_config, category in (({"data-path": str(tmp_path)}, "too little text"),
+                                  ({"data-path": str(tmp_path / "missing")}, "data-path does not exist")):
+        reply = call("train", node_config)
+        assert reply.has_error()
+        assert reply.error.code == DEVICE_DATA_UNUSABLE
+        assert reply.error.reason.startswith(category), reply.error.reason
+        # the server (which names the node itself) learns the category, never a file name or path
+        assert str(tmp_path) not in reply.error.reason and "alice" not in reply.error.reason
+    assert str(tmp_path) in caplog.text  # the device's own log has it in full
 
 
 def test_no_raw_text_of_the_device_leaves_it(tmp_path):
