@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from flwr.app import Array, ArrayRecord, Context, Message
 from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
-from flwr.supercore.differential_privacy import compute_clip_model_update
+from flwr.supercore.differential_privacy import get_norm
 
 from task.config import DPConfig
 from task.privacy import local_noise_multiplier, secret_rng
@@ -41,10 +41,12 @@ class LocalDp:
         sent = reply.content["arrays"]
         if list(sent.keys()) != list(received.keys()):
             raise ValueError("local DP: the reply's arrays do not match the model the server sent")
-        weights = sent.to_numpy_ndarrays()
-        compute_clip_model_update(weights, received.to_numpy_ndarrays(), self.clipping_norm)  # Flower's clip
+        base = received.to_numpy_ndarrays()
+        update = [w - b for w, b in zip(sent.to_numpy_ndarrays(), base)]
+        norm = get_norm(update)  # Flower's clip divides by it: an update of zero would crash there
+        scale = min(1.0, self.clipping_norm / norm) if norm > 0 else 1.0
         rng = secret_rng()
-        noised = [w + rng.normal(0.0, self.noise_std, w.shape).astype(w.dtype) for w in weights]
+        noised = [b + scale * u + rng.normal(0.0, self.noise_std, u.shape).astype(u.dtype) for b, u in zip(base, update)]
         log.info("local DP: update clipped to %.4g, Gaussian noise with std %.4g added", self.clipping_norm,
                  self.noise_std)
         reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in zip(sent.keys(), noised)})

@@ -457,3 +457,11 @@ def test_sampling_more_devices_than_exist_is_refused_before_training():
                                   "min-evaluate-nodes": 2, "round-timeout": 1.0})
     with pytest.raises(ConfigError, match="'min-train-nodes'.*5 connected"):
         population_and_sample(FakeGrid(5), cfg)
+
+
+def test_the_fresh_noise_check_users_run_on_their_deployment_passes(capsys):
+    from scripts.check_fresh_noise import main
+
+    assert main() == 0
+    out = capsys.readouterr().out
+    assert out.count("| yes |") == 3 and "all noise fresh and as claimed" in out
