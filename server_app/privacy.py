@@ -169,7 +169,7 @@ def resumed_ledger(cfg: Config, state: dict, population: int, sampled: int) -> P
         raise ConfigError(f"cannot resume with DP: the run had {saved['population']} devices, {saved['sampled']} "
                           f"sampled per round; now {population} are connected, {sampled} would be sampled")
     try:
-        return PrivacyLedger.from_state(cfg.dp, saved, cfg.local_epochs, cfg.max_local_steps)
+        return PrivacyLedger.from_state(cfg.dp, saved, cfg.local_epochs, cfg.max_local_steps, resumed=True)
     except ValueError as e:
         raise ConfigError(f"cannot resume with DP: {e}") from e
 

@@ -115,6 +115,9 @@ class PrivacyLedger:
     # Rounds each device was asked to train (its local-DP releases and DP-SGD rounds). Counted when
     # the request is sent: a reply that is lost may still have been seen.
     participations: dict[str, int] = field(default_factory=dict)
+    # Rounds of the worst device before a resume. A resumed run may give the same device another
+    # node id (simulation always does), so the worst device may be any: the counts add up.
+    carried_participations: int = 0
 
     # --- recording -----------------------------------------------------------------------------
     def record_central(self, noise_multipliers: list[float]) -> None:
@@ -153,7 +156,7 @@ class PrivacyLedger:
         return epsilon(dp_accounting.ComposedDpEvent(events), self.dp.delta, replace_one=True)
 
     def most_participations(self) -> int:
-        return max(self.participations.values(), default=0)
+        return self.carried_participations + max(self.participations.values(), default=0)
 
     def local_epsilon(self, releases: int | None = None) -> float | None:
         """Worst device's epsilon after its releases (or after `releases` releases)."""
@@ -259,15 +262,20 @@ class PrivacyLedger:
 
     # --- persistence ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"population": self.population, "sampled": self.sampled,
-                "central_releases": self.central_releases, "participations": self.participations}
+        return {"population": self.population, "sampled": self.sampled, "central_releases": self.central_releases,
+                "participations": self.participations, "carried_participations": self.carried_participations}
 
     @classmethod
-    def from_state(cls, dp: DPConfig, state: dict, local_epochs: int = 1, max_local_steps: int = 0) -> PrivacyLedger:
+    def from_state(cls, dp: DPConfig, state: dict, local_epochs: int = 1, max_local_steps: int = 0,
+                   resumed: bool = False) -> PrivacyLedger:
+        """`resumed`: a new run continues this ledger (node ids may have changed)."""
         if "central_releases" not in state:
             raise ValueError("the checkpoint's privacy ledger is from an older version of this template, whose "
                              "noise was not secret; start a new run")
-        return cls(dp=dp, population=state["population"], sampled=state["sampled"], local_epochs=local_epochs,
-                   max_local_steps=max_local_steps,
-                   central_releases=[list(r) for r in state["central_releases"]],
-                   participations=dict(state["participations"]))
+        ledger = cls(dp=dp, population=state["population"], sampled=state["sampled"], local_epochs=local_epochs,
+                     max_local_steps=max_local_steps, central_releases=[list(r) for r in state["central_releases"]],
+                     participations=dict(state["participations"]),
+                     carried_participations=int(state.get("carried_participations", 0)))
+        if resumed:
+            ledger.carried_participations, ledger.participations = ledger.most_participations(), {}
+        return ledger

@@ -353,8 +353,13 @@ def test_the_ledger_survives_a_round_trip_through_its_state():
     again = PrivacyLedger.from_state(dp, ledger.state_dict())
     assert again.report() == ledger.report()
     # nothing per device but how often it was asked (no sampling rates: they reveal text sizes)
-    assert set(ledger.state_dict()) == {"population", "sampled", "central_releases", "participations"}
+    assert set(ledger.state_dict()) == {"population", "sampled", "central_releases", "participations",
+                                        "carried_participations"}
     assert ledger.state_dict()["participations"] == {"a": 2, "b": 1}
+    # a resumed run may give device "a" a new id: its 2 rounds carry over to whichever device is worst
+    resumed = PrivacyLedger.from_state(dp, ledger.state_dict(), resumed=True)
+    resumed.record_asked_to_train(["c"])
+    assert resumed.most_participations() == 3 and resumed.report()["epsilon-local"] > ledger.report()["epsilon-local"]
 
 
 # --- DP-SGD on the real model ---------------------------------------------------------------------
