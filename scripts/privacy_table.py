@@ -44,7 +44,7 @@ def main() -> int:
             rows.append((name, outcome.status, metrics[0], metrics[-1], outcome.seconds))
             print(f"{name}: {outcome.status}, {outcome.seconds:.0f} s", flush=True)
     print(f"\n{args.devices} devices, {args.rounds} rounds, built-in data, delta = 1e-5")
-    print("| mode | status | user-level ε | sample-level ε | server top-3 (round 0 → last) | device eval top-3 | s |")
+    print("| mode | status | user-level ε (one device) | sample-level ε (one window) | server top-3 (round 0 → last) | device eval top-3 | s |")
     print("|---|---|---|---|---|---|---|")
     for name, status, first, last, seconds in rows:
         if "server_top3" not in last:

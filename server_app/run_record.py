@@ -182,10 +182,10 @@ def _round_line(row: dict) -> str:
 
 def privacy_line(p: dict) -> str:
     """The epsilons spent so far, each with what it protects, at the run's delta."""
-    names = {"epsilon_central": "user-level ε (central, no sampling amplification)",
+    names = {"epsilon_central": "user-level ε (central, add/remove one device, no sampling amplification)",
              "epsilon_central_amplified": "user-level ε with sampling amplification (replace-one)",
              "epsilon_local": "user-level ε (local DP, worst device)",
-             "epsilon_sample": "sample-level ε (DP-SGD, worst device)"}
+             "epsilon_sample": "sample-level ε (DP-SGD, per window of text, worst device)"}
     parts = [f"{label} = {p[key]:.3f}" for key, label in names.items() if key in p]
     mode = p.get("dp_mode", "none") + (" + DP-SGD" if p.get("dp_sgd") else "")
     return f"{mode}: " + ", ".join(parts) + f" at δ = {p['delta']:g}"
