@@ -3,7 +3,7 @@
 The device's text is read from `data-path` in its node config (a real device) or from its
 simulated partition (`partition-id` / `num-partitions`). Only weights and metrics leave the
 device (clipped and noised first when a dp-mode asks for it; under DP only what the guarantee
-covers: task.privacy.released_train_metrics). A device whose text is unusable logs the problem
+covers: task.privacy.ledger.released_train_metrics). A device whose text is unusable logs the problem
 in full and replies with its category only (no file names or paths); the server goes on without it.
 """
 
@@ -19,8 +19,9 @@ from client_app.privacy import train_mods, with_mods
 from client_app.transfer import transfer_mod
 from task import device
 from task.config import ROUND_OFFSET, Config
-from task.data import DataError, DeviceText, load_device_text
-from task.privacy import released_train_metrics
+from task.data.files import DataError
+from task.data.device_text import DeviceText, load_device_text
+from task.privacy.ledger import released_train_metrics
 
 DEVICE_DATA_UNUSABLE = 100  # Error code: the device's text could not be used (see reason)
 # Reply metric: seconds the handler computed (data, model, training or scoring). The server sums

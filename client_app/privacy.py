@@ -15,7 +15,7 @@ from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 from flwr.supercore.differential_privacy import get_norm
 
 from task.config import DPConfig
-from task.privacy import local_noise_multiplier, secret_rng
+from task.privacy.ledger import local_noise_multiplier, secret_rng
 
 Handler = Callable[[Message, Context], Message]
 log = logging.getLogger("flwr")
@@ -26,7 +26,7 @@ class LocalDp:
 
     Replaces Flower 1.42's LocalDpMod, which draws its noise from NumPy's global generator (so
     anyone who seeds it, or knows who did, can subtract the noise) and calibrates it with the
-    classic formula the RDP accountant does not agree with (task.privacy.local_noise_multiplier).
+    classic formula the RDP accountant does not agree with (task.privacy.ledger.local_noise_multiplier).
     """
 
     def __init__(self, clipping_norm: float, noise_std: float):
@@ -46,9 +46,12 @@ class LocalDp:
         norm = get_norm(update)  # Flower's clip divides by it: an update of zero would crash there
         scale = min(1.0, self.clipping_norm / norm) if norm > 0 else 1.0
         rng = secret_rng()
-        noised = [b + scale * u + rng.normal(0.0, self.noise_std, u.shape).astype(u.dtype) for b, u in zip(base, update)]
-        log.info("local DP: update clipped to %.4g, Gaussian noise with std %.4g added", self.clipping_norm,
-                 self.noise_std)
+        noised = [
+            b + scale * u + rng.normal(0.0, self.noise_std, u.shape).astype(u.dtype) for b, u in zip(base, update)
+        ]
+        log.info(
+            "local DP: update clipped to %.4g, Gaussian noise with std %.4g added", self.clipping_norm, self.noise_std
+        )
         reply.content["arrays"] = ArrayRecord({k: Array(v) for k, v in zip(sent.keys(), noised)})
         return reply
 
@@ -70,5 +73,5 @@ def train_mods(dp: DPConfig) -> list:
 def with_mods(mods: list, handler: Handler) -> Handler:
     call = handler
     for mod in reversed(mods):
-        call = (lambda m, c, mod=mod, nxt=call: mod(m, c, nxt))
+        call = lambda m, c, mod=mod, nxt=call: mod(m, c, nxt)
     return call

@@ -34,7 +34,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.local_flower import ROOT, descendants, private_flower, run_app  # noqa: E402
+import psutil  # noqa: E402
+from flwr.common.config import parse_config_args  # noqa: E402
+
+from scripts.local_flower import ROOT, private_flower, run_app  # noqa: E402
 
 WIKITEXT = Path(os.environ.get("WIKITEXT", ROOT.parent / "shared" / "data" / "wikitext-2" / "valid.txt"))
 CORES = os.cpu_count() or 1
@@ -81,20 +84,32 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     results = Results()
     if args.quick:
-        builtin = Scenario("built-in", devices=3, rounds=1, local_epochs=1, run_config="max-local-steps=5 server-eval-devices=2")
-        wiki = Scenario("WikiText-2 by article", devices=4, rounds=2, local_epochs=1,
-                        run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" '
-                                   "max-sentences=40 max-local-steps=5")
+        builtin = Scenario(
+            "built-in", devices=3, rounds=1, local_epochs=1, run_config="max-local-steps=5 server-eval-devices=2"
+        )
+        wiki = Scenario(
+            "WikiText-2 by article",
+            devices=4,
+            rounds=2,
+            local_epochs=1,
+            run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" '
+            "max-sentences=40 max-local-steps=5",
+        )
         populations = [6]
     else:
         builtin = Scenario("built-in", devices=10, rounds=30, local_epochs=1)  # the default run
-        wiki = Scenario("WikiText-2 by article", devices=15, rounds=8, local_epochs=1,  # 4 articles each
-                        run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" '
-                                   "max-sentences=100")
+        wiki = Scenario(
+            "WikiText-2 by article",
+            devices=15,
+            rounds=8,
+            local_epochs=1,  # 4 articles each
+            run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" max-sentences=100',
+        )
         populations = [100, 1_000, 10_000]
     populations = args.populations or populations
     scenarios = ([builtin] if "builtin" in args.corpora else []) + (
-        [wiki] if "wikitext" in args.corpora and WIKITEXT.exists() else [])
+        [wiki] if "wikitext" in args.corpora and WIKITEXT.exists() else []
+    )
     common = f'out-dir="{out}"'
     with private_flower(args.flwr_home, *args.ports) as env:
         float32_run = None
@@ -111,7 +126,8 @@ def main() -> int:
             dtypes = ("int8",) if args.quick else ("float16", "int8")  # quick: float16 is tested end to end elsewhere
             results.communication = [communication_row("float32", float32_run)] + [
                 communication_row(dtype, federated(env, builtin, common, f'transfer-dtype="{dtype}"'))
-                for dtype in dtypes]
+                for dtype in dtypes
+            ]
         if "scale" in args.parts:
             for population in populations:
                 results.scale.append(scale_row(env, population, common))
@@ -126,6 +142,7 @@ def main() -> int:
 
 # ---- federated runs ----------------------------------------------------------------------------
 
+
 @dataclass
 class FederatedRun:
     status: str
@@ -137,8 +154,10 @@ class FederatedRun:
 
 
 def federated(env: dict, scenario: Scenario, common: str, extra: str = "", **kwargs) -> FederatedRun:
-    run_config = (f"num-server-rounds={scenario.rounds} local-epochs={scenario.local_epochs} "
-                  f"{scenario.run_config} {common} {extra}")
+    run_config = (
+        f"num-server-rounds={scenario.rounds} local-epochs={scenario.local_epochs} "
+        f"{scenario.run_config} {common} {extra}"
+    )
     return flower_run(env, scenario.devices, run_config, **kwargs)
 
 
@@ -174,57 +193,43 @@ class PeakMemory:
 
     def _sample(self):
         while not self._stop.wait(0.5):
-            roots = [p for p in _pids() if self.marker in _cmdline(p)]
-            pids = set(roots) | {d for r in roots for d in descendants(r)}
-            self.peak_mb = max(self.peak_mb, sum(_rss_mb(p) for p in pids))
-            simulation = [p for p in pids if "flwr-simulation" in _cmdline(p)]
+            procs = _flower_processes(self.marker)
+            self.peak_mb = max(self.peak_mb, sum(_quietly(lambda p: p.memory_info().rss, p, 0) for p in procs) / 2**20)
+            simulation = [p for p in procs if "flwr-simulation" in " ".join(_quietly(psutil.Process.cmdline, p, []))]
             if simulation:
-                self.simulation_cpu = max(self.simulation_cpu, sum(_cpu_seconds(p) for p in simulation))
+                cpu = sum(_quietly(lambda p: sum(p.cpu_times()[:2]), p, 0.0) for p in simulation)  # user + system
+                self.simulation_cpu = max(self.simulation_cpu, cpu)
 
 
-def _pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+def _flower_processes(marker: str) -> list[psutil.Process]:
+    """The local SuperLink started with this FLWR_HOME and everything below it."""
+    roots = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+    return list({p.pid: p for r in roots for p in [r, *_quietly(lambda r: r.children(recursive=True), r, [])]}.values())
 
 
-def _cmdline(pid: int) -> str:
+def _quietly(read, proc, default):
+    """A process may exit between being listed and being read."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+        return read(proc)
+    except psutil.Error:
+        return default
 
 
 # ---- centralised twin --------------------------------------------------------------------------
+
 
 def centralised(scenario: Scenario, out: Path) -> dict:
     """The same model trained on all devices' training text pooled, for the same number of passes,
     scored on all devices' held-out text (what FedAvg's evaluation covers with fraction 1)."""
     from task.config import Config
-    from task.data import DataError, load_device_text, make_windows
+    from task.data.files import DataError
+    from task.data.device_text import load_device_text, make_windows
     from task.model import build_model
     from task.train import evaluate, train
-    from task.vocab import default_vocabulary
+    from task.data.vocab import default_vocabulary
 
-    overrides = dict(kv.split("=", 1) for kv in scenario.run_config.split())
-    cfg = Config.from_run_config({**Config().to_run_config(), **{k: _toml(v) for k, v in overrides.items()},
-                                  "out-dir": str(out)})
+    overrides = parse_config_args([scenario.run_config]) if scenario.run_config else {}
+    cfg = Config.from_run_config({**Config().to_run_config(), **overrides, "out-dir": str(out)})
     vocab = default_vocabulary(cfg.model.vocab_size)
     texts = []
     for i in range(scenario.devices):
@@ -238,28 +243,42 @@ def centralised(scenario: Scenario, out: Path) -> dict:
     started = time.monotonic()
     # max-local-steps caps a device's steps per round; the pooled twin gets the same total.
     steps = cfg.max_local_steps * scenario.devices * scenario.rounds if cfg.max_local_steps else 0
-    train(model, x, y, epochs=scenario.passes, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
-          max_steps=steps, seed=cfg.seed)
+    train(
+        model,
+        x,
+        y,
+        epochs=scenario.passes,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        max_steps=steps,
+        seed=cfg.seed,
+    )
     m = evaluate(model, test_x, test_y)
-    return {"top1": m.top1, "top3": m.top3, "perplexity": m.perplexity, "seconds": time.monotonic() - started,
-            "train_windows": len(x), "test_words": m.num_examples}
-
-
-def _toml(value: str):
-    value = value.strip()
-    if value.startswith('"'):
-        return value.strip('"')
-    return float(value) if "." in value or "e" in value.lower() else int(value)
+    return {
+        "top1": m.top1,
+        "top3": m.top3,
+        "perplexity": m.perplexity,
+        "seconds": time.monotonic() - started,
+        "train_windows": len(x),
+        "test_words": m.num_examples,
+    }
 
 
 # ---- rows --------------------------------------------------------------------------------------
 
+
 def quality_row(scenario: Scenario, fed: FederatedRun, central: dict) -> dict:
     last = fed.rows[-1] if fed.rows else {}
-    row = {"corpus": scenario.name, "devices": scenario.devices, "rounds": scenario.rounds,
-           "local_epochs": scenario.local_epochs, "passes": scenario.passes, "status": fed.status,
-           "federated": {k: last.get(f"eval_{k}") for k in ("top1", "top3", "perplexity")},
-           "centralised": central}
+    row = {
+        "corpus": scenario.name,
+        "devices": scenario.devices,
+        "rounds": scenario.rounds,
+        "local_epochs": scenario.local_epochs,
+        "passes": scenario.passes,
+        "status": fed.status,
+        "federated": {k: last.get(f"eval_{k}") for k in ("top1", "top3", "perplexity")},
+        "centralised": central,
+    }
     if last.get("eval_top3") and central["top3"]:
         row["top3_ratio"] = last["eval_top3"] / central["top3"]
     return row
@@ -274,14 +293,27 @@ def overhead(run: FederatedRun) -> dict:
     for r in rounds:
         clients = r["train_compute_seconds"] + r["eval_compute_seconds"]
         ideal = clients / concurrency + r.get("server_seconds", 0.0)
-        per_round.append({"round": r["round"], "wall": r["seconds"], "client_compute": clients, "ideal": ideal,
-                          "overhead": r["seconds"] / ideal - 1 if ideal else None})
+        per_round.append(
+            {
+                "round": r["round"],
+                "wall": r["seconds"],
+                "client_compute": clients,
+                "ideal": ideal,
+                "overhead": r["seconds"] / ideal - 1 if ideal else None,
+            }
+        )
     in_rounds = sum(r["seconds"] for r in rounds)
     ideal = sum(p["ideal"] for p in per_round)
-    return {"status": run.status, "wall_seconds": run.seconds, "rounds_seconds": in_rounds,
-            "fixed_seconds": run.seconds - in_rounds, "concurrency": concurrency,
-            "per_round_overhead": in_rounds / ideal - 1 if ideal else None, "rounds": per_round,
-            "start_up": start_up(run, per_round)}
+    return {
+        "status": run.status,
+        "wall_seconds": run.seconds,
+        "rounds_seconds": in_rounds,
+        "fixed_seconds": run.seconds - in_rounds,
+        "concurrency": concurrency,
+        "per_round_overhead": in_rounds / ideal - 1 if ideal else None,
+        "rounds": per_round,
+        "start_up": start_up(run, per_round),
+    }
 
 
 def start_up(run: FederatedRun, per_round: list[dict]) -> dict:
@@ -290,72 +322,103 @@ def start_up(run: FederatedRun, per_round: list[dict]) -> dict:
     if not all(k in m for k in ("submitted", "simulation", "server_app", "first_round")) or not per_round:
         return {}
     later = sorted(p["wall"] for p in per_round[1:]) or [per_round[0]["wall"]]
-    return {"cli_superlink_and_upload": m["submitted"],        # flwr CLI, local SuperLink, app sent
-            "simulation_process": m["simulation"] - m["submitted"],  # Flower's process importing TensorFlow
-            "server_app_set_up": m["server_app"] - m["simulation"],  # app install, ServerApp import
-            "initial_evaluation": m["first_round"] - m["server_app"],  # model built, round-0 server evaluation
-            "first_round_extra": per_round[0]["wall"] - later[len(later) // 2],  # Ray, workers importing TensorFlow
-            "before_first_round": m["first_round"]}
+    return {
+        "cli_superlink_and_upload": m["submitted"],  # flwr CLI, local SuperLink, app sent
+        "simulation_process": m["simulation"] - m["submitted"],  # Flower's process importing TensorFlow
+        "server_app_set_up": m["server_app"] - m["simulation"],  # app install, ServerApp import
+        "initial_evaluation": m["first_round"] - m["server_app"],  # model built, round-0 server evaluation
+        "first_round_extra": per_round[0]["wall"] - later[len(later) // 2],  # Ray, workers importing TensorFlow
+        "before_first_round": m["first_round"],
+    }
 
 
 def communication_row(dtype: str, run: FederatedRun) -> dict:
     rounds = [r for r in run.rows if r["round"] >= 1 and r["train_replied"]]
     per_device = lambda key, n: sum(r[key] for r in rounds) / max(1, sum(r[n] for r in rounds))  # noqa: E731
     last = run.rows[-1] if run.rows else {}
-    return {"transfer_dtype": dtype, "status": run.status,
-            "train_bytes_down_per_device": per_device("train_bytes_sent", "train_sampled"),
-            "train_bytes_up_per_device": per_device("train_bytes_received", "train_replied"),
-            "eval_bytes_down_per_device": per_device("eval_bytes_sent", "eval_sampled"),
-            "top3": last.get("eval_top3")}
+    return {
+        "transfer_dtype": dtype,
+        "status": run.status,
+        "train_bytes_down_per_device": per_device("train_bytes_sent", "train_sampled"),
+        "train_bytes_up_per_device": per_device("train_bytes_received", "train_replied"),
+        "eval_bytes_down_per_device": per_device("eval_bytes_sent", "eval_sampled"),
+        "top3": last.get("eval_top3"),
+    }
 
 
 def scale_row(env: dict, population: int, common: str, sampled: int = 20) -> dict:
     sampled = min(sampled, population)
-    run = flower_run(env, population, (
-        f"num-server-rounds=2 local-epochs=1 max-local-steps=10 fraction-train={sampled / population} "
-        f"fraction-evaluate={min(1.0, 10 / population)} min-available-nodes={population} {common}"), timeout=1200)
+    run = flower_run(
+        env,
+        population,
+        (
+            f"num-server-rounds=2 local-epochs=1 max-local-steps=10 fraction-train={sampled / population} "
+            f"fraction-evaluate={min(1.0, 10 / population)} min-available-nodes={population} {common}"
+        ),
+        timeout=1200,
+    )
     rounds = [r for r in run.rows if r["round"] >= 1]
-    return {"population": population, "sampled": sampled, "status": run.status, "wall_seconds": run.seconds,
-            "seconds_per_round": sum(r["seconds"] for r in rounds) / max(1, len(rounds)),
-            "trained_per_round": [r["train_replied"] for r in rounds], "peak_rss_mb": run.peak_rss_mb,
-            "simulation_cpu_seconds": run.simulation_cpu_seconds}
+    return {
+        "population": population,
+        "sampled": sampled,
+        "status": run.status,
+        "wall_seconds": run.seconds,
+        "seconds_per_round": sum(r["seconds"] for r in rounds) / max(1, len(rounds)),
+        "trained_per_round": [r["train_replied"] for r in rounds],
+        "peak_rss_mb": run.peak_rss_mb,
+        "simulation_cpu_seconds": run.simulation_cpu_seconds,
+    }
 
 
 # ---- output ------------------------------------------------------------------------------------
 
+
 def print_row(row: dict) -> None:
-    print(f"  {row['corpus']}: federated top-3 {row['federated']['top3']}, centralised {row['centralised']['top3']:.4f}",
-          flush=True)
+    print(
+        f"  {row['corpus']}: federated top-3 {row['federated']['top3']}, centralised {row['centralised']['top3']:.4f}",
+        flush=True,
+    )
 
 
 def print_tables(r: Results) -> None:
     print(f"\nMachine: {r.machine}")
     if r.quality:
-        print("\n| corpus | devices | rounds × local epochs | federated top-1 / top-3 / ppl | "
-              "centralised top-1 / top-3 / ppl | federated / centralised top-3 |")
+        print(
+            "\n| corpus | devices | rounds × local epochs | federated top-1 / top-3 / ppl | "
+            "centralised top-1 / top-3 / ppl | federated / centralised top-3 |"
+        )
         print("|---|---|---|---|---|---|")
         for q in r.quality:
             f, c = q["federated"], q["centralised"]
             fed = f"{f['top1']:.1%} / {f['top3']:.1%} / {f['perplexity']:.0f}" if f["top3"] is not None else q["status"]
-            print(f"| {q['corpus']} | {q['devices']} | {q['rounds']} × {q['local_epochs']} | {fed} | "
-                  f"{c['top1']:.1%} / {c['top3']:.1%} / {c['perplexity']:.0f} | {q.get('top3_ratio', float('nan')):.3f} |")
+            print(
+                f"| {q['corpus']} | {q['devices']} | {q['rounds']} × {q['local_epochs']} | {fed} | "
+                f"{c['top1']:.1%} / {c['top3']:.1%} / {c['perplexity']:.0f} | {q.get('top3_ratio', float('nan')):.3f} |"
+            )
     if r.overhead:
         o = r.overhead
-        print(f"\nSimulation overhead (built-in run, {o['concurrency']} ClientApps at a time): wall {o['wall_seconds']:.0f} s"
-              f" = fixed {o['fixed_seconds']:.0f} s (start-up, initial evaluation, final export, shut-down)"
-              f" + rounds {o['rounds_seconds']:.0f} s; per-round overhead over compute "
-              f"{o['per_round_overhead']:.1%}")
+        print(
+            f"\nSimulation overhead (built-in run, {o['concurrency']} ClientApps at a time): "
+            f"wall {o['wall_seconds']:.0f} s"
+            f" = fixed {o['fixed_seconds']:.0f} s (start-up, initial evaluation, final export, shut-down)"
+            f" + rounds {o['rounds_seconds']:.0f} s; per-round overhead over compute "
+            f"{o['per_round_overhead']:.1%}"
+        )
         if o.get("start_up"):
             print("\n| start-up stage | seconds |\n|---|---|")
             for stage, seconds in o["start_up"].items():
                 print(f"| {stage.replace('_', ' ')} | {seconds:.1f} |")
     if r.scale:
-        print("\n| devices | trained per round | s per round | peak memory (all Flower processes) | "
-              "CPU of Flower's simulation process | status |")
+        print(
+            "\n| devices | trained per round | s per round | peak memory (all Flower processes) | "
+            "CPU of Flower's simulation process | status |"
+        )
         print("|---|---|---|---|---|---|")
         for s in r.scale:
-            print(f"| {s['population']:,} | {s['sampled']} | {s['seconds_per_round']:.1f} | "
-                  f"{s['peak_rss_mb']:,.0f} MB | {s['simulation_cpu_seconds']:.0f} s | {s['status']} |")
+            print(
+                f"| {s['population']:,} | {s['sampled']} | {s['seconds_per_round']:.1f} | "
+                f"{s['peak_rss_mb']:,.0f} MB | {s['simulation_cpu_seconds']:.0f} s | {s['status']} |"
+            )
     if r.communication:
         base = r.communication[0]
         print("\n| transfer-dtype | MB down per device per round | MB up | vs float32 | final top-3 |")
@@ -363,9 +426,13 @@ def print_tables(r: Results) -> None:
         for c in r.communication:
             total = c["train_bytes_down_per_device"] + c["train_bytes_up_per_device"]
             ratio = total / (base["train_bytes_down_per_device"] + base["train_bytes_up_per_device"])
-            print(f"| {c['transfer_dtype']} | {c['train_bytes_down_per_device'] / 1e6:.2f} | "
-                  f"{c['train_bytes_up_per_device'] / 1e6:.2f} | {ratio:.2f}× | "
-                  f"{c['top3']:.1%} |" if c["top3"] is not None else f"| {c['transfer_dtype']} | {c['status']} |")
+            print(
+                f"| {c['transfer_dtype']} | {c['train_bytes_down_per_device'] / 1e6:.2f} | "
+                f"{c['train_bytes_up_per_device'] / 1e6:.2f} | {ratio:.2f}× | "
+                f"{c['top3']:.1%} |"
+                if c["top3"] is not None
+                else f"| {c['transfer_dtype']} | {c['status']} |"
+            )
 
 
 def plot(r: Results, path: Path) -> None:
@@ -377,8 +444,9 @@ def plot(r: Results, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     ax = axes[0]
     names = [q["corpus"] for q in r.quality]
-    for i, (label, get) in enumerate((("federated", lambda q: q["federated"]["top3"] or 0),
-                                      ("centralised", lambda q: q["centralised"]["top3"]))):
+    for i, (label, get) in enumerate(
+        (("federated", lambda q: q["federated"]["top3"] or 0), ("centralised", lambda q: q["centralised"]["top3"]))
+    ):
         ax.bar([j + 0.4 * i for j in range(len(names))], [get(q) for q in r.quality], 0.4, label=label)
     ax.set_xticks([j + 0.2 for j in range(len(names))], names)
     ax.set_ylabel("held-out top-3")

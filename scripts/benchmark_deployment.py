@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts import deploy  # noqa: E402
 from scripts.local_flower import flower_env, run_app, stop_local_superlink  # noqa: E402
-from task import corpus  # noqa: E402
+from task.data import personas  # noqa: E402
 from task.config import Config  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def main() -> int:
     for i in range(n):
         data.append(root / f"device{i}")
         data[i].mkdir()
-        (data[i] / "text.txt").write_text("\n".join(corpus.device_sentences(i, Config().sentences_per_device)))
+        (data[i] / "text.txt").write_text("\n".join(personas.device_sentences(i, Config().sentences_per_device)))
     with deploy.local_deployment(root / "deployment", data, port=39593) as d:
         dep = run_app(env, connection=d["connection"], echo=False, run_config=f'{common} out-dir="{root / "dep"}"')
     results["deployment"] = (dep, root / "dep")

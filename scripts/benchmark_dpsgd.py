@@ -24,13 +24,13 @@ import numpy as np  # noqa: E402
 import task  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 
-from task import corpus  # noqa: E402
+from task.data import personas  # noqa: E402
 from task.config import Config  # noqa: E402
-from task.data import make_windows  # noqa: E402
-from task.dpsgd import make_step  # noqa: E402
+from task.data.device_text import make_windows  # noqa: E402
+from task.privacy.dpsgd import make_step  # noqa: E402
 from task.model import build_model  # noqa: E402
 from task.train import MaskedNextWordLoss, compile_model  # noqa: E402
-from task.vocab import default_vocabulary  # noqa: E402
+from task.data.vocab import default_vocabulary  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     cfg = Config()
-    sentences = [s for i in range(100) for s in corpus.device_sentences(i, 60)]
+    sentences = [s for i in range(100) for s in personas.device_sentences(i, 60)]
     x, y = make_windows(sentences, default_vocabulary(cfg.model.vocab_size), cfg.model.seq_len)
     x, y = x[: args.windows], y[: args.windows]
     batch = cfg.batch_size

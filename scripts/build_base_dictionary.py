@@ -1,4 +1,4 @@
-"""Regenerate task/base_dictionary.json, the word list every device shares without seeing text.
+"""Regenerate task/data/base_dictionary.json, the word list every device shares without seeing text.
 
 The list is derived from the `wordfreq` package's English frequency ranking (public word
 frequencies, shipped offline with the package; wordfreq's data is CC BY-SA 4.0). Only words that
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import wordfreq
 
-from task.text import tokenise
+from task.data.text import tokenise
 
-OUT = Path(__file__).resolve().parents[1] / "task" / "base_dictionary.json"
+OUT = Path(__file__).resolve().parents[1] / "task" / "data" / "base_dictionary.json"
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
             break
     OUT.write_text(json.dumps({
         "source": "wordfreq 3.1.1 "
-                  "top_n_list('en'), filtered to single tokens of task.text.tokenise",
+                  "top_n_list('en'), filtered to single tokens of task.data.text.tokenise",
         "licence": "word frequencies from wordfreq, CC BY-SA 4.0",
         "words": words,
     }, indent=0, ensure_ascii=False))

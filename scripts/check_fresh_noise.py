@@ -25,7 +25,7 @@ from flwr.serverapp.strategy import FedAvg  # noqa: E402
 from client_app.privacy import train_mods, with_mods  # noqa: E402
 from server_app.privacy import CentralDP  # noqa: E402
 from task.config import Config, DPConfig, ModelConfig  # noqa: E402
-from task.privacy import DP_WEIGHT, PrivacyLedger, local_noise_multiplier  # noqa: E402
+from task.privacy.ledger import DP_WEIGHT, PrivacyLedger, local_noise_multiplier  # noqa: E402
 
 D = 100_000  # weights per draw: the std is then measured to about 0.5%
 
@@ -68,7 +68,7 @@ def central_dp() -> tuple[np.ndarray, float]:
 def dpsgd_step() -> tuple[np.ndarray, float]:
     import tensorflow as tf
 
-    from task.dpsgd import make_step
+    from task.privacy.dpsgd import make_step
     from task.model import build_model
 
     model = build_model(ModelConfig(vocab_size=2000, seq_len=8, embed_dim=32, num_heads=2, ffn_dim=32))

@@ -110,7 +110,11 @@ def flwr_home() -> Path:
 def write_connection(name: str, address: str, ca: Path | None, insecure: bool = False) -> Path:
     """Add `[superlink.<name>]` to $FLWR_HOME/config.toml, the entry `flwr run . <name>` uses."""
     path = flwr_home() / "config.toml"
-    text = path.read_text() if path.exists() else '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
+    text = (
+        path.read_text()
+        if path.exists()
+        else '[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
+    )
     existing = tomllib.loads(text).get("superlink", {}).get(name)
     entry = {"address": address, **({"insecure": True} if insecure else {"root-certificates": str(Path(ca).resolve())})}
     if existing == entry:
@@ -126,8 +130,13 @@ def write_connection(name: str, address: str, ca: Path | None, insecure: bool = 
 
 def register_device(connection: str, public_key: Path) -> str:
     """Register a device's public key with the SuperLink (`flwr supernode register`)."""
-    out = subprocess.run([str(BIN / "flwr"), "supernode", "register", str(public_key), connection],
-                         capture_output=True, text=True, timeout=60, env=_env())
+    out = subprocess.run(
+        [str(BIN / "flwr"), "supernode", "register", str(public_key), connection],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+    )
     if out.returncode != 0 or "registered successfully" not in out.stdout:
         raise RuntimeError(f"registering {public_key} failed:\n{out.stdout}\n{out.stderr}")
     return out.stdout.strip()
@@ -135,17 +144,44 @@ def register_device(connection: str, public_key: Path) -> str:
 
 # --- processes --------------------------------------------------------------------------------
 
+
 def superlink_command(state: Path, host: str, port: int, certs: Path | None, insecure: bool = False) -> list[str]:
-    security = (["--insecure"] if insecure else
-                ["--ssl-ca-certfile", str(certs / "ca.crt"), "--ssl-certfile", str(certs / "server.pem"),
-                 "--ssl-keyfile", str(certs / "server.key"), "--enable-supernode-auth"])
-    return [str(BIN / "flower-superlink"), *security, "--host", host, "--port", str(port),
-            "--database", str(state / "superlink.db"), "--disable-runtime-dependency-installation"]
+    security = (
+        ["--insecure"]
+        if insecure
+        else [
+            "--ssl-ca-certfile",
+            str(certs / "ca.crt"),
+            "--ssl-certfile",
+            str(certs / "server.pem"),
+            "--ssl-keyfile",
+            str(certs / "server.key"),
+            "--enable-supernode-auth",
+        ]
+    )
+    return [
+        str(BIN / "flower-superlink"),
+        *security,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--database",
+        str(state / "superlink.db"),
+        "--disable-runtime-dependency-installation",
+    ]
 
 
-def supernode_command(superlink: str, data: Path, ca: Path | None, key: Path | None, port: int = 9094,
-                      insecure: bool = False, max_retries: int | None = None,
-                      max_wait_time: float | None = None) -> list[str]:
+def supernode_command(
+    superlink: str,
+    data: Path,
+    ca: Path | None,
+    key: Path | None,
+    port: int = 9094,
+    insecure: bool = False,
+    max_retries: int | None = None,
+    max_wait_time: float | None = None,
+) -> list[str]:
     security = ["--insecure"] if insecure else ["--root-certificates", str(ca)]
     if key:
         security += ["--auth-supernode-private-key", str(key)]
@@ -156,8 +192,17 @@ def supernode_command(superlink: str, data: Path, ca: Path | None, key: Path | N
         limits += ["--max-wait-time", str(max_wait_time)]
     # The ClientApp reads this device's text from data-path only (client_app/app.py).
     node_config = f'data-path="{Path(data).resolve()}"'
-    return [str(BIN / "flower-supernode"), *security, "--superlink", superlink, "--port", str(port),
-            "--node-config", node_config, *limits]
+    return [
+        str(BIN / "flower-supernode"),
+        *security,
+        "--superlink",
+        superlink,
+        "--port",
+        str(port),
+        "--node-config",
+        node_config,
+        *limits,
+    ]
 
 
 def start(command: list[str], state: Path, name: str) -> int:
@@ -210,6 +255,7 @@ def _env() -> dict[str, str]:
 
 # --- a whole deployment on this machine (tests and benchmarks) -------------------------------------
 
+
 @contextlib.contextmanager
 def local_deployment(root: Path, device_data: list[Path], port: int, connection: str = "fednextword-local"):
     """A TLS + SuperNode-auth SuperLink on 127.0.0.1:`port` and one registered SuperNode per data
@@ -223,7 +269,9 @@ def local_deployment(root: Path, device_data: list[Path], port: int, connection:
         for i, data in enumerate(device_data):
             private, public = make_device_key(root / "keys", f"device{i}")
             register_device(connection, public)
-            start(supernode_command(f"127.0.0.1:{port}", data, certs["ca"], private, port=port + 1 + i), state, f"node{i}")
+            start(
+                supernode_command(f"127.0.0.1:{port}", data, certs["ca"], private, port=port + 1 + i), state, f"node{i}"
+            )
         wait_until_online(connection, len(device_data))
         yield {"connection": connection, "state": state, "certs": certs, "keys": root / "keys"}
     finally:
@@ -233,8 +281,13 @@ def local_deployment(root: Path, device_data: list[Path], port: int, connection:
 def wait_until_online(connection: str, count: int, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        out = subprocess.run([str(BIN / "flwr"), "supernode", "list", connection, "--format", "json"],
-                             env=_env(), capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [str(BIN / "flwr"), "supernode", "list", connection, "--format", "json"],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         try:
             nodes = json.loads(out.stdout).get("nodes", [])
         except json.JSONDecodeError:
@@ -248,9 +301,13 @@ def wait_until_online(connection: str, count: int, timeout: float = 90.0) -> Non
 
 # --- command line -----------------------------------------------------------------------------
 
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("certs", help="create a CA and the SuperLink certificate")
     p.add_argument("--out", type=Path, required=True)

@@ -8,17 +8,19 @@ is stopped afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -74,10 +76,12 @@ def private_flower(flwr_home: Path, http_port: int = 39091, control_port: int = 
 
 
 def run_app(env: dict[str, str], *, num_supernodes: int = 0, run_config: str = "", cpus_per_client: int = 1,
-            connection: str | None = None, timeout: float = 1800, echo: bool = True) -> RunOutcome:
+            connection: str | None = None, timeout: float = 1800,
+            echo: bool | Callable[[str], bool] = True) -> RunOutcome:
     """`flwr run . --stream`: in simulation (default) or on the SuperLink `connection` names.
 
-    Returns the run's id, final status (from `flwr ls`) and output.
+    `echo`: print every line, none, or those a filter accepts (`template_line`). Returns the
+    run's id, final status (from `flwr ls`) and whole output.
     """
     cmd = [str(VENV_BIN / "flwr"), "run", str(ROOT), *([connection] if connection else []), "--stream"]
     if not connection:
@@ -93,7 +97,7 @@ def run_app(env: dict[str, str], *, num_supernodes: int = 0, run_config: str = "
         for name, text in MARKS.items():
             if name not in marks and text in line:
                 marks[name] = time.monotonic() - start
-        if echo:
+        if echo is True or (callable(echo) and echo(line)):
             print(line, end="", flush=True)
         if time.monotonic() - start > timeout:
             proc.kill()
@@ -107,9 +111,35 @@ def run_app(env: dict[str, str], *, num_supernodes: int = 0, run_config: str = "
     return RunOutcome(run_id, run_status(env, run_id, connection), output, time.monotonic() - start, marks)
 
 
+_LEVEL = re.compile(r"^(?:\x1b\[[0-9;]*m)?(INFO|WARNING|ERROR)\s*(?:\x1b\[0m)?\s*:\s+(.*)$")
+# The app's own lines (its end-of-run summary is printed again by scripts/run_simulation.py).
+_TEMPLATE = ("round ", "Writing this run", "Privacy accounting", "Resuming", "Stopped early", "Starting Flower")
+
+
+def template_line(line: str) -> bool:
+    """The lines a user of the template wants on the console: the app's own (one per round, the
+    summary, privacy), Flower's start and errors; not Ray's, TensorFlow's or Flower's per-round
+    records (they stay in the full log)."""
+    if line.startswith(("Successfully started run", "Starting local SuperLink")):
+        return True
+    match = _LEVEL.match(line)
+    if not match:
+        return False
+    level, text = match.groups()  # text without its indent
+    return level == "ERROR" or text.startswith(_TEMPLATE) or "device failed" in text
+
+
 def run_status(env: dict[str, str], run_id: int, connection: str | None = None) -> str:
     """The run's status as `flwr ls` reports it (`flwr run` exits 0 even when a run failed)."""
-    cmd = [str(VENV_BIN / "flwr"), "ls", *([connection] if connection else []), "--run-id", str(run_id), "--format", "json"]
+    cmd = [
+        str(VENV_BIN / "flwr"),
+        "ls",
+        *([connection] if connection else []),
+        "--run-id",
+        str(run_id),
+        "--format",
+        "json",
+    ]
     out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     data = json.loads(out.stdout)
     runs = data.get("runs", [])
@@ -128,54 +158,34 @@ def stop_run(env: dict[str, str], run_id: int, connection: str | None = None) ->
 def stop_local_superlink(env: dict[str, str]) -> list[int]:
     """Stop the SuperLink (and its children) that `flwr run` started for this FLWR_HOME."""
     marker = str(Path(env["FLWR_HOME"]) / "local-superlink")
-    pids = []
-    for proc_dir in Path("/proc").iterdir():
-        if not proc_dir.name.isdigit():
-            continue
-        try:
-            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if "flower-superlink" in cmdline and marker in cmdline:
-            pids.append(int(proc_dir.name))
-    for pid in pids:
-        _terminate_tree(pid)
-    return pids
+    found = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "flower-superlink" in " ".join(p.info["cmdline"] or []) and marker in " ".join(p.info["cmdline"] or [])
+    ]
+    for proc in found:
+        terminate_tree(proc.pid)
+    return [p.pid for p in found]
 
 
-def _terminate_tree(pid: int, grace: float = 10.0) -> None:
-    children = descendants(pid)
-    for p in [pid, *children]:
-        _signal(p, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(alive(p) for p in [pid, *children]):
-        time.sleep(0.2)
-    for p in [pid, *children]:
-        _signal(p, signal.SIGKILL)
-
-
-def descendants(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-eo", "pid=,ppid="], capture_output=True, text=True).stdout
-    parent_of = {int(a): int(b) for a, b in (line.split() for line in out.splitlines() if line.strip())}
-    found, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        kids = [c for c, p in parent_of.items() if p == current]
-        found += kids
-        frontier += kids
-    return found
+def terminate_tree(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM a process and all its descendants, SIGKILL whatever is left after `grace` seconds."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, left = psutil.wait_procs(procs, timeout=grace)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z")  # zombie = gone
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass

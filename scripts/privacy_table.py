@@ -44,7 +44,10 @@ def main() -> int:
             rows.append((name, outcome.status, metrics[0], metrics[-1], outcome.seconds))
             print(f"{name}: {outcome.status}, {outcome.seconds:.0f} s", flush=True)
     print(f"\n{args.devices} devices, {args.rounds} rounds, built-in data, delta = 1e-5")
-    print("| mode | status | user-level ε (one device) | sample-level ε (one window) | server top-3 (round 0 → last) | device eval top-3 | s |")
+    print(
+        "| mode | status | user-level ε (one device) | sample-level ε (one window) "
+        "| server top-3 (round 0 → last) | device eval top-3 | s |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, status, first, last, seconds in rows:
         if "server_top3" not in last:
@@ -52,9 +55,12 @@ def main() -> int:
             continue
         user = last.get("dp_epsilon_central", last.get("dp_epsilon_local"))
         sample = last.get("dp_epsilon_sample")
-        print(f"| {name} | {status} | {'—' if user is None else f'{user:.2f}'} | "
-              f"{'—' if sample is None else f'{sample:.2f}'} | {first['server_top3']:.1%} → {last['server_top3']:.1%} | "
-              f"{last.get('eval_top3', float('nan')):.1%} | {seconds:.0f} |")
+        print(
+            f"| {name} | {status} | {'—' if user is None else f'{user:.2f}'} | "
+            f"{'—' if sample is None else f'{sample:.2f}'} | "
+            f"{first['server_top3']:.1%} → {last['server_top3']:.1%} | "
+            f"{last.get('eval_top3', float('nan')):.1%} | {seconds:.0f} |"
+        )
     return 0 if all(r[1] == "finished:completed" for r in rows) else 1
 
 

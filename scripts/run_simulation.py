@@ -16,25 +16,61 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.local_flower import ROOT, private_flower, run_app  # noqa: E402
+from scripts.local_flower import ROOT, private_flower, run_app, template_line  # noqa: E402
+
+
+def check_run_config(overrides: str) -> str | None:
+    """The template's own error for a bad or unknown key, before Flower starts (Flower would say
+    only "[code: 15] Invalid run configuration.", or fail the run with a traceback)."""
+    import tomllib
+
+    import click
+
+    from flwr.common.config import flatten_dict, parse_config_args
+
+    from task.config import Config, ConfigError
+
+    defaults = flatten_dict(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+    try:
+        changes = parse_config_args([overrides]) if overrides else {}
+        Config.from_run_config({**defaults, **changes})
+    except ConfigError as e:
+        return str(e)
+    except (ValueError, click.ClickException) as e:  # not TOML: e.g. an unquoted string value
+        return f"--run-config {overrides!r} is not valid TOML key=value pairs ({e}); quote strings: key=\"value\""
+    return None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=10, help="simulated devices (SuperNodes)")
-    parser.add_argument("--cpus-per-device", type=int, default=1, help="CPU cores per simulated device (Flower wants an integer)")
+    parser.add_argument(
+        "--cpus-per-device", type=int, default=1, help="CPU cores per simulated device (Flower wants an integer)"
+    )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "runs", help="where runs are written")
     parser.add_argument("--run-config", default="", help="extra overrides, e.g. 'num-server-rounds=10'")
+    parser.add_argument("--verbose", action="store_true", help="print all of Flower's, Ray's and TensorFlow's output "
+                        "(always kept in <run dir>/flwr-output.log)")
     args = parser.parse_args()
 
     run_config = f'out-dir="{args.out_dir.resolve()}" {args.run_config}'.strip()
+    problem = check_run_config(run_config)
+    if problem:
+        print(f"Not started: {problem}", file=sys.stderr)
+        return 2
     with private_flower(ROOT / ".flwr") as env:
-        outcome = run_app(env, num_supernodes=args.devices, run_config=run_config, cpus_per_client=args.cpus_per_device)
+        outcome = run_app(env, num_supernodes=args.devices, run_config=run_config,
+                          cpus_per_client=args.cpus_per_device, echo=True if args.verbose else template_line)
+    run_dir = args.out_dir.resolve() / f"run-{outcome.run_id}"
+    if run_dir.is_dir():
+        (run_dir / "flwr-output.log").write_text(outcome.output)
 
-    summary_path = args.out_dir.resolve() / f"run-{outcome.run_id}" / "summary.json"
+    summary_path = run_dir / "summary.json"
     print(f"\nRun {outcome.run_id}: status {outcome.status}, {outcome.seconds:.0f} s wall time.")
     if outcome.status != "finished:completed" or not summary_path.exists():
-        print(f"The run did not complete; see the log above and `FLWR_HOME={env['FLWR_HOME']} flwr log {outcome.run_id}`.")
+        full = run_dir / "flwr-output.log" if run_dir.is_dir() else None
+        print("The run did not complete. Its last output:\n" + outcome.output[-3000:])
+        print(f"All of it: {full}" if full else f"All of it: FLWR_HOME={env['FLWR_HOME']} flwr log {outcome.run_id}")
         return 1
     from server_app.run_record import summary_lines  # light: no TensorFlow
 

@@ -1,7 +1,8 @@
 """Per-device shards of a corpus: statistics, and folders to copy onto devices.
 
     .venv/bin/python scripts/shards.py stats --devices 10                               # builtin data
-    .venv/bin/python scripts/shards.py stats --data-source corpus --data-path wiki.txt --partitioner natural --devices 20
+    .venv/bin/python scripts/shards.py stats --data-source corpus --data-path wiki.txt \
+        --partitioner natural --devices 20
     .venv/bin/python scripts/shards.py materialise --out shards/ --data-source corpus --data-path wiki.txt --devices 20
 
 `materialise` writes shards/device-NNN/text.txt (one tokenised sentence a line, in order; each
@@ -20,8 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from task.config import DATA_SOURCES, PARTITIONERS, Config  # noqa: E402
-from task.data import DataError, load_device_text  # noqa: E402
-from task.vocab import default_vocabulary  # noqa: E402
+from task.data.files import DataError  # noqa: E402
+from task.data.device_text import load_device_text  # noqa: E402
+from task.data.vocab import default_vocabulary  # noqa: E402
 
 
 def shards(cfg: Config, devices: int):
@@ -43,8 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab-size", type=int, default=Config().model.vocab_size)
     parser.add_argument("--out", type=Path, help="materialise: where the device folders go")
     args = parser.parse_args(argv)
-    cfg = Config.from_run_config({"data-source": args.data_source, "data-path": args.data_path,
-                                  "partitioner": args.partitioner, "vocab-size": args.vocab_size})
+    cfg = Config.from_run_config(
+        {
+            "data-source": args.data_source,
+            "data-path": args.data_path,
+            "partitioner": args.partitioner,
+            "vocab-size": args.vocab_size,
+        }
+    )
     if args.command == "materialise" and not args.out:
         parser.error("materialise needs --out")
 
@@ -65,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"devices: {args.devices} ({len(sizes)} usable, {len(failed)} without usable text)")
     if sizes:
         q = np.percentile(sizes, [0, 25, 50, 75, 100])
-        print(f"sentences: {sum(sizes)}; per device min {q[0]:.0f}, p25 {q[1]:.0f}, median {q[2]:.0f}, "
-              f"p75 {q[3]:.0f}, max {q[4]:.0f}")
+        print(
+            f"sentences: {sum(sizes)}; per device min {q[0]:.0f}, p25 {q[1]:.0f}, median {q[2]:.0f}, "
+            f"p75 {q[3]:.0f}, max {q[4]:.0f}"
+        )
         print(f"words: {words}; out of vocabulary (vocab {args.vocab_size}): {oov / max(words, 1):.2%}")
     for line in failed:
         print(line)

@@ -5,7 +5,7 @@ the noise's calibration honest.
 - local: plain FedAvg here; each device noises its own update (client_app/privacy.py).
 - dp-sgd: plain FedAvg here, or any of the above; the ledger accounts it from public settings.
 
-Why not Flower 1.42's DifferentialPrivacy* wrappers (README, "Privacy": known Flower defects):
+Why not Flower 1.42's DifferentialPrivacy* wrappers (docs/privacy.md, known Flower defects):
 they draw their noise from NumPy's global generator, which anyone can seed or replay; they divide
 by the number of replies, so "add or remove one device" does not hold; and the adaptive one moves
 the clipping norm the wrong way, calibrates the noise to the norm after its update instead of the
@@ -28,7 +28,7 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, KEY_NORM_BIT, get_norm
 
 from task.config import Config, ConfigError
-from task.privacy import DP_WEIGHT, PrivacyLedger, adaptive_noise, secret_rng
+from task.privacy.ledger import DP_WEIGHT, PrivacyLedger, adaptive_noise, secret_rng
 
 log = logging.getLogger("flwr")
 
@@ -121,6 +121,28 @@ def population_and_sample(grid: Grid, cfg: Config) -> tuple[int, int]:
     sampled = max(int(population * cfg.fraction_train), cfg.min_train_nodes)
     cfg.validate_population(population, sampled)
     return population, sampled
+
+
+def ledger_for(cfg: Config, grid: Grid, resume) -> PrivacyLedger:
+    """The run's privacy ledger: new, or continued from the checkpoint a run resumes."""
+    population, sampled = population_and_sample(grid, cfg) if cfg.dp.enabled else (0, 0)
+    ledger = (resumed_ledger(cfg, resume.checkpoint.state, population, sampled) if resume
+              else new_ledger(cfg, population, sampled))
+    for assumption in ledger.assumptions(cfg.model.seq_len):
+        log.info("Privacy accounting: %s", assumption)
+    return ledger
+
+
+def train_metrics_aggregator(cfg: Config, aggregate):
+    """FedAvg's train-metrics aggregator, refusing unequal weights and dropping norm bits under DP."""
+    if not cfg.dp.enabled:
+        return aggregate
+
+    def checked(records: list[RecordDict], weight_key: str) -> MetricRecord:
+        require_equal_weights(records)
+        return aggregate(without_norm_bits(records), weight_key)
+
+    return checked
 
 
 def wrap(cfg: Config, inner: FedAvg, ledger: PrivacyLedger) -> Strategy:

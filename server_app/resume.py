@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from task.checkpoint import Checkpoint, CheckpointError, latest_valid_checkpoint, load_checkpoint
+from task.run.checkpoint import Checkpoint, CheckpointError, latest_valid_checkpoint, load_checkpoint
 from task.config import Config, ConfigError
 
 
@@ -47,7 +47,9 @@ def load_resume_point(cfg: Config, fingerprint: dict) -> ResumePoint:
         elif path.is_file():
             checkpoint, run_dir = load_checkpoint(path), path.parent.parent
         else:
-            raise ConfigError(f"run-config key 'resume-from' = {cfg.resume_from!r}: no such run directory or checkpoint file")
+            raise ConfigError(
+                f"run-config key 'resume-from' = {cfg.resume_from!r}: no such run directory or checkpoint file"
+            )
     except CheckpointError as e:
         raise ConfigError(f"run-config key 'resume-from': cannot resume: {e}") from e
     state = checkpoint.state
@@ -57,21 +59,28 @@ def load_resume_point(cfg: Config, fingerprint: dict) -> ResumePoint:
     old_model, new_model = state["fingerprint"]["model"], fingerprint["model"]
     if old_model != new_model:
         diff = {k: (old_model.get(k), v) for k, v in new_model.items() if old_model.get(k) != v}
-        raise ConfigError(f"run-config key 'resume-from': the {where} is for a different model shape; "
-                          f"(checkpoint, this run): {diff}")
+        raise ConfigError(
+            f"run-config key 'resume-from': the {where} is for a different model shape; (checkpoint, this run): {diff}"
+        )
     if state["fingerprint"]["vocab_sha256"] != fingerprint["vocab_sha256"]:
         raise ConfigError(f"run-config key 'resume-from': the {where} was trained with a different vocabulary")
     if state.get("dp") != dp_settings(cfg):
         old = state.get("dp") or {}
         diff = {k: (old.get(k), v) for k, v in dp_settings(cfg).items() if old.get(k) != v}
-        raise ConfigError(f"run-config key 'resume-from': the {where} was made with other DP settings, so its privacy "
-                          f"ledger would not apply; (checkpoint, this run): {diff}")
+        raise ConfigError(
+            f"run-config key 'resume-from': the {where} was made with other DP settings, so its privacy "
+            f"ledger would not apply; (checkpoint, this run): {diff}"
+        )
     if checkpoint.round >= cfg.num_server_rounds:
-        raise ConfigError(f"run-config key 'num-server-rounds' = {cfg.num_server_rounds}: the {where} has already "
-                          f"done {checkpoint.round} rounds; num-server-rounds counts all rounds, resumed ones included")
+        raise ConfigError(
+            f"run-config key 'num-server-rounds' = {cfg.num_server_rounds}: the {where} has already "
+            f"done {checkpoint.round} rounds; num-server-rounds counts all rounds, resumed ones included"
+        )
     try:
         rows = [r for r in json.loads((run_dir / "metrics.json").read_text()) if r["round"] <= checkpoint.round]
     except (OSError, ValueError, KeyError, TypeError) as e:
         rows = []
-        notes.append(f"the old run's metrics.json could not be read ({e}); the history starts at round {checkpoint.round}")
+        notes.append(
+            f"the old run's metrics.json could not be read ({e}); the history starts at round {checkpoint.round}"
+        )
     return ResumePoint(checkpoint, run_dir, rows, notes)

@@ -18,7 +18,6 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -26,10 +25,11 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from server_app.observed_grid import PhaseCounts
-from task.checkpoint import Checkpoint, checkpoint_path, prune, save_checkpoint
+from task.run.checkpoint import Checkpoint, checkpoint_path, prune, save_checkpoint
 from task.config import Config
-from task.plots import plot_runs
-from task.vocab import Vocabulary
+from task.run.files import atomic_write
+from task.run.plots import plot_runs
+from task.data.vocab import Vocabulary
 
 log = logging.getLogger("flwr")
 
@@ -122,7 +122,9 @@ class RunRecord:
             "metrics_csv": str(self.dir / "metrics.csv"),
             "plot": str(self.plot),
             "rounds": max((r["round"] for r in self.rows), default=0),
-            "final": {k: v for k, v in (evaluated[-1] if evaluated else {}).items() if k.startswith(("eval_", "server_"))},
+            "final": {
+                k: v for k, v in (evaluated[-1] if evaluated else {}).items() if k.startswith(("eval_", "server_"))
+            },
             "best_eval_top3": max((r["eval_top3"] for r in evaluated), default=None),
             "best_eval_top3_round": max(evaluated, key=lambda r: r["eval_top3"])["round"] if evaluated else None,
             "best_eval_loss": min((r["eval_loss"] for r in evaluated), default=None),
@@ -149,29 +151,41 @@ def summary_lines(summary: dict) -> list[str]:
             f"  Federated evaluation on the devices' held-out text: loss {f['eval_loss']:.3f}, "
             f"perplexity {f['eval_perplexity']:.1f}, top-1 {f['eval_top1']:.1%}, top-3 {f['eval_top3']:.1%}",
             f"  Baselines on the same text (each device counting its own training text): "
-            f"bigram top-3 {f['eval_baseline_bigram_top3']:.1%}, most-frequent-words top-3 {f['eval_baseline_unigram_top3']:.1%}",
+            f"bigram top-3 {f['eval_baseline_bigram_top3']:.1%}, "
+            f"most-frequent-words top-3 {f['eval_baseline_unigram_top3']:.1%}",
             f"  Best round: top-3 {summary['best_eval_top3']:.1%} (round {summary['best_eval_top3_round']}), "
             f"lowest loss {summary['best_eval_loss']:.3f}",
         ]
     if "server_top3" in f:
-        lines.append(f"  Server evaluation on unseen synthetic users: top-3 {f['server_top3']:.1%}, "
-                     f"perplexity {f['server_perplexity']:.1f}")
-    lines += [f"  Model:   {summary['model']} (vocabulary: {summary['vocab']})",
-              f"  On-device (LiteRT int8): {summary['litert']['int8']}",
-              f"  Metrics: {summary['metrics']} (and .csv), plot: {summary['plot']}"]
+        lines.append(
+            f"  Server evaluation on unseen synthetic users: top-3 {f['server_top3']:.1%}, "
+            f"perplexity {f['server_perplexity']:.1f}"
+        )
+    lines += [
+        f"  Model:   {summary['model']} (vocabulary: {summary['vocab']})",
+        f"  On-device (LiteRT int8): {summary['litert']['int8']}",
+        f"  Metrics: {summary['metrics']} (and .csv), plot: {summary['plot']}",
+    ]
     return lines
 
 
 def _round_line(row: dict) -> str:
     parts = [f"round {row['round']}:"]
     if row["train_sampled"]:
-        parts.append(f"train {row['train_replied']}/{row['train_sampled']} devices ({row['train_failed']} failed)"
-                     + (f" loss {row['train_loss']:.3f}" if "train_loss" in row else ""))
+        parts.append(
+            f"train {row['train_replied']}/{row['train_sampled']} devices ({row['train_failed']} failed)"
+            + (f" loss {row['train_loss']:.3f}" if "train_loss" in row else "")
+        )
     if row["eval_sampled"]:
-        parts.append(f"| eval {row['eval_replied']}/{row['eval_sampled']} devices" + (
-            f" loss {row['eval_loss']:.3f} ppl {row['eval_perplexity']:.1f} top-1 {row['eval_top1']:.1%} "
-            f"top-3 {row['eval_top3']:.1%} (bigram baseline top-3 {row['eval_baseline_bigram_top3']:.1%})"
-            if "eval_loss" in row else ""))
+        parts.append(
+            f"| eval {row['eval_replied']}/{row['eval_sampled']} devices"
+            + (
+                f" loss {row['eval_loss']:.3f} ppl {row['eval_perplexity']:.1f} top-1 {row['eval_top1']:.1%} "
+                f"top-3 {row['eval_top3']:.1%} (bigram baseline top-3 {row['eval_baseline_bigram_top3']:.1%})"
+                if "eval_loss" in row
+                else ""
+            )
+        )
     if "server_top3" in row:
         parts.append(f"| server loss {row['server_loss']:.3f} top-3 {row['server_top3']:.1%}")
     privacy = {k[3:]: v for k, v in row.items() if k.startswith("dp_")}
@@ -182,10 +196,12 @@ def _round_line(row: dict) -> str:
 
 def privacy_line(p: dict) -> str:
     """The epsilons spent so far, each with what it protects, at the run's delta."""
-    names = {"epsilon_central": "user-level ε (central, add/remove one device, no sampling amplification)",
-             "epsilon_central_amplified": "user-level ε with sampling amplification (replace-one)",
-             "epsilon_local": "user-level ε (local DP, worst device)",
-             "epsilon_sample": "sample-level ε (DP-SGD, per window of text, worst device)"}
+    names = {
+        "epsilon_central": "user-level ε (central, add/remove one device, no sampling amplification)",
+        "epsilon_central_amplified": "user-level ε with sampling amplification (replace-one)",
+        "epsilon_local": "user-level ε (local DP, worst device)",
+        "epsilon_sample": "sample-level ε (DP-SGD, per window of text, worst device)",
+    }
     parts = [f"{label} = {p[key]:.3f}" for key, label in names.items() if key in p]
     mode = p.get("dp_mode", "none") + (" + DP-SGD" if p.get("dp_sgd") else "")
     return f"{mode}: " + ", ".join(parts) + f" at δ = {p['delta']:g}"
@@ -206,6 +222,5 @@ def _write_json(path: Path, data) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)  # atomic: a reader never sees a half-written file
+    with atomic_write(path) as f:
+        f.write(text)

@@ -20,7 +20,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from task.config import Config
-from task.privacy import PrivacyLedger
+from task.privacy.ledger import DP_WEIGHT, PrivacyLedger
 
 log = logging.getLogger("flwr")
 
@@ -64,13 +64,21 @@ class PrivateFedAdam(FedAdam, _PrivateRounds):
     pass
 
 
-def build_strategy(cfg: Config, ledger: PrivacyLedger, **fedavg_options) -> FedAvg:
-    """`fedavg_options`: FedAvg's own keyword arguments (fractions, weighting, aggregators)."""
-    if cfg.server_optimizer == "fedavgm":
-        strategy = PrivateFedAvgM(server_learning_rate=cfg.server_learning_rate, server_momentum=cfg.server_momentum,
-                                  **fedavg_options)
-    elif cfg.server_optimizer == "fedadam":
-        strategy = PrivateFedAdam(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **fedavg_options)
-    else:
-        strategy = PrivateFedAvg(**fedavg_options)
-    return strategy.use(cfg, ledger)
+# The server optimisers, by their `server-optimizer` name (also listed in task.config, which
+# validates the run config without importing Flower). Add one here.
+STRATEGIES = {
+    "fedavg": lambda cfg, options: PrivateFedAvg(**options),
+    "fedavgm": lambda cfg, options: PrivateFedAvgM(server_learning_rate=cfg.server_learning_rate,
+                                                   server_momentum=cfg.server_momentum, **options),
+    "fedadam": lambda cfg, options: PrivateFedAdam(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **options),
+}
+
+
+def build_strategy(cfg: Config, ledger: PrivacyLedger, train_metrics_aggr_fn=None,
+                   evaluate_metrics_aggr_fn=None) -> FedAvg:
+    options = dict(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
+                   min_train_nodes=cfg.min_train_nodes, min_evaluate_nodes=cfg.min_evaluate_nodes,
+                   min_available_nodes=cfg.min_available_nodes,
+                   weighted_by_key=DP_WEIGHT if cfg.dp.enabled else "num-examples",
+                   train_metrics_aggr_fn=train_metrics_aggr_fn, evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn)
+    return STRATEGIES[cfg.server_optimizer](cfg, options).use(cfg, ledger)

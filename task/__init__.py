@@ -1,7 +1,7 @@
 """Plain ML code for federated next-word prediction: text, vocabulary, data, model, training.
 
 Nothing here imports the Flower runtime (flwr), so the same code runs in simulation, on a device
-and in tests; only task.partition uses Flower Datasets, a standalone data library, for simulated splits.
+and in tests; only task.data.partition uses Flower Datasets, a standalone data library, for simulated splits.
 TensorFlow is imported only by the modules that need it (model, train), never at package import.
 """
 

@@ -12,11 +12,13 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from task.vocab import FIRST_WORD_ID, PAD_ID
+from task.data.vocab import FIRST_WORD_ID, PAD_ID
 
 
 
-def ngram_baseline(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> dict[str, float]:
+def ngram_baseline(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
+) -> dict[str, float]:
     """Top-1/top-3 accuracy of unigram and bigram suggestions on the test windows."""
     unigram = Counter(int(t) for t in train_y.ravel() if t >= FIRST_WORD_ID)
     follows: dict[int, Counter] = defaultdict(Counter)
@@ -44,5 +46,3 @@ def ngram_baseline(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
             hits[f"{name}_top3"] += target in suggestions
     keys = ("unigram_top1", "unigram_top3", "bigram_top1", "bigram_top3")
     return {k: hits[k] / max(scored, 1) for k in keys}
-
-

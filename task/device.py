@@ -15,10 +15,11 @@ import tensorflow as tf
 from task import train as trainer
 from task.baseline import ngram_baseline
 from task.config import Config, ModelConfig
-from task.data import DataError, DeviceText, make_windows
+from task.data.files import DataError
+from task.data.device_text import DeviceText, make_windows
 from task.model import build_model
-from task.privacy import DP_WEIGHT, dpsgd_steps
-from task.vocab import default_vocabulary
+from task.privacy.ledger import DP_WEIGHT, dpsgd_steps
+from task.data.vocab import default_vocabulary
 
 Weights = list[np.ndarray]
 
@@ -33,7 +34,7 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
         if cfg.dp.delta >= 1 / len(x):
             raise DataError(f"{text.name}: dp-delta = {cfg.dp.delta} must be below 1/(training windows) = "
                             f"1/{len(x)} for sample-level DP-SGD", reason="dp-delta too large for the text")
-        from task.dpsgd import train_dpsgd  # imports tensorflow-privacy: only when asked for
+        from task.privacy.dpsgd import train_dpsgd  # imports tensorflow-privacy: only when asked for
 
         m, stats = train_dpsgd(model, x, y, sampling_rate=cfg.dp.sgd_sampling_rate,
                                steps=dpsgd_steps(cfg.local_epochs, cfg.dp.sgd_sampling_rate, cfg.max_local_steps),
@@ -45,7 +46,7 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
                           learning_rate=cfg.learning_rate, max_steps=cfg.max_local_steps, seed=seed)
     # Under DP every device counts once in the average (dp-weight), so one device's influence, and
     # so the sensitivity the noise is calibrated to, is bounded; the server enforces it. What of
-    # these metrics leaves the device under DP: task.privacy.released_train_metrics.
+    # these metrics leaves the device under DP: task.privacy.ledger.released_train_metrics.
     return model.get_weights(), {"loss": m.loss, "top1": m.top1, "top3": m.top3,
                                  "num-examples": m.num_examples, DP_WEIGHT: 1, **extra}
 
@@ -79,10 +80,9 @@ def _model(cfg: Config, weights: Weights) -> tf.keras.Model:
 def worker_model(model_cfg: ModelConfig) -> tf.keras.Model:
     """One model per process, reused for every device and round it plays.
 
-    A simulation worker plays many devices in turn. Building a model per message meant Keras
-    compiled and traced its train step per message: 1.2-1.8 s, more than the 3 local epochs of a
-    default shard take (scripts/benchmark.py, overhead part). The weights are overwritten and the
-    optimiser is reset on every use (task.train.fresh_optimizer), so a device trains exactly as it
-    would on a new model.
+    A simulation worker plays many devices in turn; a model built per message made Keras trace its
+    train step per message (1.2-1.8 s, more than a default round's training). The weights are
+    overwritten and the optimiser reset on every use (task.train.fresh_optimizer), so a device
+    trains exactly as it would on a new model.
     """
     return build_model(model_cfg)

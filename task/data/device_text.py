@@ -1,0 +1,113 @@
+"""Each device's text: where it comes from, its train/test split, and training windows.
+
+Where a device's text comes from:
+- a real device: every readable text file under its node-config `data-path`;
+- simulation: `data-source` "builtin" (a synthetic persona per partition id, task.data.personas), or a
+  corpus ("text-dir", "corpus", "shakespeare") dealt to devices by task.data.partition.
+
+Files are read by task.data.files (streamed; unusable files skipped with a note).
+
+Each device holds out `test-fraction` of its sentences for evaluation, chosen from (seed,
+sentence index) alone, so it is deterministic and needs no second pass over the text.
+
+Training examples are next-word targets at every position of a sentence window:
+x = <bos> w1 .. w(T-1), y = w1 .. wT (<eos> at the end), padded with <pad> on the right.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from task.config import Config
+from task.data import personas
+from task.data.files import DataError, Sentences, read_sentences
+from task.data.partition import partition_sentences
+from task.data.text import split_sentences
+from task.data.vocab import PAD_ID, Vocabulary
+
+@dataclass
+class DeviceText:
+    name: str
+    sentences: Sentences  # all of it, in order
+    train: Sentences
+    test: Sentences
+    notes: list[str] = field(default_factory=list)  # files skipped or repaired, and why
+
+
+def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int = 1,
+                     data_path: str | None = None) -> DeviceText:
+    """The text of one device: its own `data_path` if given, else its simulated partition."""
+    notes: list[str] = []
+    if data_path:
+        name = f"device data-path={data_path}"
+        sentences = read_sentences(Path(data_path), notes, cfg.max_sentences)
+    else:
+        if not 0 <= partition_id < num_partitions:
+            raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})",
+                            reason="bad partition-id")
+        if cfg.data_source == "builtin":
+            where = f"persona {partition_id}"
+            sentences = [s for line in personas.device_sentences(partition_id, cfg.sentences_per_device, cfg.seed)
+                         for s in split_sentences(line)]
+        else:
+            where, sentences = partition_sentences(cfg, partition_id, num_partitions, notes)
+        name = f"partition {partition_id}/{num_partitions} of data-source={cfg.data_source} ({where})"
+        if cfg.max_sentences:
+            sentences = sentences[: cfg.max_sentences]
+    if len(sentences) < 2:
+        raise DataError(f"{name}: {len(sentences)} sentence(s) of text; need at least 2 "
+                        "(one to train on, one to evaluate on)" + (f" [{'; '.join(notes)}]" if notes else ""),
+                        reason="too little text" + (f" ({len(notes)} file(s) skipped or repaired)" if notes else ""))
+    train, test = split_train_test(sentences, cfg.test_fraction, seed=cfg.seed)
+    return DeviceText(name, sentences, train, test, notes)
+
+
+def split_train_test(sentences: Sentences, test_fraction: float, seed: int) -> tuple[Sentences, Sentences]:
+    """Hold out `test_fraction` of the sentences, spread evenly (in any prefix the share is
+    exact to one sentence), from a seeded offset; at least one sentence on each side."""
+    u = random.Random(f"split:{seed}").random()
+    is_test = [math.floor((i + 1) * test_fraction + u) > math.floor(i * test_fraction + u)
+               for i in range(len(sentences))]
+    if not any(is_test):
+        is_test[-1] = True
+    if all(is_test):
+        is_test[0] = False
+    return ([s for s, t in zip(sentences, is_test) if not t], [s for s, t in zip(sentences, is_test) if t])
+
+
+def make_windows(sentences: Sentences, vocab: Vocabulary, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) int32 arrays of shape [N, seq_len]; long sentences are cut into several windows."""
+    xs, ys = [], []
+    for sentence in sentences:
+        ids = vocab.encode_sentence(sentence)
+        for start in range(0, len(ids) - 1, seq_len):
+            piece = ids[start : start + seq_len + 1]
+            x = np.full(seq_len, PAD_ID, np.int32)
+            y = np.full(seq_len, PAD_ID, np.int32)
+            x[: len(piece) - 1] = piece[:-1]
+            y[: len(piece) - 1] = piece[1:]
+            xs.append(x)
+            ys.append(y)
+    if not xs:
+        return np.zeros((0, seq_len), np.int32), np.zeros((0, seq_len), np.int32)
+    return np.stack(xs), np.stack(ys)
+
+
+UNSEEN_USER_OFFSET = 1_000_000  # persona ids no simulated device ever gets
+
+
+def unseen_users_text(cfg: Config) -> Sentences:
+    """Sentences of synthetic users outside the federation, for the server's own evaluation.
+
+    Only for the builtin corpus: the server never holds any device's text.
+    """
+    if cfg.data_source != "builtin":
+        return []
+    return [s for i in range(cfg.server_eval_devices)
+            for line in personas.device_sentences(UNSEEN_USER_OFFSET + i, cfg.sentences_per_device // 4, cfg.seed)
+            for s in split_sentences(line)]

@@ -1,0 +1,111 @@
+"""Offline next-word suggestions from an exported LiteRT model: the part that runs on the phone.
+
+    python -m task.litert.suggest --model runs/run-1/final/litert/model-int8.tflite "see you"
+
+Loads only the LiteRT interpreter (`ai-edge-litert`; TensorFlow's `tf.lite` as a fallback), the
+tokeniser and the vocabulary: no TensorFlow training code. Text typed so far is tokenised like
+the training text; only the current sentence is context; unknown words become <unk>; text longer
+than the model's window keeps its most recent words; empty text gives sentence starters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from task.data.text import split_sentences
+from task.data.vocab import BOS_ID, FIRST_WORD_ID, PAD_ID, Vocabulary
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    word: str
+    probability: float
+    word_id: int
+
+
+class Suggester:
+    def __init__(self, interpreter, vocab: Vocabulary):
+        self._run = interpreter.get_signature_runner()
+        self.vocab = vocab
+        details = interpreter.get_signature_runner().get_input_details()
+        self.seq_len = int(details["tokens"]["shape"][1])
+
+    @classmethod
+    def from_files(cls, model_path: str | Path, vocab_path: str | Path | None = None) -> Suggester:
+        """A suggester for a `.tflite` model; the vocabulary defaults to vocab.json beside it."""
+        model_path = Path(model_path)
+        vocab_path = Path(vocab_path) if vocab_path else model_path.with_name("vocab.json")
+        for path, what in ((model_path, "LiteRT model"), (vocab_path, "vocabulary")):
+            if not path.is_file():
+                raise FileNotFoundError(f"{what} not found: {path}")
+        return cls(_interpreter(model_path), Vocabulary.load(vocab_path))
+
+    def context_ids(self, text: str) -> list[int]:
+        """<bos> + the current sentence's word ids, cut to the model's window (most recent words)."""
+        words = _current_sentence(text)
+        ids = [BOS_ID, *self.vocab.encode(words)]
+        return ids[-self.seq_len :]
+
+    def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
+        """The k most likely next words after the text typed so far."""
+        return self.suggest_after_ids(self.context_ids(text), k)
+
+    def suggest_after_ids(self, ids: list[int], k: int = 3) -> list[Suggestion]:
+        """The k most likely next words after a context of word ids (starting with <bos>)."""
+        ids = list(ids)[-self.seq_len :]
+        tokens = np.full((1, self.seq_len), PAD_ID, np.int32)
+        tokens[0, : len(ids)] = ids
+        probs = self._run(tokens=tokens, last_index=np.array([len(ids) - 1], np.int32))["probabilities"][0]
+        probs = probs.copy()
+        probs[:FIRST_WORD_ID] = -1.0  # never suggest <pad>, <unk>, <bos>, <eos>
+        k = min(k, len(probs) - FIRST_WORD_ID)
+        top = np.argpartition(-probs, k - 1)[:k]  # O(V), then sort only the k winners
+        best = top[np.argsort(-probs[top], kind="stable")]
+        return [Suggestion(self.vocab.words[i], float(probs[i]), int(i)) for i in best]
+
+
+def _current_sentence(text: str) -> list[str]:
+    # The words after the last sentence end. A cursor marker appended to the text always ends
+    # the last sentence, so "Thanks. " or "Thanks\n" give [] (a new sentence starts).
+    return split_sentences(f"{text} {_CURSOR}")[-1][:-1]
+
+
+_CURSOR = "cursor0marker"
+
+
+def _interpreter(model_path: Path):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # TensorFlow's own interpreter (deprecated upstream, same flatbuffers)
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    interpreter = Interpreter(model_path=str(model_path))
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Suggest the next word for the text typed so far.")
+    parser.add_argument("text", nargs="?", default="", help="text typed so far (empty: sentence starters)")
+    parser.add_argument("--model", required=True, help="a .tflite file exported by task.litert.export")
+    parser.add_argument("--vocab", help="vocab.json (default: beside the model)")
+    parser.add_argument("-k", type=int, default=3, help="number of suggestions")
+    args = parser.parse_args(argv)
+    try:
+        suggester = Suggester.from_files(args.model, args.vocab)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for s in suggester.suggest(args.text, k=max(1, args.k)):
+        print(f"{s.word}\t{s.probability:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""How much privacy a run has spent, and the rules that keep that figure honest.
+
+Every figure comes from dp-accounting's RDP accountant, applied to what the run actually released
+(Flower 1.42's accountant covers only its fixed-clipping wrappers, which this template does not
+use: docs/privacy.md). The ledger is plain data so it can be checkpointed and resumed.
+
+What each figure means (delta is the run's dp-delta):
+- central: user level (one device's whole text), add-or-remove-one device, no amplification by
+  sampling - valid whoever the server picks. The noisy sum of clipped updates is divided by the
+  number of devices *sampled* (public), never by the number that replied, so a device that is
+  removed (or fails) changes the sum by at most the clipping norm and nothing else.
+- central-amplified: the same releases, credited for the server picking `sampled` of `population`
+  devices uniformly without replacement from a secret generator. dp-accounting analyses that
+  sampling only under replace-one adjacency, where every sensitivity doubles: each noise
+  multiplier is halved. Only reported when sampled < population.
+- local: user level, for the device asked to train most often; each release is a Gaussian
+  mechanism of sensitivity 2 x clipping norm, its noise calibrated so that one release's RDP
+  epsilon is exactly dp-local-epsilon.
+- sample: DP-SGD on the device, add-or-remove-one window (up to seq-len + 1 consecutive words of
+  one sentence), Poisson sampling at the public rate dp-sgd-sampling-rate, every step of every
+  round the device was asked to train.
+
+Randomness: noise and every sampling step an epsilon takes credit for draw from `secret_rng()`
+(OS entropy), never from the run's `seed` or a global generator that another library may seed.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import dp_accounting
+import numpy as np
+from dp_accounting import rdp
+
+from task.config import DPConfig
+
+DP_WEIGHT = "dp-weight"  # FedAvg's weighting key when any DP is on: every device sends 1
+
+_ADD_REMOVE = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+_REPLACE = dp_accounting.NeighboringRelation.REPLACE_ONE
+
+
+class PrivacyBudgetExceeded(RuntimeError):
+    """The next release would spend more than dp-max-epsilon."""
+
+
+def secret_rng() -> np.random.Generator:
+    """A generator seeded from OS entropy, new at every call: anyone may know the run config and
+    every library's global seed and still cannot predict, regenerate or subtract the noise."""
+    return np.random.Generator(np.random.PCG64(secrets.randbits(128)))
+
+
+def epsilon(event: dp_accounting.DpEvent, delta: float, replace_one: bool = False) -> float:
+    accountant = rdp.RdpAccountant(neighboring_relation=_REPLACE if replace_one else _ADD_REMOVE)
+    accountant.compose(event)
+    return float(accountant.get_epsilon(delta))
+
+
+@lru_cache(maxsize=32)
+def local_noise_multiplier(target_epsilon: float, delta: float) -> float:
+    """Noise std / sensitivity for one local-DP release whose RDP epsilon is `target_epsilon`.
+
+    Flower's LocalDpMod uses the classic calibration sqrt(2 ln(1.25/delta)) / epsilon, which is
+    only valid for epsilon < 1 and which the RDP accountant composing the releases rates
+    differently (8.51 for a nominal 8); calibrating with the accountant makes them agree."""
+    return float(dp_accounting.calibrate_dp_mechanism(
+        lambda: rdp.RdpAccountant(neighboring_relation=_ADD_REMOVE), dp_accounting.GaussianDpEvent,
+        target_epsilon, delta, dp_accounting.LowerEndpointAndGuess(1e-3, 1.0)))
+
+
+def adaptive_noise(dp: DPConfig, sampled: int) -> tuple[float, float]:
+    """(noise multiplier on the update sum, noise std on the centred unclipped count).
+
+    Andrew et al. 2021, "Differentially Private Learning with Adaptive Clipping", Theorem 1: with
+    centred bits (sensitivity 1/2) the count is a Gaussian mechanism of multiplier 2 x stddev,
+    and both releases together equal one Gaussian mechanism of multiplier z when the update's
+    multiplier is (z^-2 - (2 stddev)^-2)^-1/2."""
+    stddev = dp.clipped_count_stddev or sampled / 20
+    z = dp.noise_multiplier
+    if z >= 2 * stddev:
+        raise ValueError(f"dp-noise-multiplier {z} must be below 2 x clipped-count stddev = {2 * stddev:g}")
+    return (z ** -2 - (2 * stddev) ** -2) ** -0.5, stddev
+
+
+def dpsgd_steps(local_epochs: int, sampling_rate: float, max_local_steps: int = 0) -> int:
+    """DP-SGD steps per round: `local_epochs` expected passes at the public sampling rate.
+    The same for every device, so the server can account a device without hearing from it."""
+    steps = math.ceil(local_epochs / sampling_rate - 1e-9)
+    return min(steps, max_local_steps) if max_local_steps > 0 else steps
+
+
+def released_train_metrics(dp: DPConfig, metrics: dict) -> dict:
+    """What a device sends about its training. Under DP only the weight FedAvg needs: loss,
+    accuracy on its own text, its window count and its compute time are functions of its text
+    that no noise covers. dp-report-train-metrics opts out (documented as outside the guarantee)."""
+    if not dp.enabled or dp.report_train_metrics:
+        return metrics
+    return {DP_WEIGHT: 1}
+
+
+@dataclass
+class PrivacyLedger:
+    """Every private release of a run, and the epsilon it adds up to."""
+
+    dp: DPConfig
+    population: int  # devices the server samples from
+    sampled: int  # devices asked to train per round
+    local_epochs: int = 1
+    max_local_steps: int = 0
+    # Each central release: the noise multipliers of its Gaussian parts (update; adaptive: count).
+    central_releases: list[list[float]] = field(default_factory=list)
+    # Rounds each device was asked to train (its local-DP releases and DP-SGD rounds). Counted when
+    # the request is sent: a reply that is lost may still have been seen.
+    participations: dict[str, int] = field(default_factory=dict)
+    # Rounds of the worst device before a resume. A resumed run may give the same device another
+    # node id (simulation always does), so the worst device may be any: the counts add up.
+    carried_participations: int = 0
+
+    # --- recording -----------------------------------------------------------------------------
+    def record_central(self, noise_multipliers: list[float]) -> None:
+        self.central_releases.append([float(z) for z in noise_multipliers])
+
+    def record_asked_to_train(self, devices: list) -> None:
+        for device in devices:
+            self.participations[str(device)] = self.participations.get(str(device), 0) + 1
+
+    # --- figures -------------------------------------------------------------------------------
+    def _central_parts(self) -> list[float]:
+        """One release's multipliers under the current config (used for projections)."""
+        if self.dp.mode == "central-adaptive-clip":
+            update_z, count_std = adaptive_noise(self.dp, self.sampled)
+            return [update_z, 2 * count_std]
+        return [self.dp.noise_multiplier]
+
+    def central_event(self, extra_releases: int = 0) -> dp_accounting.DpEvent:
+        releases = self.central_releases + [self._central_parts()] * extra_releases
+        return dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z) for parts in releases for z in parts])
+
+    def central_epsilon(self, extra_releases: int = 0) -> float | None:
+        if not self.dp.central:
+            return None
+        if not self.central_releases and not extra_releases:
+            return 0.0
+        return epsilon(self.central_event(extra_releases), self.dp.delta)
+
+    def central_amplified_epsilon(self) -> float | None:
+        if not self.dp.central or self.sampled >= self.population or not self.central_releases:
+            return None
+        events = [dp_accounting.SampledWithoutReplacementDpEvent(
+            self.population, self.sampled,
+            dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / 2) for z in parts]))
+            for parts in self.central_releases]
+        return epsilon(dp_accounting.ComposedDpEvent(events), self.dp.delta, replace_one=True)
+
+    def most_participations(self) -> int:
+        return self.carried_participations + max(self.participations.values(), default=0)
+
+    def local_epsilon(self, releases: int | None = None) -> float | None:
+        """Worst device's epsilon after its releases (or after `releases` releases)."""
+        if self.dp.mode != "local":
+            return None
+        count = self.most_participations() if releases is None else releases
+        if count == 0:
+            return 0.0
+        z = local_noise_multiplier(self.dp.local_epsilon, self.dp.delta)
+        return epsilon(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z), count), self.dp.delta)
+
+    def sample_event(self, rounds: int) -> dp_accounting.DpEvent:
+        """One device's DP-SGD over `rounds` rounds: every step Poisson-samples its windows."""
+        steps = rounds * dpsgd_steps(self.local_epochs, self.dp.sgd_sampling_rate, self.max_local_steps)
+        return dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+            self.dp.sgd_sampling_rate, dp_accounting.GaussianDpEvent(self.dp.sgd_noise_multiplier)), steps)
+
+    def sample_epsilon(self, rounds: int | None = None) -> float | None:
+        """Worst device's DP-SGD epsilon after its rounds (or after `rounds` rounds)."""
+        if not self.dp.sgd:
+            return None
+        count = self.most_participations() if rounds is None else rounds
+        return epsilon(self.sample_event(count), self.dp.delta) if count else 0.0
+
+    def report(self) -> dict[str, float | int | str]:
+        """Flat metrics for the per-round file and the summary (None figures are left out)."""
+        figures = {
+            "epsilon-central": self.central_epsilon(),
+            "epsilon-central-amplified": self.central_amplified_epsilon(),
+            "epsilon-local": self.local_epsilon(),
+            "epsilon-local-per-release": self.local_epsilon(releases=1),
+            "epsilon-sample": self.sample_epsilon(),
+        }
+        out: dict[str, float | int | str] = {k: v for k, v in figures.items() if v is not None}
+        out.update({"delta": self.dp.delta, "dp-mode": self.dp.mode, "dp-sgd": int(self.dp.sgd),
+                    "central-releases": len(self.central_releases), "population": self.population,
+                    "sampled": self.sampled, "most-rounds-per-device": self.most_participations()})
+        if self.dp.mode != "none":
+            out["clipping-norm"] = self.dp.clipping_norm
+        if self.dp.central:
+            out["noise-multiplier"] = self.dp.noise_multiplier
+        if self.dp.sgd:
+            out.update({"sgd-noise-multiplier": self.dp.sgd_noise_multiplier,
+                        "sgd-clipping-norm": self.dp.sgd_clipping_norm,
+                        "sgd-sampling-rate": self.dp.sgd_sampling_rate})
+        return out
+
+    def assumptions(self, seq_len: int) -> list[str]:
+        """What the figures assume, in words (logged at the start of a run, kept in the summary)."""
+        dp, lines = self.dp, []
+        if dp.central:
+            noise = f"Gaussian noise z = {dp.noise_multiplier} x clipping norm on the sum"
+            if dp.mode == "central-adaptive-clip":
+                update_z, count_std = adaptive_noise(dp, self.sampled)
+                noise = (f"Gaussian noise {update_z:.4g} x clipping norm on the sum and std {count_std:g} on the "
+                         f"centred unclipped count, together z = {dp.noise_multiplier} (Andrew et al. 2021)")
+            lines.append(f"user level, central ({dp.mode}): a device's whole update is clipped to L2 norm "
+                         f"{dp.clipping_norm}{' (initially; adaptive)' if 'adaptive' in dp.mode else ''}, {noise}, "
+                         f"divided by the {self.sampled} devices sampled (not by those that replied); neighbouring "
+                         f"= one device added or removed; population = {self.population} devices connected at the "
+                         f"start")
+            if self.sampled < self.population:
+                lines.append("amplified figure: devices sampled uniformly without replacement from a secret "
+                             "generator; replace-one adjacency")
+        if dp.mode == "local":
+            lines.append(f"user level, local: each device clips its update to {dp.clipping_norm} and adds Gaussian "
+                         f"noise {local_noise_multiplier(dp.local_epsilon, dp.delta):.4g} x 2 x clipping norm "
+                         f"(RDP epsilon {dp.local_epsilon} per release); composed per device")
+        if dp.sgd:
+            lines.append(
+                f"sample level, DP-SGD: the unit is one window of up to {seq_len + 1} consecutive words of "
+                f"a sentence (longer sentences span several windows), its gradient clipped to "
+                f"{dp.sgd_clipping_norm}, noise z = {dp.sgd_noise_multiplier}; windows Poisson-sampled at "
+                f"rate {dp.sgd_sampling_rate}, "
+                 f"{dpsgd_steps(self.local_epochs, dp.sgd_sampling_rate, self.max_local_steps)} "
+                f"steps per round; every round a device was asked to train composed"
+            )
+        if dp.enabled:
+            lines.append(
+                "outside the guarantee: evaluation metrics (loss, accuracy and word counts on each device's "
+                "held-out text), which devices replied or failed, and, with dp-report-train-metrics, "
+                "training metrics"
+            )
+        if dp.max_epsilon > 0:
+            lines.append(f"budget: the run stops before any figure would exceed epsilon {dp.max_epsilon}")
+        return [f"{line}; delta = {dp.delta}" for line in lines]
+
+    # --- budget --------------------------------------------------------------------------------
+    def check_next_round(self) -> None:
+        """Raise PrivacyBudgetExceeded if one more round could push a figure past dp-max-epsilon.
+        Exact, not a guess: every device runs the same public DP-SGD plan, so the worst device
+        after the next round is the one asked most often so far, asked once more."""
+        budget = self.dp.max_epsilon
+        if budget <= 0:
+            return
+        worst = self.most_participations() + 1
+        projected = {
+            "epsilon-central": self.central_epsilon(extra_releases=1),
+            "epsilon-local": self.local_epsilon(releases=worst),
+            "epsilon-sample": self.sample_epsilon(rounds=worst),
+        }
+        over = {k: v for k, v in projected.items() if v is not None and v > budget}
+        if over:
+            name, value = next(iter(over.items()))
+            raise PrivacyBudgetExceeded(
+                f"the next round would raise {name} to {value:.3f} > dp-max-epsilon = {budget} "
+                f"(delta = {self.dp.delta}); stopping with the model of the last round"
+            )
+
+    # --- persistence ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "population": self.population,
+            "sampled": self.sampled,
+            "central_releases": self.central_releases,
+            "participations": self.participations,
+            "carried_participations": self.carried_participations,
+        }
+
+    @classmethod
+    def from_state(
+        cls, dp: DPConfig, state: dict, local_epochs: int = 1, max_local_steps: int = 0, resumed: bool = False
+    ) -> PrivacyLedger:
+        """`resumed`: a new run continues this ledger (node ids may have changed)."""
+        if "central_releases" not in state:
+            raise ValueError(
+                "the checkpoint's privacy ledger is from an older version of this template, whose "
+                "noise was not secret; start a new run"
+            )
+        ledger = cls(
+            dp=dp,
+            population=state["population"],
+            sampled=state["sampled"],
+            local_epochs=local_epochs,
+            max_local_steps=max_local_steps,
+            central_releases=[list(r) for r in state["central_releases"]],
+            participations=dict(state["participations"]),
+            carried_participations=int(state.get("carried_participations", 0)),
+        )
+        if resumed:
+            ledger.carried_participations, ledger.participations = ledger.most_participations(), {}
+        return ledger

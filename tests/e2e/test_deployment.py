@@ -1,0 +1,144 @@
+"""Real deployment on 127.0.0.1: a SuperLink with TLS and SuperNode authentication, three
+SuperNodes with their own data directories, started with scripts/deploy.py and stopped after.
+
+Slow by nature (Flower polls every 3 s and starts a ClientApp process per message), so the
+model is tiny and runs are 2 rounds.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from scripts import deploy
+from scripts.local_flower import flower_env, run_app
+from task.data import personas
+
+PORT = 39393
+CONNECTION = "fednextword-test"
+TINY = ("vocab-size=2000 seq-len=12 embed-dim=32 num-heads=2 ffn-dim=64 local-epochs=3 learning-rate=0.01 "
+        "server-eval-devices=0")
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, monkeypatch_module):
+    root = tmp_path_factory.mktemp("deployment")
+    env = flower_env(root / "flwr-home")
+    monkeypatch_module.setenv("FLWR_HOME", env["FLWR_HOME"])  # deploy.* read it from the environment
+    data = []
+    for i in range(3):
+        data.append(root / f"device{i}")
+        data[i].mkdir()
+        (data[i] / "messages.txt").write_text("\n".join(personas.device_sentences(i, 80)))
+    with deploy.local_deployment(root, data, PORT, CONNECTION) as d:
+        yield {**d, "env": env, "data": data, "rogue": deploy.make_device_key(root / "keys", "rogue")[0]}
+    assert not list(d["state"].glob("*.pid")), "a process started here was not stopped"
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def metrics(out_dir, run_id):
+    return json.loads((out_dir / f"run-{run_id}" / "metrics.json").read_text())
+
+
+def test_federated_run_over_tls_completes_and_learns(deployment, tmp_path):
+    outcome = run_app(
+        deployment["env"],
+        connection=CONNECTION,
+        echo=False,
+        run_config=(
+            f"num-server-rounds=2 {TINY} min-available-nodes=3 min-train-nodes=3 min-evaluate-nodes=3 "
+            f'out-dir="{tmp_path}"'
+        ),
+    )
+    assert outcome.status == "finished:completed", outcome.output[-3000:]
+    rows = metrics(tmp_path, outcome.run_id)
+    assert all((r["train_replied"], r["eval_replied"]) == (3, 3) for r in rows[1:])
+    assert rows[-1]["eval_loss"] < rows[1]["eval_loss"]
+    print(f"deployment: {outcome.seconds:.0f} s for 2 rounds; per round: {[r['seconds'] for r in rows]}")
+
+
+def start_and_wait(command, env, log, timeout=90):
+    """Run a SuperNode until it exits; its whole process group is killed afterwards (its
+    SuperExec child outlives it)."""
+    start = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        code = proc.wait(timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return code, log.read_text(), time.monotonic() - start
+
+
+def test_a_supernode_with_an_unregistered_key_is_refused(deployment, tmp_path):
+    d = deployment
+    cmd = deploy.supernode_command(
+        f"127.0.0.1:{PORT}", d["data"][0], d["certs"]["ca"], d["rogue"], port=PORT + 10, max_retries=2, max_wait_time=20
+    )
+    code, output, seconds = start_and_wait(cmd, deploy._env(), tmp_path / "rogue.log")
+    assert code != 0 and "Failed to activate SuperNode" in output
+    assert seconds < 90
+
+
+def test_a_supernode_without_tls_is_refused(deployment, tmp_path):
+    d = deployment
+    # A device set up without TLS (and so without a key) talking to the TLS SuperLink.
+    cmd = deploy.supernode_command(
+        f"127.0.0.1:{PORT}", d["data"][0], None, None, port=PORT + 11, insecure=True, max_retries=2, max_wait_time=20
+    )
+    code, output, seconds = start_and_wait(cmd, deploy._env(), tmp_path / "insecure.log")
+    assert code != 0 and "Exit Code: 305" in output
+    assert seconds < 90
+
+
+def test_a_device_killed_mid_run_does_not_stop_the_others(deployment, tmp_path):
+    """Runs last: it kills node2. Minimums of 2 devices let the run go on without it."""
+    d = deployment
+    result = {}
+    run = threading.Thread(
+        target=lambda: result.update(
+            outcome=run_app(
+                d["env"],
+                connection=CONNECTION,
+                echo=False,
+                run_config=(
+                    f"num-server-rounds=3 {TINY} min-available-nodes=2 min-train-nodes=2 min-evaluate-nodes=2 "
+                    f'round-timeout=90.0 out-dir="{tmp_path}"'
+                ),
+            )
+        )
+    )
+    run.start()
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob("run-*/metrics.json")) and time.monotonic() < deadline:
+        time.sleep(1)  # round 0 is recorded just before round 1 starts
+    time.sleep(4)
+    _kill_node(d["state"], "node2")
+    run.join(timeout=900)
+    outcome = result["outcome"]
+    assert outcome.status == "finished:completed", outcome.output[-3000:]
+    rows = metrics(tmp_path, outcome.run_id)
+    assert rows[-1]["round"] == 3
+    # node2 died during round 1: that round records the failure and why, later rounds go on with 2
+    assert any(r["train_failed"] + r["eval_failed"] > 0 and r["failures"] for r in rows[1:]), rows
+    assert "device failed" in outcome.output
+    assert rows[-1]["train_replied"] == 2 and rows[-1]["eval_replied"] == 2
+
+
+def _kill_node(state, name):
+    pidfile = state / f"{name}.pid"
+    os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+    pidfile.unlink()

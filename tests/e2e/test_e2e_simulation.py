@@ -1,0 +1,65 @@
+"""End to end: the real `flwr run .` on a private local SuperLink, checked like a user would.
+
+`flwr run` exits 0 even when the run fails, so each test asks `flwr ls` for the run's status and
+reads the metrics the ServerApp wrote. Every process started here is stopped afterwards.
+"""
+
+import json
+
+from scripts.export_litert import main as export_main
+from scripts.local_flower import run_app
+from task.data import personas
+from task.litert.suggest import Suggester
+from tests.helpers import SMALL_RUN
+
+SMALL = f"{SMALL_RUN} local-epochs=3 learning-rate=0.01 sentences-per-device=120"
+
+
+
+
+def rows(out_dir, run_id):
+    return json.loads((out_dir / f"run-{run_id}" / "metrics.json").read_text())
+
+
+def test_builtin_federation_learns_and_beats_the_unigram_baseline(flower, tmp_path):
+    outcome = run_app(flower, num_supernodes=3, echo=False,
+                      run_config=f"num-server-rounds=3 {SMALL} server-eval-devices=4 out-dir=\"{tmp_path}\"")
+    assert outcome.status == "finished:completed", outcome.output[-3000:]
+    metrics = rows(tmp_path, outcome.run_id)
+    assert [r["round"] for r in metrics] == [0, 1, 2, 3]
+    first, last = metrics[1], metrics[-1]
+    assert all(r["train_replied"] == 3 and r["eval_replied"] == 3 for r in metrics[1:])
+    assert last["eval_loss"] < first["eval_loss"] - 0.3
+    assert last["server_loss"] < metrics[0]["server_loss"] - 0.3  # vs the untrained model
+    assert last["eval_top3"] > last["eval_baseline_unigram_top3"]
+    run_dir = tmp_path / f"run-{outcome.run_id}"
+    assert (run_dir / "final" / "model.keras").stat().st_size > 0
+    assert (run_dir / "final" / "vocab.json").exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [f"round-00{i}.npz" for i in range(4)]
+    assert "Federated evaluation on the devices' held-out text" in outcome.output
+    # The server exported the final model for devices; any checkpoint can be exported too.
+    assert Suggester.from_files(run_dir / "final" / "litert" / "model-int8.tflite").suggest("see you")
+    assert export_main([str(run_dir), "--round", "1", "--variants", "int8"]) == 0
+    assert Suggester.from_files(run_dir / "litert-round-001" / "model-int8.tflite").suggest("")
+
+
+def test_one_device_with_unusable_text_does_not_stop_the_run(flower, tmp_path):
+    data = tmp_path / "devices"
+    data.mkdir()
+    for i in range(3):
+        (data / f"device{i}.txt").write_text("\n".join(personas.device_sentences(i, 60)))
+    (data / "device3.txt").write_text("   \n")  # this device has no usable text
+    out = tmp_path / "out"
+    outcome = run_app(flower, num_supernodes=4, echo=False,
+                      run_config=f'num-server-rounds=2 {SMALL} data-source="text-dir" data-path="{data}" '
+                                 f'partitioner="natural" server-eval-devices=0 out-dir="{out}"')
+    assert outcome.status == "finished:completed", outcome.output[-3000:]
+    metrics = rows(out, outcome.run_id)
+    for r in metrics[1:]:
+        assert (r["train_replied"], r["train_failed"]) == (3, 1)
+        # device3.txt has no sentence, so the 4th device has no text: it says so, every round, by
+        # category only (its file names and paths stay in its own log)
+        assert r["failures"] and all(f.endswith(": partition has no text") for f in r["failures"]), r["failures"]
+        assert not any(str(tmp_path) in f or "device3" in f for f in r["failures"])
+    assert metrics[-1]["eval_loss"] < metrics[1]["eval_loss"]
+    assert "device failed" in outcome.output

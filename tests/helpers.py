@@ -1,0 +1,35 @@
+"""What several test modules share: Flower messages built without a runtime, small models."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from flwr.app import Context, Message, Metadata, RecordDict
+
+from task.config import Config, ModelConfig
+
+# A model small enough for a 2-core CI machine, with every layer type of the default one.
+SMALL_MODEL = ModelConfig(vocab_size=2000, seq_len=10, embed_dim=16, num_heads=2, ffn_dim=32)
+# The same idea as run-config overrides, for end-to-end `flwr run` tests.
+SMALL_RUN = "vocab-size=2000 seq-len=12 embed-dim=32 num-heads=2 ffn-dim=64 dropout=0.0"
+
+
+def message(content: RecordDict, message_type: str = "train", *, reply: bool = False, src: int = 1,
+            dst: int = 7) -> Message:
+    """A Message as a ClientApp or strategy receives it (Flower's constructor needs a runtime)."""
+    md = Metadata(run_id=1, message_id=f"m{src}-{dst}", src_node_id=src, dst_node_id=dst,
+                  reply_to_message_id="m0" if reply else "", group_id="1", created_at=time.time(), ttl=3600,
+                  message_type=message_type)
+    return Message(content=content, metadata=md)
+
+
+def context(cfg: Config, node_config: dict | None = None) -> Context:
+    return Context(run_id=1, node_id=7, node_config={"partition-id": 0, "num-partitions": 4} if node_config is None
+                   else node_config, state=RecordDict(), run_config=cfg.to_run_config())
+
+
+def l2(a, b) -> float:
+    """L2 distance between two lists of arrays (an update's norm)."""
+    return math.sqrt(sum(float(np.sum((x.astype(np.float64) - y) ** 2)) for x, y in zip(a, b)))

@@ -1,0 +1,132 @@
+"""Bad device text: a clear message, nothing lost, never a crash."""
+
+import os
+
+import pytest
+
+from task.config import Config
+from task.data import files
+from task.data.device_text import load_device_text
+from task.data.files import DataError
+from task.data.partition import load_shakespeare, shakespeare_units
+
+GOOD = "Meet me at the station. See you soon. Bring the umbrella."
+
+
+def words_of(dev):
+    return {w for s in dev.train + dev.test for w in s}
+
+
+def test_non_utf8_bytes_are_replaced_and_said_once(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes(("caf\xe9 time. " * 50 + "ni\xf1o here. ").encode("latin-1"))
+    dev = load_device_text(Config(), data_path=str(tmp_path))
+    assert "time" in words_of(dev)
+    assert len([n for n in dev.notes if "not UTF-8" in n]) == 1
+
+
+def test_binary_files_are_skipped_with_a_note(tmp_path):
+    (tmp_path / "notes.txt").write_text(GOOD)
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\x00\x00JFIF binary data. more binary.")
+    dev = load_device_text(Config(), data_path=str(tmp_path))
+    assert "jfif" not in words_of(dev) and "station" in words_of(dev)
+    assert any("photo.jpg: skipped, binary" in n for n in dev.notes)
+
+
+def test_a_single_huge_line_is_streamed_in_chunks(tmp_path):
+    big = tmp_path / "one-line.txt"
+    with open(big, "w") as f:  # about 50 MB, one line, no sentence ends
+        f.write(("word " * 200_000 + " ") * 50)
+    dev = load_device_text(Config(max_sentences=20), data_path=str(big))
+    assert len(dev.train) + len(dev.test) == 20
+    assert all(len(s) <= files.CHUNK_CHARS // 2 for s in dev.train + dev.test)  # cut at chunk size
+
+
+def test_max_sentences_stops_reading(tmp_path, monkeypatch):
+    (tmp_path / "a.txt").write_text("first sentence here. " * 100)
+    (tmp_path / "b.txt").write_text("never read. " * 100)
+    opened = []
+    real_open = files._open
+    monkeypatch.setattr(files, "_open", lambda p: opened.append(p.name) or real_open(p))
+    dev = load_device_text(Config(max_sentences=50), data_path=str(tmp_path))
+    assert len(dev.train) + len(dev.test) == 50 and opened == ["a.txt"]
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError(2, "No such file or directory"),
+                                   PermissionError(13, "Permission denied")])
+def test_a_file_that_vanishes_or_cannot_be_opened_is_skipped(tmp_path, monkeypatch, error):
+    # (as root, chmod 000 does not stop reading, so the failing open is simulated)
+    (tmp_path / "good.txt").write_text(GOOD)
+    (tmp_path / "bad.txt").write_text("secret. words.")
+    real_open = files._open
+
+    def failing_open(path):
+        if path.name == "bad.txt":
+            raise error
+        return real_open(path)
+
+    monkeypatch.setattr(files, "_open", failing_open)
+    dev = load_device_text(Config(), data_path=str(tmp_path))
+    assert "station" in words_of(dev) and "secret" not in words_of(dev)
+    assert any("bad.txt: skipped, cannot open" in n and error.strerror in n for n in dev.notes)
+
+
+def test_a_file_failing_mid_read_keeps_what_was_read(tmp_path, monkeypatch):
+    (tmp_path / "flaky.txt").write_text(GOOD)
+
+    class Flaky:
+        def __init__(self, path):
+            self.f = open(path, "rb")
+            self.calls = 0
+
+        def read(self, n):
+            self.calls += 1
+            if self.calls > 2:
+                raise OSError(5, "Input/output error")
+            return self.f.read(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(files, "CHUNK_CHARS", 20)
+    monkeypatch.setattr(files, "_open", Flaky)
+    dev = load_device_text(Config(), data_path=str(tmp_path / "flaky.txt"))
+    assert "meet" in words_of(dev)
+    assert any("failed mid-way" in n for n in dev.notes)
+
+
+def test_symlink_loops_are_not_followed(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "t.txt").write_text(GOOD)
+    os.symlink(tmp_path, tmp_path / "sub" / "loop")
+    dev = load_device_text(Config(), data_path=str(tmp_path))
+    assert "station" in words_of(dev)
+
+
+def test_whitespace_only_text_is_reported_not_trained_on(tmp_path):
+    (tmp_path / "blank.txt").write_text("  \n\t\n   ")
+    with pytest.raises(DataError, match="0 sentence"):
+        load_device_text(Config(), data_path=str(tmp_path))
+
+
+def test_shakespeare_users_are_rebuilt_from_overlapping_windows():
+    import datasets
+    text = "To be, or not to be. That is the question. Whether tis nobler in the mind."
+    w = 10
+    rows = [{"character_id": "HAMLET", "x": text[i : i + w], "y": text[i + w]} for i in range(len(text) - w)]
+    rows.append({"character_id": "OPHELIA", "x": "Good my lo", "y": "r"})
+    units = dict(shakespeare_units(datasets.Dataset.from_list(rows)))
+    assert units["HAMLET"] == [["to", "be", "or", "not", "to", "be"], ["that", "is", "the", "question"],
+                               ["whether", "tis", "nobler", "in", "the", "mind"]]
+    assert units["OPHELIA"] == [["good", "my", "lor"]]
+
+
+def test_shakespeare_offline_fails_fast_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network call is made by this test
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # and no cached copy
+    with pytest.raises(DataError, match="needs the network") as err:
+        load_shakespeare()
+    assert "data-source='text-dir'" in str(err.value)

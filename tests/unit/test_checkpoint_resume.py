@@ -1,0 +1,124 @@
+"""Watching and resuming runs without Flower: checkpoints (format, damage, pruning), resume
+refusals and the plot command (end to end: tests/e2e/test_record_and_resume.py)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from server_app.resume import dp_settings, load_resume_point
+from task.config import Config, ConfigError, ModelConfig
+from task.data.vocab import default_vocabulary
+from task.privacy.ledger import PrivacyLedger
+from task.run import plots
+from task.run.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    checkpoint_path,
+    latest_valid_checkpoint,
+    load_checkpoint,
+    model_fingerprint,
+    prune,
+    save_checkpoint,
+)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+def weights(seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(30, 4)).astype(np.float32), rng.normal(size=(4,)).astype(np.float32)]
+
+
+def test_a_checkpoint_round_trips_weights_and_state(tmp_path):
+    path = checkpoint_path(tmp_path, 7)
+    save_checkpoint(path, Checkpoint(7, weights(), {"privacy": {"central_noise": [1.0, 0.5]}}))
+    loaded = load_checkpoint(path)
+    assert loaded.round == 7 and loaded.state["privacy"] == {"central_noise": [1.0, 0.5]}
+    for a, b in zip(loaded.weights, weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not list(path.parent.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
+def test_a_damaged_checkpoint_is_refused_naming_it_and_the_previous_one_is_used(tmp_path, damage):
+    for r in (1, 2):
+        save_checkpoint(checkpoint_path(tmp_path, r), Checkpoint(r, weights(r)))
+    newest = checkpoint_path(tmp_path, 2)
+    data = newest.read_bytes()
+    if damage == "truncate":
+        newest.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":  # a flipped byte inside the first array's data: its zip CRC no longer matches
+        i = data.index(b"NUMPY") + 200
+        newest.write_bytes(data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:])
+    else:
+        newest.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="round-002.npz: damaged or truncated"):
+        load_checkpoint(newest)
+    checkpoint, notes = latest_valid_checkpoint(tmp_path)
+    assert checkpoint.round == 1
+    assert len(notes) == 1 and "round-002.npz" in notes[0]
+
+
+def test_only_the_newest_k_checkpoints_are_kept(tmp_path):
+    for r in range(6):
+        save_checkpoint(checkpoint_path(tmp_path, r), Checkpoint(r, weights()))
+    prune(tmp_path, 2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["round-004.npz", "round-005.npz"]
+
+
+# --- resume refusals ------------------------------------------------------------------------------
+def saved_run(tmp_path, cfg: Config, rounds=2) -> None:
+    fingerprint = model_fingerprint(cfg, default_vocabulary(cfg.model.vocab_size).words)
+    ledger = PrivacyLedger(cfg.dp, 3, 3)
+    rows = []
+    for r in range(rounds + 1):
+        state = {"fingerprint": fingerprint, "dp": dp_settings(cfg), "strategy": {}, "privacy": ledger.state_dict()}
+        save_checkpoint(checkpoint_path(tmp_path, r), Checkpoint(r, weights(), state))
+        rows.append({"round": r})
+    (tmp_path / "metrics.json").write_text(json.dumps(rows))
+
+
+def fingerprint_of(cfg: Config, vocab_size=None) -> dict:
+    return model_fingerprint(cfg, default_vocabulary(vocab_size or cfg.model.vocab_size).words)
+
+
+def test_resume_refuses_another_model_shape_vocabulary_dp_or_a_finished_run(tmp_path):
+    cfg = Config(model=ModelConfig(vocab_size=2000, embed_dim=32, num_heads=2, ffn_dim=64), num_server_rounds=4,
+                 resume_from=str(tmp_path))
+    saved_run(tmp_path, cfg)
+    point = load_resume_point(cfg, fingerprint_of(cfg))
+    assert point.round == 2 and [r["round"] for r in point.rows] == [0, 1, 2]
+    wider = cfg.replace(model=ModelConfig(vocab_size=2000, embed_dim=48, num_heads=2, ffn_dim=64))
+    with pytest.raises(ConfigError, match=r"different model shape.*'embed_dim': \(32, 48\)"):
+        load_resume_point(wider, fingerprint_of(wider))
+    other_words = fingerprint_of(cfg) | {"vocab_sha256": fingerprint_of(cfg, 3000)["vocab_sha256"]}
+    with pytest.raises(ConfigError, match="different vocabulary"):
+        load_resume_point(cfg, other_words)
+    noisier = cfg.replace(dp=cfg.dp.__class__(mode="local"))
+    with pytest.raises(ConfigError, match="other DP settings.*'mode': \\('none', 'local'\\)"):
+        load_resume_point(noisier, fingerprint_of(noisier))
+    with pytest.raises(ConfigError, match="'num-server-rounds' = 2.*already done 2 rounds"):
+        load_resume_point(cfg.replace(num_server_rounds=2), fingerprint_of(cfg))
+    with pytest.raises(ConfigError, match="server-optimizer='fedadam'.*not checkpointed"):
+        load_resume_point(cfg.replace(server_optimizer="fedadam"), fingerprint_of(cfg))
+    with pytest.raises(ConfigError, match="'resume-from'.*no such run directory"):
+        load_resume_point(cfg.replace(resume_from=str(tmp_path / "nope")), fingerprint_of(cfg))
+    for r in range(3):  # every checkpoint damaged: refused, naming them
+        checkpoint_path(tmp_path, r).write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(ConfigError, match="no usable checkpoint.*round-002.npz"):
+        load_resume_point(cfg, fingerprint_of(cfg))
+
+
+# --- plots ----------------------------------------------------------------------------------------
+def test_the_plot_command_draws_one_or_several_runs(tmp_path):
+    rows = [{"round": r, "eval_loss": 6 - r, "eval_top3": 0.1 * r, "server_loss": 6.5 - r, "server_top3": 0.09 * r,
+             "dp_epsilon_central": 2.0 * r, "dp_delta": 1e-5} for r in range(4)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps(rows))
+    (tmp_path / "b.json").write_text(json.dumps(rows[:2]))
+    out = tmp_path / "compare.png"
+    assert plots.main([str(tmp_path / "a"), str(tmp_path / "b.json"), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    (tmp_path / "bad.json").write_text('{"not": "rows"}')
+    with pytest.raises(SystemExit, match="bad.json: not a metrics file"):
+        plots.main([str(tmp_path / "bad.json"), "--out", str(out)])

@@ -1,0 +1,98 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from task.config import Config, ConfigError
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def run_config_from_pyproject() -> dict:
+    return tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+
+
+def test_pyproject_declares_exactly_the_config_keys_with_the_same_defaults():
+    rc = run_config_from_pyproject()
+    assert set(rc) == set(Config().to_run_config())
+    assert Config.from_run_config(rc) == Config()
+
+
+def test_round_trip_through_run_config():
+    cfg = Config().replace(num_server_rounds=7, learning_rate=0.01)
+    assert Config.from_run_config(cfg.to_run_config()) == cfg
+
+
+def test_ints_are_accepted_for_float_keys():
+    assert Config.from_run_config({"round-timeout": 30}).round_timeout == 30.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"num-server-rounds": 0}, "num-server-rounds"),
+        ({"fraction-train": 1.5}, "fraction-train"),
+        ({"learning-rate": -0.1}, "learning-rate"),
+        ({"embed-dim": 30, "num-heads": 4}, "num-heads"),
+        ({"data-source": "s3"}, "data-source"),
+        ({"data-source": "corpus"}, "data-path"),
+        ({"min-available-nodes": 1, "min-train-nodes": 3}, "min-available-nodes"),
+        ({"batch-size": "32"}, "batch-size"),
+        ({"seq-len": 2.5}, "seq-len"),
+        ({"transfer-dtype": "bfloat16"}, "transfer-dtype"),
+        ({"server-optimizer": "fedprox"}, "server-optimizer"),
+        ({"server-optimizer": "fedadam", "dp-mode": "central-client-clip"}, "server-optimizer"),
+        ({"server-momentum": 1.0}, "server-momentum"),
+    ],
+)
+def test_bad_values_fail_naming_the_key_and_value(overrides, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        Config.from_run_config(overrides)
+
+
+def test_unknown_keys_are_rejected():
+    with pytest.raises(ConfigError, match="lr"):
+        Config.from_run_config({"lr": 0.1})
+
+
+def test_every_server_optimizer_name_has_a_strategy_that_samples_itself():
+    from server_app.strategy import STRATEGIES, _PrivateRounds, build_strategy
+    from task.config import SERVER_OPTIMIZERS
+    from task.privacy.ledger import PrivacyLedger
+
+    assert set(STRATEGIES) == set(SERVER_OPTIMIZERS)
+    for name in SERVER_OPTIMIZERS:
+        cfg = Config(server_optimizer=name)
+        strategy = build_strategy(cfg, PrivacyLedger(cfg.dp, 0, 0))
+        # our sampler sits below FedAvgM's / FedOpt's configure_train (which remember the model)
+        order = type(strategy).__mro__
+        assert order.index(_PrivateRounds) < [c.__name__ for c in order].index("FedAvg")
+        assert type(strategy).configure_train is not _PrivateRounds.configure_train or name == "fedavg"
+
+
+@pytest.mark.parametrize("overrides, says", [
+    ("num-heads=3", "'num-heads' = 3 is invalid: expected an integer >= 1 that divides embed-dim (80)"),
+    ("nmu-server-rounds=3", "unknown run-config key(s) ['nmu-server-rounds']"),
+    ("dp-mode=local", "quote strings"),
+])
+def test_the_runner_names_a_bad_key_before_flower_starts(overrides, says):
+    from scripts.run_simulation import check_run_config
+
+    assert says in check_run_config(overrides)
+    assert check_run_config('num-server-rounds=3 out-dir="/tmp/a folder"') is None  # quoted spaces are fine
+
+
+def test_the_console_filter_keeps_the_templates_lines_and_drops_ray_and_tensorflow_noise():
+    from scripts.local_flower import template_line
+
+    keep = ["\x1b[92mINFO \x1b[0m:      round 3: train 10/10 devices (0 failed) | eval 10/10 devices loss 2.9",
+            "INFO :      Privacy accounting: user level, central ...",
+            "ERROR :     ServerApp failed", "Successfully started run 123"]
+    drop = ["INFO :      configure_train: sampled 10 nodes (out of 10)",
+            "INFO :      aggregate_train: Received 10 results and 0 failures",
+            "\x1b[36m(ClientAppActor pid=123)\x1b[0m I0000 cuda_platform.cc:52] failed call to cuInit",
+            "E0000 00:00:1795998333.334004    5320 cuda_platform.cc:52] failed call to cuInit",
+            "INFO :      \t└──> Aggregated MetricRecord: {'loss': 2.1}",
+            "INFO :        Federated evaluation on the devices' held-out text: loss 2.45"]  # printed at the end
+    assert all(template_line(line) for line in keep)
+    assert not any(template_line(line) for line in drop)
