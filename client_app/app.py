@@ -19,9 +19,9 @@ from client_app.privacy import train_mods, with_mods
 from client_app.transfer import transfer_mod
 from task import device
 from task.config import ROUND_OFFSET, Config
-from task.data.files import DataError
 from task.data.device_text import DeviceText, load_device_text
-from task.privacy.ledger import released_train_metrics
+from task.data.files import DataError
+from task.privacy.mechanisms import released_train_metrics
 
 DEVICE_DATA_UNUSABLE = 100  # Error code: the device's text could not be used (see reason)
 # Reply metric: seconds the handler computed (data, model, training or scoring). The server sums

@@ -15,7 +15,7 @@ from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 from flwr.supercore.differential_privacy import get_norm
 
 from task.config import DPConfig
-from task.privacy.ledger import local_noise_multiplier, secret_rng
+from task.privacy.mechanisms import local_noise_multiplier, secret_rng
 
 Handler = Callable[[Message, Context], Message]
 log = logging.getLogger("flwr")

@@ -222,11 +222,11 @@ def centralised(scenario: Scenario, out: Path) -> dict:
     """The same model trained on all devices' training text pooled, for the same number of passes,
     scored on all devices' held-out text (what FedAvg's evaluation covers with fraction 1)."""
     from task.config import Config
-    from task.data.files import DataError
     from task.data.device_text import load_device_text, make_windows
+    from task.data.files import DataError
+    from task.data.vocab import default_vocabulary
     from task.model import build_model
     from task.train import evaluate, train
-    from task.data.vocab import default_vocabulary
 
     overrides = parse_config_args([scenario.run_config]) if scenario.run_config else {}
     cfg = Config.from_run_config({**Config().to_run_config(), **overrides, "out-dir": str(out)})

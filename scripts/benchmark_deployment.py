@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts import deploy  # noqa: E402
 from scripts.local_flower import flower_env, run_app, stop_local_superlink  # noqa: E402
-from task.data import personas  # noqa: E402
 from task.config import Config  # noqa: E402
+from task.data import personas  # noqa: E402
 
 
 def main() -> int:

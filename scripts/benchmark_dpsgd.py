@@ -20,17 +20,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-
-import task  # noqa: E402,F401
 import tensorflow as tf  # noqa: E402
 
-from task.data import personas  # noqa: E402
+import task  # noqa: E402,F401
 from task.config import Config  # noqa: E402
+from task.data import personas  # noqa: E402
 from task.data.device_text import make_windows  # noqa: E402
-from task.privacy.dpsgd import make_step  # noqa: E402
-from task.model import build_model  # noqa: E402
-from task.train import MaskedNextWordLoss, compile_model  # noqa: E402
 from task.data.vocab import default_vocabulary  # noqa: E402
+from task.model import build_model  # noqa: E402
+from task.privacy.dpsgd import make_step  # noqa: E402
+from task.train import MaskedNextWordLoss, compile_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

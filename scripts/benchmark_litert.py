@@ -21,14 +21,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from task.run.checkpoint import latest_checkpoint, load_weights, run_config  # noqa: E402
 from task.config import Config  # noqa: E402
 from task.data.device_text import load_device_text, make_windows  # noqa: E402
-from task.litert.export import VARIANTS, export_litert, top3_agreement  # noqa: E402
-from task.model import build_model  # noqa: E402
-from task.litert.suggest import Suggester  # noqa: E402
-from task.train import train  # noqa: E402
 from task.data.vocab import default_vocabulary  # noqa: E402
+from task.litert.export import VARIANTS, export_litert, top3_agreement  # noqa: E402
+from task.litert.suggest import Suggester  # noqa: E402
+from task.model import build_model  # noqa: E402
+from task.run.checkpoint import latest_checkpoint, load_weights, run_config  # noqa: E402
+from task.train import train  # noqa: E402
 
 
 def main() -> int:

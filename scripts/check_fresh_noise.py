@@ -19,13 +19,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, MetricRecord, RecordDict  # noqa: E402
+from flwr.app import (  # noqa: E402
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    Metadata,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
 from client_app.privacy import train_mods, with_mods  # noqa: E402
 from server_app.privacy import CentralDP  # noqa: E402
 from task.config import Config, DPConfig, ModelConfig  # noqa: E402
-from task.privacy.ledger import DP_WEIGHT, PrivacyLedger, local_noise_multiplier  # noqa: E402
+from task.privacy.ledger import PrivacyLedger  # noqa: E402
+from task.privacy.mechanisms import DP_WEIGHT, local_noise_multiplier  # noqa: E402
 
 D = 100_000  # weights per draw: the std is then measured to about 0.5%
 
@@ -68,8 +77,8 @@ def central_dp() -> tuple[np.ndarray, float]:
 def dpsgd_step() -> tuple[np.ndarray, float]:
     import tensorflow as tf
 
-    from task.privacy.dpsgd import make_step
     from task.model import build_model
+    from task.privacy.dpsgd import make_step
 
     model = build_model(ModelConfig(vocab_size=2000, seq_len=8, embed_dim=32, num_heads=2, ffn_dim=32))
     before = [v.numpy().copy() for v in model.trainable_variables]

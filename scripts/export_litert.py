@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from task.run.checkpoint import latest_checkpoint, load_weights, run_config  # noqa: E402
 from task.data.vocab import Vocabulary  # noqa: E402
+from task.run.checkpoint import latest_checkpoint, load_weights, run_config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     weights = load_weights(checkpoint)
     vocab = Vocabulary.load(args.run_dir / "vocab.json")
 
-    from task.litert.export import export_litert  # TensorFlow: only once the inputs are known to be good
+    from task.litert.export import (
+        export_litert,  # TensorFlow: only once the inputs are known to be good
+    )
     from task.model import build_model
 
     model = build_model(cfg.model)

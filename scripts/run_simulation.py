@@ -25,7 +25,6 @@ def check_run_config(overrides: str) -> str | None:
     import tomllib
 
     import click
-
     from flwr.common.config import flatten_dict, parse_config_args
 
     from task.config import Config, ConfigError

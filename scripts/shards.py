@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from task.config import DATA_SOURCES, PARTITIONERS, Config  # noqa: E402
-from task.data.files import DataError  # noqa: E402
 from task.data.device_text import load_device_text  # noqa: E402
+from task.data.files import DataError  # noqa: E402
 from task.data.vocab import default_vocabulary  # noqa: E402
 
 

@@ -17,9 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from task.config import Config  # noqa: E402
 from task.data.device_text import load_device_text, make_windows  # noqa: E402
+from task.data.vocab import default_vocabulary  # noqa: E402
 from task.model import build_model  # noqa: E402
 from task.train import evaluate, train  # noqa: E402
-from task.data.vocab import default_vocabulary  # noqa: E402
 
 
 def main() -> int:

@@ -25,10 +25,15 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
-from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, KEY_NORM_BIT, get_norm
+from flwr.supercore.differential_privacy import (
+    KEY_CLIPPING_NORM,
+    KEY_NORM_BIT,
+    get_norm,
+)
 
 from task.config import Config, ConfigError
-from task.privacy.ledger import DP_WEIGHT, PrivacyLedger, adaptive_noise, secret_rng
+from task.privacy.ledger import PrivacyLedger
+from task.privacy.mechanisms import DP_WEIGHT, adaptive_noise, secret_rng
 
 log = logging.getLogger("flwr")
 

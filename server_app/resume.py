@@ -12,8 +12,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from task.run.checkpoint import Checkpoint, CheckpointError, latest_valid_checkpoint, load_checkpoint
 from task.config import Config, ConfigError
+from task.run.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_valid_checkpoint,
+    load_checkpoint,
+)
 
 
 @dataclass

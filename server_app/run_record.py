@@ -25,11 +25,11 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from server_app.observed_grid import PhaseCounts
-from task.run.checkpoint import Checkpoint, checkpoint_path, prune, save_checkpoint
 from task.config import Config
+from task.data.vocab import Vocabulary
+from task.run.checkpoint import Checkpoint, checkpoint_path, prune, save_checkpoint
 from task.run.files import atomic_write
 from task.run.plots import plot_runs
-from task.data.vocab import Vocabulary
 
 log = logging.getLogger("flwr")
 

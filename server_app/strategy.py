@@ -20,7 +20,8 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from task.config import Config
-from task.privacy.ledger import DP_WEIGHT, PrivacyLedger
+from task.privacy.ledger import PrivacyLedger
+from task.privacy.mechanisms import DP_WEIGHT
 
 log = logging.getLogger("flwr")
 

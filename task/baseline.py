@@ -15,7 +15,6 @@ import numpy as np
 from task.data.vocab import FIRST_WORD_ID, PAD_ID
 
 
-
 def ngram_baseline(
     train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
 ) -> dict[str, float]:

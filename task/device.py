@@ -8,18 +8,17 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-
-import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
 import tensorflow as tf
 
+import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
 from task import train as trainer
 from task.baseline import ngram_baseline
 from task.config import Config, ModelConfig
-from task.data.files import DataError
 from task.data.device_text import DeviceText, make_windows
-from task.model import build_model
-from task.privacy.ledger import DP_WEIGHT, dpsgd_steps
+from task.data.files import DataError
 from task.data.vocab import default_vocabulary
+from task.model import build_model
+from task.privacy.mechanisms import DP_WEIGHT, dpsgd_steps
 
 Weights = list[np.ndarray]
 
@@ -34,7 +33,9 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
         if cfg.dp.delta >= 1 / len(x):
             raise DataError(f"{text.name}: dp-delta = {cfg.dp.delta} must be below 1/(training windows) = "
                             f"1/{len(x)} for sample-level DP-SGD", reason="dp-delta too large for the text")
-        from task.privacy.dpsgd import train_dpsgd  # imports tensorflow-privacy: only when asked for
+        from task.privacy.dpsgd import (
+            train_dpsgd,  # imports tensorflow-privacy: only when asked for
+        )
 
         m, stats = train_dpsgd(model, x, y, sampling_rate=cfg.dp.sgd_sampling_rate,
                                steps=dpsgd_steps(cfg.local_epochs, cfg.dp.sgd_sampling_rate, cfg.max_local_steps),

@@ -10,9 +10,9 @@ fast-clipping rule). Default: vocab 8,000, width 80, one block, window 12: 1.34 
 
 from __future__ import annotations
 
-import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
 import tensorflow as tf
 
+import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
 from task.config import ModelConfig
 
 

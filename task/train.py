@@ -12,12 +12,10 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
 import tensorflow as tf
 
+import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
 from task.data.vocab import FIRST_WORD_ID, PAD_ID, UNK_ID
-
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 
 import numpy as np
@@ -33,3 +34,26 @@ def context(cfg: Config, node_config: dict | None = None) -> Context:
 def l2(a, b) -> float:
     """L2 distance between two lists of arrays (an update's norm)."""
     return math.sqrt(sum(float(np.sum((x.astype(np.float64) - y) ** 2)) for x, y in zip(a, b)))
+
+
+def analytic_gaussian_epsilon(z: float, delta: float) -> float:
+    """Exact epsilon of one Gaussian mechanism with noise z x sensitivity (Balle & Wang 2018,
+    Theorem 8): the smallest epsilon with Phi(1/2z - eps z) - e^eps Phi(-1/2z - eps z) <= delta."""
+    def phi(t: float) -> float:
+        return 0.5 * math.erfc(-t / math.sqrt(2))
+
+    lo, hi = 0.0, 500.0
+    for _ in range(200):
+        eps = (lo + hi) / 2
+        d = phi(1 / (2 * z) - eps * z) - math.exp(eps) * phi(-1 / (2 * z) - eps * z)
+        lo, hi = (eps, hi) if d > delta else (lo, eps)
+    return hi
+
+
+def seed_every_global_generator(seed=0):
+    """What an attacker who knows the run config (or another library) can do."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)  # Python's random, NumPy's global generator and TF's
+    np.random.seed(seed)
+    random.seed(seed)

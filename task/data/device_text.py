@@ -30,6 +30,7 @@ from task.data.partition import partition_sentences
 from task.data.text import split_sentences
 from task.data.vocab import PAD_ID, Vocabulary
 
+
 @dataclass
 class DeviceText:
     name: str

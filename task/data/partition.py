@@ -50,8 +50,13 @@ def partition_sentences(cfg: Config, partition_id: int, num_partitions: int,
 
 def deal(units: Units, partitioner: str, num_partitions: int, seed: int) -> list[tuple[list[str], Sentences]]:
     """Every partition's (unit names, sentences), dealt by a Flower Datasets partitioner."""
+    # Imported here: Hugging Face datasets takes seconds to import, and built-in devices never need it.
     from datasets import Dataset
-    from flwr_datasets.partitioner import GroupedNaturalIdPartitioner, IdToSizeFncPartitioner, IidPartitioner
+    from flwr_datasets.partitioner import (
+        GroupedNaturalIdPartitioner,
+        IdToSizeFncPartitioner,
+        IidPartitioner,
+    )
 
     rows = [{"unit": unit, "sentence": " ".join(s)} for unit, sentences in units for s in sentences]
     if not rows:

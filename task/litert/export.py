@@ -16,12 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
 import tensorflow as tf
 
-from task.litert.quantize import WordRows
+import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
 from task.data.vocab import FIRST_WORD_ID, PAD_ID, Vocabulary
+from task.litert.quantize import WordRows
 
 VARIANTS = ("float32", "float16", "int8")
 FREQUENT_WORDS = 250  # int8 file: words whose embedding and output rows keep 16 bits

@@ -19,9 +19,9 @@ about 0.3 ms).
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 
 import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
-import tensorflow as tf
 
 
 class WordRows:

@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import tensorflow as tf
 
 import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
-import tensorflow as tf
 
 sys.skip_tf_privacy_import = True  # its package __init__ imports estimator code absent on TF 2.21
 from tensorflow_privacy.privacy.fast_gradient_clipping import (  # noqa: E402
@@ -39,7 +39,7 @@ from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions import
     multi_head_attention,
 )
 
-from task.privacy.ledger import secret_rng  # noqa: E402
+from task.privacy.mechanisms import secret_rng  # noqa: E402
 from task.train import MaskedNextWordLoss, Metrics, metrics_after_training  # noqa: E402
 
 

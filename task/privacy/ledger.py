@@ -20,24 +20,20 @@ What each figure means (delta is the run's dp-delta):
   one sentence), Poisson sampling at the public rate dp-sgd-sampling-rate, every step of every
   round the device was asked to train.
 
-Randomness: noise and every sampling step an epsilon takes credit for draw from `secret_rng()`
-(OS entropy), never from the run's `seed` or a global generator that another library may seed.
+Randomness: noise and every sampling step an epsilon takes credit for draw from
+task.privacy.mechanisms.secret_rng (OS entropy), never from the run's `seed` or a global
+generator that another library may seed.
 """
 
 from __future__ import annotations
 
-import math
-import secrets
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import dp_accounting
-import numpy as np
 from dp_accounting import rdp
 
 from task.config import DPConfig
-
-DP_WEIGHT = "dp-weight"  # FedAvg's weighting key when any DP is on: every device sends 1
+from task.privacy.mechanisms import adaptive_noise, dpsgd_steps, local_noise_multiplier
 
 _ADD_REMOVE = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
 _REPLACE = dp_accounting.NeighboringRelation.REPLACE_ONE
@@ -47,58 +43,10 @@ class PrivacyBudgetExceeded(RuntimeError):
     """The next release would spend more than dp-max-epsilon."""
 
 
-def secret_rng() -> np.random.Generator:
-    """A generator seeded from OS entropy, new at every call: anyone may know the run config and
-    every library's global seed and still cannot predict, regenerate or subtract the noise."""
-    return np.random.Generator(np.random.PCG64(secrets.randbits(128)))
-
-
 def epsilon(event: dp_accounting.DpEvent, delta: float, replace_one: bool = False) -> float:
     accountant = rdp.RdpAccountant(neighboring_relation=_REPLACE if replace_one else _ADD_REMOVE)
     accountant.compose(event)
     return float(accountant.get_epsilon(delta))
-
-
-@lru_cache(maxsize=32)
-def local_noise_multiplier(target_epsilon: float, delta: float) -> float:
-    """Noise std / sensitivity for one local-DP release whose RDP epsilon is `target_epsilon`.
-
-    Flower's LocalDpMod uses the classic calibration sqrt(2 ln(1.25/delta)) / epsilon, which is
-    only valid for epsilon < 1 and which the RDP accountant composing the releases rates
-    differently (8.51 for a nominal 8); calibrating with the accountant makes them agree."""
-    return float(dp_accounting.calibrate_dp_mechanism(
-        lambda: rdp.RdpAccountant(neighboring_relation=_ADD_REMOVE), dp_accounting.GaussianDpEvent,
-        target_epsilon, delta, dp_accounting.LowerEndpointAndGuess(1e-3, 1.0)))
-
-
-def adaptive_noise(dp: DPConfig, sampled: int) -> tuple[float, float]:
-    """(noise multiplier on the update sum, noise std on the centred unclipped count).
-
-    Andrew et al. 2021, "Differentially Private Learning with Adaptive Clipping", Theorem 1: with
-    centred bits (sensitivity 1/2) the count is a Gaussian mechanism of multiplier 2 x stddev,
-    and both releases together equal one Gaussian mechanism of multiplier z when the update's
-    multiplier is (z^-2 - (2 stddev)^-2)^-1/2."""
-    stddev = dp.clipped_count_stddev or sampled / 20
-    z = dp.noise_multiplier
-    if z >= 2 * stddev:
-        raise ValueError(f"dp-noise-multiplier {z} must be below 2 x clipped-count stddev = {2 * stddev:g}")
-    return (z ** -2 - (2 * stddev) ** -2) ** -0.5, stddev
-
-
-def dpsgd_steps(local_epochs: int, sampling_rate: float, max_local_steps: int = 0) -> int:
-    """DP-SGD steps per round: `local_epochs` expected passes at the public sampling rate.
-    The same for every device, so the server can account a device without hearing from it."""
-    steps = math.ceil(local_epochs / sampling_rate - 1e-9)
-    return min(steps, max_local_steps) if max_local_steps > 0 else steps
-
-
-def released_train_metrics(dp: DPConfig, metrics: dict) -> dict:
-    """What a device sends about its training. Under DP only the weight FedAvg needs: loss,
-    accuracy on its own text, its window count and its compute time are functions of its text
-    that no noise covers. dp-report-train-metrics opts out (documented as outside the guarantee)."""
-    if not dp.enabled or dp.report_train_metrics:
-        return metrics
-    return {DP_WEIGHT: 1}
 
 
 @dataclass

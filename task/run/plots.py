@@ -19,7 +19,7 @@ EPSILONS = {"dp_epsilon_central": "user-level ε (central)", "dp_epsilon_central
 
 def plot_runs(runs: Mapping[str, Sequence[dict]], out: Path) -> Path:
     """Write a PNG with one line per run (and per metric source) in each panel."""
-    import matplotlib
+    import matplotlib  # here: devices import this package and never draw
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt

@@ -12,11 +12,9 @@ against a copy of the code's own computation:
 """
 
 import math
-import random
 
 import numpy as np
 import pytest
-from dp_accounting import pld, rdp
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideAdaptiveClipping,
@@ -34,26 +32,23 @@ from server_app.privacy import (
 from server_app.strategy import build_strategy
 from task.config import Config, ConfigError, DPConfig
 from task.model import build_model
-from task.privacy.ledger import (
+from task.privacy.ledger import PrivacyLedger
+from task.privacy.mechanisms import (
     DP_WEIGHT,
-    PrivacyBudgetExceeded,
-    PrivacyLedger,
     adaptive_noise,
     local_noise_multiplier,
     released_train_metrics,
 )
-from tests.helpers import SMALL_MODEL, context, l2, message
+from tests.helpers import (
+    SMALL_MODEL,
+    analytic_gaussian_epsilon,
+    context,
+    l2,
+    message,
+    seed_every_global_generator,
+)
 
 SMALL = SMALL_MODEL
-
-
-def seed_every_global_generator(seed=0):
-    """What an attacker who knows the run config (or another library) can do."""
-    import tensorflow as tf
-
-    tf.keras.utils.set_random_seed(seed)  # Python's random, NumPy's global generator and TF's
-    np.random.seed(seed)
-    random.seed(seed)
 
 
 # --- clipping ---------------------------------------------------------------------------------------
@@ -117,18 +112,6 @@ def test_local_dp_noise_has_the_calibrated_std_and_is_fresh_every_time():
     for noise in (first, second):
         assert np.std(noise) == pytest.approx(expected, rel=0.005)
         assert abs(np.mean(noise)) < 4 * expected / math.sqrt(d)
-
-
-def analytic_gaussian_epsilon(z: float, delta: float) -> float:
-    """Exact epsilon of one Gaussian mechanism with noise z x sensitivity (Balle & Wang 2018,
-    Theorem 8): the smallest epsilon with Phi(1/2z - eps z) - e^eps Phi(-1/2z - eps z) <= delta."""
-    phi = lambda t: 0.5 * math.erfc(-t / math.sqrt(2))  # noqa: E731
-    lo, hi = 0.0, 500.0
-    for _ in range(200):
-        eps = (lo + hi) / 2
-        d = phi(1 / (2 * z) - eps * z) - math.exp(eps) * phi(-1 / (2 * z) - eps * z)
-        lo, hi = (eps, hi) if d > delta else (lo, eps)
-    return hi
 
 
 def test_local_dp_spends_exactly_the_asked_epsilon_per_release():
@@ -293,161 +276,6 @@ def test_devices_are_sampled_secretly_under_dp_and_reproducibly_without():
     assert all(len(d) == 10 for d in draws) and len({tuple(d) for d in draws}) == 3  # C(100,10): no repeats
     plain = Config(fraction_train=0.1)
     assert sampled_nodes(plain) == sampled_nodes(plain)  # `seed` keeps non-private runs reproducible
-
-
-# --- accounting -----------------------------------------------------------------------------------
-def classic_rdp_conversion(event, delta):
-    """How tensorflow-privacy computed epsilon when its MNIST table was published (its order list
-    and eps = rdp(a) + log(1/delta) / (a - 1)); dp-accounting now converts more tightly."""
-    orders = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
-    accountant = rdp.RdpAccountant(orders)
-    accountant.compose(event)
-    return min(r + math.log(1 / delta) / (a - 1) for a, r in zip(accountant._orders, accountant._rdp))  # noqa: SLF001
-
-
-@pytest.mark.parametrize("z, epochs, published", [(1.3, 15, 1.19), (1.1, 60, 3.01), (0.7, 45, 7.10)])
-def test_dpsgd_epsilon_matches_tensorflow_privacys_published_mnist_table(z, epochs, published):
-    # tensorflow/privacy tutorials README: 60,000 examples, batch 256, delta 1e-5
-    dp = DPConfig(sgd=True, sgd_noise_multiplier=z, sgd_sampling_rate=256 / 60_000, delta=1e-5)
-    ledger = PrivacyLedger(dp, population=3, sampled=3, local_epochs=epochs)
-    ledger.record_asked_to_train(["device"])  # one round of `epochs` expected passes
-    assert classic_rdp_conversion(ledger.sample_event(1), 1e-5) == pytest.approx(published, abs=0.005)
-    tight = pld.PLDAccountant()
-    tight.compose(ledger.sample_event(1))
-    # the ledger's figure is a valid bound (>= the tight PLD figure) and no looser than the published one
-    assert tight.get_epsilon(1e-5) <= ledger.sample_epsilon() <= published
-
-
-@pytest.mark.parametrize("z, releases", [(1.0, 1), (0.8, 30), (2.0, 100)])
-def test_central_epsilon_bounds_the_exact_gaussian_mechanism_closely(z, releases):
-    ledger = PrivacyLedger(DPConfig(mode="central-client-clip", noise_multiplier=z, delta=1e-5), 1000, 50)
-    for _ in range(releases):
-        ledger.record_central([z])
-    exact = analytic_gaussian_epsilon(z / math.sqrt(releases), 1e-5)  # k Gaussians = one of z / sqrt(k)
-    assert exact <= ledger.central_epsilon() <= 1.25 * exact
-
-
-def test_an_unseen_devices_dpsgd_projection_is_exact_and_the_budget_holds():
-    """The old projection assumed q = 1 for a device not yet seen; 40 windows at batch 32 spent
-    more. Now the plan is public: the projection for the next round is what the round spends."""
-    dp = DPConfig(sgd=True, sgd_noise_multiplier=1.0, sgd_sampling_rate=0.1, delta=1e-5, max_epsilon=6.0)
-    ledger = PrivacyLedger(dp, population=10, sampled=3, local_epochs=1)
-    spent = []
-    with pytest.raises(PrivacyBudgetExceeded, match="dp-max-epsilon = 6.0"):
-        for r in range(100):
-            ledger.check_next_round()
-            ledger.record_asked_to_train(random.sample(range(10), 3) if r else [0, 1, 2])
-            spent.append(ledger.sample_epsilon())
-    assert spent and max(spent) <= 6.0
-    worst = ledger.most_participations()
-    assert ledger.sample_epsilon(rounds=worst + 1) > 6.0  # the refused round would have exceeded it
-    assert ledger.sample_epsilon(rounds=worst) == max(spent)
-
-
-def test_the_budget_stops_before_the_release_that_would_exceed_it():
-    dp = DPConfig(mode="central-client-clip", noise_multiplier=1.0, delta=1e-5, max_epsilon=8.0)
-    ledger = PrivacyLedger(dp, population=10, sampled=10)
-    completed = 0
-    with pytest.raises(PrivacyBudgetExceeded, match="dp-max-epsilon = 8.0"):
-        while True:
-            ledger.check_next_round()
-            ledger.record_central([1.0])
-            completed += 1
-    # Flower's notes: epsilon 4.73, 7.08, 9.01 after 1, 2, 3 releases at z = 1, delta = 1e-5
-    assert completed == 2 and ledger.central_epsilon() == pytest.approx(7.077, abs=0.002)
-
-
-def test_the_ledger_survives_a_round_trip_through_its_state():
-    dp = DPConfig(mode="local", sgd=True)
-    ledger = PrivacyLedger(dp, 5, 5)
-    ledger.record_asked_to_train(["a", "b", "a"])
-    again = PrivacyLedger.from_state(dp, ledger.state_dict())
-    assert again.report() == ledger.report()
-    # nothing per device but how often it was asked (no sampling rates: they reveal text sizes)
-    assert set(ledger.state_dict()) == {
-        "population",
-        "sampled",
-        "central_releases",
-        "participations",
-        "carried_participations",
-    }
-    assert ledger.state_dict()["participations"] == {"a": 2, "b": 1}
-    # a resumed run may give device "a" a new id: its 2 rounds carry over to whichever device is worst
-    resumed = PrivacyLedger.from_state(dp, ledger.state_dict(), resumed=True)
-    resumed.record_asked_to_train(["c"])
-    assert resumed.most_participations() == 3 and resumed.report()["epsilon-local"] > ledger.report()["epsilon-local"]
-
-
-# --- DP-SGD on the real model ---------------------------------------------------------------------
-def test_fast_clipping_equals_clipping_each_examples_own_gradient():
-    import tensorflow as tf
-
-    from task.privacy.dpsgd import clipped_gradient_sum, registry
-    from task.train import MaskedNextWordLoss
-
-    model = build_model(Config().model)  # the default model: every layer type it has
-    rng = np.random.default_rng(0)
-    x = rng.integers(4, 8000, (6, 12)).astype(np.int32)
-    y = rng.integers(4, 8000, (6, 12)).astype(np.int32)
-    clip = 1.5
-    clipped, _, norms = clipped_gradient_sum(model, registry(), tf.constant(x), tf.constant(y), clip)
-    loss = MaskedNextWordLoss()
-    expected = [np.zeros(v.shape, np.float32) for v in model.trainable_variables]
-    for i in range(len(x)):
-        with tf.GradientTape() as tape:
-            per_example = loss(y[i : i + 1], model(x[i : i + 1]))
-        grads = [tf.convert_to_tensor(g).numpy() for g in tape.gradient(per_example, model.trainable_variables)]
-        norm = math.sqrt(sum(float(np.sum(g**2)) for g in grads))
-        assert float(norms[i]) == pytest.approx(norm, rel=1e-3)
-        scale = min(1.0, clip / norm)
-        assert norm * scale <= clip * (1 + 1e-6)
-        expected = [e + scale * g for e, g in zip(expected, grads)]
-    for got, want in zip(clipped, expected):
-        np.testing.assert_allclose(got.numpy(), want, rtol=2e-3, atol=2e-6)
-
-
-def test_a_dpsgd_step_adds_fresh_noise_of_std_z_c_over_the_expected_batch():
-    import tensorflow as tf
-
-    from task.privacy.dpsgd import make_step
-
-    z, clip, expected_batch = 1.3, 0.7, 16.0
-    moves = []
-    for _ in range(2):  # two devices (or rounds) that an attacker seeded alike
-        seed_every_global_generator()
-        model = build_model(SMALL)
-        before = [v.numpy().copy() for v in model.trainable_variables]
-        step = make_step(
-            model, tf.keras.optimizers.SGD(1.0), clipping_norm=clip, noise_multiplier=z, expected_batch=expected_batch
-        )
-        empty = tf.zeros([0, SMALL.seq_len], tf.int32)  # Poisson sampling may pick no window: noise still
-        step(empty, empty)
-        moves.append(np.concatenate([(b - v.numpy()).ravel() for b, v in zip(before, model.trainable_variables)]))
-    assert moves[0].size > 50_000
-    assert not np.allclose(moves[0], moves[1])  # tensorflow-privacy's global-generator noise repeats here
-    for moved in moves:
-        assert np.std(moved) == pytest.approx(z * clip / expected_batch, rel=0.02)
-
-
-def test_dpsgd_trains_the_real_model_with_the_public_plan():
-    from task import train as trainer
-    from task.privacy.dpsgd import train_dpsgd
-
-    rng = np.random.default_rng(1)
-    x = rng.integers(4, 50, (64, SMALL.seq_len)).astype(np.int32)  # target = input: a copy task
-    results = []
-    for _ in range(2):
-        seed_every_global_generator()
-        model = build_model(SMALL)
-        before = trainer.evaluate(model, x, x).loss
-        metrics, stats = train_dpsgd(
-            model, x, x, sampling_rate=0.25, steps=40, learning_rate=0.01, clipping_norm=1.0, noise_multiplier=0.3
-        )
-        assert (stats.sampling_rate, stats.steps) == (0.25, 40)
-        assert 0 <= stats.clipped_fraction <= 1
-        assert trainer.evaluate(model, x, x).loss < before - 1.0  # it learned, through the noise
-        results.append(model.get_weights()[0])
-    assert not np.allclose(results[0], results[1])  # sampling and noise differ although every seed is the same
 
 
 # --- bad settings ---------------------------------------------------------------------------------
