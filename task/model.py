@@ -15,6 +15,12 @@ import tensorflow as tf
 import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
 from task.config import ModelConfig
 
+# The three layers the on-device export relies on (task/litert/export.py): any model built here
+# works there if it embeds tokens in EMBEDDING and ends with the LayerNorm FINAL_NORM followed by
+# the Dense OUTPUT over the vocabulary. DP-SGD needs a per-example gradient rule for every layer
+# type (task/privacy/dpsgd.py, `registry`): Embedding, Dense, LayerNormalization, MultiHeadAttention.
+EMBEDDING, FINAL_NORM, OUTPUT = "token_embedding", "final_ln", "next_word_logits"
+
 
 @tf.keras.utils.register_keras_serializable(package="fednextword")
 class PositionIds(tf.keras.layers.Layer):
@@ -30,7 +36,7 @@ def build_model(cfg: ModelConfig, seed: int = 0) -> tf.keras.Model:
     layers = tf.keras.layers
     tokens = tf.keras.Input((cfg.seq_len,), dtype="int32", name="tokens")
     positions = PositionIds(name="positions")(tokens)
-    h = layers.Embedding(cfg.vocab_size, cfg.embed_dim, name="token_embedding")(tokens)
+    h = layers.Embedding(cfg.vocab_size, cfg.embed_dim, name=EMBEDDING)(tokens)
     h = h + layers.Embedding(cfg.seq_len, cfg.embed_dim, name="position_embedding")(positions)
     h = layers.Dropout(cfg.dropout)(h)
     for i in range(cfg.num_blocks):
@@ -42,6 +48,6 @@ def build_model(cfg: ModelConfig, seed: int = 0) -> tf.keras.Model:
         f = layers.Dense(cfg.ffn_dim, activation="gelu", name=f"block{i}_ffn_in")(f)
         f = layers.Dense(cfg.embed_dim, name=f"block{i}_ffn_out")(f)
         h = h + layers.Dropout(cfg.dropout)(f)
-    h = layers.LayerNormalization(epsilon=1e-5, name="final_ln")(h)
-    logits = layers.Dense(cfg.vocab_size, name="next_word_logits")(h)
+    h = layers.LayerNormalization(epsilon=1e-5, name=FINAL_NORM)(h)
+    logits = layers.Dense(cfg.vocab_size, name=OUTPUT)(h)
     return tf.keras.Model(tokens, logits, name="next_word_transformer")

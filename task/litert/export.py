@@ -21,6 +21,7 @@ import tensorflow as tf
 import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
 from task.data.vocab import FIRST_WORD_ID, PAD_ID, Vocabulary
 from task.litert.quantize import WordRows
+from task.model import EMBEDDING, FINAL_NORM, OUTPUT
 
 VARIANTS = ("float32", "float16", "int8")
 FREQUENT_WORDS = 250  # int8 file: words whose embedding and output rows keep 16 bits
@@ -59,8 +60,8 @@ def _signature(model: tf.keras.Model) -> list[tf.TensorSpec]:
 def _folded_output(model: tf.keras.Model) -> tuple[np.ndarray, np.ndarray]:
     # The last LayerNorm's scale and shift are folded into the output layer (exactly the same
     # function), so the exported graph applies one matrix where Keras applies two.
-    gamma, beta = model.get_layer("final_ln").get_weights()
-    kernel, bias = model.get_layer("next_word_logits").get_weights()
+    gamma, beta = model.get_layer(FINAL_NORM).get_weights()
+    kernel, bias = model.get_layer(OUTPUT).get_weights()
     return gamma[:, None] * kernel, bias + beta @ kernel
 
 
@@ -70,7 +71,7 @@ def _normalise(x: tf.Tensor, epsilon: float) -> tf.Tensor:
 
 
 def _float_next_word(model: tf.keras.Model):
-    final_ln = model.get_layer("final_ln")
+    final_ln = model.get_layer(FINAL_NORM)
     trunk = tf.keras.Model(model.input, final_ln.input)  # the residual stream before the last norm
     kernel, bias = (tf.constant(a) for a in _folded_output(model))
 
@@ -84,9 +85,9 @@ def _float_next_word(model: tf.keras.Model):
 
 
 def _int8_next_word(model: tf.keras.Model):
-    # Per-word int8 / int16 storage of both vocabulary-sized matrices (task/quantize.py); the
+    # Per-word int8 / int16 storage of both vocabulary-sized matrices (task/litert/quantize.py); the
     # converter stores the block in between in float16.
-    final_ln, embedding = model.get_layer("final_ln"), model.get_layer("token_embedding")
+    final_ln, embedding = model.get_layer(FINAL_NORM), model.get_layer(EMBEDDING)
     trunk = tf.keras.Model([model.input, embedding.output], final_ln.input)  # from embedded tokens
     kernel, bias = _folded_output(model)
     embedded = WordRows(embedding.get_weights()[0], FREQUENT_WORDS)
