@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import urllib.request
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -64,10 +65,11 @@ def flower_env(flwr_home: Path, http_port: int = 39091, control_port: int = 3909
 @contextmanager
 def private_flower(flwr_home: Path, http_port: int = 39091, control_port: int = 39093, *,
                    must_stop: bool = False) -> Iterator[dict[str, str]]:
-    """The environment for `flwr run` with its own FLWR_HOME and ports; on exit, the SuperLink
-    `flwr run` started there is stopped (`must_stop`: and it is an error if none was found)."""
+    """The environment for `flwr run` with its own FLWR_HOME and ports, and its local SuperLink
+    started; on exit that SuperLink is stopped (`must_stop`: it is an error if none was found)."""
     env = flower_env(flwr_home, http_port, control_port)
     try:
+        start_local_superlink(env)
         yield env
     finally:
         stopped = stop_local_superlink(env)
@@ -153,6 +155,36 @@ def stop_run(env: dict[str, str], run_id: int, connection: str | None = None) ->
     cmd = [str(VENV_BIN / "flwr"), "stop", str(run_id), *([connection] if connection else [])]
     out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     return out.stdout + out.stderr
+
+
+def start_local_superlink(env: dict[str, str], timeout: float = 300) -> None:
+    """Start the local SuperLink `flwr run` would start, and wait until it answers.
+
+    `flwr run` gives the SuperLink it starts 15 s (flwr/cli/constant.py), and importing it alone
+    takes ~8 s here: a busy machine misses that and the run never starts. Started here with the
+    same arguments (flwr/cli/local_superlink.py), `flwr run` finds it up and uses it."""
+    stop_local_superlink(env)  # one left over from an interrupted session may hold stale settings
+    home = Path(env["FLWR_HOME"]) / "local-superlink"
+    home.mkdir(parents=True, exist_ok=True)
+    port = env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"]
+    cmd = [str(VENV_BIN / "flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+           "--control-api-address", f"127.0.0.1:{env['FLWR_LOCAL_CONTROL_API_PORT']}", "--host", "127.0.0.1",
+           "--port", port, "--log-file", str(home / "superlink.log"), "--log-rotation-interval-hours", "24",
+           "--log-rotation-backup-count", "7", "--database", str(home / "state.db")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"flower-superlink exited with code {proc.returncode}; see {home / 'superlink.log'}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    terminate_tree(proc.pid)
+    raise RuntimeError(f"flower-superlink did not answer on 127.0.0.1:{port} within {timeout:.0f} s")
 
 
 def stop_local_superlink(env: dict[str, str]) -> list[int]:
