@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts import deploy  # noqa: E402
+from scripts.deploy_local import local_deployment  # noqa: E402
 from scripts.local_flower import flower_env, run_app, stop_local_superlink  # noqa: E402
 from task.config import Config  # noqa: E402
 from task.data import personas  # noqa: E402
@@ -49,7 +49,7 @@ def main() -> int:
         data.append(root / f"device{i}")
         data[i].mkdir()
         (data[i] / "text.txt").write_text("\n".join(personas.device_sentences(i, Config().sentences_per_device)))
-    with deploy.local_deployment(root / "deployment", data, port=39593) as d:
+    with local_deployment(root / "deployment", data, port=39593) as d:
         dep = run_app(env, connection=d["connection"], echo=False, run_config=f'{common} out-dir="{root / "dep"}"')
     results["deployment"] = (dep, root / "dep")
 

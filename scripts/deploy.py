@@ -21,10 +21,6 @@ or with `--background --state DIR` (pid and log files in DIR, ended by `stop --s
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
-import ipaddress
-import json
 import os
 import signal
 import socket
@@ -34,71 +30,11 @@ import time
 import tomllib
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts.deploy_keys import make_certs, make_device_key  # noqa: E402
 from scripts.local_flower import alive  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the venv's flower-superlink / flower-supernode / flwr
-
-
-# --- certificates and keys -------------------------------------------------------------------
-
-def make_certs(out: Path, addresses: list[str], days: int = 365) -> dict[str, Path]:
-    """A private CA and a SuperLink certificate whose names cover `addresses` (IPs or DNS names)."""
-    out.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP384R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fednextword CA")])
-    ca_cert = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-               .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))
-               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-               .sign(ca_key, hashes.SHA256()))
-    names = []
-    for a in addresses:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(a)))
-        except ValueError:
-            names.append(x509.DNSName(a))
-    server_key = ec.generate_private_key(ec.SECP384R1())
-    server_cert = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, addresses[0])]))
-                   .issuer_name(ca_name).public_key(server_key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=days))
-                   .add_extension(x509.SubjectAlternativeName(names), critical=False)
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .sign(ca_key, hashes.SHA256()))
-    paths = {"ca": out / "ca.crt", "cert": out / "server.pem", "key": out / "server.key"}
-    paths["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths["cert"].write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(paths["key"], server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
-    _write_private(out / "ca.key", ca_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                        serialization.NoEncryption()))
-    return paths
-
-
-def make_device_key(out: Path, name: str) -> tuple[Path, Path]:
-    """A device's SuperNode authentication key pair (EC P-384, OpenSSH format)."""
-    out.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP384R1())
-    private, public = out / name, out / f"{name}.pub"
-    _write_private(private, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                              serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                                     serialization.PublicFormat.OpenSSH) + f" {name}\n".encode())
-    return private, public
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(data)
 
 
 # --- the flwr connection and device registration ------------------------------------------------
@@ -251,52 +187,6 @@ def _env() -> dict[str, str]:
     env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
-
-
-# --- a whole deployment on this machine (tests and benchmarks) -------------------------------------
-
-
-@contextlib.contextmanager
-def local_deployment(root: Path, device_data: list[Path], port: int, connection: str = "fednextword-local"):
-    """A TLS + SuperNode-auth SuperLink on 127.0.0.1:`port` and one registered SuperNode per data
-    directory (Runtime API ports port+1, port+2, ...). $FLWR_HOME must be set. Stops them all."""
-    state = root / "state"
-    certs = make_certs(root / "certs", ["127.0.0.1", "localhost"])
-    start(superlink_command(state, "127.0.0.1", port, root / "certs"), state, "superlink")
-    try:
-        wait_for_port("127.0.0.1", port)
-        write_connection(connection, f"127.0.0.1:{port}", certs["ca"])
-        for i, data in enumerate(device_data):
-            private, public = make_device_key(root / "keys", f"device{i}")
-            register_device(connection, public)
-            start(
-                supernode_command(f"127.0.0.1:{port}", data, certs["ca"], private, port=port + 1 + i), state, f"node{i}"
-            )
-        wait_until_online(connection, len(device_data))
-        yield {"connection": connection, "state": state, "certs": certs, "keys": root / "keys"}
-    finally:
-        stop(state)
-
-
-def wait_until_online(connection: str, count: int, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        out = subprocess.run(
-            [str(BIN / "flwr"), "supernode", "list", connection, "--format", "json"],
-            env=_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        try:
-            nodes = json.loads(out.stdout).get("nodes", [])
-        except json.JSONDecodeError:
-            nodes = []
-        if sum(n.get("status") == "online" for n in nodes) >= count:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{count} SuperNodes not online after {timeout:.0f} s: {out.stdout} {out.stderr}")
-        time.sleep(2)
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -13,9 +13,9 @@ import json
 import os
 import re
 import subprocess
-import urllib.request
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from scripts import deploy
+from scripts.deploy_local import local_deployment
 from scripts.local_flower import flower_env, run_app
 from task.data import personas
 
@@ -34,7 +35,7 @@ def deployment(tmp_path_factory, monkeypatch_module):
         data.append(root / f"device{i}")
         data[i].mkdir()
         (data[i] / "messages.txt").write_text("\n".join(personas.device_sentences(i, 80)))
-    with deploy.local_deployment(root, data, PORT, CONNECTION) as d:
+    with local_deployment(root, data, PORT, CONNECTION) as d:
         yield {**d, "env": env, "data": data, "rogue": deploy.make_device_key(root / "keys", "rogue")[0]}
     assert not list(d["state"].glob("*.pid")), "a process started here was not stopped"
 

@@ -1,0 +1,109 @@
+"""The tables and the figure of scripts/benchmark.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scripts.benchmark_runs import Results
+
+# ---- output ------------------------------------------------------------------------------------
+
+
+def print_row(row: dict) -> None:
+    print(
+        f"  {row['corpus']}: federated top-3 {row['federated']['top3']}, centralised {row['centralised']['top3']:.4f}",
+        flush=True,
+    )
+
+
+def print_tables(r: Results) -> None:
+    print(f"\nMachine: {r.machine}")
+    if r.quality:
+        print(
+            "\n| corpus | devices | rounds × local epochs | federated top-1 / top-3 / ppl | "
+            "centralised top-1 / top-3 / ppl | federated / centralised top-3 |"
+        )
+        print("|---|---|---|---|---|---|")
+        for q in r.quality:
+            f, c = q["federated"], q["centralised"]
+            fed = f"{f['top1']:.1%} / {f['top3']:.1%} / {f['perplexity']:.0f}" if f["top3"] is not None else q["status"]
+            print(
+                f"| {q['corpus']} | {q['devices']} | {q['rounds']} × {q['local_epochs']} | {fed} | "
+                f"{c['top1']:.1%} / {c['top3']:.1%} / {c['perplexity']:.0f} | {q.get('top3_ratio', float('nan')):.3f} |"
+            )
+    if r.overhead:
+        o = r.overhead
+        print(
+            f"\nSimulation overhead (built-in run, {o['concurrency']} ClientApps at a time): "
+            f"wall {o['wall_seconds']:.0f} s"
+            f" = fixed {o['fixed_seconds']:.0f} s (start-up, initial evaluation, final export, shut-down)"
+            f" + rounds {o['rounds_seconds']:.0f} s; per-round overhead over compute "
+            f"{o['per_round_overhead']:.1%}"
+        )
+        if o.get("start_up"):
+            print("\n| start-up stage | seconds |\n|---|---|")
+            for stage, seconds in o["start_up"].items():
+                print(f"| {stage.replace('_', ' ')} | {seconds:.1f} |")
+    if r.scale:
+        print(
+            "\n| devices | trained per round | s per round | peak memory (all Flower processes) | "
+            "CPU of Flower's simulation process | status |"
+        )
+        print("|---|---|---|---|---|---|")
+        for s in r.scale:
+            print(
+                f"| {s['population']:,} | {s['sampled']} | {s['seconds_per_round']:.1f} | "
+                f"{s['peak_rss_mb']:,.0f} MB | {s['simulation_cpu_seconds']:.0f} s | {s['status']} |"
+            )
+    if r.communication:
+        base = r.communication[0]
+        print("\n| transfer-dtype | MB down per device per round | MB up | vs float32 | final top-3 |")
+        print("|---|---|---|---|---|")
+        for c in r.communication:
+            total = c["train_bytes_down_per_device"] + c["train_bytes_up_per_device"]
+            ratio = total / (base["train_bytes_down_per_device"] + base["train_bytes_up_per_device"])
+            print(
+                f"| {c['transfer_dtype']} | {c['train_bytes_down_per_device'] / 1e6:.2f} | "
+                f"{c['train_bytes_up_per_device'] / 1e6:.2f} | {ratio:.2f}× | "
+                f"{c['top3']:.1%} |"
+                if c["top3"] is not None
+                else f"| {c['transfer_dtype']} | {c['status']} |"
+            )
+
+
+def plot(r: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    ax = axes[0]
+    names = [q["corpus"] for q in r.quality]
+    for i, (label, get) in enumerate(
+        (("federated", lambda q: q["federated"]["top3"] or 0), ("centralised", lambda q: q["centralised"]["top3"]))
+    ):
+        ax.bar([j + 0.4 * i for j in range(len(names))], [get(q) for q in r.quality], 0.4, label=label)
+    ax.set_xticks([j + 0.2 for j in range(len(names))], names)
+    ax.set_ylabel("held-out top-3")
+    ax.set_title("quality")
+    ax.legend()
+    ax = axes[1]
+    ax.plot([s["population"] for s in r.scale], [s["seconds_per_round"] for s in r.scale], "o-", label="s per round")
+    ax.set_xscale("log")
+    ax.set_xlabel("devices in the federation")
+    ax.set_ylabel("seconds per round")
+    ax2 = ax.twinx()
+    ax2.plot([s["population"] for s in r.scale], [s["peak_rss_mb"] for s in r.scale], "s--", color="C1")
+    ax2.set_ylabel("peak memory (MB)", color="C1")
+    ax.set_title("scale (20 trained per round)")
+    ax = axes[2]
+    labels = [c["transfer_dtype"] for c in r.communication]
+    ax.bar(labels, [(c["train_bytes_down_per_device"] + c["train_bytes_up_per_device"]) / 1e6 for c in r.communication])
+    ax.set_ylabel("MB per device per training round")
+    ax.set_title("communication")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
