@@ -3,7 +3,7 @@
 The device's text is read from `data-path` in its node config (a real device) or from its
 simulated partition (`partition-id` / `num-partitions`). Only weights and metrics leave the
 device (clipped and noised first when a dp-mode asks for it; under DP only what the guarantee
-covers: task.privacy.ledger.released_train_metrics). A device whose text is unusable logs the problem
+covers: task.privacy.mechanisms.released_train_metrics). A device whose text is unusable logs the problem
 in full and replies with its category only (no file names or paths); the server goes on without it.
 """
 

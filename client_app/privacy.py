@@ -26,7 +26,7 @@ class LocalDp:
 
     Replaces Flower 1.42's LocalDpMod, which draws its noise from NumPy's global generator (so
     anyone who seeds it, or knows who did, can subtract the noise) and calibrates it with the
-    classic formula the RDP accountant does not agree with (task.privacy.ledger.local_noise_multiplier).
+    classic formula the RDP accountant does not agree with (task.privacy.mechanisms.local_noise_multiplier).
     """
 
     def __init__(self, clipping_norm: float, noise_std: float):

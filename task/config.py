@@ -153,55 +153,32 @@ class Config:
         for key in ("min-train-nodes", "min-evaluate-nodes", "min-available-nodes"):
             value = getattr(self, key.replace("-", "_"))
             _check(key, value, value >= 1, "an integer >= 1")
-        _check(
-            "min-available-nodes",
-            self.min_available_nodes,
-            self.min_available_nodes >= max(self.min_train_nodes, self.min_evaluate_nodes),
-            f">= min-train-nodes ({self.min_train_nodes}) and min-evaluate-nodes ({self.min_evaluate_nodes})",
-        )
+        _check("min-available-nodes", self.min_available_nodes,
+               self.min_available_nodes >= max(self.min_train_nodes, self.min_evaluate_nodes),
+               f">= min-train-nodes ({self.min_train_nodes}) and min-evaluate-nodes ({self.min_evaluate_nodes})")
         _check("round-timeout", self.round_timeout, self.round_timeout > 0, "a number of seconds > 0")
-        _check(
-            "transfer-dtype",
-            self.transfer_dtype,
-            self.transfer_dtype in TRANSFER_DTYPES,
-            f"one of {list(TRANSFER_DTYPES)}",
-        )
-        _check(
-            "server-optimizer",
-            self.server_optimizer,
-            self.server_optimizer in SERVER_OPTIMIZERS,
-            f"one of {list(SERVER_OPTIMIZERS)}",
-        )
+        _check("transfer-dtype", self.transfer_dtype, self.transfer_dtype in TRANSFER_DTYPES,
+               f"one of {list(TRANSFER_DTYPES)}")
+        _check("server-optimizer", self.server_optimizer, self.server_optimizer in SERVER_OPTIMIZERS,
+               f"one of {list(SERVER_OPTIMIZERS)}")
         _check("server-learning-rate", self.server_learning_rate, self.server_learning_rate > 0, "a number > 0")
         _check("server-momentum", self.server_momentum, 0 <= self.server_momentum < 1, "a number in [0, 1)")
         _check("local-epochs", self.local_epochs, self.local_epochs >= 1, "an integer >= 1")
         _check("max-local-steps", self.max_local_steps, self.max_local_steps >= 0, "an integer >= 0 (0 = no cap)")
         _check("batch-size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
         _check("learning-rate", self.learning_rate, 0 < self.learning_rate < 1, "a number in (0, 1)")
-        _check(
-            "vocab-size",
-            m.vocab_size,
-            100 <= m.vocab_size <= 20004,
-            "an integer in [100, 20004] (base dictionary + 4 special tokens)",
-        )
+        _check("vocab-size", m.vocab_size, 100 <= m.vocab_size <= 20004,
+               "an integer in [100, 20004] (base dictionary + 4 special tokens)")
         _check("seq-len", m.seq_len, 2 <= m.seq_len <= 256, "an integer in [2, 256]")
         _check("embed-dim", m.embed_dim, m.embed_dim >= 8, "an integer >= 8")
-        _check(
-            "num-heads",
-            m.num_heads,
-            m.num_heads >= 1 and m.embed_dim % m.num_heads == 0,
-            f"an integer >= 1 that divides embed-dim ({m.embed_dim})",
-        )
+        _check("num-heads", m.num_heads, m.num_heads >= 1 and m.embed_dim % m.num_heads == 0,
+               f"an integer >= 1 that divides embed-dim ({m.embed_dim})")
         _check("num-blocks", m.num_blocks, m.num_blocks >= 1, "an integer >= 1")
         _check("ffn-dim", m.ffn_dim, m.ffn_dim >= 1, "an integer >= 1")
         _check("dropout", m.dropout, 0 <= m.dropout < 1, "a number in [0, 1)")
         _check("data-source", self.data_source, self.data_source in DATA_SOURCES, f"one of {list(DATA_SOURCES)}")
-        _check(
-            "data-path",
-            self.data_path,
-            self.data_source in ("builtin", "shakespeare") or bool(self.data_path),
-            f'a path to your text (required when data-source="{self.data_source}")',
-        )
+        _check("data-path", self.data_path, self.data_source in ("builtin", "shakespeare") or bool(self.data_path),
+               f'a path to your text (required when data-source="{self.data_source}")')
         _check("partitioner", self.partitioner, self.partitioner in PARTITIONERS, f"one of {list(PARTITIONERS)}")
         _check("max-sentences", self.max_sentences, self.max_sentences >= 0, "an integer >= 0 (0 = no cap)")
         _check("sentences-per-device", self.sentences_per_device, self.sentences_per_device >= 10, "an integer >= 10")
@@ -215,87 +192,47 @@ class Config:
         dp = self.dp
         _check("dp-mode", dp.mode, dp.mode in DP_MODES, f"one of {list(DP_MODES)}")
         if dp.mode != "none":
-            _check(
-                "dp-clipping-norm",
-                dp.clipping_norm,
-                dp.clipping_norm > 0,
-                "a number > 0 (noise is only meaningful relative to a bound on each update)",
-            )
+            _check("dp-clipping-norm", dp.clipping_norm, dp.clipping_norm > 0,
+                   "a number > 0 (noise is only meaningful relative to a bound on each update)")
         if dp.central:
-            _check(
-                "dp-noise-multiplier",
-                dp.noise_multiplier,
-                dp.noise_multiplier > 0,
-                "a number > 0 (with no noise, clipping alone gives no privacy)",
-            )
+            _check("dp-noise-multiplier", dp.noise_multiplier, dp.noise_multiplier > 0,
+                   "a number > 0 (with no noise, clipping alone gives no privacy)")
         _check("dp-delta", dp.delta, 0 < dp.delta < 1, "a number in (0, 1), and below 1/population")
         _check("dp-max-epsilon", dp.max_epsilon, dp.max_epsilon >= 0, "a number >= 0 (0 = no budget)")
-        _check(
-            "dp-max-epsilon",
-            dp.max_epsilon,
-            dp.max_epsilon == 0 or dp.enabled,
-            '0 unless a dp-mode other than "none" or dp-sgd is on (there is no epsilon to budget)',
-        )
+        _check("dp-max-epsilon", dp.max_epsilon, dp.max_epsilon == 0 or dp.enabled,
+               '0 unless a dp-mode other than "none" or dp-sgd is on (there is no epsilon to budget)')
         if dp.mode == "central-adaptive-clip":
             _check("dp-target-quantile", dp.target_quantile, 0 < dp.target_quantile < 1, "a number in (0, 1)")
             _check("dp-clip-lr", dp.clip_lr, dp.clip_lr > 0, "a number > 0")
-            _check(
-                "dp-clipped-count-stddev",
-                dp.clipped_count_stddev,
-                dp.clipped_count_stddev >= 0,
-                "a number >= 0 (0 = sampled devices / 20)",
-            )
+            _check("dp-clipped-count-stddev", dp.clipped_count_stddev, dp.clipped_count_stddev >= 0,
+                   "a number >= 0 (0 = sampled devices / 20)")
             if dp.clipped_count_stddev > 0:
-                _check(
-                    "dp-noise-multiplier",
-                    dp.noise_multiplier,
-                    dp.noise_multiplier < 2 * dp.clipped_count_stddev,
-                    f"below 2 x dp-clipped-count-stddev = {2 * dp.clipped_count_stddev:g} with adaptive clipping "
-                    "(the clipped-count noise spends part of the budget; Andrew et al. 2021)",
-                )
+                _check("dp-noise-multiplier", dp.noise_multiplier, dp.noise_multiplier < 2 * dp.clipped_count_stddev,
+                       f"below 2 x dp-clipped-count-stddev = {2 * dp.clipped_count_stddev:g} with adaptive clipping "
+                       "(the clipped-count noise spends part of the budget; Andrew et al. 2021)")
         if dp.mode == "local":
             _check("dp-local-epsilon", dp.local_epsilon, dp.local_epsilon > 0, "a number > 0")
         if dp.sgd:
-            _check(
-                "dp-sgd-noise-multiplier",
-                dp.sgd_noise_multiplier,
-                dp.sgd_noise_multiplier > 0,
-                "a number > 0 (with no noise, clipping alone gives no privacy)",
-            )
+            _check("dp-sgd-noise-multiplier", dp.sgd_noise_multiplier, dp.sgd_noise_multiplier > 0,
+                   "a number > 0 (with no noise, clipping alone gives no privacy)")
             _check("dp-sgd-clipping-norm", dp.sgd_clipping_norm, dp.sgd_clipping_norm > 0, "a number > 0")
             _check("dp-sgd-sampling-rate", dp.sgd_sampling_rate, 0 < dp.sgd_sampling_rate <= 1, "a number in (0, 1]")
         if dp.central:
-            _check(
-                "server-optimizer",
-                self.server_optimizer,
-                self.server_optimizer == "fedavg",
-                f'"fedavg" with dp-mode="{dp.mode}" (the noise is calibrated to the average of the clipped '
-                "updates; a server optimiser applied before the noise would change its sensitivity)",
-            )
+            _check("server-optimizer", self.server_optimizer, self.server_optimizer == "fedavg",
+                   f'"fedavg" with dp-mode="{dp.mode}" (the noise is calibrated to the average of the clipped '
+                   "updates; a server optimiser applied before the noise would change its sensitivity)")
 
     def validate_population(self, population: int, sampled: int) -> None:
         """Checks that need the number of devices, known only once they connect."""
-        _check(
-            "min-train-nodes",
-            sampled,
-            sampled <= population,
-            f"at most the {population} connected devices (the round would sample {sampled})",
-        )
+        _check("min-train-nodes", sampled, sampled <= population,
+               f"at most the {population} connected devices (the round would sample {sampled})")
         if self.dp.mode != "none":
-            _check(
-                "dp-delta",
-                self.dp.delta,
-                self.dp.delta < 1 / population,
-                f"below 1/population = 1/{population}; a larger delta allows leaking one device outright",
-            )
+            _check("dp-delta", self.dp.delta, self.dp.delta < 1 / population,
+                   f"below 1/population = 1/{population}; a larger delta allows leaking one device outright")
         if self.dp.mode == "central-adaptive-clip" and self.dp.clipped_count_stddev == 0:
-            _check(
-                "dp-noise-multiplier",
-                self.dp.noise_multiplier,
-                self.dp.noise_multiplier < sampled / 10,
-                f"below 2 x dp-clipped-count-stddev = 2 x {sampled}/20 with adaptive clipping (the clipped-count "
-                "noise spends part of the budget); raise dp-clipped-count-stddev",
-            )
+            _check("dp-noise-multiplier", self.dp.noise_multiplier, self.dp.noise_multiplier < sampled / 10,
+                   f"below 2 x dp-clipped-count-stddev = 2 x {sampled}/20 with adaptive clipping (the clipped-count "
+                   "noise spends part of the budget); raise dp-clipped-count-stddev")
 
 
 _DP_PREFIX = "dp_"

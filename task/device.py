@@ -47,7 +47,7 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
                           learning_rate=cfg.learning_rate, max_steps=cfg.max_local_steps, seed=seed)
     # Under DP every device counts once in the average (dp-weight), so one device's influence, and
     # so the sensitivity the noise is calibrated to, is bounded; the server enforces it. What of
-    # these metrics leaves the device under DP: task.privacy.ledger.released_train_metrics.
+    # these metrics leaves the device under DP: task.privacy.mechanisms.released_train_metrics.
     return model.get_weights(), {"loss": m.loss, "top1": m.top1, "top3": m.top3,
                                  "num-examples": m.num_examples, DP_WEIGHT: 1, **extra}
 

@@ -12,7 +12,7 @@ Three things are done here instead of by its DPModel, each for a reason:
 - The noisy sum is divided by the expected batch size q * windows, not by the sampled batch's
   size, which would itself depend on the data.
 - Noise and sampling are secret: the noise comes from a tf.random.Generator seeded from OS
-  entropy and the sampling from task.privacy.ledger.secret_rng. tensorflow-privacy draws from
+  entropy and the sampling from task.privacy.mechanisms.secret_rng. tensorflow-privacy draws from
   TensorFlow's global generator, which `tf.keras.utils.set_random_seed` (used to build the model
   reproducibly) makes predictable: the same noise in every round and on every device.
 """
@@ -153,7 +153,7 @@ def train_dpsgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, sampling
                 learning_rate: float, clipping_norm: float, noise_multiplier: float,
                 report_batch_size: int = 256) -> tuple[Metrics, DPSGDStats]:
     """Train in place with `steps` DP-SGD steps, each taking each window with probability
-    `sampling_rate` (both public: task.privacy.dpsgd_steps)."""
+    `sampling_rate` (both public: task.privacy.mechanisms.dpsgd_steps)."""
     if len(x) == 0:
         raise ValueError("no training windows")
     start = time.perf_counter()
