@@ -30,8 +30,9 @@ def local_noise_multiplier(target_epsilon: float, delta: float) -> float:
     Flower's LocalDpMod uses the classic calibration sqrt(2 ln(1.25/delta)) / epsilon, which is
     only valid for epsilon < 1 and which the RDP accountant composing the releases rates
     differently (8.51 for a nominal 8); calibrating with the accountant makes them agree."""
+    add_or_remove = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
     return float(dp_accounting.calibrate_dp_mechanism(
-        lambda: rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE), dp_accounting.GaussianDpEvent,
+        lambda: rdp.RdpAccountant(neighboring_relation=add_or_remove), dp_accounting.GaussianDpEvent,
         target_epsilon, delta, dp_accounting.LowerEndpointAndGuess(1e-3, 1.0)))
 
 
