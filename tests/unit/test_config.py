@@ -5,7 +5,7 @@ import pytest
 
 from task.config import Config, ConfigError
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 def run_config_from_pyproject() -> dict:
