@@ -31,6 +31,7 @@ from flwr.supercore.differential_privacy import (
     get_norm,
 )
 
+from server_app.strategy import reply_order
 from task.config import Config, ConfigError
 from task.privacy.ledger import PrivacyLedger
 from task.privacy.mechanisms import DP_WEIGHT, adaptive_noise, secret_rng
@@ -73,7 +74,7 @@ class CentralDP(Strategy):
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord, MetricRecord | None]:
-        replies = [r for r in replies if not r.has_error()]  # a failed device contributes zero
+        replies = sorted((r for r in replies if not r.has_error()), key=reply_order)  # zero if failed; sum order fixed
         current = self._current.to_numpy_ndarrays()
         total = [np.zeros_like(a, dtype=np.float64) for a in current]
         unclipped = []
