@@ -55,21 +55,6 @@ def test_unknown_keys_are_rejected():
         Config.from_run_config({"lr": 0.1})
 
 
-def test_every_server_optimizer_name_has_a_strategy_that_samples_itself():
-    from server_app.strategy import STRATEGIES, _PrivateRounds, build_strategy
-    from task.config import SERVER_OPTIMIZERS
-    from task.privacy.ledger import PrivacyLedger
-
-    assert set(STRATEGIES) == set(SERVER_OPTIMIZERS)
-    for name in SERVER_OPTIMIZERS:
-        cfg = Config(server_optimizer=name)
-        strategy = build_strategy(cfg, PrivacyLedger(cfg.dp, 0, 0))
-        # our sampler sits below FedAvgM's / FedOpt's configure_train (which remember the model)
-        order = type(strategy).__mro__
-        assert order.index(_PrivateRounds) < [c.__name__ for c in order].index("FedAvg")
-        assert type(strategy).configure_train is not _PrivateRounds.configure_train or name == "fedavg"
-
-
 @pytest.mark.parametrize("overrides, says", [
     ("num-heads=3", "'num-heads' = 3 is invalid: expected an integer >= 1 that divides embed-dim (80)"),
     ("nmu-server-rounds=3", "unknown run-config key(s) ['nmu-server-rounds']"),
