@@ -20,16 +20,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import task  # noqa: E402,F401
-from task.config import Config  # noqa: E402
-from task.data import personas  # noqa: E402
-from task.data.device_text import make_windows  # noqa: E402
-from task.data.vocab import default_vocabulary  # noqa: E402
-from task.model import build_model  # noqa: E402
-from task.privacy.dpsgd import make_step  # noqa: E402
-from task.train import MaskedNextWordLoss, compile_model  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=2000, help="training windows in the epoch")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    # Imported after parsing the arguments: TensorFlow takes seconds to import, --help should not.
+    import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
+    import tensorflow as tf
+    from task.config import Config
+    from task.data import personas
+    from task.data.device_text import make_windows
+    from task.data.vocab import default_vocabulary
+    from task.model import build_model
+    from task.privacy.dpsgd import make_step
+    from task.train import MaskedNextWordLoss, compile_model
+
     cfg = Config()
     sentences = [s for i in range(100) for s in personas.device_sentences(i, 60)]
     x, y = make_windows(sentences, default_vocabulary(cfg.model.vocab_size), cfg.model.seq_len)

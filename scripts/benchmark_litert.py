@@ -21,15 +21,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from task.config import Config  # noqa: E402
-from task.data.device_text import load_device_text, make_windows  # noqa: E402
-from task.data.vocab import default_vocabulary  # noqa: E402
-from task.litert.export import VARIANTS, export_litert, top3_agreement  # noqa: E402
-from task.litert.suggest import Suggester  # noqa: E402
-from task.model import build_model  # noqa: E402
-from task.run.checkpoint import latest_checkpoint, load_weights, run_config  # noqa: E402
-from task.train import train  # noqa: E402
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -37,6 +28,16 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=6, help="builtin devices to train/test on")
     parser.add_argument("--calls", type=int, default=2000, help="timed suggestions per variant")
     args = parser.parse_args()
+    # Imported after parsing the arguments: TensorFlow takes seconds to import, --help should not.
+    from task.config import Config
+    from task.data.device_text import load_device_text, make_windows
+    from task.data.vocab import default_vocabulary
+    from task.litert.export import VARIANTS, export_litert, top3_agreement
+    from task.litert.suggest import Suggester
+    from task.model import build_model
+    from task.run.checkpoint import latest_checkpoint, load_weights, run_config
+    from task.train import train
+
 
     cfg = run_config(args.run_dir) if args.run_dir else Config()
     vocab = default_vocabulary(cfg.model.vocab_size)

@@ -167,6 +167,8 @@ def start_local_superlink(env: dict[str, str], timeout: float = 300) -> None:
     home = Path(env["FLWR_HOME"]) / "local-superlink"
     home.mkdir(parents=True, exist_ok=True)
     port = env["FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"]
+    if _answers(port):  # `flwr run` would silently send the run to whoever this is
+        raise RuntimeError(f"another SuperLink already answers on 127.0.0.1:{port}; choose other ports (--ports)")
     cmd = [str(VENV_BIN / "flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
            "--control-api-address", f"127.0.0.1:{env['FLWR_LOCAL_CONTROL_API_PORT']}", "--host", "127.0.0.1",
            "--port", port, "--log-file", str(home / "superlink.log"), "--log-rotation-interval-hours", "24",
@@ -176,15 +178,19 @@ def start_local_superlink(env: dict[str, str], timeout: float = 300) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"flower-superlink exited with code {proc.returncode}; see {home / 'superlink.log'}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
+        if _answers(port):
+            return
         time.sleep(0.5)
     terminate_tree(proc.pid)
     raise RuntimeError(f"flower-superlink did not answer on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def _answers(port: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def stop_local_superlink(env: dict[str, str]) -> list[int]:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scripts.local_flower import ROOT, private_flower, run_app, template_line  # noqa: E402
 
 
-def check_run_config(overrides: str) -> str | None:
+def check_run_config(overrides: str, devices: int | None = None) -> str | None:
     """The template's own error for a bad or unknown key, before Flower starts (Flower would say
     only "[code: 15] Invalid run configuration.", or fail the run with a traceback)."""
     import tomllib
@@ -32,7 +32,13 @@ def check_run_config(overrides: str) -> str | None:
     defaults = flatten_dict(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
     try:
         changes = parse_config_args([overrides]) if overrides else {}
-        Config.from_run_config({**defaults, **changes})
+        cfg = Config.from_run_config({**defaults, **changes})
+        if devices is not None:  # the simulation's population is known: impossible requirements never start
+            cfg.validate_population(devices, max(int(devices * cfg.fraction_train), cfg.min_train_nodes))
+            for key in ("min-available-nodes", "min-evaluate-nodes"):
+                if getattr(cfg, key.replace("-", "_")) > devices:
+                    return (f"run-config key '{key}' = {getattr(cfg, key.replace('-', '_'))} is more than the "
+                            f"{devices} simulated devices (--devices)")
     except ConfigError as e:
         return str(e)
     except (ValueError, click.ClickException) as e:  # not TOML: e.g. an unquoted string value
@@ -48,16 +54,20 @@ def main() -> int:
     )
     parser.add_argument("--out-dir", type=Path, default=ROOT / "runs", help="where runs are written")
     parser.add_argument("--run-config", default="", help="extra overrides, e.g. 'num-server-rounds=10'")
+    parser.add_argument("--flwr-home", type=Path, default=ROOT / ".flwr",
+                        help="FLWR_HOME of the private local SuperLink (git-ignored by default)")
+    parser.add_argument("--ports", type=int, nargs=2, default=(39091, 39093), metavar=("HTTP", "CONTROL"),
+                        help="its HTTP and control ports (another SuperLink on them is an error, never reused)")
     parser.add_argument("--verbose", action="store_true", help="print all of Flower's, Ray's and TensorFlow's output "
                         "(always kept in <run dir>/flwr-output.log)")
     args = parser.parse_args()
 
     run_config = f'out-dir="{args.out_dir.resolve()}" {args.run_config}'.strip()
-    problem = check_run_config(run_config)
+    problem = check_run_config(run_config, args.devices)
     if problem:
         print(f"Not started: {problem}", file=sys.stderr)
         return 2
-    with private_flower(ROOT / ".flwr") as env:
+    with private_flower(args.flwr_home.resolve(), *args.ports) as env:
         outcome = run_app(env, num_supernodes=args.devices, run_config=run_config,
                           cpus_per_client=args.cpus_per_device, echo=True if args.verbose else template_line)
     run_dir = args.out_dir.resolve() / f"run-{outcome.run_id}"
@@ -76,7 +86,13 @@ def main() -> int:
     summary = json.loads(summary_path.read_text())
     print("\n".join(summary_lines(summary)))
     final = summary["final"]
-    if not final or final["eval_loss"] >= summary["first_eval_loss"]:
+    if not final:
+        rows = json.loads((run_dir / "metrics.json").read_text())
+        failures = sorted({f for r in rows for f in r.get("failures", [])})
+        print("No device could train or evaluate, so there is no model to report. Why they failed:\n  "
+              + "\n  ".join(failures or ["(no device replied before round-timeout)"]))
+        return 1
+    if final["eval_loss"] >= summary["first_eval_loss"]:
         print("The federated evaluation loss did not go down: the model did not learn.")
         return 1
     return 0

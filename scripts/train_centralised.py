@@ -15,18 +15,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from task.config import Config  # noqa: E402
-from task.data.device_text import load_device_text, make_windows  # noqa: E402
-from task.data.vocab import default_vocabulary  # noqa: E402
-from task.model import build_model  # noqa: E402
-from task.train import evaluate, train  # noqa: E402
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args()
+    # Imported after parsing the arguments: TensorFlow takes seconds to import, --help should not.
+    from task.config import Config
+    from task.data.device_text import load_device_text, make_windows
+    from task.data.vocab import default_vocabulary
+    from task.model import build_model
+    from task.train import evaluate, train
+
     cfg = Config()
     vocab = default_vocabulary(cfg.model.vocab_size)
     texts = [load_device_text(cfg, partition_id=i, num_partitions=args.devices) for i in range(args.devices)]

@@ -64,7 +64,7 @@ def main(grid: Grid, context: Context) -> None:
             train_config=ConfigRecord({ROUND_OFFSET: round_end.start_round}),
             evaluate_fn=round_end,
         )
-        final = result.arrays.to_numpy_ndarrays()
+        final = result.arrays.to_numpy_ndarrays() or round_end.latest  # empty if no round released
     except PrivacyBudgetExceeded as e:
         stop_reason = f"privacy budget: {e}"
         log.warning("Stopped early: %s", stop_reason)

@@ -124,6 +124,9 @@ def population_and_sample(grid: Grid, cfg: Config) -> tuple[int, int]:
     while len(nodes := list(grid.get_node_ids())) < cfg.min_available_nodes and time.monotonic() < deadline:
         time.sleep(1)
     population = len(nodes)
+    if population < cfg.min_available_nodes:  # else FedAvg would wait for them forever
+        raise ConfigError(f"run-config key 'min-available-nodes' = {cfg.min_available_nodes}: only {population} "
+                          f"device(s) connected within round-timeout = {cfg.round_timeout:g} s")
     sampled = max(int(population * cfg.fraction_train), cfg.min_train_nodes)
     cfg.validate_population(population, sampled)
     return population, sampled
@@ -131,7 +134,7 @@ def population_and_sample(grid: Grid, cfg: Config) -> tuple[int, int]:
 
 def ledger_for(cfg: Config, grid: Grid, resume) -> PrivacyLedger:
     """The run's privacy ledger: new, or continued from the checkpoint a run resumes."""
-    population, sampled = population_and_sample(grid, cfg) if cfg.dp.enabled else (0, 0)
+    population, sampled = population_and_sample(grid, cfg)  # in every mode: never wait forever
     ledger = (resumed_ledger(cfg, resume.checkpoint.state, population, sampled) if resume
               else new_ledger(cfg, population, sampled))
     for assumption in ledger.assumptions(cfg.model.seq_len):

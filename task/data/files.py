@@ -60,7 +60,7 @@ def iter_file_sentences(path: Path, notes: list[str]) -> Iterator[list[str]]:
         return
     with f:
         first = _read(f, path, notes)
-        if b"\x00" in first[:8192]:
+        if is_binary(first):
             notes.append(f"{path}: skipped, binary file")
             return
         decoder = _Utf8Decoder(path, notes)
@@ -74,6 +74,22 @@ def iter_file_sentences(path: Path, notes: list[str]) -> Iterator[list[str]]:
             tail = text[cut + 1 :]
             chunk = _read(f, path, notes)
         yield from split_sentences(tail + decoder.decode(b"", final=True))
+
+
+def read_text(path: Path, notes: list[str]) -> str:
+    """A whole file as text, for a corpus whose structure (articles, speakers) spans sentences.
+    The same rules as streamed reading: a binary file is refused, bad UTF-8 replaced and noted."""
+    with _open(path) as f:
+        data = f.read()
+    if is_binary(data):
+        raise DataError(f"{path}: a binary file, not text", reason="corpus is a binary file")
+    decoder = _Utf8Decoder(path, notes)
+    return decoder.decode(data, final=True)
+
+
+def is_binary(data: bytes) -> bool:
+    """Text files hold no NUL byte in their first 8 KiB; executables, images and archives do."""
+    return b"\x00" in data[:8192]
 
 
 def _read(f, path: Path, notes: list[str]) -> bytes:

@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from task.config import Config
-from task.data.files import DataError, Sentences, iter_file_sentences, text_files
+from task.data.files import DataError, Sentences, iter_file_sentences, read_text, text_files
 from task.data.text import split_sentences
 
 Units = list[tuple[str, Sentences]]  # (natural unit id, its sentences)
@@ -61,6 +61,9 @@ def deal(units: Units, partitioner: str, num_partitions: int, seed: int) -> list
     rows = [{"unit": unit, "sentence": " ".join(s)} for unit, sentences in units for s in sentences]
     if not rows:
         raise DataError("the corpus has no sentences to deal out", reason="corpus has no sentences")
+    if partitioner != "natural" and len(rows) < 2 * num_partitions:  # the partitioners fail with IndexError
+        raise DataError(f"the corpus has {len(rows)} sentence(s) for {num_partitions} devices; each device needs "
+                        "at least 2 (one to train on, one to evaluate on)", reason="corpus too small for the devices")
     if partitioner == "natural":
         group = math.ceil(len(units) / num_partitions)
         p = GroupedNaturalIdPartitioner(partition_by="unit", group_size=group, sort_unique_ids=True)
@@ -87,10 +90,11 @@ def _dealt(source: str, data_path: str, partitioner: str, num_partitions: int, s
 def _text_dir_units(data_path: str, notes: list[str]) -> Units:
     """A folder of text files, one unit per file (e.g. one per author, chat or article)."""
     root = Path(data_path).expanduser()
+    files = text_files(root)  # a missing path is said as such
     if not root.is_dir():
-        raise DataError(f"data-path {root}: data-source='text-dir' needs a directory",
+        raise DataError(f"data-path {root}: data-source='text-dir' needs a directory, this is a file",
                         reason="data-path is not a directory")
-    return _file_units(root, text_files(root), notes)
+    return _file_units(root, files, notes)
 
 
 def _corpus_units(data_path: str, notes: list[str]) -> Units:
@@ -99,7 +103,7 @@ def _corpus_units(data_path: str, notes: list[str]) -> Units:
     files = text_files(root)
     if len(files) > 1:
         return _file_units(root, files, notes)
-    return corpus_units(files[0].read_text(encoding="utf-8", errors="replace"))
+    return corpus_units(read_text(files[0], notes))
 
 
 def _shakespeare_units(data_path: str, notes: list[str]) -> Units:

@@ -34,6 +34,10 @@ class Suggester:
         self.vocab = vocab
         details = interpreter.get_signature_runner().get_input_details()
         self.seq_len = int(details["tokens"]["shape"][1])
+        predicted = int(interpreter.get_signature_runner().get_output_details()["probabilities"]["shape"][-1])
+        if predicted != len(vocab.words):
+            raise ValueError(f"the model predicts {predicted} words but the vocabulary has {len(vocab.words)}: "
+                             "use the vocab.json saved next to this model")
 
     @classmethod
     def from_files(cls, model_path: str | Path, vocab_path: str | Path | None = None) -> Suggester:
@@ -57,6 +61,8 @@ class Suggester:
 
     def suggest_after_ids(self, ids: list[int], k: int = 3) -> list[Suggestion]:
         """The k most likely next words after a context of word ids (starting with <bos>)."""
+        if k < 1:
+            raise ValueError(f"k = {k}: ask for at least one suggestion")
         ids = list(ids)[-self.seq_len :]
         tokens = np.full((1, self.seq_len), PAD_ID, np.int32)
         tokens[0, : len(ids)] = ids

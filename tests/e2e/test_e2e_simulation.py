@@ -6,6 +6,8 @@ reads the metrics the ServerApp wrote. Every process started here is stopped aft
 
 import json
 
+import pytest
+
 from scripts.export_litert import main as export_main
 from scripts.local_flower import run_app
 from task.data import personas
@@ -63,3 +65,25 @@ def test_one_device_with_unusable_text_does_not_stop_the_run(flower, tmp_path):
         assert not any(str(tmp_path) in f or "device3" in f for f in r["failures"])
     assert metrics[-1]["eval_loss"] < metrics[1]["eval_loss"]
     assert "device failed" in outcome.output
+
+
+def test_a_run_where_every_device_fails_ends_with_a_summary_not_a_crash(flower, tmp_path):
+    out = tmp_path / "out"
+    outcome = run_app(flower, num_supernodes=3, echo=False,
+                      run_config=f'num-server-rounds=1 {SMALL} data-source="text-dir" '
+                                 f'data-path="{tmp_path / "missing"}" server-eval-devices=0 out-dir="{out}"')
+    assert outcome.status == "finished:completed", outcome.output[-3000:]
+    summary = json.loads((out / f"run-{outcome.run_id}" / "summary.json").read_text())
+    assert summary["final"] == {} and summary["rounds"] == 1  # a summary, with no model quality to report
+    last = rows(out, outcome.run_id)[-1]
+    assert (last["train_failed"], last["eval_failed"]) == (3, 3)
+    assert all(f.endswith(": data-path does not exist") for f in last["failures"]), last["failures"]
+
+
+def test_the_runner_never_sends_a_run_to_somebody_elses_superlink(tmp_path):
+    from scripts.local_flower import private_flower
+
+    with private_flower(tmp_path / "theirs", 39791, 39793, must_stop=True):  # somebody else's, on our ports
+        with pytest.raises(RuntimeError, match="another SuperLink already answers on 127.0.0.1:39791"):
+            with private_flower(tmp_path / "ours", 39791, 39793):
+                pass

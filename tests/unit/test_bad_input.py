@@ -130,3 +130,67 @@ def test_shakespeare_offline_fails_fast_with_a_clear_message(tmp_path, monkeypat
     with pytest.raises(DataError, match="needs the network") as err:
         load_shakespeare()
     assert "data-source='text-dir'" in str(err.value)
+
+
+# --- corpus sources (simulated devices dealt a shared corpus) ------------------------------------
+def corpus_device(tmp_path, source: str, path, devices: int = 3, partitioner: str = "iid"):
+    cfg = Config(data_source=source, data_path=str(path), partitioner=partitioner)
+    return load_device_text(cfg, partition_id=0, num_partitions=devices)
+
+
+def test_a_binary_single_file_corpus_is_refused_not_trained_on(tmp_path):
+    binary = tmp_path / "program"
+    binary.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 40 + b" b b b. 8a 0a. " * 50)
+    with pytest.raises(DataError, match="binary file, not text") as caught:
+        corpus_device(tmp_path, "corpus", binary)
+    assert caught.value.reason == "corpus is a binary file"
+
+
+def test_a_single_file_corpus_with_bad_utf8_says_so(tmp_path):
+    corpus = tmp_path / "latin1.txt"
+    corpus.write_bytes(("caf\xe9 time is good. " * 40).encode("latin-1"))
+    dev = corpus_device(tmp_path, "corpus", corpus)
+    assert len([n for n in dev.notes if "not UTF-8" in n]) == 1
+
+
+def test_a_one_line_corpus_is_one_clear_error_not_an_index_error(tmp_path):
+    corpus = tmp_path / "one.txt"
+    corpus.write_text("just one sentence here.")
+    with pytest.raises(DataError, match=r"1 sentence\(s\) for 3 devices"):
+        corpus_device(tmp_path, "corpus", corpus)
+
+
+def test_a_missing_text_dir_is_said_to_be_missing(tmp_path):
+    with pytest.raises(DataError, match="no such file or directory") as caught:
+        corpus_device(tmp_path, "text-dir", tmp_path / "nowhere")
+    assert caught.value.reason == "data-path does not exist"
+
+
+# --- run edges ---------------------------------------------------------------------------------------
+def test_more_devices_required_than_exist_is_refused_not_waited_for_forever():
+    from scripts.run_simulation import check_run_config
+    from server_app.privacy import population_and_sample
+    from task.config import ConfigError
+
+    assert "more than the 3 simulated devices" in check_run_config("min-available-nodes=5", devices=3)
+
+    class ThreeNodes:
+        def get_node_ids(self):
+            return [1, 2, 3]
+
+    cfg = Config.from_run_config({"min-available-nodes": 5, "round-timeout": 1.0})  # no DP: checked too
+    with pytest.raises(ConfigError, match="'min-available-nodes' = 5: only 3 device"):
+        population_and_sample(ThreeNodes(), cfg)
+
+
+@pytest.mark.parametrize("script", ["benchmark_litert.py", "train_centralised.py", "benchmark_dpsgd.py"])
+def test_help_does_not_import_tensorflow(script):
+    import subprocess
+    import sys
+
+    code = (f"import runpy, sys; sys.argv = ['{script}', '--help']\n"
+            f"try:\n    runpy.run_path('scripts/{script}', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().endswith("False"), out.stdout + out.stderr
+

@@ -123,3 +123,16 @@ def test_suggesting_does_not_load_tensorflow(exported):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_suggestion_edge_cases_get_clear_messages(exported, tmp_path):
+    from task.data.vocab import Vocabulary
+
+    paths = exported[2]
+    suggester = Suggester.from_files(paths["float32"])
+    with pytest.raises(ValueError, match="k = -1: ask for at least one suggestion"):
+        suggester.suggest("see you", k=-1)
+    small = tmp_path / "vocab.json"
+    Vocabulary(suggester.vocab.words[:100]).save(small)
+    with pytest.raises(ValueError, match=r"predicts \d+ words but the vocabulary has 100"):
+        Suggester.from_files(paths["float32"], small)
