@@ -321,8 +321,14 @@ def test_sampling_more_devices_than_exist_is_refused_before_training():
             "round-timeout": 1.0,
         }
     )
-    with pytest.raises(ConfigError, match="'min-train-nodes'.*5 connected"):
+    with pytest.raises(ConfigError, match="'min-available-nodes' = 8: only 5 device"):
         population_and_sample(FakeGrid(5), cfg)
+    # min-train-nodes <= min-available-nodes (checked in the config), so sampling more devices than
+    # exist is refused by the same check; the runner also names min-train-nodes before starting
+    from scripts.run_simulation import check_run_config
+
+    assert "'min-train-nodes' = 8 is invalid: expected at most the 5 connected devices" in check_run_config(
+        "min-train-nodes=8 min-available-nodes=8", devices=5)
 
 
 def test_the_fresh_noise_check_users_run_on_their_deployment_passes(capsys):
