@@ -98,7 +98,9 @@ class CentralDP(Strategy):
         self.ledger.record_central([self.update_noise, 2 * self.count_stddev] if self.adaptive else [self.update_noise])
         if self.adaptive:
             self._adapt_clipping_norm(unclipped)
-        _, metrics = self.inner.aggregate_train(server_round, replies) if replies else (None, None)
+        # Only the metrics of FedAvg's aggregation: its average of the arrays is what this replaces.
+        contents = [r.content for r in replies]
+        metrics = self.inner.train_metrics_aggr_fn(contents, self.inner.weighted_by_key) if contents else None
         keys = self._current.keys()
         return ArrayRecord({k: Array(v) for k, v in zip(keys, new)}), metrics
 
