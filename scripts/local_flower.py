@@ -67,6 +67,9 @@ def private_flower(flwr_home: Path, http_port: int = 39091, control_port: int = 
                    must_stop: bool = False) -> Iterator[dict[str, str]]:
     """The environment for `flwr run` with its own FLWR_HOME and ports, and its local SuperLink
     started; on exit that SuperLink is stopped (`must_stop`: it is an error if none was found)."""
+    problem = bundle_problem(flwr_home)
+    if problem:
+        raise RuntimeError(problem)
     env = flower_env(flwr_home, http_port, control_port)
     try:
         start_local_superlink(env)
@@ -173,16 +176,68 @@ def start_local_superlink(env: dict[str, str], timeout: float = 300) -> None:
            "--control-api-address", f"127.0.0.1:{env['FLWR_LOCAL_CONTROL_API_PORT']}", "--host", "127.0.0.1",
            "--port", port, "--log-file", str(home / "superlink.log"), "--log-rotation-interval-hours", "24",
            "--log-rotation-backup-count", "7", "--database", str(home / "state.db")]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = home / "superlink.log"
+    for attempt in range(2):
+        logged = log.stat().st_size if log.exists() else 0
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        code = _wait_until_up(proc, port, timeout)
+        if code is None:
+            return
+        with open(log, "rb") as f:
+            f.seek(logged)
+            said = f.read().decode(errors="replace")
+        if STATE_SCHEMA_MISMATCH in said and attempt == 0:
+            # A start killed while it created the database leaves tables without their migration
+            # stamp, and every later start refuses it. It holds only this private SuperLink's
+            # run records: kept aside, not deleted, and a fresh one started.
+            aside = home / f"state.db.broken-{time.strftime('%Y%m%d-%H%M%S')}"
+            (home / "state.db").rename(aside)
+            print(f"The local SuperLink's state database was half-created (an interrupted start?); "
+                  f"moved it to {aside} and started with a new one.", file=sys.stderr, flush=True)
+            continue
+        raise RuntimeError(f"flower-superlink exited with code {code}; see {log}:\n{said[-1500:]}")
+
+
+STATE_SCHEMA_MISMATCH = "Exit Code: 105"  # flower-superlink's code for a state.db it cannot use
+
+
+def _wait_until_up(proc: subprocess.Popen, port: str, timeout: float) -> int | None:
+    """None once the SuperLink answers; its exit code if it exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"flower-superlink exited with code {proc.returncode}; see {home / 'superlink.log'}")
+            return proc.returncode
         if _answers(port):
-            return
+            return None
         time.sleep(0.5)
     terminate_tree(proc.pid)
     raise RuntimeError(f"flower-superlink did not answer on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def bundle_problem(flwr_home: Path) -> str | None:
+    """Why this FLWR_HOME cannot be used: inside the app folder and not excluded, `flwr run .` packs
+    the SuperLink's state and every app it installed into the next app bundle (by Flower's own
+    rules: .gitignore, fab-include/fab-exclude and its built-in patterns)."""
+    try:
+        rel = flwr_home.resolve().relative_to(ROOT)
+    except ValueError:
+        return None  # outside the app: never packed
+    import tomllib
+
+    from flwr.cli.build import get_filtered_fab_paths
+    from flwr.cli.utils import filter_paths_for_publish
+
+    probe = f"{rel.as_posix()}/apps/an-installed-app/task/model.py"
+    files: dict = {"pyproject.toml": ROOT / "pyproject.toml", probe: b""}
+    if (ROOT / ".gitignore").exists():
+        files[".gitignore"] = ROOT / ".gitignore"
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    if probe not in get_filtered_fab_paths(dict(filter_paths_for_publish(files)), config):
+        return None
+    return (f"FLWR_HOME {flwr_home} is inside the app folder and not git-ignored: `flwr run .` would pack "
+            f"the SuperLink's state and every app it installed into the app bundle. Use a folder outside "
+            f"{ROOT}, or add '{rel.as_posix()}/' to .gitignore.")
 
 
 def _answers(port: str) -> bool:

@@ -67,9 +67,13 @@ def main() -> int:
     if problem:
         print(f"Not started: {problem}", file=sys.stderr)
         return 2
-    with private_flower(args.flwr_home.resolve(), *args.ports) as env:
-        outcome = run_app(env, num_supernodes=args.devices, run_config=run_config,
-                          cpus_per_client=args.cpus_per_device, echo=True if args.verbose else template_line)
+    try:
+        with private_flower(args.flwr_home.resolve(), *args.ports) as env:
+            outcome = run_app(env, num_supernodes=args.devices, run_config=run_config,
+                              cpus_per_client=args.cpus_per_device, echo=True if args.verbose else template_line)
+    except RuntimeError as e:  # the local SuperLink could not start, or the run never did
+        print(f"Not run: {e}", file=sys.stderr)
+        return 2
     run_dir = args.out_dir.resolve() / f"run-{outcome.run_id}"
     if run_dir.is_dir():
         (run_dir / "flwr-output.log").write_text(outcome.output)

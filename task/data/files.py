@@ -53,38 +53,54 @@ def read_sentences(path: Path, notes: list[str], max_sentences: int = 0) -> Sent
 def iter_file_sentences(path: Path, notes: list[str]) -> Iterator[list[str]]:
     """Sentences of one file, read in chunks. Problems are noted once and the file skipped
     (binary, unreadable) or kept as far as it was read (vanished or failing mid-way)."""
+    tail = ""
+    for text in _decoded_chunks(path, notes):
+        text = tail + text
+        cut = _last_boundary(text)
+        if cut < 0 and len(text) > CHUNK_CHARS:  # a huge line without sentence ends
+            cut = text.rfind(" ") if " " in text else len(text) - 1
+        yield from split_sentences(text[: cut + 1])
+        tail = text[cut + 1 :]
+    yield from split_sentences(tail)
+
+
+def iter_file_lines(path: Path, notes: list[str]) -> Iterator[str]:
+    """Lines of one file, streamed, for a corpus whose structure (articles, speakers) is in its
+    lines. The same rules as sentences, except that a binary file is refused: a single-file
+    corpus that is not text is a mistake to name, not a file to skip."""
+    tail = ""
+    for text in _decoded_chunks(path, notes, refuse_binary=True):
+        lines = (tail + text).split("\n")
+        tail = lines.pop()
+        if len(tail) > CHUNK_CHARS:  # a huge line: given in pieces cut between words
+            cut = tail.rfind(" ") if tail.rfind(" ") > 0 else len(tail)
+            lines.append(tail[:cut])
+            tail = tail[cut:]
+        yield from lines
+    if tail:
+        yield tail
+
+
+def _decoded_chunks(path: Path, notes: list[str], refuse_binary: bool = False) -> Iterator[str]:
     try:
         f = _open(path)
     except OSError as e:
+        if refuse_binary:
+            raise DataError(f"{path}: cannot open ({e.strerror or e})", reason="corpus cannot be read") from e
         notes.append(f"{path}: skipped, cannot open ({e.strerror or e})")
         return
     with f:
-        first = _read(f, path, notes)
-        if is_binary(first):
+        chunk = _read(f, path, notes)
+        if is_binary(chunk):
+            if refuse_binary:
+                raise DataError(f"{path}: a binary file, not text", reason="corpus is a binary file")
             notes.append(f"{path}: skipped, binary file")
             return
         decoder = _Utf8Decoder(path, notes)
-        tail, chunk = "", first
         while chunk:
-            text = tail + decoder.decode(chunk)
-            cut = _last_boundary(text)
-            if cut < 0 and len(text) > CHUNK_CHARS:  # a huge line without sentence ends
-                cut = text.rfind(" ") if " " in text else len(text) - 1
-            yield from split_sentences(text[: cut + 1])
-            tail = text[cut + 1 :]
+            yield decoder.decode(chunk)
             chunk = _read(f, path, notes)
-        yield from split_sentences(tail + decoder.decode(b"", final=True))
-
-
-def read_text(path: Path, notes: list[str]) -> str:
-    """A whole file as text, for a corpus whose structure (articles, speakers) spans sentences.
-    The same rules as streamed reading: a binary file is refused, bad UTF-8 replaced and noted."""
-    with _open(path) as f:
-        data = f.read()
-    if is_binary(data):
-        raise DataError(f"{path}: a binary file, not text", reason="corpus is a binary file")
-    decoder = _Utf8Decoder(path, notes)
-    return decoder.decode(data, final=True)
+        yield decoder.decode(b"", final=True)
 
 
 def is_binary(data: bytes) -> bool:

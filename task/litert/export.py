@@ -13,6 +13,9 @@ task/quantize.py; the Transformer block in float16).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +49,24 @@ def export_litert(model: tf.keras.Model, vocab: Vocabulary, out_dir: Path,
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
         path = out_dir / f"model-{variant}.tflite"
-        path.write_bytes(converter.convert())
+        with _root_logging_untouched():
+            path.write_bytes(converter.convert())
         paths[variant] = path
     vocab.save(out_dir / "vocab.json")
     return paths
+
+
+@contextlib.contextmanager
+def _root_logging_untouched() -> Iterator[None]:
+    """The converter logs through absl, which calls logging.basicConfig() on first use: a root
+    handler that printed every later line of the ServerApp (its run summary) a second time."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        yield
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
 
 
 def _signature(model: tf.keras.Model) -> list[tf.TensorSpec]:

@@ -194,3 +194,34 @@ def test_help_does_not_import_tensorflow(script):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().endswith("False"), out.stdout + out.stderr
 
+
+
+def test_a_flwr_home_that_would_be_packed_into_the_app_bundle_is_refused():
+    from scripts.local_flower import ROOT, bundle_problem
+
+    assert bundle_problem(ROOT / ".flwr") is None  # Flower's own default: excluded
+    assert bundle_problem(ROOT / "runs" / "flwr-home") is None  # git-ignored
+    assert bundle_problem(ROOT.parent / "elsewhere") is None  # outside the app
+    problem = bundle_problem(ROOT / "my-flower-home")
+    assert problem and "add 'my-flower-home/' to .gitignore" in problem
+
+
+def test_a_half_created_state_database_is_set_aside_and_the_superlink_starts(tmp_path):
+    import sqlite3
+
+    from scripts.local_flower import (
+        flower_env,
+        start_local_superlink,
+        stop_local_superlink,
+    )
+
+    home = tmp_path / "flwr" / "local-superlink"
+    home.mkdir(parents=True)
+    with sqlite3.connect(home / "state.db") as db:  # tables without Flower's migration stamp
+        db.execute("CREATE TABLE task (id INTEGER)")
+    env = flower_env(tmp_path / "flwr", 39891, 39893)
+    try:
+        start_local_superlink(env)  # raises unless it answers
+    finally:
+        assert stop_local_superlink(env)
+    assert len(list(home.glob("state.db.broken-*"))) == 1

@@ -4,7 +4,7 @@ import pytest
 from task.config import Config
 from task.data.device_text import load_device_text, make_windows, split_train_test
 from task.data.files import DataError
-from task.data.partition import corpus_units
+from task.data.partition import corpus_layout, corpus_pairs
 from task.data.vocab import BOS_ID, EOS_ID, PAD_ID, default_vocabulary
 
 VOCAB = default_vocabulary(2000)
@@ -64,9 +64,20 @@ def test_corpus_natural_split_keeps_articles_whole(tmp_path):
 
 def test_play_scripts_split_naturally_by_speaker():
     play = "ROMEO:\nBut soft, what light. It is the east.\n\nJULIET:\nO Romeo.\n\nROMEO:\nShall I hear more.\n"
-    units = dict(corpus_units(play))
+    lines = play.split("\n")
+    assert corpus_layout(lines) == "speakers"
+    units: dict[str, list] = {}
+    for unit, sentence in corpus_pairs(lines, "speakers"):
+        units.setdefault(unit, []).append(sentence)
     assert set(units) == {"ROMEO", "JULIET"}
     assert ["shall", "i", "hear", "more"] in units["ROMEO"]
+
+
+def test_paragraphs_are_the_units_of_a_corpus_without_headings_or_speakers():
+    lines = ["First paragraph. Still first.", "still first here", "", "  ", "Second one.", "", "Third."]
+    assert corpus_layout(lines) == "paragraphs"
+    units = [u for u, _ in corpus_pairs(lines, "paragraphs")]
+    assert units == ["paragraph 0"] * 3 + ["paragraph 1", "paragraph 2"]
 
 
 @pytest.mark.parametrize("partitioner", ["iid", "size-skew"])

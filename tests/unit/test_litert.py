@@ -136,3 +136,18 @@ def test_suggestion_edge_cases_get_clear_messages(exported, tmp_path):
     Vocabulary(suggester.vocab.words[:100]).save(small)
     with pytest.raises(ValueError, match=r"predicts \d+ words but the vocabulary has 100"):
         Suggester.from_files(paths["float32"], small)
+
+
+def test_exporting_leaves_the_apps_logging_as_it_was(tmp_path):
+    """absl, inside the converter, adds a root handler on first use: every later line of the
+    ServerApp, its run summary included, was then printed twice. Outside pytest, whose own
+    handlers hide this."""
+    code = ("import logging; from pathlib import Path; from task.config import ModelConfig; "
+            "from task.model import build_model; from task.data.vocab import default_vocabulary; "
+            "from task.litert.export import export_litert; "
+            "m = ModelConfig(vocab_size=2000, seq_len=10, embed_dim=16, num_heads=2, ffn_dim=32); "
+            f"export_litert(build_model(m), default_vocabulary(2000), Path({str(tmp_path)!r}), ('float32',)); "
+            "print('root handlers', len(logging.getLogger().handlers))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "root handlers 0" in out.stdout
