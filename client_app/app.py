@@ -18,10 +18,10 @@ from flwr.clientapp import ClientApp
 from client_app.privacy import train_mods, with_mods
 from client_app.transfer import transfer_mod
 from task import device
-from task.config import ROUND_OFFSET, Config
+from task.config import EVAL_PREFIX, EVALUATE_FIRST, ROUND_OFFSET, Config
 from task.data.device_text import DeviceText, load_device_text
 from task.data.files import DataError
-from task.privacy.mechanisms import released_train_metrics
+from task.privacy.mechanisms import DP_WEIGHT, released_train_metrics
 
 DEVICE_DATA_UNUSABLE = 100  # Error code: the device's text could not be used (see reason)
 # Reply metric: seconds the handler computed (data, model, training or scoring). The server sums
@@ -41,15 +41,33 @@ def train(msg: Message, context: Context) -> Message:
 def _train(msg: Message, context: Context) -> Message:
     started = time.perf_counter()
     cfg = Config.from_run_config(context.run_config)
+    received = msg.content["arrays"].to_numpy_ndarrays()
+    score = None
     try:
         text = _device_text(cfg, context)
-        arrays, metrics = device.train_round(cfg, text, msg.content["arrays"].to_numpy_ndarrays(),
-                                             server_round=_global_round(msg))
+        if msg.content["config"].get(EVALUATE_FIRST, False):
+            score = _score(cfg, text, received, context)
+        arrays, metrics = device.train_round(cfg, text, received, server_round=_global_round(msg))
     except DataError as e:
         return _error_reply(msg, context, e)
     metrics[COMPUTE_SECONDS] = time.perf_counter() - started
     metrics = released_train_metrics(cfg.dp, metrics)
+    if score is not None:  # what an evaluate message would have sent, under DP too
+        metrics.update({EVAL_PREFIX + k: v for k, v in score.items() if k != DP_WEIGHT})
     return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+def _score(cfg: Config, text: DeviceText, weights, context: Context) -> dict | None:
+    """The received model's score on the held-out text, as an evaluate message would give it; a
+    device whose test text cannot be scored still trains."""
+    started = time.perf_counter()
+    try:
+        metrics = device.evaluate_round(cfg, text, weights)
+    except DataError as e:
+        log.warning("node %s: not scored: %s", context.node_id, e)
+        return None
+    metrics[COMPUTE_SECONDS] = time.perf_counter() - started
+    return metrics
 
 
 @app.evaluate()

@@ -4,7 +4,9 @@
 
 Same default model, same devices' text (builtin personas; in deployment written to each
 SuperNode's data directory), same config. Prints total wall time, the per-round times the
-ServerApp recorded, and the fixed cost (total minus rounds).
+ServerApp recorded, the fixed cost (total minus rounds) and the ratio of the mean round times
+(goal: a deployment round <= 1.5x a simulated one). The local SuperLink of the simulation is
+started and awaited here, not by `flwr run` (whose 15 s limit a busy machine misses).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scripts.deploy_local import local_deployment  # noqa: E402
-from scripts.local_flower import flower_env, run_app, stop_local_superlink  # noqa: E402
+from scripts.local_flower import flower_env, private_flower, run_app  # noqa: E402
 from task.config import Config  # noqa: E402
 from task.data import personas  # noqa: E402
 
@@ -35,11 +37,8 @@ def main() -> int:
               "server-eval-devices=0")
     results = {}
 
-    env = flower_env(root / "sim-home", http_port=39491, control_port=39493)
-    try:
+    with private_flower(root / "sim-home", 39491, 39493) as env:
         sim = run_app(env, num_supernodes=n, echo=False, run_config=f'{common} out-dir="{root / "sim"}"')
-    finally:
-        stop_local_superlink(env)
     results["simulation"] = (sim, root / "sim")
 
     env = flower_env(root / "dep-home")

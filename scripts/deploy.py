@@ -1,11 +1,12 @@
 """Deploy on real devices: certificates, device keys, SuperLink, SuperNodes, connection, stop.
 
-The server operator (SuperLink side):
-    python scripts/deploy.py certs --out deploy/certs --address 127.0.0.1 --address fl.example.lan
-    python scripts/deploy.py superlink --certs deploy/certs --state deploy/state --host 0.0.0.0 --port 9093
-    python scripts/deploy.py connection --name fednextword --address fl.example.lan:9093 --ca deploy/certs/ca.crt
-    python scripts/deploy.py device-key --out deploy/keys --name kitchen-pi      # one per device
-    python scripts/deploy.py register --connection fednextword deploy/keys/kitchen-pi.pub
+The server operator (SuperLink side); everything goes to ~/fednextword-deploy (certs/, keys/,
+state/; or $FEDNEXTWORD_DEPLOY), outside the repository, unless told otherwise:
+    python scripts/deploy.py certs --address 127.0.0.1 --address fl.example.lan
+    python scripts/deploy.py superlink --public 0.0.0.0:9093
+    python scripts/deploy.py connection --name fednextword --address 127.0.0.1:9092 --ca ~/fednextword-deploy/certs/ca.crt
+    python scripts/deploy.py device-key --name kitchen-pi      # one per device
+    python scripts/deploy.py register --connection fednextword ~/fednextword-deploy/keys/kitchen-pi.pub
     flwr run . fednextword --stream
 
 Each device (copy it ca.crt and its private key kitchen-pi, nothing else):
@@ -31,7 +32,7 @@ import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scripts.deploy_keys import make_certs, make_device_key  # noqa: E402
+from scripts.deploy_keys import DEPLOY_HOME, check_private, make_certs, make_device_key  # noqa: E402
 from scripts.local_flower import alive  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the venv's flower-superlink / flower-supernode / flwr
@@ -106,6 +107,16 @@ def superlink_command(state: Path, host: str, port: int, certs: Path | None, ins
         str(state / "superlink.db"),
         "--disable-runtime-dependency-installation",
     ]
+
+
+def gateway_command(public: str, superlink_port: int, certs: Path | None, insecure: bool = False) -> list[str]:
+    """The Fleet-only public face of a SuperLink listening on 127.0.0.1 (scripts/fleet_gateway.py)."""
+    security = ["--insecure"] if insecure else ["--certs", str(certs)]
+    return [sys.executable, str(Path(__file__).with_name("fleet_gateway.py")), "--listen", public,
+            "--superlink", f"127.0.0.1:{superlink_port}", *security]
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def supernode_command(
@@ -200,10 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("certs", help="create a CA and the SuperLink certificate")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=DEPLOY_HOME / "certs")
     p.add_argument("--address", action="append", required=True, help="IP or DNS name devices use (repeat)")
     p = sub.add_parser("device-key", help="create a device's authentication key pair")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=DEPLOY_HOME / "keys")
     p.add_argument("--name", required=True)
     p = sub.add_parser("connection", help="write the flwr connection entry for this deployment")
     p.add_argument("--name", required=True)
@@ -217,11 +228,15 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=f"start a {name}")
         p.add_argument("--insecure", action="store_true", help="first local try only: no TLS, no authentication")
         p.add_argument("--background", action="store_true", help="detach; pid and log go to --state")
-        p.add_argument("--state", type=Path, default=Path("deploy/state"))
-        p.add_argument("--port", type=int, default=9093 if name == "superlink" else 9094)
+        p.add_argument("--state", type=Path, default=DEPLOY_HOME / "state")
+        p.add_argument("--port", type=int, default=9092 if name == "superlink" else 9094)
         if name == "superlink":
-            p.add_argument("--host", default="127.0.0.1")
-            p.add_argument("--certs", type=Path)
+            p.add_argument("--host", default="127.0.0.1", help="where the SuperLink (all its APIs) listens")
+            p.add_argument("--public", metavar="HOST:PORT", help="where devices connect: the Fleet API only "
+                           "(scripts/fleet_gateway.py), e.g. 0.0.0.0:9093")
+            p.add_argument("--expose-control-api", action="store_true", help="allow --host beyond 127.0.0.1: "
+                           "anyone who reaches it with ca.crt can then register devices and start runs")
+            p.add_argument("--certs", type=Path, default=DEPLOY_HOME / "certs")
         else:
             p.add_argument("--superlink", required=True, help="host:port of the SuperLink")
             p.add_argument("--ca", type=Path, help="the deployment's ca.crt")
@@ -229,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--data", type=Path, required=True, help="this device's text (file or directory)")
             p.add_argument("--name", default="supernode", help="name of the pid/log files with --background")
     p = sub.add_parser("stop", help="stop everything started with --background --state DIR")
-    p.add_argument("--state", type=Path, default=Path("deploy/state"))
+    p.add_argument("--state", type=Path, default=DEPLOY_HOME / "state")
     args = parser.parse_args(argv)
 
     if args.command == "certs":
@@ -248,13 +263,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "superlink":
             if not args.insecure and not args.certs:
                 parser.error("superlink needs --certs (or --insecure for a first local try)")
+            if not args.insecure:
+                check_private(args.certs / "server.key")
+            if args.host not in LOOPBACK and not args.expose_control_api:
+                parser.error(f"--host {args.host} would open the Control API to the network: anyone holding "
+                             "ca.crt could register devices and start runs (Flower 1.42 has no Control API "
+                             "authentication). Keep --host 127.0.0.1 and give devices --public HOST:PORT "
+                             "(the Fleet API only), or pass --expose-control-api if you mean it.")
             args.state.mkdir(parents=True, exist_ok=True)
             command = superlink_command(args.state, args.host, args.port, args.certs, args.insecure)
+            if args.public:
+                gateway = gateway_command(args.public, args.port, args.certs, args.insecure)
+                if args.background:
+                    print(f"started the Fleet gateway on {args.public} (pid {start(gateway, args.state, 'gateway')})")
+                else:  # same process group: Ctrl-C or systemd stops both
+                    subprocess.Popen(gateway, env=_env())
         else:
             if not args.insecure and not (args.ca and args.key):
                 parser.error("supernode needs --ca and --key (or --insecure for a first local try)")
             if not args.data.exists():
                 parser.error(f"--data {args.data}: no such file or directory")
+            if args.key:
+                check_private(args.key)
             command = supernode_command(args.superlink, args.data, args.ca, args.key, args.port, args.insecure)
         if args.insecure:
             print("WARNING: insecure mode: no TLS, no authentication. For a first local try only.", file=sys.stderr)

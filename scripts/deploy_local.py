@@ -1,5 +1,6 @@
 """A whole deployment on this machine, for tests and benchmarks: certificates, a TLS SuperLink
-with SuperNode authentication on 127.0.0.1, registered devices with their own data, stopped after."""
+with SuperNode authentication on 127.0.0.1, its Fleet-only gateway (the devices' side, another
+port on 127.0.0.1), registered devices with their own data, stopped after."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from scripts.deploy import (
     BIN,
     _env,
+    gateway_command,
     register_device,
     start,
     stop,
@@ -22,25 +24,29 @@ from scripts.deploy import (
 )
 from scripts.deploy_keys import make_certs, make_device_key
 
+GATEWAY_OFFSET = 50  # the gateway listens on port + 50
+
 
 @contextlib.contextmanager
 def local_deployment(root: Path, device_data: list[Path], port: int, connection: str = "fednextword-local"):
-    """A TLS + SuperNode-auth SuperLink on 127.0.0.1:`port` and one registered SuperNode per data
+    """A TLS + SuperNode-auth SuperLink on 127.0.0.1:`port` (the operator's side: `connection`), its
+    Fleet gateway on 127.0.0.1:`port`+50 (the devices' side) and one registered SuperNode per data
     directory (Runtime API ports port+1, port+2, ...). $FLWR_HOME must be set. Stops them all."""
     state = root / "state"
     certs = make_certs(root / "certs", ["127.0.0.1", "localhost"])
+    public = f"127.0.0.1:{port + GATEWAY_OFFSET}"
     start(superlink_command(state, "127.0.0.1", port, root / "certs"), state, "superlink")
+    start(gateway_command(public, port, root / "certs"), state, "gateway")
     try:
         wait_for_port("127.0.0.1", port)
+        wait_for_port("127.0.0.1", port + GATEWAY_OFFSET)
         write_connection(connection, f"127.0.0.1:{port}", certs["ca"])
         for i, data in enumerate(device_data):
-            private, public = make_device_key(root / "keys", f"device{i}")
-            register_device(connection, public)
-            start(
-                supernode_command(f"127.0.0.1:{port}", data, certs["ca"], private, port=port + 1 + i), state, f"node{i}"
-            )
+            private, public_key = make_device_key(root / "keys", f"device{i}")
+            register_device(connection, public_key)
+            start(supernode_command(public, data, certs["ca"], private, port=port + 1 + i), state, f"node{i}")
         wait_until_online(connection, len(device_data))
-        yield {"connection": connection, "state": state, "certs": certs, "keys": root / "keys"}
+        yield {"connection": connection, "state": state, "certs": certs, "keys": root / "keys", "public": public}
     finally:
         stop(state)
 

@@ -14,12 +14,14 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty, Queue
 
 import psutil
 
@@ -81,12 +83,15 @@ def private_flower(flwr_home: Path, http_port: int = 39091, control_port: int = 
 
 
 def run_app(env: dict[str, str], *, num_supernodes: int = 0, run_config: str = "", cpus_per_client: int = 1,
-            connection: str | None = None, timeout: float = 1800,
+            connection: str | None = None, timeout: float = 1800, start_timeout: float = 600,
             echo: bool | Callable[[str], bool] = True) -> RunOutcome:
     """`flwr run . --stream`: in simulation (default) or on the SuperLink `connection` names.
 
     `echo`: print every line, none, or those a filter accepts (`template_line`). Returns the
-    run's id, final status (from `flwr ls`) and whole output.
+    run's id, final status (from `flwr ls`) and whole output. A run whose ServerApp has not started
+    `start_timeout` s after it was submitted (a busy machine once left one in `starting` for 17
+    minutes while Flower spawned 22 simulation processes), or that runs past `timeout`, is stopped
+    with `flwr stop` and reported with status "stopped:<why>".
     """
     cmd = [str(VENV_BIN / "flwr"), "run", str(ROOT), *([connection] if connection else []), "--stream"]
     if not connection:
@@ -95,25 +100,51 @@ def run_app(env: dict[str, str], *, num_supernodes: int = 0, run_config: str = "
         cmd += ["--run-config", run_config]
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines, marks = [], {}
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line)
-        for name, text in MARKS.items():
-            if name not in marks and text in line:
-                marks[name] = time.monotonic() - start
-        if echo is True or (callable(echo) and echo(line)):
-            print(line, end="", flush=True)
-        if time.monotonic() - start > timeout:
-            proc.kill()
+    lines: list[str] = []
+    marks: dict[str, float] = {}
+    queue: Queue[str | None] = Queue()
+
+    def read() -> None:  # in a thread: a run that prints nothing still meets its deadlines
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            queue.put(line)
+        queue.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    stopped = None
+    while True:
+        try:
+            line = queue.get(timeout=1.0)
+        except Empty:
+            line = ""
+        if line is None:
             break
-    proc.wait()
+        if line:
+            lines.append(line)
+            for name, text in MARKS.items():
+                if name not in marks and text in line:
+                    marks[name] = time.monotonic() - start
+            if echo is True or (callable(echo) and echo(line)):
+                print(line, end="", flush=True)
+        now = time.monotonic() - start
+        if "submitted" in marks and "server_app" not in marks and now - marks["submitted"] > start_timeout:
+            stopped = f"not running {start_timeout:.0f} s after it was submitted"
+        elif now > timeout:
+            stopped = f"still running after {timeout:.0f} s"
+        if stopped:
+            break
     output = "".join(lines)
     match = re.search(r"Successfully started run (\d+)", output)
+    if stopped:
+        if match:
+            stop_run(env, int(match.group(1)), connection)
+        terminate_tree(proc.pid)
+    proc.wait()
     if not match:
         raise RuntimeError(f"`flwr run` did not start a run (exit code {proc.returncode}):\n{output[-3000:]}")
     run_id = int(match.group(1))
-    return RunOutcome(run_id, run_status(env, run_id, connection), output, time.monotonic() - start, marks)
+    status = f"stopped:{stopped}" if stopped else run_status(env, run_id, connection)
+    return RunOutcome(run_id, status, output, time.monotonic() - start, marks)
 
 
 _LEVEL = re.compile(r"^(?:\x1b\[[0-9;]*m)?(INFO|WARNING|ERROR)\s*(?:\x1b\[0m)?\s*:\s+(.*)$")

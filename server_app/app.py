@@ -49,6 +49,7 @@ def main(grid: Grid, context: Context) -> None:
     round_end = RoundEnd(cfg, model, record, observed, ledger, fingerprint, resume)
     inner = build_strategy(cfg, ledger, privacy.train_metrics_aggregator(cfg, record.aggregate_train_metrics),
                            record.aggregate_evaluate_metrics)
+    inner.last_round = cfg.num_server_rounds - round_end.start_round
     strategy = privacy.wrap(cfg, inner, ledger)
     if resume:
         privacy.restore_strategy_state(strategy, resume.checkpoint.state.get("strategy") or {})

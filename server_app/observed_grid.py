@@ -6,12 +6,27 @@ including Flower's DP wrappers, which require an unmodified FedAvg inside.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
+
+# Flower's error codes as a reason a device operator can act on (the device's own errors,
+# client_app.app.DEVICE_DATA_UNUSABLE, carry their category in the reason itself).
+FLOWER_ERRORS = {
+    ErrorCode.LOAD_CLIENT_APP_EXCEPTION: "the ClientApp could not be loaded (missing package?)",
+    ErrorCode.CLIENT_APP_RAISED_EXCEPTION: "the ClientApp raised an exception",
+    ErrorCode.MESSAGE_UNAVAILABLE: "the message expired before the device fetched it",
+    ErrorCode.REPLY_MESSAGE_UNAVAILABLE: "the reply was lost or expired",
+    ErrorCode.NODE_UNAVAILABLE: "device offline (stopped heartbeating)",
+    ErrorCode.MOD_FAILED_PRECONDITION: "a mod refused the message",
+    ErrorCode.INVALID_FAB: "the app bundle could not be installed",
+    ErrorCode.CLIENT_APP_CRASHED: "the ClientApp process crashed",
+}
 
 
 @dataclass
@@ -43,20 +58,38 @@ class ObservedGrid:
             counts.sampled += len(messages)
             counts.bytes_sent += sum(_size(m) for m in messages)
             counts.bytes_received += sum(_size(r) for r in replies)
+            node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
             for reply in replies:
+                # The device is the one the message went to: an error the SuperLink writes for an
+                # unavailable device comes from the SuperLink's own node id, not the device's.
+                node = node_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
                 if reply.has_error():
                     counts.failed += 1
-                    counts.failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+                    counts.failures.append(f"node {node}: {failure_reason(reply.error.code, reply.error.reason)}")
                 else:
                     counts.replied += 1
-                    counts.metrics[reply.metadata.src_node_id] = {
+                    counts.metrics[node] = {
                         k: v for record in reply.content.metric_records.values() for k, v in record.items()}
-            counts.failed += len(messages) - len(replies)  # no reply before the timeout
+            answered = {r.metadata.reply_to_message_id for r in replies}
+            for m in messages:
+                if m.metadata.message_id not in answered:
+                    counts.failed += 1
+                    counts.failures.append(f"node {m.metadata.dst_node_id}: no reply within round-timeout"
+                                           + (f" ({timeout:.0f} s)" if timeout else ""))
         return replies
 
     def take_counts(self) -> dict[str, PhaseCounts]:
         counts, self._counts = self._counts, {}
         return counts
+
+
+def failure_reason(code: int, reason: str) -> str:
+    """A one-line reason: the category, then Flower's own words (without a repeated node id)."""
+    reason = re.sub(r"^(?:node \d+:\s*)+", "", (reason or "").strip()).split("\n")[0][:160]
+    category = FLOWER_ERRORS.get(code)
+    if category is None:
+        return reason or f"error code {code}"
+    return category if not reason or reason.lower() in category.lower() else f"{category}: {reason}"
 
 
 def _size(message: Message) -> int:

@@ -25,7 +25,7 @@ from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from server_app.observed_grid import PhaseCounts
-from task.config import Config
+from task.config import EVAL_PREFIX, Config
 from task.data.vocab import Vocabulary
 from task.run.checkpoint import Checkpoint, checkpoint_path, prune, save_checkpoint
 from task.run.files import atomic_write
@@ -49,7 +49,24 @@ class RunRecord:
 
     # Used as FedAvg's train/evaluate metric aggregators: aggregate as usual, and keep the result.
     def aggregate_train_metrics(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
-        return self._keep("train", aggregate_metricrecords(records, weight_key))
+        # With evaluate-in-train a reply also scores the model the device received: the previous
+        # round's. Kept apart, weighted per scored word as in the evaluate phase.
+        training, scores = [], []
+        for r in records:
+            split = {True: RecordDict(), False: RecordDict()}
+            for name, metrics in r.metric_records.items():
+                for is_score in (True, False):
+                    part = {k.removeprefix(EVAL_PREFIX): v for k, v in metrics.items()
+                            if k.startswith(EVAL_PREFIX) == is_score}
+                    if part:
+                        split[is_score][name] = MetricRecord(part)
+            training.append(split[False])
+            if split[True]:
+                scores.append(split[True])
+        if scores:
+            self._aggregated["eval-before"] = {**aggregate_metricrecords(scores, "num-examples"),
+                                               "replied": len(scores)}
+        return self._keep("train", aggregate_metricrecords(training, weight_key))
 
     def aggregate_evaluate_metrics(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
         # Always per scored word, also when DP makes training weights equal: evaluation metrics
@@ -64,6 +81,7 @@ class RunRecord:
                   server_metrics: dict | None, privacy: dict | None = None, state: dict | None = None) -> None:
         """Checkpoint the global model with `state`, append this round's row to the metrics files
         and redraw the plot."""
+        self._score_previous_round(server_round, counts.get("train", PhaseCounts()))
         row: dict = {"round": server_round}
         failures: list[str] = []
         for phase, message_type in (("train", "train"), ("eval", "evaluate")):
@@ -96,6 +114,20 @@ class RunRecord:
         log.info("%s", _round_line(row))
         for failure in failures:
             log.warning("round %d: device failed: %s", server_round, failure)
+
+    def _score_previous_round(self, server_round: int, train: PhaseCounts) -> None:
+        """Put the devices' scores of the model they received this round (evaluate-in-train)
+        into the row of the round that made it, and log them."""
+        scores = self._aggregated.pop("eval-before", None)
+        if not scores or not self.rows or self.rows[-1]["round"] != server_round - 1:
+            return
+        row = self.rows[-1]
+        replied = scores.pop("replied")
+        # Their compute time is in the train phase's: it is one message.
+        row.update({"eval_sampled": train.sampled, "eval_replied": replied, "eval_failed": train.sampled - replied})
+        row.update({f"eval_{k.replace('-', '_')}": v for k, v in scores.items() if k != "compute-seconds"})
+        row["eval_perplexity"] = math.exp(min(row["eval_loss"], 50.0))
+        log.info("round %d, scored by the devices of round %d: %s", row["round"], server_round, _eval_part(row))
 
     @property
     def final_dir(self) -> Path:
@@ -177,21 +209,21 @@ def _round_line(row: dict) -> str:
             + (f" loss {row['train_loss']:.3f}" if "train_loss" in row else "")
         )
     if row["eval_sampled"]:
-        parts.append(
-            f"| eval {row['eval_replied']}/{row['eval_sampled']} devices"
-            + (
-                f" loss {row['eval_loss']:.3f} ppl {row['eval_perplexity']:.1f} top-1 {row['eval_top1']:.1%} "
-                f"top-3 {row['eval_top3']:.1%} (bigram baseline top-3 {row['eval_baseline_bigram_top3']:.1%})"
-                if "eval_loss" in row
-                else ""
-            )
-        )
+        parts.append(f"| {_eval_part(row)}")
     if "server_top3" in row:
         parts.append(f"| server loss {row['server_loss']:.3f} top-3 {row['server_top3']:.1%}")
     privacy = {k[3:]: v for k, v in row.items() if k.startswith("dp_")}
     if privacy:
         parts.append(f"| {privacy_line(privacy)}")
     return " ".join(parts)
+
+
+def _eval_part(row: dict) -> str:
+    part = f"eval {row['eval_replied']}/{row['eval_sampled']} devices"
+    if "eval_loss" in row:
+        part += (f" loss {row['eval_loss']:.3f} ppl {row['eval_perplexity']:.1f} top-1 {row['eval_top1']:.1%} "
+                 f"top-3 {row['eval_top3']:.1%} (bigram baseline top-3 {row['eval_baseline_bigram_top3']:.1%})")
+    return part
 
 
 def privacy_line(p: dict) -> str:

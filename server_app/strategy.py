@@ -20,7 +20,7 @@ from flwr.app import MessageType, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
-from task.config import Config
+from task.config import EVALUATE_FIRST, Config
 from task.privacy.ledger import PrivacyLedger
 from task.privacy.mechanisms import DP_WEIGHT
 
@@ -33,6 +33,8 @@ class _PrivateRounds(FedAvg):
 
     def use(self, cfg: Config, ledger: PrivacyLedger) -> _PrivateRounds:
         self._ledger = ledger
+        self._evaluate_in_train = cfg.evaluate_in_train
+        self.last_round = 0  # of this run (Flower counts from 1 again after a resume); set before start
         self._private = cfg.dp.enabled
         # FedAvg samples with Python's global `random`; a private sample must not be replayable.
         self._sampler = random.SystemRandom() if self._private else random.Random(cfg.seed)
@@ -50,9 +52,17 @@ class _PrivateRounds(FedAvg):
         if self._private:
             self._ledger.record_asked_to_train(node_ids)
         config["server-round"] = server_round
+        config[EVALUATE_FIRST] = self._evaluate_in_train  # the devices score the model they receive
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, node_ids, MessageType.TRAIN)
 
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        # With evaluate-in-train the next round's devices score this model; only the last one
+        # has no next round.
+        if self._evaluate_in_train and server_round < self.last_round:
+            return []
+        return super().configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round, replies):
         # FedAvg sums in arrival order, which differs from run to run: the sums then differ in

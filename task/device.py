@@ -5,6 +5,8 @@ The ClientApp calls these; so can a test or a script, without Flower.
 
 from __future__ import annotations
 
+import logging
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -21,6 +23,7 @@ from task.model import build_model
 from task.privacy.mechanisms import DP_WEIGHT, dpsgd_steps
 
 Weights = list[np.ndarray]
+log = logging.getLogger(__name__)
 
 
 def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: int) -> tuple[Weights, dict]:
@@ -43,6 +46,10 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
                                noise_multiplier=cfg.dp.sgd_noise_multiplier)
         extra = {"dpsgd-clipped-fraction": stats.clipped_fraction}
     else:
+        wanted = cfg.local_epochs * math.ceil(len(x) / cfg.batch_size)
+        if cfg.max_local_steps and wanted > cfg.max_local_steps:
+            log.warning("%s: trains %d of its %d steps this round (max-local-steps = %d), so the round fits "
+                        "round-timeout", text.name, cfg.max_local_steps, wanted, cfg.max_local_steps)
         m = trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
                           learning_rate=cfg.learning_rate, max_steps=cfg.max_local_steps, seed=seed)
     # Under DP every device counts once in the average (dp-weight), so one device's influence, and

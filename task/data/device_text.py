@@ -44,9 +44,10 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
                      data_path: str | None = None) -> DeviceText:
     """The text of one device: its own `data_path` if given, else its simulated partition."""
     notes: list[str] = []
+    cap = cfg.max_sentences
     if data_path:
         name = f"device data-path={data_path}"
-        sentences = read_sentences(Path(data_path), notes, cfg.max_sentences)
+        sentences = read_sentences(Path(data_path), notes, cap + 1 if cap else 0)  # one more: is there more?
     else:
         if not 0 <= partition_id < num_partitions:
             raise DataError(f"partition-id {partition_id} is outside [0, {num_partitions})",
@@ -58,8 +59,9 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
         else:
             where, sentences = partition_sentences(cfg, partition_id, num_partitions, notes)
         name = f"partition {partition_id}/{num_partitions} of data-source={cfg.data_source} ({where})"
-        if cfg.max_sentences:
-            sentences = sentences[: cfg.max_sentences]
+    if cap and len(sentences) > cap:
+        sentences = sentences[:cap]
+        notes.append(f"{name}: only its first {cap} sentences are used (max-sentences = {cap}); the rest is not read")
     if len(sentences) < 2:
         raise DataError(f"{name}: {len(sentences)} sentence(s) of text; need at least 2 "
                         "(one to train on, one to evaluate on)" + (f" [{'; '.join(notes)}]" if notes else ""),

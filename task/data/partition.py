@@ -57,7 +57,7 @@ def partition_sentences(cfg: Config, partition_id: int, num_partitions: int,
         raise DataError(f"{path or source}: {shards.units} natural unit(s) make only {shards.partitions} "
                         f"device(s) with partitioner='natural'; partition {partition_id} gets none",
                         reason="partition has no text")
-    names, sentences = shards.read(partition_id, cfg.max_sentences)
+    names, sentences = shards.read(partition_id, cfg.max_sentences + 1 if cfg.max_sentences else 0)
     shown = ", ".join(names[:3]) + (f" and {shards.unit_count(partition_id) - 3} more"
                                     if shards.unit_count(partition_id) > 3 else "")
     return f"partitioner={cfg.partitioner}: {shown}", sentences

@@ -7,6 +7,7 @@ model is tiny and runs are 2 rounds.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -87,7 +88,7 @@ def start_and_wait(command, env, log, timeout=90):
 def test_a_supernode_with_an_unregistered_key_is_refused(deployment, tmp_path):
     d = deployment
     cmd = deploy.supernode_command(
-        f"127.0.0.1:{PORT}", d["data"][0], d["certs"]["ca"], d["rogue"], port=PORT + 10, max_retries=2, max_wait_time=20
+        d["public"], d["data"][0], d["certs"]["ca"], d["rogue"], port=PORT + 10, max_retries=2, max_wait_time=20
     )
     code, output, seconds = start_and_wait(cmd, deploy._env(), tmp_path / "rogue.log")
     assert code != 0 and "Failed to activate SuperNode" in output
@@ -98,11 +99,34 @@ def test_a_supernode_without_tls_is_refused(deployment, tmp_path):
     d = deployment
     # A device set up without TLS (and so without a key) talking to the TLS SuperLink.
     cmd = deploy.supernode_command(
-        f"127.0.0.1:{PORT}", d["data"][0], None, None, port=PORT + 11, insecure=True, max_retries=2, max_wait_time=20
+        d["public"], d["data"][0], None, None, port=PORT + 11, insecure=True, max_retries=2, max_wait_time=20
     )
     code, output, seconds = start_and_wait(cmd, deploy._env(), tmp_path / "insecure.log")
     assert code != 0 and "Exit Code: 305" in output
     assert seconds < 90
+
+
+def test_the_devices_side_does_not_answer_the_control_api(deployment):
+    """Every device holds ca.crt; where devices connect, nobody may list runs, register devices or
+    start runs. The operator's side (127.0.0.1:PORT) does all three."""
+    import httpx
+
+    d = deployment
+    deploy.write_connection("fednextword-public", d["public"], d["certs"]["ca"])
+    public_key = d["rogue"].with_name("rogue.pub")
+    for args in (["ls", "fednextword-public", "--format", "json"],
+                 ["supernode", "register", str(public_key), "fednextword-public"]):
+        out = subprocess.run([str(deploy.BIN / "flwr"), *args], env=deploy._env(), capture_output=True, text=True,
+                             timeout=120)
+        assert '"success": true' not in out.stdout and "registered successfully" not in out.stdout, out.stdout
+    control = "/v1/control/list-runs"
+    public = httpx.post(f"https://{d['public']}{control}", verify=str(d["certs"]["ca"]), timeout=30)
+    operator = httpx.post(f"https://127.0.0.1:{PORT}{control}", verify=str(d["certs"]["ca"]), timeout=30)
+    assert public.status_code == 403 and "only the Fleet API" in public.text
+    assert operator.status_code != 403  # the same call reaches the SuperLink on the operator's side
+    ls = subprocess.run([str(deploy.BIN / "flwr"), "ls", CONNECTION, "--format", "json"], env=deploy._env(),
+                        capture_output=True, text=True, timeout=120)
+    assert '"success": true' in ls.stdout, ls.stdout + ls.stderr
 
 
 def test_a_device_killed_mid_run_does_not_stop_the_others(deployment, tmp_path):
@@ -127,16 +151,30 @@ def test_a_device_killed_mid_run_does_not_stop_the_others(deployment, tmp_path):
     while not list(tmp_path.glob("run-*/metrics.json")) and time.monotonic() < deadline:
         time.sleep(1)  # round 0 is recorded just before round 1 starts
     time.sleep(4)
+    before = _online_nodes(d["connection"])
     _kill_node(d["state"], "node2")
+    deadline = time.monotonic() + 300  # offline once its heartbeats stop
+    while (killed_set := before - _online_nodes(d["connection"])) == set() and time.monotonic() < deadline:
+        time.sleep(3)
+    (killed,) = killed_set
     run.join(timeout=900)
     outcome = result["outcome"]
     assert outcome.status == "finished:completed", outcome.output[-3000:]
     rows = metrics(tmp_path, outcome.run_id)
     assert rows[-1]["round"] == 3
-    # node2 died during round 1: that round records the failure and why, later rounds go on with 2
-    assert any(r["train_failed"] + r["eval_failed"] > 0 and r["failures"] for r in rows[1:]), rows
+    # node2 died during round 1: that round records the failure, which device and why; later rounds go on with 2
+    failures = [f for r in rows[1:] for f in r["failures"]]
+    assert failures and all(re.match(r"node (\d+): (device offline|no reply within round-timeout)", f)
+                            for f in failures), failures
+    assert {int(re.match(r"node (\d+)", f).group(1)) for f in failures} == {killed}, (failures, killed)
     assert "device failed" in outcome.output
     assert rows[-1]["train_replied"] == 2 and rows[-1]["eval_replied"] == 2
+
+
+def _online_nodes(connection) -> set[int]:
+    out = subprocess.run([str(deploy.BIN / "flwr"), "supernode", "list", connection, "--format", "json"],
+                         env=deploy._env(), capture_output=True, text=True, timeout=60)
+    return {int(n["node-id"]) for n in json.loads(out.stdout).get("nodes", []) if n.get("status") == "online"}
 
 
 def _kill_node(state, name):

@@ -9,6 +9,7 @@ from task.data import files
 from task.data.device_text import load_device_text
 from task.data.files import DataError
 from task.data.partition import load_shakespeare, shakespeare_units
+from tests.helpers import SMALL_MODEL
 
 GOOD = "Meet me at the station. See you soon. Bring the umbrella."
 
@@ -49,6 +50,33 @@ def test_max_sentences_stops_reading(tmp_path, monkeypatch):
     monkeypatch.setattr(files, "_open", lambda p: opened.append(p.name) or real_open(p))
     dev = load_device_text(Config(max_sentences=50), data_path=str(tmp_path))
     assert len(dev.train) + len(dev.test) == 50 and opened == ["a.txt"]
+
+
+def test_a_device_with_huge_text_reads_a_bounded_amount_by_default_and_says_so(tmp_path, monkeypatch):
+    """30 MB of text once meant 739k windows, 23k steps per epoch and a round past round-timeout."""
+    import logging
+
+    from task import device
+
+    (tmp_path / "huge.txt").write_text("the keyboard learns from this text every day. " * 650_000)  # ~30 MB
+    read = []
+    real_read = files._read
+    monkeypatch.setattr(files, "_read", lambda f, p, n: read.append(len(chunk := real_read(f, p, n))) or chunk)
+    cfg = Config()
+    dev = load_device_text(cfg, data_path=str(tmp_path))
+    assert len(dev.sentences) == cfg.max_sentences > 0
+    assert sum(read) <= 4 * files.CHUNK_CHARS  # a few MiB of the 30, not all of it
+    assert any("first 20000 sentences" in n and "max-sentences" in n and str(tmp_path) in n for n in dev.notes)
+
+    warnings = []
+    monkeypatch.setattr(device.log, "warning", lambda msg, *args: warnings.append(msg % args))
+    small = Config(max_local_steps=3, batch_size=8, model=SMALL_MODEL)
+    text = load_device_text(small, data_path=str(tmp_path))
+    from task.model import build_model
+
+    device.train_round(small, text, build_model(small.model).get_weights(), server_round=1)
+    assert len(warnings) == 1 and "trains 3 of its" in warnings[0] and str(tmp_path) in warnings[0]
+    assert logging.getLogger("task.device") is device.log
 
 
 @pytest.mark.parametrize("error", [FileNotFoundError(2, "No such file or directory"),

@@ -65,3 +65,41 @@ def test_no_raw_text_of_the_device_leaves_it(tmp_path):
         for i, sentence in enumerate(sentences):
             assert sentence.encode() not in wire and f"swordfish{i}".encode() not in wire
         assert b"secret diary" not in wire and b"password" not in wire
+
+
+def test_a_train_message_can_score_the_received_model_first_exactly_as_an_evaluate_message_would():
+    from task.config import EVAL_PREFIX, EVALUATE_FIRST
+    from task.privacy.mechanisms import DP_WEIGHT
+
+    weights = build_model(CFG.model).get_weights()
+    node = {"partition-id": 2, "num-partitions": 5}
+    content = RecordDict({"arrays": ArrayRecord(weights),
+                          "config": ConfigRecord({"server-round": 1, EVALUATE_FIRST: True})})
+    reply = app(message(content, "train"), context(CFG, node))
+    assert not reply.has_error() and set(reply.content.keys()) == {"arrays", "metrics"}
+    evaluated = app(message(RecordDict({"arrays": ArrayRecord(weights), "config": ConfigRecord({"server-round": 1})}),
+                            "evaluate"), context(CFG, node))
+    sent = reply.content["metrics"]
+    score = {k.removeprefix(EVAL_PREFIX): v for k, v in sent.items() if k.startswith(EVAL_PREFIX)}
+    expected = dict(evaluated.content["metrics"])
+    score.pop("compute-seconds"), expected.pop("compute-seconds"), expected.pop(DP_WEIGHT)
+    assert score == expected  # the model as received, before this device trained it
+    assert sent["loss"] != score["loss"]  # training metrics stay apart
+
+
+def test_scoring_first_passes_flowers_clipping_mods_in_every_dp_mode():
+    """Flower's adaptive clipping mod refuses a reply with more than one MetricRecord."""
+    from dataclasses import replace
+
+    from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
+
+    from task.config import DP_MODES, EVALUATE_FIRST
+
+    weights = build_model(CFG.model).get_weights()
+    for mode in DP_MODES:
+        cfg = replace(CFG, dp=replace(CFG.dp, mode=mode))
+        config = ConfigRecord({"server-round": 1, EVALUATE_FIRST: True, KEY_CLIPPING_NORM: 1.0})
+        reply = app(message(RecordDict({"arrays": ArrayRecord(weights), "config": config}), "train"),
+                    context(cfg, {"partition-id": 0, "num-partitions": 5}))
+        assert not reply.has_error(), (mode, reply.error.reason if reply.has_error() else "")
+        assert "eval-top3" in reply.content["metrics"]

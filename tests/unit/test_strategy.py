@@ -2,10 +2,10 @@
 aggregate does not depend on the order replies arrive in (a run is reproducible to the bit)."""
 
 import numpy as np
-from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from server_app.strategy import build_strategy
-from task.config import Config
+from task.config import EVALUATE_FIRST, Config
 from task.privacy.ledger import PrivacyLedger
 from tests.helpers import message
 
@@ -41,3 +41,51 @@ def test_the_average_is_the_same_bits_whatever_order_the_replies_arrive_in():
     forward = sum(w * a for w, a in zip(weights, arrays))
     backward = sum(w * a for w, a in zip(weights[::-1], arrays[::-1]))
     assert not np.array_equal(forward, backward)
+
+
+class Nodes:
+    def get_node_ids(self):
+        return [11, 12, 13]
+
+
+def _strategy(cfg: Config):
+    strategy = build_strategy(cfg, PrivacyLedger(cfg.dp, 0, 0))
+    strategy.last_round = 5
+    # what each message would hold (Flower needs a runtime to address real ones)
+    strategy._construct_messages = lambda record, node_ids, message_type: [record for _ in node_ids]
+    return strategy
+
+
+def test_with_evaluate_in_train_devices_score_the_model_they_train_and_only_the_last_round_evaluates():
+    strategy = _strategy(Config())
+    arrays = ArrayRecord([np.zeros(3, np.float32)])
+    train = list(strategy.configure_train(1, arrays, ConfigRecord(), Nodes()))
+    assert len(train) == 3 and all(m["config"][EVALUATE_FIRST] is True for m in train)
+    assert list(strategy.configure_evaluate(4, arrays, ConfigRecord(), Nodes())) == []
+    assert len(list(strategy.configure_evaluate(5, arrays, ConfigRecord(), Nodes()))) == 3  # the final model
+
+    strategy = _strategy(Config(evaluate_in_train=False))
+    assert not list(strategy.configure_train(1, arrays, ConfigRecord(), Nodes()))[0]["config"][EVALUATE_FIRST]
+    assert len(list(strategy.configure_evaluate(1, arrays, ConfigRecord(), Nodes()))) == 3
+
+
+def test_scores_sent_with_training_go_to_the_round_whose_model_was_scored(tmp_path):
+    from server_app.observed_grid import PhaseCounts
+    from server_app.run_record import RunRecord
+    from task.data.vocab import default_vocabulary
+
+    cfg = Config()
+    record = RunRecord(tmp_path, cfg, default_vocabulary(2000))
+    arrays = ArrayRecord([np.zeros(3, np.float32)])
+    record.end_round(0, arrays, {}, None)
+    replies = [RecordDict({"metrics": MetricRecord({"loss": 5.0, "num-examples": 10, "eval-loss": loss, "eval-top1": 0.1,
+                                                    "eval-top3": 0.2, "eval-num-examples": n,
+                                                    "eval-baseline-bigram-top3": 0.3})})
+               for loss, n in ((6.0, 30), (8.0, 10))]
+    train = record.aggregate_train_metrics(replies, "num-examples")
+    assert train["loss"] == 5.0  # the training loss alone
+    record.end_round(1, arrays, {"train": PhaseCounts(sampled=3, replied=2, failed=1)}, None)
+    before, after = record.rows
+    assert before["round"] == 0 and before["eval_loss"] == 6.5  # per scored word: (6*30 + 8*10) / 40
+    assert (before["eval_sampled"], before["eval_replied"], before["eval_failed"]) == (3, 2, 1)
+    assert after["eval_sampled"] == 0 and "eval_loss" not in after  # scored in round 2
