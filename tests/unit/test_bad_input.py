@@ -253,3 +253,20 @@ def test_a_half_created_state_database_is_set_aside_and_the_superlink_starts(tmp
     finally:
         assert stop_local_superlink(env)
     assert len(list(home.glob("state.db.broken-*"))) == 1
+
+
+def test_a_run_that_never_starts_running_is_stopped_and_reported(tmp_path, monkeypatch):
+    """A busy machine once left a run in `starting` for 17 minutes; the runner now gives up."""
+    import psutil
+
+    from scripts import local_flower
+
+    fake = tmp_path / "flwr"  # `flwr run` that submits and then says nothing; `flwr stop` that records it
+    fake.write_text("#!/bin/sh\nif [ \"$1\" = stop ]; then echo stopped \"$2\" >> " + str(tmp_path / "stops")
+                    + "; exit 0; fi\necho 'Successfully started run 4242'\nexec sleep 300\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(local_flower, "VENV_BIN", tmp_path)
+    outcome = local_flower.run_app(dict(os.environ), echo=False, start_timeout=2, timeout=60)
+    assert outcome.run_id == 4242 and outcome.status == "stopped:not running 2 s after it was submitted"
+    assert (tmp_path / "stops").read_text().split() == ["stopped", "4242"]
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "300"]]
