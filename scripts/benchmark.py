@@ -188,14 +188,15 @@ def start_up(run: FederatedRun, per_round: list[dict]) -> dict:
 
 def communication_row(dtype: str, run: FederatedRun) -> dict:
     rounds = [r for r in run.rows if r["round"] >= 1 and r["train_replied"]]
-    per_device = lambda key, n: sum(r[key] for r in rounds) / max(1, sum(r[n] for r in rounds))  # noqa: E731
+    per_device = lambda key, n, rows=rounds: sum(r[key] for r in rows) / max(1, sum(r[n] for r in rows))  # noqa: E731
+    evaluated = [r for r in rounds if r["eval_bytes_sent"]]  # with evaluate-in-train, the final round only
     last = run.rows[-1] if run.rows else {}
     return {
         "transfer_dtype": dtype,
         "status": run.status,
         "train_bytes_down_per_device": per_device("train_bytes_sent", "train_sampled"),
         "train_bytes_up_per_device": per_device("train_bytes_received", "train_replied"),
-        "eval_bytes_down_per_device": per_device("eval_bytes_sent", "eval_sampled"),
+        "eval_bytes_down_per_device": per_device("eval_bytes_sent", "eval_sampled", evaluated),
         "top3": last.get("eval_top3"),
     }
 

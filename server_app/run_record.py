@@ -119,8 +119,8 @@ class RunRecord:
         """Put the devices' scores of the model they received this round (evaluate-in-train)
         into the row of the round that made it, and log them."""
         scores = self._aggregated.pop("eval-before", None)
-        if not scores or not self.rows or self.rows[-1]["round"] != server_round - 1:
-            return
+        if not scores or not self.rows or self.rows[-1]["round"] != server_round - 1 or "eval_loss" in self.rows[-1]:
+            return  # nothing to add, or the round was scored already (the last round of a resumed run)
         row = self.rows[-1]
         replied = scores.pop("replied")
         # Their compute time is in the train phase's: it is one message.
