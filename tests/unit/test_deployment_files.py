@@ -70,3 +70,10 @@ def test_systemd_accepts_the_unit(tmp_path):
     unit.write_text(UNIT.read_text().replace("/opt/fednextword/venv", str(venv)))
     out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_superlink_open_to_the_network_is_refused_unless_asked_for(tmp_path):
+    out = subprocess.run([sys.executable, "scripts/deploy.py", "superlink", "--host", "0.0.0.0", "--insecure",
+                          "--state", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "would open the Control API to the network" in out.stderr
+    assert "--public HOST:PORT" in out.stderr
