@@ -19,7 +19,7 @@ from client_app.privacy import train_mods, with_mods
 from client_app.transfer import transfer_mod
 from task import device
 from task.config import EVAL_PREFIX, EVALUATE_FIRST, ROUND_OFFSET, Config
-from task.data.device_text import DeviceText, load_device_text
+from task.data.device_text import DeviceText, cached_device_text
 from task.data.files import DataError
 from task.privacy.mechanisms import DP_WEIGHT, released_train_metrics
 
@@ -95,7 +95,7 @@ def _global_round(msg: Message) -> int:
 
 def _device_text(cfg: Config, context: Context) -> DeviceText:
     node = context.node_config
-    text = load_device_text(cfg, partition_id=int(node.get("partition-id", 0)),
+    text = cached_device_text(cfg, partition_id=int(node.get("partition-id", 0)),
                             num_partitions=int(node.get("num-partitions", 1)),
                             data_path=str(node["data-path"]) if node.get("data-path") else None)
     for note in text.notes:  # files skipped or repaired: in the device's own log, not sent

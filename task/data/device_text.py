@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from task.config import Config
 from task.data import personas
-from task.data.files import DataError, Sentences, read_sentences
+from task.data.files import DataError, Sentences, read_sentences, text_files
 from task.data.partition import partition_sentences
 from task.data.text import split_sentences
 from task.data.vocab import PAD_ID, Vocabulary
@@ -68,6 +69,29 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
                         reason="too little text" + (f" ({len(notes)} file(s) skipped or repaired)" if notes else ""))
     train, test = split_train_test(sentences, cfg.test_fraction, seed=cfg.seed)
     return DeviceText(name, sentences, train, test, notes)
+
+
+_READ: OrderedDict[tuple, DeviceText] = OrderedDict()  # the last devices this process read, newest last
+READ_CACHE_SIZE = 16  # a simulation worker plays many devices in turn; 16 x 20,000 sentences at most
+
+
+def cached_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int = 1,
+                       data_path: str | None = None) -> DeviceText:
+    """load_device_text, read once per process while the device's files are unchanged (a device gets
+    a train and an evaluate message per round). Its notes come with the first read only."""
+    fingerprint: tuple = ()
+    if data_path:  # paths, sizes and modification times: a changed or added file is read again
+        fingerprint = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in text_files(Path(data_path)))
+    key = (cfg.data_source, cfg.data_path, cfg.partitioner, cfg.sentences_per_device, cfg.max_sentences,
+           cfg.test_fraction, cfg.seed, partition_id, num_partitions, data_path, fingerprint)
+    if key in _READ:
+        _READ.move_to_end(key)
+        return replace(_READ[key], notes=[])
+    text = load_device_text(cfg, partition_id=partition_id, num_partitions=num_partitions, data_path=data_path)
+    _READ[key] = text
+    while len(_READ) > READ_CACHE_SIZE:
+        _READ.popitem(last=False)
+    return text
 
 
 def split_train_test(sentences: Sentences, test_fraction: float, seed: int) -> tuple[Sentences, Sentences]:

@@ -270,3 +270,22 @@ def test_a_run_that_never_starts_running_is_stopped_and_reported(tmp_path, monke
     assert outcome.run_id == 4242 and outcome.status == "stopped:not running 2 s after it was submitted"
     assert (tmp_path / "stops").read_text().split() == ["stopped", "4242"]
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "300"]]
+
+
+def test_a_device_reads_its_text_once_per_process_while_its_files_are_unchanged(tmp_path, monkeypatch):
+    from task.data.device_text import cached_device_text
+
+    (tmp_path / "a.txt").write_bytes("caf\xe9 one. two sentences here. three.".encode("latin-1"))
+    first = cached_device_text(Config(), data_path=str(tmp_path))
+    assert first.notes  # the bad byte, said on the first read
+
+    def never(path):
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(files, "_open", never)
+    again = cached_device_text(Config(), data_path=str(tmp_path))
+    assert (again.train, again.test) == (first.train, first.test) and again.notes == []  # not said again
+    monkeypatch.undo()
+    (tmp_path / "a.txt").write_text("A new text here. And more of it. Yes.")
+    changed = cached_device_text(Config(), data_path=str(tmp_path))
+    assert changed.sentences != first.sentences and ["yes"] in changed.sentences
