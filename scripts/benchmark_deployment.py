@@ -54,12 +54,16 @@ def main() -> int:
 
     print(f"{n} devices, {args.rounds} rounds, default model; seconds")
     print(f"{'mode':<11} {'status':<20} {'total':>6} {'fixed':>6}  per round")
+    means = {}
     for mode, (outcome, out) in results.items():
         rows = json.loads((out / f"run-{outcome.run_id}" / "metrics.json").read_text())[1:]
         per_round = [r["seconds"] for r in rows]
+        means[mode] = sum(per_round) / max(len(per_round), 1)
         print(f"{mode:<11} {outcome.status:<20} {outcome.seconds:>6.0f} {outcome.seconds - sum(per_round):>6.0f}  "
               + " ".join(f"{s:.0f}" for s in per_round))
-    return 0
+    ratio = means["deployment"] / means["simulation"] if means["simulation"] else float("nan")
+    print(f"mean round, deployment / simulation: {ratio:.2f}x (goal <= 1.5x)")
+    return 0 if all(o.status == "finished:completed" for o, _ in results.values()) else 1
 
 
 if __name__ == "__main__":
