@@ -117,6 +117,9 @@ class Config:
     data_path: str = ""
     partitioner: str = "iid"
     sentences_per_device: int = 300
+    # Privacy audit (scripts/privacy_audit.py), simulation only: "k:r,..." puts canary i into k_i
+    # devices' training text r_i times (task/audit/canary.py). "" = off.
+    audit_canaries: str = ""
     max_sentences: int = 20_000  # a device reads at most this much of its text (streamed); 0 = all
     test_fraction: float = 0.2
     seed: int = 0
@@ -190,6 +193,12 @@ class Config:
         _check("data-path", self.data_path, self.data_source in ("builtin", "shakespeare") or bool(self.data_path),
                f'a path to your text (required when data-source="{self.data_source}")')
         _check("partitioner", self.partitioner, self.partitioner in PARTITIONERS, f"one of {list(PARTITIONERS)}")
+        from task.audit.canary import parse as parse_canaries
+
+        try:
+            parse_canaries(self.audit_canaries)
+        except ValueError as e:
+            raise ConfigError(f"run-config key 'audit-canaries' = {self.audit_canaries!r}: {e}") from None
         _check("max-sentences", self.max_sentences, self.max_sentences >= 0, "an integer >= 0 (0 = no cap)")
         _check("sentences-per-device", self.sentences_per_device, self.sentences_per_device >= 10, "an integer >= 10")
         _check("test-fraction", self.test_fraction, 0 < self.test_fraction < 1, "a number in (0, 1)")
