@@ -263,13 +263,15 @@ def test_a_run_that_never_starts_running_is_stopped_and_reported(tmp_path, monke
 
     fake = tmp_path / "flwr"  # `flwr run` that submits and then says nothing; `flwr stop` that records it
     fake.write_text("#!/bin/sh\nif [ \"$1\" = stop ]; then echo stopped \"$2\" >> " + str(tmp_path / "stops")
-                    + "; exit 0; fi\necho 'Successfully started run 4242'\nexec sleep 300\n")
+                    + "; exit 0; fi\necho $$ > " + str(tmp_path / "pid") + "\necho 'Successfully started run 4242'\n"
+                    + "exec sleep 300\n")
     fake.chmod(0o755)
     monkeypatch.setattr(local_flower, "VENV_BIN", tmp_path)
     outcome = local_flower.run_app(dict(os.environ), echo=False, start_timeout=2, timeout=60)
     assert outcome.run_id == 4242 and outcome.status == "stopped:not running 2 s after it was submitted"
     assert (tmp_path / "stops").read_text().split() == ["stopped", "4242"]
-    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "300"]]
+    pid = int((tmp_path / "pid").read_text())  # the fake `flwr run`, now `sleep`: stopped, not left behind
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_a_device_reads_its_text_once_per_process_while_its_files_are_unchanged(tmp_path, monkeypatch):
