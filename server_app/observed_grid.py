@@ -1,4 +1,5 @@
-"""A Grid that counts what each round sent and what came back, and how many bytes.
+"""A Grid that counts what each round sent and what came back, and how many bytes; and closes a
+training round at its goal when the strategy over-selected (server_app/round_goal.py).
 
 Wrapping the Grid (instead of subclassing FedAvg) keeps the counts right for any strategy,
 including Flower's DP wrappers, which require an unmodified FedAvg inside.
@@ -14,6 +15,9 @@ from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
+
+from server_app.round_goal import send_until_goal
+from task.config import NOT_ELIGIBLE, ROUND_GOAL
 
 # Flower's error codes as a reason a device operator can act on (the device's own errors,
 # client_app.app.DEVICE_DATA_UNUSABLE, carry their category in the reason itself).
@@ -34,6 +38,8 @@ class PhaseCounts:
     sampled: int = 0
     replied: int = 0
     failed: int = 0
+    not_eligible: int = 0  # declined at once (not charging, metered network, ...): not failures
+    late: int = 0  # replied after the round had reached its goal: discarded
     failures: list[str] = field(default_factory=list)
     metrics: dict[int, dict] = field(default_factory=dict)  # node id -> its reply's metrics
     bytes_sent: int = 0  # serialised size of the messages to devices (the payload on the wire)
@@ -52,7 +58,12 @@ class ObservedGrid:
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
-        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        goal = _round_goal(messages)
+        late: set[str] = set()
+        if goal is not None and goal < len(messages):
+            replies, late, _ = send_until_goal(self._grid, messages, goal, timeout)
+        else:
+            replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         if messages:
             counts = self._counts.setdefault(messages[0].metadata.message_type, PhaseCounts())
             counts.sampled += len(messages)
@@ -63,7 +74,9 @@ class ObservedGrid:
                 # The device is the one the message went to: an error the SuperLink writes for an
                 # unavailable device comes from the SuperLink's own node id, not the device's.
                 node = node_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
-                if reply.has_error():
+                if reply.has_error() and reply.error.code == NOT_ELIGIBLE:
+                    counts.not_eligible += 1
+                elif reply.has_error():
                     counts.failed += 1
                     counts.failures.append(f"node {node}: {failure_reason(reply.error.code, reply.error.reason)}")
                 else:
@@ -72,7 +85,9 @@ class ObservedGrid:
                         k: v for record in reply.content.metric_records.values() for k, v in record.items()}
             answered = {r.metadata.reply_to_message_id for r in replies}
             for m in messages:
-                if m.metadata.message_id not in answered:
+                if m.metadata.message_id in late:
+                    counts.late += 1
+                elif m.metadata.message_id not in answered:
                     counts.failed += 1
                     counts.failures.append(f"node {m.metadata.dst_node_id}: no reply within round-timeout"
                                            + (f" ({timeout:.0f} s)" if timeout else ""))
@@ -81,6 +96,11 @@ class ObservedGrid:
     def take_counts(self) -> dict[str, PhaseCounts]:
         counts, self._counts = self._counts, {}
         return counts
+
+
+def _round_goal(messages: list[Message]) -> int | None:
+    config = messages[0].content.config_records.get("config") if messages and messages[0].has_content() else None
+    return int(config[ROUND_GOAL]) if config and ROUND_GOAL in config else None
 
 
 def failure_reason(code: int, reason: str) -> str:

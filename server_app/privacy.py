@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from math import ceil
 from collections.abc import Iterable
 
 import numpy as np
@@ -47,7 +48,8 @@ class CentralDP(Strategy):
     def __init__(self, inner: FedAvg, cfg: Config, ledger: PrivacyLedger, rng: np.random.Generator | None = None):
         super().__init__()
         self.inner, self.dp, self.ledger = inner, cfg.dp, ledger
-        self.sampled = ledger.sampled  # the public denominator
+        self.sampled = ledger.sampled  # the public denominator: the round's goal
+        self.selected = ledger.selected  # devices asked (more than sampled with over-selection)
         self.rng = rng or secret_rng()
         self.clipping_norm = cfg.dp.clipping_norm
         self.adaptive = cfg.dp.mode == "central-adaptive-clip"
@@ -68,9 +70,9 @@ class CentralDP(Strategy):
         if self.dp.mode != "central-server-clip":
             config[KEY_CLIPPING_NORM] = self.clipping_norm  # Flower's client mods clip to it
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
-        if len(messages) != self.sampled:
+        if len(messages) != self.selected:
             raise RuntimeError(f"central DP: {len(messages)} devices asked to train, the noise is calibrated for "
-                               f"{self.sampled}")
+                               f"{self.selected}")
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord, MetricRecord | None]:
@@ -137,8 +139,9 @@ def population_and_sample(grid: Grid, cfg: Config) -> tuple[int, int]:
 def ledger_for(cfg: Config, grid: Grid, resume) -> PrivacyLedger:
     """The run's privacy ledger: new, or continued from the checkpoint a run resumes."""
     population, sampled = population_and_sample(grid, cfg)  # in every mode: never wait forever
-    ledger = (resumed_ledger(cfg, resume.checkpoint.state, population, sampled) if resume
-              else new_ledger(cfg, population, sampled))
+    selected = min(population, ceil(sampled * cfg.selection_factor))
+    ledger = (resumed_ledger(cfg, resume.checkpoint.state, population, sampled, selected) if resume
+              else new_ledger(cfg, population, sampled, selected))
     for assumption in ledger.assumptions(cfg.model.seq_len):
         log.info("Privacy accounting: %s", assumption)
     return ledger
@@ -192,21 +195,23 @@ def restore_strategy_state(strategy: Strategy, state: dict) -> None:
         strategy.clipping_norm = state["clipping_norm"]
 
 
-def resumed_ledger(cfg: Config, state: dict, population: int, sampled: int) -> PrivacyLedger:
+def resumed_ledger(cfg: Config, state: dict, population: int, sampled: int, selected: int) -> PrivacyLedger:
     """The checkpoint's ledger, so epsilon continues. The amplification figure assumes one
     population and sample size for the whole run: a resume must keep them."""
     saved = state.get("privacy")
     if not saved:
-        return new_ledger(cfg, population, sampled)
-    if (saved["population"], saved["sampled"]) != (population, sampled):
-        raise ConfigError(f"cannot resume with DP: the run had {saved['population']} devices, {saved['sampled']} "
-                          f"sampled per round; now {population} are connected, {sampled} would be sampled")
+        return new_ledger(cfg, population, sampled, selected)
+    before = (saved["population"], saved["sampled"], saved.get("selected", saved["sampled"]))
+    if before != (population, sampled, selected):
+        raise ConfigError(f"cannot resume with DP: the run had {before[0]} devices, {before[1]} sampled (of "
+                          f"{before[2]} asked) per round; now {population} are connected, {sampled} would be sampled "
+                          f"(of {selected} asked)")
     try:
         return PrivacyLedger.from_state(cfg.dp, saved, cfg.local_epochs, cfg.max_local_steps, resumed=True)
     except ValueError as e:
         raise ConfigError(f"cannot resume with DP: {e}") from e
 
 
-def new_ledger(cfg: Config, population: int, sampled: int) -> PrivacyLedger:
-    return PrivacyLedger(cfg.dp, population=population, sampled=sampled, local_epochs=cfg.local_epochs,
+def new_ledger(cfg: Config, population: int, sampled: int, selected: int = 0) -> PrivacyLedger:
+    return PrivacyLedger(cfg.dp, population=population, sampled=sampled, selected=selected, local_epochs=cfg.local_epochs,
                          max_local_steps=cfg.max_local_steps)

@@ -5,6 +5,7 @@
     vocab.json            the vocabulary the model's ids refer to
     metrics.json, metrics.csv   one row per round (round 0 = the initial model), rewritten each round
     metrics.png           loss, top-3 and (with DP) epsilon against round, redrawn each round
+    participation.png     per round: devices that replied, were late, declined or failed; energy
     checkpoints/round-NNN.npz   the global model and the state to resume from, newest keep-checkpoints
     final/model.keras + vocab.json   the final global model
     final/litert/model-{float32,float16,int8}.tflite + vocab.json   for on-device suggestions
@@ -29,9 +30,13 @@ from task.config import EVAL_PREFIX, Config
 from task.data.vocab import Vocabulary
 from task.run.checkpoint import Checkpoint, checkpoint_path, prune, save_checkpoint
 from task.run.files import atomic_write
-from task.run.plots import plot_runs
+from task.run.plots import plot_participation, plot_runs
 
 log = logging.getLogger("flwr")
+# Reply metrics of what a message cost its device (client_app/cost.py): summed or maxed per round,
+# never averaged like the training metrics.
+COST_SUMS = ("compute-seconds", "cpu-seconds", "energy-joules")
+COST_KEYS = (*COST_SUMS, "peak-memory-mb", "energy-measured")
 
 
 class RunRecord:
@@ -44,6 +49,7 @@ class RunRecord:
         self.rows: list[dict] = list(previous_rows or [])
         self._aggregated: dict[str, dict] = {}
         self._round_started = time.monotonic()
+        self._participants: set[int] = set()  # devices that replied with an update or a score, this run
         _write_json(run_dir / "config.json", cfg.to_run_config())
         vocab.save(run_dir / "vocab.json")
 
@@ -87,11 +93,13 @@ class RunRecord:
         for phase, message_type in (("train", "train"), ("eval", "evaluate")):
             c = counts.get(message_type, PhaseCounts())
             row.update({f"{phase}_sampled": c.sampled, f"{phase}_replied": c.replied, f"{phase}_failed": c.failed,
+                        f"{phase}_not_eligible": c.not_eligible, f"{phase}_late": c.late,
                         f"{phase}_bytes_sent": c.bytes_sent, f"{phase}_bytes_received": c.bytes_received})
             failures += c.failures
-            row[f"{phase}_compute_seconds"] = round(sum(m.get("compute-seconds", 0.0) for m in c.metrics.values()), 3)
+            self._participants.update(c.metrics)
+            row.update(_costs(phase, c))
             for key, value in self._aggregated.pop(phase, {}).items():
-                if key != "compute-seconds":  # an average of it means nothing: the sum is above
+                if key not in COST_KEYS:  # an average of them means nothing: _costs sums them
                     row[f"{phase}_{key.replace('-', '_')}"] = value
             if f"{phase}_loss" in row:
                 row[f"{phase}_perplexity"] = math.exp(min(row[f"{phase}_loss"], 50.0))
@@ -111,6 +119,7 @@ class RunRecord:
                         Checkpoint(server_round, arrays.to_numpy_ndarrays(), state or {}))
         prune(self.dir, self.cfg.keep_checkpoints)
         plot_runs({self.dir.name: self.rows}, self.plot)
+        plot_participation(self.rows, self.dir / "participation.png")
         log.info("%s", _round_line(row))
         for failure in failures:
             log.warning("round %d: device failed: %s", server_round, failure)
@@ -124,7 +133,8 @@ class RunRecord:
         row = self.rows[-1]
         replied = scores.pop("replied")
         # Their compute time is in the train phase's: it is one message.
-        row.update({"eval_sampled": train.sampled, "eval_replied": replied, "eval_failed": train.sampled - replied})
+        row.update({"eval_sampled": train.sampled, "eval_replied": replied, "eval_not_eligible": train.not_eligible,
+                    "eval_late": train.late, "eval_failed": train.sampled - replied - train.not_eligible - train.late})
         row.update({f"eval_{k.replace('-', '_')}": v for k, v in scores.items() if k != "compute-seconds"})
         row["eval_perplexity"] = math.exp(min(row["eval_loss"], 50.0))
         log.info("round %d, scored by the devices of round %d: %s", row["round"], server_round, _eval_part(row))
@@ -164,6 +174,7 @@ class RunRecord:
             "stopped_early": stop_reason,
             "privacy": {k[3:]: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("dp_")},
             "privacy_assumptions": privacy_assumptions or [],
+            "device_cost": device_cost(self.rows, len(self._participants)),
         }
         _write_json(self.dir / "summary.json", summary)
         for line in summary_lines(summary):
@@ -188,6 +199,9 @@ def summary_lines(summary: dict) -> list[str]:
             f"  Best round: top-3 {summary['best_eval_top3']:.1%} (round {summary['best_eval_top3_round']}), "
             f"lowest loss {summary['best_eval_loss']:.3f}",
         ]
+    cost = summary.get("device_cost")
+    if cost:
+        lines.append(f"  Device cost: {cost_line(cost)}")
     if "server_top3" in f:
         lines.append(
             f"  Server evaluation on unseen synthetic users: top-3 {f['server_top3']:.1%}, "
@@ -201,13 +215,59 @@ def summary_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _costs(phase: str, c: PhaseCounts) -> dict:
+    """The round's compute time, CPU time and energy summed over the devices that reported them,
+    and the highest peak memory."""
+    out = {f"{phase}_compute_seconds": round(sum(m.get("compute-seconds", 0.0) for m in c.metrics.values()), 3)}
+    reported = [m for m in c.metrics.values() if "energy-joules" in m]
+    if reported:
+        out.update({f"{phase}_cpu_seconds": round(sum(m["cpu-seconds"] for m in reported), 3),
+                    f"{phase}_energy_joules": round(sum(m["energy-joules"] for m in reported), 3),
+                    f"{phase}_energy_measured": int(all(m["energy-measured"] for m in reported)),
+                    f"{phase}_peak_memory_mb": round(max(m["peak-memory-mb"] for m in reported), 1),
+                    f"{phase}_cost_reported": len(reported)})
+    return out
+
+
+def device_cost(rows: list[dict], participants: int) -> dict | None:
+    """Averages over the devices that took part: per reply (one round's work) and over the run.
+    Bytes are the server's own count (messages to devices that declined or were late included);
+    energy only from devices that reported it (under DP they do not, unless asked)."""
+    replies = sum(r.get(f"{p}_replied", 0) for r in rows for p in ("train", "eval"))
+    if not replies or not participants:
+        return None
+    total_bytes = sum(r.get(f"{p}_bytes_{d}", 0) for r in rows for p in ("train", "eval") for d in ("sent", "received"))
+    out = {"devices": participants, "replies": replies,
+           "mb_per_device": total_bytes / participants / 1e6, "mb_per_reply": total_bytes / replies / 1e6}
+    reported = sum(r.get(f"{p}_cost_reported", 0) for r in rows for p in ("train", "eval"))
+    if reported:
+        joules = sum(r.get(f"{p}_energy_joules", 0.0) for r in rows for p in ("train", "eval"))
+        out.update({"joules_per_reply": joules / reported, "joules_per_device": joules / participants * replies / reported,
+                    "energy_measured": all(r.get(f"{p}_energy_measured", 1) for r in rows for p in ("train", "eval")),
+                    "peak_memory_mb": max(r.get(f"{p}_peak_memory_mb", 0.0) for r in rows for p in ("train", "eval"))})
+    return out
+
+
+def cost_line(cost: dict) -> str:
+    line = (f"a participating device spent on average {cost['mb_per_device']:.1f} MB over the run "
+            f"({cost['mb_per_reply']:.2f} MB per round it took part in, {cost['devices']} devices)")
+    if "joules_per_reply" in cost:
+        kind = "measured (RAPL)" if cost["energy_measured"] else "estimated from CPU time"
+        line += (f" and {cost['joules_per_device']:.0f} J ({cost['joules_per_reply']:.1f} J per round, {kind}); "
+                 f"peak memory {cost['peak_memory_mb']:.0f} MB")
+    else:
+        line += "; energy not reported (under DP devices send only what the guarantee covers)"
+    return line
+
+
 def _round_line(row: dict) -> str:
     parts = [f"round {row['round']}:"]
     if row["train_sampled"]:
-        parts.append(
-            f"train {row['train_replied']}/{row['train_sampled']} devices ({row['train_failed']} failed)"
-            + (f" loss {row['train_loss']:.3f}" if "train_loss" in row else "")
-        )
+        others = [f"{row[key]} {label}" for key, label in (("train_not_eligible", "not eligible"),
+                                                            ("train_late", "late"), ("train_failed", "failed"))
+                  if row.get(key) or key == "train_failed"]
+        parts.append(f"train {row['train_replied']}/{row['train_sampled']} devices ({', '.join(others)})"
+                     + (f" loss {row['train_loss']:.3f}" if "train_loss" in row else ""))
     if row["eval_sampled"]:
         parts.append(f"| {_eval_part(row)}")
     if "server_top3" in row:

@@ -7,20 +7,22 @@ which Reddi et al. (2021) found to beat FedAvg on Stack Overflow next-word predi
 Each one picks the devices of a training round itself: under DP from a secret generator and the
 sample size fixed at the start (the privacy figures take credit for both), else reproducibly
 from the run's seed; and, under DP, asks the privacy ledger first whether the budget allows the
-round and books who was asked.
+round and books who was asked. With selection-factor > 1 it asks more devices than the round
+needs and tells the grid how many updates close the round (server_app/round_goal.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import random
 
 from flwr.app import MessageType, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
-from task.config import EVALUATE_FIRST, Config
+from task.config import EVALUATE_FIRST, ROUND_GOAL, Config
 from task.privacy.ledger import PrivacyLedger
 from task.privacy.mechanisms import DP_WEIGHT
 
@@ -36,6 +38,7 @@ class _PrivateRounds(FedAvg):
         self._evaluate_in_train = cfg.evaluate_in_train
         self.last_round = 0  # of this run (Flower counts from 1 again after a resume); set before start
         self._private = cfg.dp.enabled
+        self._selection_factor = cfg.selection_factor
         # FedAvg samples with Python's global `random`; a private sample must not be replayable.
         self._sampler = random.SystemRandom() if self._private else random.Random(cfg.seed)
         return self
@@ -43,15 +46,20 @@ class _PrivateRounds(FedAvg):
     def configure_train(self, server_round, arrays, config, grid):
         if self._private:
             self._ledger.check_next_round()  # raises PrivacyBudgetExceeded
-            size = self._ledger.sampled
+            goal, size = self._ledger.sampled, self._ledger.selected
         else:
-            size = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
-        _, connected = sample_nodes(grid, self.min_available_nodes, size)  # waits for enough nodes
+            goal = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
+            size = math.ceil(goal * self._selection_factor)
+        _, connected = sample_nodes(grid, self.min_available_nodes, goal)  # waits for enough nodes
+        if not self._private:  # under DP the ledger fixed the sample size at the start
+            size = min(size, len(connected))
         node_ids = self._sampler.sample(sorted(connected), size)
-        log.info("configure_train: sampled %d nodes (out of %d)", len(node_ids), len(connected))
+        log.info("configure_train: sampled %d nodes (out of %d)%s", len(node_ids), len(connected),
+                 f", the first {goal} updates close the round" if goal < size else "")
         if self._private:
             self._ledger.record_asked_to_train(node_ids)
         config["server-round"] = server_round
+        config[ROUND_GOAL] = goal
         config[EVALUATE_FIRST] = self._evaluate_in_train  # the devices score the model they receive
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, node_ids, MessageType.TRAIN)

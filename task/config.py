@@ -20,6 +20,7 @@ DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-ser
 PARTITIONERS = ("iid", "natural", "size-skew")
 TRANSFER_DTYPES = ("float32", "float16", "int8")  # task/transfer.py
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # Flower's strategies (server_app/strategy.py)
+SIM_AVAILABILITY = ("always", "nightly")  # client_app/eligibility.py
 
 
 # Train-message config key: rounds done before a resume, so devices count rounds globally (seeds).
@@ -28,6 +29,11 @@ ROUND_OFFSET = "round-offset"
 # that score's keys in the reply's metrics (one MetricRecord: Flower's clipping mods expect one).
 EVALUATE_FIRST = "evaluate-first"
 EVAL_PREFIX = "eval-"
+# Train-message config key: replies that close the round (over-selection, selection-factor).
+ROUND_GOAL = "round-goal"
+# Error code of a device's reply that declines a round (client_app/eligibility.py): counted apart
+# from failures by the server.
+NOT_ELIGIBLE = 101
 
 
 class ConfigError(ValueError):
@@ -84,6 +90,20 @@ class DPConfig:
 
 
 @dataclass(frozen=True)
+class SimConfig:
+    """How simulated devices behave like a real population; run-config keys are these names
+    prefixed with "sim-". Ignored by real devices (data-path), which check their own state."""
+
+    # "always": every device is eligible; "nightly": each device is eligible (charging, idle, on
+    # Wi-Fi) in one window of the simulated day, most of them around the night.
+    availability: str = "always"
+    eligible_share: float = 0.3  # nightly: the share of the day a device is eligible
+    hours_per_round: float = 1.0  # nightly: the simulated clock advances this much per round
+    stragglers: float = 0.0  # share of simulated devices that are slow (old phones)
+    straggler_seconds: float = 30.0  # the extra seconds a straggler takes per message
+
+
+@dataclass(frozen=True)
 class Config:
     # Federation
     num_server_rounds: int = 30
@@ -97,6 +117,10 @@ class Config:
     min_evaluate_nodes: int = 2
     min_available_nodes: int = 2
     round_timeout: float = 600.0
+    # Over-selection (Bonawitz et al. 2019): ask selection-factor x the round's goal of devices
+    # (fraction-train x connected, at least min-train-nodes) and close the round as soon as the
+    # goal's replies are in; later replies are discarded. 1.0 = wait for every device asked.
+    selection_factor: float = 1.0
     transfer_dtype: str = "float32"  # "float16": half the bytes each way; "int8": updates in 8 bits (task/transfer.py)
     server_optimizer: str = "fedavg"  # how the server applies the averaged update
     server_learning_rate: float = 1.0  # fedavgm: step on the averaged update; fedadam: Adam's eta
@@ -112,6 +136,8 @@ class Config:
     model: ModelConfig = ModelConfig()
     # Privacy
     dp: DPConfig = DPConfig()
+    # Simulated population: availability and stragglers
+    sim: SimConfig = SimConfig()
     # Data
     data_source: str = "builtin"
     data_path: str = ""
@@ -136,19 +162,21 @@ class Config:
         unknown = sorted(set(run_config) - set(known))
         if unknown:
             raise ConfigError(f"unknown run-config key(s) {unknown}; known keys: {sorted(known)}")
-        values: dict[type, dict[str, Any]] = {cls: {}, ModelConfig: {}, DPConfig: {}}
+        values: dict[type, dict[str, Any]] = {cls: {}, ModelConfig: {}, DPConfig: {}, SimConfig: {}}
         for key, value in run_config.items():
             owner, field = known[key]
             values[owner][field.name] = _coerce(key, value, field.type)
-        config = cls(model=ModelConfig(**values[ModelConfig]), dp=DPConfig(**values[DPConfig]), **values[cls])
+        config = cls(model=ModelConfig(**values[ModelConfig]), dp=DPConfig(**values[DPConfig]),
+                     sim=SimConfig(**values[SimConfig]), **values[cls])
         config.validate()
         return config
 
     def to_run_config(self) -> dict[str, Any]:
         """The flat kebab-case mapping `from_run_config` reads (for records and tests)."""
-        flat = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("model", "dp")}
+        flat = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NESTED}
         flat.update(dataclasses.asdict(self.model))
         flat.update({f"{_DP_PREFIX}{k}": v for k, v in dataclasses.asdict(self.dp).items()})
+        flat.update({f"{_SIM_PREFIX}{k}": v for k, v in dataclasses.asdict(self.sim).items()})
         return {k.replace("_", "-"): v for k, v in flat.items()}
 
     def replace(self, **changes: Any) -> Config:
@@ -170,6 +198,8 @@ class Config:
                self.min_available_nodes >= max(self.min_train_nodes, self.min_evaluate_nodes),
                f">= min-train-nodes ({self.min_train_nodes}) and min-evaluate-nodes ({self.min_evaluate_nodes})")
         _check("round-timeout", self.round_timeout, self.round_timeout > 0, "a number of seconds > 0")
+        _check("selection-factor", self.selection_factor, 1 <= self.selection_factor <= 10,
+               "a number in [1, 10] (devices asked per device needed; 1 = no over-selection)")
         _check("transfer-dtype", self.transfer_dtype, self.transfer_dtype in TRANSFER_DTYPES,
                f"one of {list(TRANSFER_DTYPES)}")
         _check("server-optimizer", self.server_optimizer, self.server_optimizer in SERVER_OPTIMIZERS,
@@ -206,6 +236,16 @@ class Config:
         _check("out-dir", self.out_dir, bool(self.out_dir.strip()), "a non-empty path")
         _check("keep-checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 0, "an integer >= 0 (0 = keep all)")
         self._validate_dp()
+        self._validate_sim()
+
+    def _validate_sim(self) -> None:
+        sim = self.sim
+        _check("sim-availability", sim.availability, sim.availability in SIM_AVAILABILITY,
+               f"one of {list(SIM_AVAILABILITY)}")
+        _check("sim-eligible-share", sim.eligible_share, 0 < sim.eligible_share <= 1, "a number in (0, 1]")
+        _check("sim-hours-per-round", sim.hours_per_round, 0 <= sim.hours_per_round <= 24, "a number of hours in [0, 24]")
+        _check("sim-stragglers", sim.stragglers, 0 <= sim.stragglers <= 1, "a share in [0, 1]")
+        _check("sim-straggler-seconds", sim.straggler_seconds, sim.straggler_seconds >= 0, "a number of seconds >= 0")
 
     def _validate_dp(self) -> None:
         dp = self.dp
@@ -255,13 +295,15 @@ class Config:
 
 
 _DP_PREFIX = "dp_"
+_SIM_PREFIX = "sim_"
+_NESTED = ("model", "dp", "sim")
 
 
 def _known_keys() -> dict[str, tuple[type, dataclasses.Field]]:
     keys = {}
-    for owner, prefix in ((Config, ""), (ModelConfig, ""), (DPConfig, _DP_PREFIX)):
+    for owner, prefix in ((Config, ""), (ModelConfig, ""), (DPConfig, _DP_PREFIX), (SimConfig, _SIM_PREFIX)):
         for field in fields(owner):
-            if field.name not in ("model", "dp"):
+            if field.name not in _NESTED:
                 keys[(prefix + field.name).replace("_", "-")] = (owner, field)
     return keys
 

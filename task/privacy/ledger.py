@@ -9,10 +9,16 @@ What each figure means (delta is the run's dp-delta):
   sampling - valid whoever the server picks. The noisy sum of clipped updates is divided by the
   number of devices *sampled* (public), never by the number that replied, so a device that is
   removed (or fails) changes the sum by at most the clipping norm and nothing else.
-- central-amplified: the same releases, credited for the server picking `sampled` of `population`
-  devices uniformly without replacement from a secret generator. dp-accounting analyses that
-  sampling only under replace-one adjacency, where every sensitivity doubles: each noise
-  multiplier is halved. Only reported when sampled < population.
+- central-amplified: the same releases, credited for the server picking `selected` of
+  `population` devices uniformly without replacement from a secret generator. dp-accounting
+  analyses that sampling only under replace-one adjacency, where every sensitivity doubles: each
+  noise multiplier is halved. Only reported when selected < population.
+- over-selection (selection-factor > 1): the server asks `selected` devices and keeps the first
+  `sampled` updates (still dividing by `sampled`). A device's update can then displace another
+  device's, so adding or removing one device moves the sum by up to 2 x the clipping norm: the
+  central figure halves each multiplier too. Replace-one already doubles the sensitivity and the
+  first-`sampled` rule does not raise it further (both sums share all but one update), so the
+  amplified figure keeps its halved multipliers, with `selected` as the sample size.
 - local: user level, for the device asked to train most often; each release is a Gaussian
   mechanism of sensitivity 2 x clipping norm, its noise calibrated so that one release's RDP
   epsilon is exactly dp-local-epsilon.
@@ -55,7 +61,7 @@ class PrivacyLedger:
 
     dp: DPConfig
     population: int  # devices the server samples from
-    sampled: int  # devices asked to train per round
+    sampled: int  # updates per round the noise is divided by (the round's goal)
     local_epochs: int = 1
     max_local_steps: int = 0
     # Each central release: the noise multipliers of its Gaussian parts (update; adaptive: count).
@@ -66,6 +72,17 @@ class PrivacyLedger:
     # Rounds of the worst device before a resume. A resumed run may give the same device another
     # node id (simulation always does), so the worst device may be any: the counts add up.
     carried_participations: int = 0
+    selected: int = 0  # devices asked per round (over-selection); 0 = sampled
+
+    def __post_init__(self) -> None:
+        self.selected = self.selected or self.sampled
+        if self.selected < self.sampled:
+            raise ValueError(f"{self.selected} devices selected per round, fewer than the {self.sampled} sampled")
+
+    @property
+    def displacement(self) -> int:
+        """How many times the clipping norm one device can move a central sum (add/remove one)."""
+        return 2 if self.selected > self.sampled else 1
 
     # --- recording -----------------------------------------------------------------------------
     def record_central(self, noise_multipliers: list[float]) -> None:
@@ -85,7 +102,8 @@ class PrivacyLedger:
 
     def central_event(self, extra_releases: int = 0) -> dp_accounting.DpEvent:
         releases = self.central_releases + [self._central_parts()] * extra_releases
-        return dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z) for parts in releases for z in parts])
+        return dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / self.displacement)
+                                              for parts in releases for z in parts])
 
     def central_epsilon(self, extra_releases: int = 0) -> float | None:
         if not self.dp.central:
@@ -95,10 +113,10 @@ class PrivacyLedger:
         return epsilon(self.central_event(extra_releases), self.dp.delta)
 
     def central_amplified_epsilon(self) -> float | None:
-        if not self.dp.central or self.sampled >= self.population or not self.central_releases:
+        if not self.dp.central or self.selected >= self.population or not self.central_releases:
             return None
         events = [dp_accounting.SampledWithoutReplacementDpEvent(
-            self.population, self.sampled,
+            self.population, self.selected,
             dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / 2) for z in parts]))
             for parts in self.central_releases]
         return epsilon(dp_accounting.ComposedDpEvent(events), self.dp.delta, replace_one=True)
@@ -141,7 +159,8 @@ class PrivacyLedger:
         out: dict[str, float | int | str] = {k: v for k, v in figures.items() if v is not None}
         out.update({"delta": self.dp.delta, "dp-mode": self.dp.mode, "dp-sgd": int(self.dp.sgd),
                     "central-releases": len(self.central_releases), "population": self.population,
-                    "sampled": self.sampled, "most-rounds-per-device": self.most_participations()})
+                    "sampled": self.sampled, "selected": self.selected,
+                    "most-rounds-per-device": self.most_participations()})
         if self.dp.mode != "none":
             out["clipping-norm"] = self.dp.clipping_norm
         if self.dp.central:
@@ -166,9 +185,13 @@ class PrivacyLedger:
                          f"divided by the {self.sampled} devices sampled (not by those that replied); neighbouring "
                          f"= one device added or removed; population = {self.population} devices connected at the "
                          f"start")
-            if self.sampled < self.population:
-                lines.append("amplified figure: devices sampled uniformly without replacement from a secret "
-                             "generator; replace-one adjacency")
+            if self.selected > self.sampled:
+                lines.append(f"over-selection: {self.selected} devices asked per round, the first {self.sampled} "
+                             "updates kept; one device can displace another's update, so the central figure "
+                             "counts each noise multiplier at half (sensitivity 2 x clipping norm)")
+            if self.selected < self.population:
+                lines.append(f"amplified figure: {self.selected} devices asked per round, sampled uniformly without "
+                             "replacement from a secret generator; replace-one adjacency")
         if dp.mode == "local":
             lines.append(f"user level, local: each device clips its update to {dp.clipping_norm} and adds Gaussian "
                          f"noise {local_noise_multiplier(dp.local_epsilon, dp.delta):.4g} x 2 x clipping norm "
@@ -219,6 +242,7 @@ class PrivacyLedger:
         return {
             "population": self.population,
             "sampled": self.sampled,
+            "selected": self.selected,
             "central_releases": self.central_releases,
             "participations": self.participations,
             "carried_participations": self.carried_participations,
@@ -238,6 +262,7 @@ class PrivacyLedger:
             dp=dp,
             population=state["population"],
             sampled=state["sampled"],
+            selected=int(state.get("selected", state["sampled"])),
             local_epochs=local_epochs,
             max_local_steps=max_local_steps,
             central_releases=[list(r) for r in state["central_releases"]],

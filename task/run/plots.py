@@ -54,6 +54,48 @@ def plot_runs(runs: Mapping[str, Sequence[dict]], out: Path) -> Path:
     return Path(out)
 
 
+PARTICIPATION = (("train_replied", "replied", "tab:green"), ("train_late", "late (discarded)", "tab:orange"),
+                 ("train_not_eligible", "not eligible", "tab:gray"), ("train_failed", "failed", "tab:red"))
+
+
+def plot_participation(rows: Sequence[dict], out: Path) -> Path:
+    """Per training round, what became of the devices asked (stacked bars), and the energy the
+    devices that replied spent (when they reported it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.get("train_sampled")]
+    with_energy = any("train_energy_joules" in r for r in rows)
+    fig, axes = plt.subplots(1, 2 if with_energy else 1, figsize=(10 if with_energy else 5.5, 3.8), squeeze=False)
+    ax = axes[0][0]
+    rounds = [r["round"] for r in rows]
+    bottom = [0] * len(rows)
+    for key, label, color in PARTICIPATION:
+        heights = [r.get(key, 0) for r in rows]
+        ax.bar(rounds, heights, bottom=bottom, label=label, color=color)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_title("devices asked to train, per round")
+    if with_energy:
+        measured = all(r.get("train_energy_measured", 0) for r in rows if "train_energy_joules" in r)
+        points = [(r["round"], r["train_energy_joules"] / max(r["train_cost_reported"], 1))
+                  for r in rows if "train_energy_joules" in r]
+        axes[0][1].plot(*zip(*points), marker="o", markersize=3)
+        axes[0][1].set_title(f"energy per device that replied (J, {'measured' if measured else 'estimated'})")
+    for a in axes[0]:
+        a.set_xlabel("round")
+        a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        a.grid(alpha=0.3)
+    if rows:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_write(out, "wb") as f:
+        fig.savefig(f, dpi=110, format="png")
+    plt.close(fig)
+    return Path(out)
+
+
 def read_rows(path: Path) -> list[dict]:
     """Rows of a metrics.json, given the file or its run directory."""
     path = Path(path)

@@ -83,6 +83,9 @@ def test_a_train_message_can_score_the_received_model_first_exactly_as_an_evalua
     score = {k.removeprefix(EVAL_PREFIX): v for k, v in sent.items() if k.startswith(EVAL_PREFIX)}
     expected = dict(evaluated.content["metrics"])
     score.pop("compute-seconds"), expected.pop("compute-seconds"), expected.pop(DP_WEIGHT)
+    # The evaluate message's own cost (a measurement); the train reply reports one for both.
+    assert all(expected.pop(k) >= 0 for k in ("cpu-seconds", "peak-memory-mb", "energy-joules", "energy-measured"))
+    assert {"cpu-seconds", "energy-joules"} <= set(sent)
     assert score == expected  # the model as received, before this device trained it
     assert sent["loss"] != score["loss"]  # training metrics stay apart
 

@@ -84,6 +84,7 @@ def test_the_ledger_survives_a_round_trip_through_its_state():
     assert set(ledger.state_dict()) == {
         "population",
         "sampled",
+        "selected",
         "central_releases",
         "participations",
         "carried_participations",
