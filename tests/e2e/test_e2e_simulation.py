@@ -80,6 +80,36 @@ def test_a_run_where_every_device_fails_ends_with_a_summary_not_a_crash(flower, 
     assert all(f.endswith(": data-path does not exist") for f in last["failures"]), last["failures"]
 
 
+def test_a_population_with_availability_and_stragglers_closes_rounds_at_their_goal(flower, tmp_path):
+    """10 simulated devices over a night (20:00 to 04:00), half of the day charging on Wi-Fi, two
+    of them 20 s slow; each round asks 6 and closes at 4 updates (client_app/eligibility.py)."""
+    outcome = run_app(flower, num_supernodes=10, echo=False,
+                      run_config=f'num-server-rounds=5 {SMALL} fraction-train=0.4 selection-factor=1.5 '
+                                 'sim-availability="nightly" sim-eligible-share=0.5 sim-hours-per-round=2.0 '
+                                 f'sim-stragglers=0.2 sim-straggler-seconds=20.0 server-eval-devices=4 '
+                                 f'out-dir="{tmp_path}"')
+    assert outcome.status == "finished:completed", outcome.output[-3000:]
+    metrics = rows(tmp_path, outcome.run_id)
+    trained = metrics[1:]
+    for r in trained:
+        assert r["train_sampled"] == 6 and r["train_replied"] <= 4 and r["train_failed"] == 0, r
+        assert r["train_replied"] + r["train_late"] + r["train_not_eligible"] == 6
+    # The evening's first round finds most devices unplugged; by night the rounds fill up, and a
+    # round that reached its goal did not wait for the stragglers.
+    assert trained[0]["train_not_eligible"] > trained[-1]["train_not_eligible"]
+    assert sum(r["train_late"] for r in trained) >= 1
+    assert trained[-1]["train_replied"] == 4
+    assert metrics[-1]["server_loss"] < metrics[0]["server_loss"] - 0.3  # and the model still learned
+    # What it cost the devices, per round and over the run
+    assert all(r["train_energy_joules"] > 0 and r["train_cpu_seconds"] > 0 and r["train_peak_memory_mb"] > 0
+               for r in trained if r["train_replied"])
+    run_dir = tmp_path / f"run-{outcome.run_id}"
+    cost = json.loads((run_dir / "summary.json").read_text())["device_cost"]
+    assert cost["mb_per_device"] > 0 and cost["joules_per_device"] > 0 and cost["devices"] <= 10
+    assert "Device cost: a participating device spent on average" in outcome.output
+    assert (run_dir / "participation.png").stat().st_size > 0
+
+
 def test_the_runner_never_sends_a_run_to_somebody_elses_superlink(tmp_path):
     from scripts.local_flower import private_flower
 
