@@ -49,7 +49,9 @@ def train(msg: Message, context: Context) -> Message:
 
 
 def _train(msg: Message, context: Context) -> Message:
-    from task import device  # imports TensorFlow: only once the device has agreed to work
+    from task import (
+        device,  # imports TensorFlow: only once the device has agreed to work
+    )
 
     started = time.perf_counter()
     cfg = Config.from_run_config(context.run_config)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from task.config import SimConfig
+
 POWER_SUPPLY = Path("/sys/class/power_supply")
 SIM_START_HOUR = 20.0  # round 1 of a simulated day starts in the evening
 NIGHT = 22.0  # nightly windows start around this hour, spread by a couple of hours

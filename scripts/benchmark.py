@@ -17,8 +17,9 @@ the devices' pooled training text. Prints a table, writes benchmark.json and ben
   scale          populations of 100 / 1,000 / 10,000 devices, 20 trained per round: time per
                  round, peak memory of all Flower processes, and the CPU time of Flower's
                  simulation process (its engine polls every simulated node).
-  communication  bytes per device per round with transfer-dtype float32, float16 and int8, and the
-                 top-3 each reaches (the float32 run is the quality run).
+  communication  bytes per device per round with transfer-dtype float32, float16 and int8, what a
+                 round cost a device (CPU seconds, energy, peak memory of the process that ran
+                 it), and the top-3 each reaches (the float32 run is the quality run).
 """
 
 from __future__ import annotations
@@ -197,6 +198,11 @@ def communication_row(dtype: str, run: FederatedRun) -> dict:
         "train_bytes_down_per_device": per_device("train_bytes_sent", "train_sampled"),
         "train_bytes_up_per_device": per_device("train_bytes_received", "train_replied"),
         "eval_bytes_down_per_device": per_device("eval_bytes_sent", "eval_sampled", evaluated),
+        # What one round cost a device that replied (client_app/cost.py; estimated unless RAPL is readable)
+        "cpu_seconds_per_device": per_device("train_cpu_seconds", "train_cost_reported"),
+        "joules_per_device": per_device("train_energy_joules", "train_cost_reported"),
+        "energy_measured": all(r.get("train_energy_measured") for r in rounds),
+        "peak_memory_mb": max((r.get("train_peak_memory_mb", 0.0) for r in rounds), default=0.0),
         "top3": last.get("eval_top3"),
     }
 

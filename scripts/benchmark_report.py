@@ -57,15 +57,17 @@ def print_tables(r: Results) -> None:
             )
     if r.communication:
         base = r.communication[0]
-        print("\n| transfer-dtype | MB down per device per round | MB up | vs float32 | final top-3 |")
-        print("|---|---|---|---|---|")
+        energy = "measured" if all(c.get("energy_measured") for c in r.communication) else "estimated"
+        print("\n| transfer-dtype | MB down per device per round | MB up | vs float32 | CPU s per device per round "
+              f"| J per device per round ({energy}) | peak memory | final top-3 |")
+        print("|---|---|---|---|---|---|---|---|")
         for c in r.communication:
             total = c["train_bytes_down_per_device"] + c["train_bytes_up_per_device"]
             ratio = total / (base["train_bytes_down_per_device"] + base["train_bytes_up_per_device"])
             print(
                 f"| {c['transfer_dtype']} | {c['train_bytes_down_per_device'] / 1e6:.2f} | "
-                f"{c['train_bytes_up_per_device'] / 1e6:.2f} | {ratio:.2f}× | "
-                f"{c['top3']:.1%} |"
+                f"{c['train_bytes_up_per_device'] / 1e6:.2f} | {ratio:.2f}× | {c.get('cpu_seconds_per_device', 0):.2f} | "
+                f"{c.get('joules_per_device', 0):.1f} | {c.get('peak_memory_mb', 0):,.0f} MB | {c['top3']:.1%} |"
                 if c["top3"] is not None
                 else f"| {c['transfer_dtype']} | {c['status']} |"
             )

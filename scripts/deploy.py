@@ -22,6 +22,7 @@ or with `--background --state DIR` (pid and log files in DIR, ended by `stop --s
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -128,7 +129,10 @@ def supernode_command(
     insecure: bool = False,
     max_retries: int | None = None,
     max_wait_time: float | None = None,
+    rules: dict | None = None,
 ) -> list[str]:
+    """`rules`: the device's eligibility rules and power figure as node-config keys
+    (client_app/eligibility.py, client_app/cost.py), e.g. {"require-charging": False}."""
     security = ["--insecure"] if insecure else ["--root-certificates", str(ca)]
     if key:
         security += ["--auth-supernode-private-key", str(key)]
@@ -138,7 +142,7 @@ def supernode_command(
     if max_wait_time is not None:
         limits += ["--max-wait-time", str(max_wait_time)]
     # The ClientApp reads this device's text from data-path only (client_app/app.py).
-    node_config = f'data-path="{Path(data).resolve()}"'
+    node_config = " ".join([f'data-path="{Path(data).resolve()}"', *(f"{k}={_toml(v)}" for k, v in (rules or {}).items())])
     return [
         str(BIN / "flower-supernode"),
         *security,
@@ -150,6 +154,31 @@ def supernode_command(
         node_config,
         *limits,
     ]
+
+
+def _toml(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def parse_rules(pairs: list[str]) -> dict:
+    """--rule KEY=VALUE pairs, checked as the device will check them, so a typo fails here."""
+    from client_app.cost import watts_per_busy_core
+    from client_app.eligibility import DeviceRules
+
+    rules = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            rules[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"] if sep else None
+        except tomllib.TOMLDecodeError:
+            rules[key.strip()] = value.strip()  # a bare word: reported below as the wrong type
+    known = {f.replace("_", "-") for f in DeviceRules.__dataclass_fields__} | {"watts-per-busy-core"}
+    unknown = sorted(set(rules) - known)
+    if unknown:
+        raise ValueError(f"--rule {unknown}: unknown; known: {sorted(known)}")
+    DeviceRules.from_node_config(rules)
+    watts_per_busy_core(rules)
+    return rules
 
 
 def start(command: list[str], state: Path, name: str) -> int:
@@ -243,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--key", type=Path, help="this device's private key")
             p.add_argument("--data", type=Path, required=True, help="this device's text (file or directory)")
             p.add_argument("--name", default="supernode", help="name of the pid/log files with --background")
+            p.add_argument("--rule", action="append", default=[], metavar="KEY=VALUE",
+                           help="an eligibility rule or power figure (repeat): require-charging=false, "
+                                "min-battery=30, metered-network=true, train-on-metered=true, watts-per-busy-core=2.0")
     p = sub.add_parser("stop", help="stop everything started with --background --state DIR")
     p.add_argument("--state", type=Path, default=DEPLOY_HOME / "state")
     args = parser.parse_args(argv)
@@ -285,7 +317,12 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--data {args.data}: no such file or directory")
             if args.key:
                 check_private(args.key)
-            command = supernode_command(args.superlink, args.data, args.ca, args.key, args.port, args.insecure)
+            try:
+                rules = parse_rules(args.rule)
+            except ValueError as e:
+                parser.error(str(e))
+            command = supernode_command(args.superlink, args.data, args.ca, args.key, args.port, args.insecure,
+                                        rules=rules)
         if args.insecure:
             print("WARNING: insecure mode: no TLS, no authentication. For a first local try only.", file=sys.stderr)
         if args.background:

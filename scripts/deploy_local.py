@@ -28,10 +28,14 @@ GATEWAY_OFFSET = 50  # the gateway listens on port + 50
 
 
 @contextlib.contextmanager
-def local_deployment(root: Path, device_data: list[Path], port: int, connection: str = "fednextword-local"):
+def local_deployment(root: Path, device_data: list[Path], port: int, connection: str = "fednextword-local",
+                     device_rules: list[dict] | None = None):
     """A TLS + SuperNode-auth SuperLink on 127.0.0.1:`port` (the operator's side: `connection`), its
     Fleet gateway on 127.0.0.1:`port`+50 (the devices' side) and one registered SuperNode per data
-    directory (Runtime API ports port+1, port+2, ...). $FLWR_HOME must be set. Stops them all."""
+    directory (Runtime API ports port+1, port+2, ...), each with its `device_rules` (node-config
+    eligibility rules; default: every device here shares this machine, so none waits for a
+    charger). $FLWR_HOME must be set. Stops them all."""
+    device_rules = device_rules or [{"require-charging": False}] * len(device_data)
     state = root / "state"
     certs = make_certs(root / "certs", ["127.0.0.1", "localhost"])
     public = f"127.0.0.1:{port + GATEWAY_OFFSET}"
@@ -44,7 +48,8 @@ def local_deployment(root: Path, device_data: list[Path], port: int, connection:
         for i, data in enumerate(device_data):
             private, public_key = make_device_key(root / "keys", f"device{i}")
             register_device(connection, public_key)
-            start(supernode_command(public, data, certs["ca"], private, port=port + 1 + i), state, f"node{i}")
+            start(supernode_command(public, data, certs["ca"], private, port=port + 1 + i, rules=device_rules[i]),
+                  state, f"node{i}")
         wait_until_online(connection, len(device_data))
         yield {"connection": connection, "state": state, "certs": certs, "keys": root / "keys", "public": public}
     finally:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from math import ceil
 from collections.abc import Iterable
+from math import ceil
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict

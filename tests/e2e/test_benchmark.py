@@ -32,6 +32,8 @@ def test_quick_benchmark_prints_a_table_and_writes_json_and_png(tmp_path):
     float32, int8 = results["communication"]  # --quick leaves float16 to tests/test_dp_simulation.py
     ratio = lambda c: c["train_bytes_up_per_device"] + c["train_bytes_down_per_device"]  # noqa: E731
     assert 0.35 < ratio(int8) / ratio(float32) < 0.42  # float16 down, 8-bit update (+ scales) up
+    assert all(c["cpu_seconds_per_device"] > 0 and c["joules_per_device"] > 0 and c["peak_memory_mb"] > 100
+               for c in (float32, int8))  # what a round cost the devices that replied
     assert "| corpus | devices |" in out.stdout and "| transfer-dtype |" in out.stdout and "| devices |" in out.stdout
     assert "| start-up stage | seconds |" in out.stdout
     assert (tmp_path / "benchmark.png").read_bytes()[:4] == b"\x89PNG"

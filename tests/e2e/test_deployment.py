@@ -32,11 +32,13 @@ def deployment(tmp_path_factory, monkeypatch_module):
     env = flower_env(root / "flwr-home")
     monkeypatch_module.setenv("FLWR_HOME", env["FLWR_HOME"])  # deploy.* read it from the environment
     data = []
-    for i in range(3):
+    for i in range(4):
         data.append(root / f"device{i}")
         data[i].mkdir()
         (data[i] / "messages.txt").write_text("\n".join(personas.device_sentences(i, 80)))
-    with local_deployment(root, data, PORT, CONNECTION) as d:
+    # device3 is on a metered network: it declines every message (client_app/eligibility.py)
+    rules = [{"require-charging": False}] * 3 + [{"require-charging": False, "metered-network": True}]
+    with local_deployment(root, data, PORT, CONNECTION, device_rules=rules) as d:
         yield {**d, "env": env, "data": data, "rogue": deploy.make_device_key(root / "keys", "rogue")[0]}
     assert not list(d["state"].glob("*.pid")), "a process started here was not stopped"
 
@@ -65,6 +67,8 @@ def test_federated_run_over_tls_completes_and_learns(deployment, tmp_path):
     assert outcome.status == "finished:completed", outcome.output[-3000:]
     rows = metrics(tmp_path, outcome.run_id)
     assert all((r["train_replied"], r["eval_replied"]) == (3, 3) for r in rows[1:])
+    # The device on a metered network declined at once, counted apart from failures
+    assert all((r["train_not_eligible"], r["train_failed"], r["eval_not_eligible"]) == (1, 0, 1) for r in rows[1:])
     assert rows[-1]["eval_loss"] < rows[1]["eval_loss"]
     print(f"deployment: {outcome.seconds:.0f} s for 2 rounds; per round: {[r['seconds'] for r in rows]}")
 

@@ -13,11 +13,24 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, Re
 from flwr.serverapp.strategy import FedAvg
 
 from client_app import eligibility
-from client_app.eligibility import DeviceRules, NodeConfigError, PowerState, read_power_state, refusal
+from client_app.eligibility import (
+    DeviceRules,
+    NodeConfigError,
+    PowerState,
+    read_power_state,
+    refusal,
+)
 from server_app.observed_grid import ObservedGrid
 from server_app.privacy import CentralDP
 from server_app.round_goal import send_until_goal
-from task.config import NOT_ELIGIBLE, ROUND_GOAL, Config, ConfigError, DPConfig, SimConfig
+from task.config import (
+    NOT_ELIGIBLE,
+    ROUND_GOAL,
+    Config,
+    ConfigError,
+    DPConfig,
+    SimConfig,
+)
 from task.privacy.ledger import PrivacyLedger
 from task.privacy.mechanisms import DP_WEIGHT
 from tests.helpers import analytic_gaussian_epsilon, message
