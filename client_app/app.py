@@ -132,6 +132,7 @@ def _straggle(cfg: Config, context: Context, reply: Message) -> Message:
     """A simulated straggler (sim-stragglers) replies sim-straggler-seconds late."""
     node = context.node_config
     if eligibility.is_simulated(node) and eligibility.is_straggler(cfg.sim, cfg.seed, int(node["partition-id"])):
+        log.info("node %s: simulated straggler, replying %g s late", context.node_id, cfg.sim.straggler_seconds)
         time.sleep(cfg.sim.straggler_seconds)
     return reply
 

@@ -27,6 +27,7 @@ from task.config import SimConfig
 POWER_SUPPLY = Path("/sys/class/power_supply")
 SIM_START_HOUR = 20.0  # round 1 of a simulated day starts in the evening
 NIGHT = 22.0  # nightly windows start around this hour, spread by a couple of hours
+NIGHT_CHARGERS = 0.75  # the others charge at some other time of day (at work, in the car)
 
 
 class NodeConfigError(ValueError):
@@ -106,8 +107,10 @@ def refusal(rules: DeviceRules, power: PowerState) -> str | None:
 # of them reply, and the ledger accounts every device asked.
 
 def nightly_window_start(seed: int, partition_id: int) -> float:
-    """The hour a simulated device starts charging on Wi-Fi: around NIGHT, spread (sd 2 h)."""
-    return (NIGHT + random.Random(f"window:{seed}:{partition_id}").gauss(0.0, 2.0)) % 24
+    """The hour a simulated device starts charging on Wi-Fi: for most, around NIGHT (sd 2 h);
+    for the rest, any hour of the day."""
+    rng = random.Random(f"window:{seed}:{partition_id}")
+    return (NIGHT + rng.gauss(0.0, 2.0)) % 24 if rng.random() < NIGHT_CHARGERS else rng.uniform(0.0, 24.0)
 
 
 def simulated_clock(sim: SimConfig, server_round: int) -> float:

@@ -2,8 +2,8 @@
 
     .venv/bin/python scripts/participation_table.py ~/fednextword-runs/run-<id>
 
-Columns: the simulated hour (with sim-availability = "nightly"), devices asked, their replies
-(kept, late, declined as not eligible, failed), the round's wall time, and per device that replied:
+Columns: the simulated hour (with sim-availability = "nightly"), devices asked, what became of
+them (replied, late, still busy with an earlier round so not sent, declined, failed), the round's wall time, and per device that replied:
 MB on the network (its message and reply) and energy (measured or estimated: the run says which).
 """
 
@@ -26,7 +26,7 @@ def table(run_dir: Path) -> str:
     rows = [r for r in read_rows(run_dir) if r.get("train_sampled")]
     cfg = Config.from_run_config(json.loads((run_dir / "config.json").read_text()))
     nightly = cfg.sim.availability == "nightly"
-    head = (["round"] + (["hour"] if nightly else []) + ["asked", "replied", "late", "not eligible", "failed",
+    head = (["round"] + (["hour"] if nightly else []) + ["asked", "replied", "late", "still busy", "not eligible", "failed",
                                                          "seconds", "MB / device", "J / device"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -34,7 +34,7 @@ def table(run_dir: Path) -> str:
         mb = (r["train_bytes_sent"] / r["train_sampled"] + r["train_bytes_received"] / max(replied, 1)) / 1e6
         joules = r["train_energy_joules"] / r["train_cost_reported"] if r.get("train_cost_reported") else None
         cells = ([r["round"]] + ([_hour(simulated_clock(cfg.sim, r["round"]))] if nightly else [])
-                 + [r["train_sampled"], replied, r.get("train_late", 0), r.get("train_not_eligible", 0),
+                 + [r["train_sampled"], replied, r.get("train_late", 0), r.get("train_busy", 0), r.get("train_not_eligible", 0),
                     r["train_failed"], f"{r['seconds']:.1f}", f"{mb:.2f}", "—" if joules is None else f"{joules:.1f}"])
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     summary = run_dir / "summary.json"

@@ -1,5 +1,13 @@
-"""A Grid that counts what each round sent and what came back, and how many bytes; and closes a
-training round at its goal when the strategy over-selected (server_app/round_goal.py).
+"""A Grid that counts what each round sent and what came back, and how many bytes; closes a
+training round at its goal when the strategy over-selected (server_app/round_goal.py); and does
+not send to a device still busy with an earlier message it was late for.
+
+A device that was late or timed out may still be working. Asking it again before it is done
+would queue a second message on it (a real SuperNode handles one at a time), and Flower 1.42's
+simulation runs both at once and mixes up their results (its actor pool keys jobs by partition:
+the late message then runs twice and its second reply is refused as a duplicate). So such a
+device is counted as busy, which releases nothing, until its reply (discarded) or an error for
+it arrives.
 
 Wrapping the Grid (instead of subclassing FedAvg) keeps the counts right for any strategy,
 including Flower's DP wrappers, which require an unmodified FedAvg inside.
@@ -39,7 +47,10 @@ class PhaseCounts:
     replied: int = 0
     failed: int = 0
     not_eligible: int = 0  # declined at once (not charging, metered network, ...): not failures
+    declined: list[int] = field(default_factory=list)  # their node ids: they released nothing
     late: int = 0  # replied after the round had reached its goal: discarded
+    busy: int = 0  # still working on an earlier message: not sent this one
+    asked: list[int] = field(default_factory=list)  # node ids of every device asked (busy ones too)
     failures: list[str] = field(default_factory=list)
     metrics: dict[int, dict] = field(default_factory=dict)  # node id -> its reply's metrics
     bytes_sent: int = 0  # serialised size of the messages to devices (the payload on the wire)
@@ -52,21 +63,36 @@ class ObservedGrid:
     def __init__(self, grid: Grid):
         self._grid = grid
         self._counts: dict[str, PhaseCounts] = {}
+        self._outstanding: dict[str, int] = {}  # message id -> node: sent, unanswered, given up on
 
     def __getattr__(self, name):
         return getattr(self._grid, name)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
-        goal = _round_goal(messages)
+        busy = self._busy_nodes()
+        skipped = [m for m in messages if m.metadata.dst_node_id in busy]
+        if skipped:
+            messages = [m for m in messages if m.metadata.dst_node_id not in busy]
+        goal = _round_goal(messages or skipped)
         late: set[str] = set()
-        if goal is not None and goal < len(messages):
-            replies, late, _ = send_until_goal(self._grid, messages, goal, timeout)
+        pulled = []  # every reply that came back, kept or discarded
+        if not messages:
+            replies = []
+        elif goal is not None and goal < len(messages):
+            replies, late, _ = send_until_goal(self._grid, messages, goal, timeout, pulled=pulled)
         else:
-            replies = list(self._grid.send_and_receive(messages, timeout=timeout))
-        if messages:
-            counts = self._counts.setdefault(messages[0].metadata.message_type, PhaseCounts())
-            counts.sampled += len(messages)
+            replies = pulled = list(self._grid.send_and_receive(messages, timeout=timeout))
+        answered = {r.metadata.reply_to_message_id for r in replies}
+        came_back = {r.metadata.reply_to_message_id for r in pulled}
+        self._outstanding.update({m.metadata.message_id: m.metadata.dst_node_id for m in messages
+                                  if m.metadata.message_id not in came_back})
+        if messages or skipped:
+            counts = self._counts.setdefault((messages or skipped)[0].metadata.message_type, PhaseCounts())
+            counts.busy += len(skipped)
+            counts.asked += [m.metadata.dst_node_id for m in messages + skipped]
+            counts.declined += [m.metadata.dst_node_id for m in skipped]
+            counts.sampled += len(messages) + len(skipped)
             counts.bytes_sent += sum(_size(m) for m in messages)
             counts.bytes_received += sum(_size(r) for r in replies)
             node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
@@ -76,6 +102,7 @@ class ObservedGrid:
                 node = node_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
                 if reply.has_error() and reply.error.code == NOT_ELIGIBLE:
                     counts.not_eligible += 1
+                    counts.declined.append(node)
                 elif reply.has_error():
                     counts.failed += 1
                     counts.failures.append(f"node {node}: {failure_reason(reply.error.code, reply.error.reason)}")
@@ -83,7 +110,6 @@ class ObservedGrid:
                     counts.replied += 1
                     counts.metrics[node] = {
                         k: v for record in reply.content.metric_records.values() for k, v in record.items()}
-            answered = {r.metadata.reply_to_message_id for r in replies}
             for m in messages:
                 if m.metadata.message_id in late:
                     counts.late += 1
@@ -92,6 +118,14 @@ class ObservedGrid:
                     counts.failures.append(f"node {m.metadata.dst_node_id}: no reply within round-timeout"
                                            + (f" ({timeout:.0f} s)" if timeout else ""))
         return replies
+
+    def _busy_nodes(self) -> set[int]:
+        """Devices still working on a message the server gave up on (their replies are drained
+        here and discarded)."""
+        if self._outstanding:
+            for reply in self._grid.pull_messages(sorted(self._outstanding)):
+                self._outstanding.pop(reply.metadata.reply_to_message_id, None)
+        return set(self._outstanding.values())
 
     def take_counts(self) -> dict[str, PhaseCounts]:
         counts, self._counts = self._counts, {}

@@ -17,10 +17,12 @@ from flwr.serverapp import Grid
 POLL_SECONDS = 0.5
 
 
-def send_until_goal(grid: Grid, messages: list[Message], goal: int,
-                    timeout: float | None) -> tuple[list[Message], set[str], bool]:
-    """(the replies kept, the ids of the messages whose replies were discarded as late, whether
-    the goal was reached). Kept: every error reply, and the first `goal` updates to arrive."""
+def send_until_goal(grid: Grid, messages: list[Message], goal: int, timeout: float | None,
+                    pulled: list[Message] | None = None) -> tuple[list[Message], set[str], bool]:
+    """(the replies kept, the ids of the messages whose replies are discarded as late, whether
+    the goal was reached). Kept: every error reply, and the first `goal` updates to arrive. A
+    late message's reply may have been pulled already (it came with the goal's last update) or
+    still be on its way. `pulled` (if given) receives every reply that came back."""
     waiting = set(grid.push_messages(messages))
     deadline = None if timeout is None else time.monotonic() + timeout
     kept: list[Message] = []
@@ -29,6 +31,8 @@ def send_until_goal(grid: Grid, messages: list[Message], goal: int,
     while waiting:
         for reply in grid.pull_messages(sorted(waiting)):
             waiting.discard(reply.metadata.reply_to_message_id)
+            if pulled is not None:
+                pulled.append(reply)
             if reply.has_error():
                 kept.append(reply)
             elif updates < goal:

@@ -35,6 +35,8 @@ class RoundEnd:
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         self.latest = arrays.to_numpy_ndarrays()
         counts = self.observed.take_counts()
+        if "train" in counts:
+            self.ledger.record_declined(counts["train"].declined)
         server_metrics = self._evaluate() if len(self.server_x) else None
         if self.resumed and server_round == 0:
             return None  # the resumed checkpoint's round is already in the history

@@ -50,6 +50,7 @@ class RunRecord:
         self._aggregated: dict[str, dict] = {}
         self._round_started = time.monotonic()
         self._participants: set[int] = set()  # devices that replied with an update or a score, this run
+        self._asked: set[int] = set()  # devices asked at least once, this run
         _write_json(run_dir / "config.json", cfg.to_run_config())
         vocab.save(run_dir / "vocab.json")
 
@@ -93,10 +94,11 @@ class RunRecord:
         for phase, message_type in (("train", "train"), ("eval", "evaluate")):
             c = counts.get(message_type, PhaseCounts())
             row.update({f"{phase}_sampled": c.sampled, f"{phase}_replied": c.replied, f"{phase}_failed": c.failed,
-                        f"{phase}_not_eligible": c.not_eligible, f"{phase}_late": c.late,
+                        f"{phase}_not_eligible": c.not_eligible, f"{phase}_late": c.late, f"{phase}_busy": c.busy,
                         f"{phase}_bytes_sent": c.bytes_sent, f"{phase}_bytes_received": c.bytes_received})
             failures += c.failures
             self._participants.update(c.metrics)
+            self._asked.update(c.asked)
             row.update(_costs(phase, c))
             for key, value in self._aggregated.pop(phase, {}).items():
                 if key not in COST_KEYS:  # an average of them means nothing: _costs sums them
@@ -134,7 +136,8 @@ class RunRecord:
         replied = scores.pop("replied")
         # Their compute time is in the train phase's: it is one message.
         row.update({"eval_sampled": train.sampled, "eval_replied": replied, "eval_not_eligible": train.not_eligible,
-                    "eval_late": train.late, "eval_failed": train.sampled - replied - train.not_eligible - train.late})
+                    "eval_late": train.late, "eval_busy": train.busy,
+                    "eval_failed": train.sampled - replied - train.not_eligible - train.late - train.busy})
         row.update({f"eval_{k.replace('-', '_')}": v for k, v in scores.items() if k != "compute-seconds"})
         row["eval_perplexity"] = math.exp(min(row["eval_loss"], 50.0))
         log.info("round %d, scored by the devices of round %d: %s", row["round"], server_round, _eval_part(row))
@@ -174,7 +177,7 @@ class RunRecord:
             "stopped_early": stop_reason,
             "privacy": {k[3:]: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("dp_")},
             "privacy_assumptions": privacy_assumptions or [],
-            "device_cost": device_cost(self.rows, len(self._participants)),
+            "device_cost": device_cost(self.rows, len(self._asked), len(self._participants)),
         }
         _write_json(self.dir / "summary.json", summary)
         for line in summary_lines(summary):
@@ -229,32 +232,39 @@ def _costs(phase: str, c: PhaseCounts) -> dict:
     return out
 
 
-def device_cost(rows: list[dict], participants: int) -> dict | None:
-    """Averages over the devices that took part: per reply (one round's work) and over the run.
-    Bytes are the server's own count (messages to devices that declined or were late included);
-    energy only from devices that reported it (under DP they do not, unless asked)."""
-    replies = sum(r.get(f"{p}_replied", 0) for r in rows for p in ("train", "eval"))
-    if not replies or not participants:
+def device_cost(rows: list[dict], asked: int, participants: int) -> dict | None:
+    """What the devices spent. Bytes are the server's own count and fall on every device asked
+    (one that declines has downloaded the model first: Flower's SuperNode fetches the whole
+    message); energy falls on the devices that worked, from those that reported it (under DP
+    they do not, unless asked)."""
+    def total(key: str) -> float:
+        return sum(r.get(f"{p}_{key}", 0) for r in rows for p in ("train", "eval"))
+
+    replies, sent = total("replied"), total("sampled") - total("busy")
+    if not asked or not sent:
         return None
-    total_bytes = sum(r.get(f"{p}_bytes_{d}", 0) for r in rows for p in ("train", "eval") for d in ("sent", "received"))
-    out = {"devices": participants, "replies": replies,
-           "mb_per_device": total_bytes / participants / 1e6, "mb_per_reply": total_bytes / replies / 1e6}
-    reported = sum(r.get(f"{p}_cost_reported", 0) for r in rows for p in ("train", "eval"))
-    if reported:
-        joules = sum(r.get(f"{p}_energy_joules", 0.0) for r in rows for p in ("train", "eval"))
-        out.update({"joules_per_reply": joules / reported, "joules_per_device": joules / participants * replies / reported,
+    out = {"devices_asked": asked, "devices_replied": participants, "replies": replies,
+           "mb_per_device": (total("bytes_sent") + total("bytes_received")) / asked / 1e6,
+           "mb_down_per_message": total("bytes_sent") / sent / 1e6,
+           "mb_up_per_reply": total("bytes_received") / max(replies, 1) / 1e6}
+    reported = total("cost_reported")
+    if reported and participants:
+        joules = total("energy_joules")
+        out.update({"joules_per_reply": joules / reported,
+                    "joules_per_participant": joules / reported * replies / participants,
                     "energy_measured": all(r.get(f"{p}_energy_measured", 1) for r in rows for p in ("train", "eval")),
                     "peak_memory_mb": max(r.get(f"{p}_peak_memory_mb", 0.0) for r in rows for p in ("train", "eval"))})
     return out
 
 
 def cost_line(cost: dict) -> str:
-    line = (f"a participating device spent on average {cost['mb_per_device']:.1f} MB over the run "
-            f"({cost['mb_per_reply']:.2f} MB per round it took part in, {cost['devices']} devices)")
+    line = (f"a device asked to take part moved {cost['mb_per_device']:.1f} MB on average over the run "
+            f"({cost['devices_asked']} devices asked; one message {cost['mb_down_per_message']:.2f} MB down, one "
+            f"reply {cost['mb_up_per_reply']:.2f} MB up)")
     if "joules_per_reply" in cost:
         kind = "measured (RAPL)" if cost["energy_measured"] else "estimated from CPU time"
-        line += (f" and {cost['joules_per_device']:.0f} J ({cost['joules_per_reply']:.1f} J per round, {kind}); "
-                 f"peak memory {cost['peak_memory_mb']:.0f} MB")
+        line += (f"; a device that worked spent {cost['joules_per_participant']:.1f} J "
+                 f"({cost['joules_per_reply']:.2f} J per reply, {kind}), peak memory {cost['peak_memory_mb']:,.0f} MB")
     else:
         line += "; energy not reported (under DP devices send only what the guarantee covers)"
     return line
@@ -264,7 +274,8 @@ def _round_line(row: dict) -> str:
     parts = [f"round {row['round']}:"]
     if row["train_sampled"]:
         others = [f"{row[key]} {label}" for key, label in (("train_not_eligible", "not eligible"),
-                                                            ("train_late", "late"), ("train_failed", "failed"))
+                                                            ("train_busy", "still busy"), ("train_late", "late"),
+                                                            ("train_failed", "failed"))
                   if row.get(key) or key == "train_failed"]
         parts.append(f"train {row['train_replied']}/{row['train_sampled']} devices ({', '.join(others)})"
                      + (f" loss {row['train_loss']:.3f}" if "train_loss" in row else ""))

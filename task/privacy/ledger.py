@@ -92,6 +92,14 @@ class PrivacyLedger:
         for device in devices:
             self.participations[str(device)] = self.participations.get(str(device), 0) + 1
 
+    def record_declined(self, devices: list) -> None:
+        """Devices that replied "not eligible" trained on nothing and sent nothing: their local-DP
+        and DP-SGD releases of the round did not happen. (A late reply did: it is kept on the
+        SuperLink, so it still counts.)"""
+        for device in devices:
+            if self.participations.get(str(device), 0) > 0:
+                self.participations[str(device)] -= 1
+
     # --- figures -------------------------------------------------------------------------------
     def _central_parts(self) -> list[float]:
         """One release's multipliers under the current config (used for projections)."""

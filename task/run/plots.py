@@ -55,6 +55,7 @@ def plot_runs(runs: Mapping[str, Sequence[dict]], out: Path) -> Path:
 
 
 PARTICIPATION = (("train_replied", "replied", "tab:green"), ("train_late", "late (discarded)", "tab:orange"),
+                 ("train_busy", "still busy (late before)", "tab:olive"),
                  ("train_not_eligible", "not eligible", "tab:gray"), ("train_failed", "failed", "tab:red"))
 
 

@@ -84,7 +84,7 @@ def test_a_population_with_availability_and_stragglers_closes_rounds_at_their_go
     """10 simulated devices over a night (20:00 to 04:00), half of the day charging on Wi-Fi, two
     of them 20 s slow; each round asks 6 and closes at 4 updates (client_app/eligibility.py)."""
     outcome = run_app(flower, num_supernodes=10, echo=False,
-                      run_config=f'num-server-rounds=5 {SMALL} fraction-train=0.4 selection-factor=1.5 '
+                      run_config=f'num-server-rounds=6 {SMALL} fraction-train=0.4 selection-factor=1.5 '
                                  'sim-availability="nightly" sim-eligible-share=0.5 sim-hours-per-round=2.0 '
                                  f'sim-stragglers=0.2 sim-straggler-seconds=20.0 server-eval-devices=4 '
                                  f'out-dir="{tmp_path}"')
@@ -93,20 +93,22 @@ def test_a_population_with_availability_and_stragglers_closes_rounds_at_their_go
     trained = metrics[1:]
     for r in trained:
         assert r["train_sampled"] == 6 and r["train_replied"] <= 4 and r["train_failed"] == 0, r
-        assert r["train_replied"] + r["train_late"] + r["train_not_eligible"] == 6
+        assert r["train_replied"] + r["train_late"] + r["train_busy"] + r["train_not_eligible"] == 6, r
     # The evening's first round finds most devices unplugged; by night the rounds fill up, and a
-    # round that reached its goal did not wait for the stragglers.
+    # round that reached its goal did not wait for the devices still out (a straggler, or one
+    # queued behind it: 2 simulation workers).
     assert trained[0]["train_not_eligible"] > trained[-1]["train_not_eligible"]
-    assert sum(r["train_late"] for r in trained) >= 1
-    assert trained[-1]["train_replied"] == 4
+    assert any(r["train_replied"] == 4 and r["train_late"] >= 1 for r in trained), trained
+    assert "duplicate reply" not in outcome.output  # a late device is not asked again while busy
     assert metrics[-1]["server_loss"] < metrics[0]["server_loss"] - 0.3  # and the model still learned
     # What it cost the devices, per round and over the run
     assert all(r["train_energy_joules"] > 0 and r["train_cpu_seconds"] > 0 and r["train_peak_memory_mb"] > 0
                for r in trained if r["train_replied"])
     run_dir = tmp_path / f"run-{outcome.run_id}"
     cost = json.loads((run_dir / "summary.json").read_text())["device_cost"]
-    assert cost["mb_per_device"] > 0 and cost["joules_per_device"] > 0 and cost["devices"] <= 10
-    assert "Device cost: a participating device spent on average" in outcome.output
+    assert cost["devices_replied"] <= cost["devices_asked"] <= 10
+    assert cost["mb_down_per_message"] > 0.1 and cost["joules_per_participant"] > 0 and cost["mb_per_device"] > 0
+    assert "Device cost: a device asked to take part moved" in outcome.output
     assert (run_dir / "participation.png").stat().st_size > 0
 
 
