@@ -4,10 +4,10 @@ not send to a device still busy with an earlier message it was late for.
 
 A device that was late or timed out may still be working. Asking it again before it is done
 would queue a second message on it (a real SuperNode handles one at a time), and Flower 1.42's
-simulation runs both at once and mixes up their results (its actor pool keys jobs by partition:
-the late message then runs twice and its second reply is refused as a duplicate). So such a
-device is counted as busy, which releases nothing, until its reply (discarded) or an error for
-it arrives.
+simulation would run both at once in an actor pool that keys its jobs by partition id
+(flwr/simulation/ray_transport/ray_actor.py), where two jobs of one device can take each other's
+results. So such a device is counted as busy, which releases nothing, until its reply
+(discarded) or an error for it arrives.
 
 Wrapping the Grid (instead of subclassing FedAvg) keeps the counts right for any strategy,
 including Flower's DP wrappers, which require an unmodified FedAvg inside.
@@ -15,6 +15,7 @@ including Flower's DP wrappers, which require an unmodified FedAvg inside.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -152,6 +153,9 @@ def _size(message: Message) -> int:
     ServerApp's own thread: ~10% of a 1-epoch round. Exact up to a few bytes of framing per array."""
     if message.has_error():
         return message_to_proto(message).ByteSize()
+    # A copy: Message() clears the metadata's delivered_at, and in simulation the SuperLink holds
+    # this very object, so a message not yet answered would be delivered (and trained) again.
+    metadata = copy.copy(message.metadata)
     array_bytes, light = 0, RecordDict()
     for key, record in message.content.items():
         if isinstance(record, ArrayRecord):
@@ -159,4 +163,4 @@ def _size(message: Message) -> int:
             record = ArrayRecord({k: Array(dtype=a.dtype, shape=a.shape, stype=a.stype, data=b"")
                                   for k, a in record.items()})
         light[key] = record
-    return array_bytes + message_to_proto(Message(content=light, metadata=message.metadata)).ByteSize()
+    return array_bytes + message_to_proto(Message(content=light, metadata=metadata)).ByteSize()

@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 from flwr.app import Error, Message, Metadata, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
 
@@ -55,3 +56,16 @@ def test_failed_and_silent_devices_are_named_with_a_reason_once():
         "node 45: too little text",
     ]
     assert list(counts.metrics) == [46]
+
+
+def test_counting_bytes_leaves_the_message_as_the_superlink_holds_it():
+    """In simulation the SuperLink stores the very Message objects the ServerApp sent; clearing
+    their delivered_at made Flower deliver (and the device train) a late message a second time."""
+    from flwr.app import ArrayRecord
+
+    from server_app.observed_grid import _size
+
+    sent = message(RecordDict({"arrays": ArrayRecord([np.zeros(4, np.float32)])}), "train", src=0, dst=3)
+    sent.metadata.delivered_at = "2026-11-30T07:00:00"
+    assert _size(sent) > 16
+    assert sent.metadata.delivered_at == "2026-11-30T07:00:00"
