@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
@@ -51,6 +52,7 @@ class RunRecord:
         self._round_started = time.monotonic()
         self._participants: set[int] = set()  # devices that replied with an update or a score, this run
         self._asked: set[int] = set()  # devices asked at least once, this run
+        self._cost = CostTotals()  # what the devices spent, this run
         _write_json(run_dir / "config.json", cfg.to_run_config())
         vocab.save(run_dir / "vocab.json")
 
@@ -99,6 +101,7 @@ class RunRecord:
             failures += c.failures
             self._participants.update(c.metrics)
             self._asked.update(c.asked)
+            self._cost.add(c)
             row.update(_costs(phase, c))
             for key, value in self._aggregated.pop(phase, {}).items():
                 if key not in COST_KEYS:  # an average of them means nothing: _costs sums them
@@ -177,7 +180,7 @@ class RunRecord:
             "stopped_early": stop_reason,
             "privacy": {k[3:]: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("dp_")},
             "privacy_assumptions": privacy_assumptions or [],
-            "device_cost": device_cost(self.rows, len(self._asked), len(self._participants)),
+            "device_cost": self._cost.summary(len(self._asked), len(self._participants)),
         }
         _write_json(self.dir / "summary.json", summary)
         for line in summary_lines(summary):
@@ -232,29 +235,46 @@ def _costs(phase: str, c: PhaseCounts) -> dict:
     return out
 
 
-def device_cost(rows: list[dict], asked: int, participants: int) -> dict | None:
-    """What the devices spent. Bytes are the server's own count and fall on every device asked
-    (one that declines has downloaded the model first: Flower's SuperNode fetches the whole
-    message); energy falls on the devices that worked, from those that reported it (under DP
-    they do not, unless asked)."""
-    def total(key: str) -> float:
-        return sum(r.get(f"{p}_{key}", 0) for r in rows for p in ("train", "eval"))
+@dataclass
+class CostTotals:
+    """What the devices spent over a run, from every phase's counts."""
 
-    replies, sent = total("replied"), total("sampled") - total("busy")
-    if not asked or not sent:
-        return None
-    out = {"devices_asked": asked, "devices_replied": participants, "replies": replies,
-           "mb_per_device": (total("bytes_sent") + total("bytes_received")) / asked / 1e6,
-           "mb_down_per_message": total("bytes_sent") / sent / 1e6,
-           "mb_up_per_reply": total("bytes_received") / max(replies, 1) / 1e6}
-    reported = total("cost_reported")
-    if reported and participants:
-        joules = total("energy_joules")
-        out.update({"joules_per_reply": joules / reported,
-                    "joules_per_participant": joules / reported * replies / participants,
-                    "energy_measured": all(r.get(f"{p}_energy_measured", 1) for r in rows for p in ("train", "eval")),
-                    "peak_memory_mb": max(r.get(f"{p}_peak_memory_mb", 0.0) for r in rows for p in ("train", "eval"))})
-    return out
+    messages: int = 0  # messages sent (not to busy devices)
+    bytes_down: int = 0
+    bytes_up: int = 0
+    replies: int = 0
+    joules: float = 0.0
+    reported: int = 0  # replies that reported their cost
+    measured: bool = True
+    peak_memory_mb: float = 0.0
+
+    def add(self, c: PhaseCounts) -> None:
+        self.messages += c.sampled - c.busy
+        self.bytes_down += c.bytes_sent
+        self.bytes_up += c.bytes_received
+        self.replies += c.replied
+        for m in c.metrics.values():
+            if "energy-joules" in m:
+                self.joules += m["energy-joules"]
+                self.reported += 1
+                self.measured &= bool(m["energy-measured"])
+                self.peak_memory_mb = max(self.peak_memory_mb, m["peak-memory-mb"])
+
+    def summary(self, asked: int, participants: int) -> dict | None:
+        """Bytes fall on every device asked (one that declines has downloaded the model first:
+        Flower's SuperNode fetches the whole message); energy on the devices that worked, from
+        those that reported it (under DP they do not, unless asked)."""
+        if not asked or not self.messages:
+            return None
+        out = {"devices_asked": asked, "devices_replied": participants, "replies": self.replies,
+               "mb_per_device": (self.bytes_down + self.bytes_up) / asked / 1e6,
+               "mb_down_per_message": self.bytes_down / self.messages / 1e6,
+               "mb_up_per_reply": self.bytes_up / max(self.replies, 1) / 1e6}
+        if self.reported and participants:
+            out.update({"joules_per_reply": self.joules / self.reported,
+                        "joules_per_participant": self.joules / self.reported * self.replies / participants,
+                        "energy_measured": self.measured, "peak_memory_mb": self.peak_memory_mb})
+        return out
 
 
 def cost_line(cost: dict) -> str:
