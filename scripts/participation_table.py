@@ -27,7 +27,7 @@ def table(run_dir: Path) -> str:
     cfg = Config.from_run_config(json.loads((run_dir / "config.json").read_text()))
     nightly = cfg.sim.availability == "nightly"
     head = (["round"] + (["hour"] if nightly else []) + ["asked", "replied", "late", "still busy", "not eligible", "failed",
-                                                         "seconds", "MB / device", "J / device"])
+                                                         "seconds", "MB down + up per reply", "J per reply"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         replied = r["train_replied"]

@@ -278,7 +278,7 @@ class CostTotals:
 
 
 def cost_line(cost: dict) -> str:
-    line = (f"a device asked to take part moved {cost['mb_per_device']:.1f} MB on average over the run "
+    line = (f"a device asked to take part moved {cost['mb_per_device']:.1f} MB on average "
             f"({cost['devices_asked']} devices asked; one message {cost['mb_down_per_message']:.2f} MB down, one "
             f"reply {cost['mb_up_per_reply']:.2f} MB up)")
     if "joules_per_reply" in cost:

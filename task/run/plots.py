@@ -89,7 +89,7 @@ def plot_participation(rows: Sequence[dict], out: Path) -> Path:
         a.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         a.grid(alpha=0.3)
     if rows:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
     fig.tight_layout()
     with atomic_write(out, "wb") as f:
         fig.savefig(f, dpi=110, format="png")
