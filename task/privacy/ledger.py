@@ -216,8 +216,8 @@ class PrivacyLedger:
         if dp.enabled:
             lines.append(
                 "outside the guarantee: evaluation metrics (loss, accuracy and word counts on each device's "
-                "held-out text), which devices replied or failed, and, with dp-report-train-metrics, "
-                "training metrics"
+                "held-out text), which devices replied, declined, were late or failed, and, with "
+                "dp-report-train-metrics, training metrics and what a round cost the device"
             )
         if dp.max_epsilon > 0:
             lines.append(f"budget: the run stops before any figure would exceed epsilon {dp.max_epsilon}")

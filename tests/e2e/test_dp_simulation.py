@@ -44,8 +44,9 @@ def gaussian_epsilon(z: float, releases: int, delta: float) -> float:
     return accountant.get_epsilon(delta)
 
 
-TRAIN_COUNTS = {f"train_{k}" for k in ("sampled", "replied", "failed", "bytes_sent", "bytes_received",
-                                        "compute_seconds")}
+# What the server itself observes: who was asked, replied, declined, was late, busy or failed.
+TRAIN_COUNTS = {f"train_{k}" for k in ("sampled", "replied", "failed", "not_eligible", "late", "busy", "bytes_sent",
+                                        "bytes_received", "compute_seconds")}
 
 
 def only_covered_train_fields(metrics) -> bool:
