@@ -17,7 +17,9 @@ SMALL = f"{SMALL_RUN} local-epochs=2 learning-rate=0.01 sentences-per-device=100
 DP = 'dp-mode="central-client-clip" dp-noise-multiplier=2.0 dp-clipping-norm=0.5 dp-delta=1e-3'
 
 
-COUNTS = {f"train_{k}" for k in ("sampled", "replied", "failed", "bytes_sent", "bytes_received", "compute_seconds")}
+# What the server itself observes: who was asked, replied, declined, was late, busy or failed.
+COUNTS = {f"train_{k}" for k in ("sampled", "replied", "failed", "not_eligible", "late", "busy", "bytes_sent",
+                                  "bytes_received", "compute_seconds")}
 
 
 def read(out, run_id, name="metrics.json"):
