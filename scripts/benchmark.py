@@ -131,7 +131,8 @@ def quality_row(scenario: Scenario, fed: FederatedRun, central: dict) -> dict:
         "local_epochs": scenario.local_epochs,
         "passes": scenario.passes,
         "status": fed.status,
-        "federated": {k: last.get(f"eval_{k}") for k in ("top1", "top3", "perplexity")},
+        "federated": {k: last.get(f"eval_{k}") for k in ("top1", "top3", "perplexity", "keystroke_savings",
+                                                          "baseline_bigram_top3", "baseline_bigram_keystroke_savings")},
         "centralised": central,
     }
     if last.get("eval_top3") and central["top3"]:

@@ -16,20 +16,27 @@ def print_row(row: dict) -> None:
     )
 
 
+def _pct(value) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
 def print_tables(r: Results) -> None:
     print(f"\nMachine: {r.machine}")
     if r.quality:
         print(
             "\n| corpus | devices | rounds × local epochs | federated top-1 / top-3 / ppl | "
-            "centralised top-1 / top-3 / ppl | federated / centralised top-3 |"
+            "centralised top-1 / top-3 / ppl | federated / centralised top-3 | "
+            "keystroke savings: federated / centralised / bigram baseline |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for q in r.quality:
             f, c = q["federated"], q["centralised"]
             fed = f"{f['top1']:.1%} / {f['top3']:.1%} / {f['perplexity']:.0f}" if f["top3"] is not None else q["status"]
             print(
                 f"| {q['corpus']} | {q['devices']} | {q['rounds']} × {q['local_epochs']} | {fed} | "
-                f"{c['top1']:.1%} / {c['top3']:.1%} / {c['perplexity']:.0f} | {q.get('top3_ratio', float('nan')):.3f} |"
+                f"{c['top1']:.1%} / {c['top3']:.1%} / {c['perplexity']:.0f} | {q.get('top3_ratio', float('nan')):.3f} | "
+                f"{_pct(f.get('keystroke_savings'))} / {_pct(c.get('keystroke_savings'))} / "
+                f"{_pct(f.get('baseline_bigram_keystroke_savings'))} |"
             )
     if r.overhead:
         o = r.overhead

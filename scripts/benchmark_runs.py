@@ -157,10 +157,11 @@ def centralised(scenario: Scenario, out: Path) -> dict:
         max_steps=steps,
         seed=cfg.seed,
     )
-    m = evaluate(model, test_x, test_y)
+    m = evaluate(model, test_x, test_y, vocab=vocab)
     return {
         "top1": m.top1,
         "top3": m.top3,
+        "keystroke_savings": m.keystroke_savings,
         "perplexity": m.perplexity,
         "seconds": time.monotonic() - started,
         "train_windows": len(x),

@@ -198,10 +198,12 @@ def summary_lines(summary: dict) -> list[str]:
     if f:
         lines += [
             f"  Federated evaluation on the devices' held-out text: loss {f['eval_loss']:.3f}, "
-            f"perplexity {f['eval_perplexity']:.1f}, top-1 {f['eval_top1']:.1%}, top-3 {f['eval_top3']:.1%}",
+            f"perplexity {f['eval_perplexity']:.1f}, top-1 {f['eval_top1']:.1%}, top-3 {f['eval_top3']:.1%}"
+            + _savings(f, "eval_keystroke_savings"),
             f"  Baselines on the same text (each device counting its own training text): "
-            f"bigram top-3 {f['eval_baseline_bigram_top3']:.1%}, "
-            f"most-frequent-words top-3 {f['eval_baseline_unigram_top3']:.1%}",
+            f"bigram top-3 {f['eval_baseline_bigram_top3']:.1%}{_savings(f, 'eval_baseline_bigram_keystroke_savings')}, "
+            f"most-frequent-words top-3 {f['eval_baseline_unigram_top3']:.1%}"
+            f"{_savings(f, 'eval_baseline_unigram_keystroke_savings')}",
             f"  Best round: top-3 {summary['best_eval_top3']:.1%} (round {summary['best_eval_top3_round']}), "
             f"lowest loss {summary['best_eval_loss']:.3f}",
         ]
@@ -290,6 +292,11 @@ def cost_line(cost: dict) -> str:
     return line
 
 
+def _savings(row: dict, key: str) -> str:
+    """Keystroke savings (task/keystrokes.py), where the run measured it."""
+    return f", keystroke savings {row[key]:.1%}" if key in row else ""
+
+
 def _round_line(row: dict) -> str:
     parts = [f"round {row['round']}:"]
     if row["train_sampled"]:
@@ -313,7 +320,8 @@ def _eval_part(row: dict) -> str:
     part = f"eval {row['eval_replied']}/{row['eval_sampled']} devices"
     if "eval_loss" in row:
         part += (f" loss {row['eval_loss']:.3f} ppl {row['eval_perplexity']:.1f} top-1 {row['eval_top1']:.1%} "
-                 f"top-3 {row['eval_top3']:.1%} (bigram baseline top-3 {row['eval_baseline_bigram_top3']:.1%})")
+                 f"top-3 {row['eval_top3']:.1%}{_savings(row, 'eval_keystroke_savings')} "
+                 f"(bigram baseline top-3 {row['eval_baseline_bigram_top3']:.1%})")
     return part
 
 

@@ -12,13 +12,15 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
-from task.data.vocab import FIRST_WORD_ID, PAD_ID
+from task.data.vocab import FIRST_WORD_ID, PAD_ID, Vocabulary
+from task.keystrokes import KeystrokeCount, PrefixIndex
 
 
 def ngram_baseline(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, vocab: Vocabulary | None = None
 ) -> dict[str, float]:
-    """Top-1/top-3 accuracy of unigram and bigram suggestions on the test windows."""
+    """Top-1/top-3 accuracy of unigram and bigram suggestions on the test windows; with `vocab`,
+    their keystroke savings too (the same orders, completing the typed prefix)."""
     unigram = Counter(int(t) for t in train_y.ravel() if t >= FIRST_WORD_ID)
     follows: dict[int, Counter] = defaultdict(Counter)
     for prev, nxt in zip(train_x.ravel(), train_y.ravel()):
@@ -44,4 +46,26 @@ def ngram_baseline(
             hits[f"{name}_top1"] += bool(suggestions[:1] == [target])
             hits[f"{name}_top3"] += target in suggestions
     keys = ("unigram_top1", "unigram_top3", "bigram_top1", "bigram_top3")
-    return {k: hits[k] / max(scored, 1) for k in keys}
+    out = {k: hits[k] / max(scored, 1) for k in keys}
+    if vocab is not None:
+        out.update(_keystroke_savings(unigram, follows, test_x, test_y, vocab))
+    return out
+
+
+def _keystroke_savings(unigram: Counter, follows: dict[int, Counter], test_x, test_y, vocab: Vocabulary) -> dict:
+    """Scores that order words as the suggestions above do: the bigram's own counts first, then
+    the unigram counts; words never seen score 0 and so are never suggested."""
+    index = PrefixIndex(vocab)
+    unigram_scores = np.zeros(len(vocab))
+    for word, n in unigram.items():
+        unigram_scores[word] = n
+    counts = {"unigram": KeystrokeCount(), "bigram": KeystrokeCount()}
+    for prev, target in zip(test_x.ravel(), test_y.ravel()):
+        if target < FIRST_WORD_ID:
+            continue
+        counts["unigram"].add(unigram_scores[None], np.array([target]), index)
+        bigram_scores = unigram_scores.copy()
+        for word, n in follows.get(int(prev), {}).items():
+            bigram_scores[word] += n * (1 + unigram_scores.max())  # any bigram count outranks every unigram
+        counts["bigram"].add(bigram_scores[None], np.array([target]), index)
+    return {f"{name}_keystroke_savings": c.savings for name, c in counts.items()}

@@ -62,12 +62,14 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
 def evaluate_round(cfg: Config, text: DeviceText, weights: Weights) -> dict:
     """Score the received global model on the device's held-out text, next to local baselines."""
     x, y = _windows(cfg, text.test, text.name, "test")
-    m = trainer.evaluate(_model(cfg, weights), x, y)
+    vocab = default_vocabulary(cfg.model.vocab_size)
+    m = trainer.evaluate(_model(cfg, weights), x, y, vocab=vocab)
     if m.num_examples == 0:
         raise DataError(f"{text.name}: its test text has no in-vocabulary word to score", reason="too little text")
-    train_x, train_y = make_windows(text.train, default_vocabulary(cfg.model.vocab_size), cfg.model.seq_len)
-    baseline = ngram_baseline(train_x, train_y, x, y)
-    return {"loss": m.loss, "top1": m.top1, "top3": m.top3, "num-examples": m.num_examples, DP_WEIGHT: 1,
+    train_x, train_y = make_windows(text.train, vocab, cfg.model.seq_len)
+    baseline = ngram_baseline(train_x, train_y, x, y, vocab)
+    return {"loss": m.loss, "top1": m.top1, "top3": m.top3, "keystroke-savings": m.keystroke_savings,
+            "num-examples": m.num_examples, DP_WEIGHT: 1,
             **{f"baseline-{k.replace('_', '-')}": v for k, v in baseline.items()}}
 
 

@@ -18,6 +18,8 @@ def test_quick_benchmark_prints_a_table_and_writes_json_and_png(tmp_path):
     assert quality["status"] == "finished:completed"
     for side in (quality["federated"], quality["centralised"]):
         assert 0 <= side["top1"] <= side["top3"] <= 1 and side["perplexity"] > 1
+        assert 0 <= side["keystroke_savings"] < 1  # beside top-1/top-3 (task/keystrokes.py)
+    assert 0 < quality["federated"]["baseline_bigram_keystroke_savings"] < 1
     assert quality["top3_ratio"] > 0
     overhead = results["overhead"]
     assert overhead["fixed_seconds"] > 0 and overhead["rounds"][0]["client_compute"] > 0

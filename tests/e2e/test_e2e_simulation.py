@@ -34,6 +34,10 @@ def test_builtin_federation_learns_and_beats_the_unigram_baseline(flower, tmp_pa
     assert last["eval_loss"] < first["eval_loss"] - 0.3
     assert last["server_loss"] < metrics[0]["server_loss"] - 0.3  # vs the untrained model
     assert last["eval_top3"] > last["eval_baseline_unigram_top3"]
+    # Keystroke savings (task/keystrokes.py) grow as the model learns, and are reported
+    assert 0 <= metrics[0]["eval_keystroke_savings"] < last["eval_keystroke_savings"] < 1
+    assert 0 < last["eval_baseline_bigram_keystroke_savings"] < 1
+    assert "keystroke savings" in outcome.output
     run_dir = tmp_path / f"run-{outcome.run_id}"
     assert (run_dir / "final" / "model.keras").stat().st_size > 0
     assert (run_dir / "final" / "vocab.json").exists()
