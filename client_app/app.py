@@ -7,7 +7,8 @@ covers: task.privacy.mechanisms.released_train_metrics). A device whose text is 
 in full and replies with its category only (no file names or paths); the server goes on without it.
 
 A device first checks that it may work now (client_app/eligibility.py) and declines at once if
-not; TensorFlow is imported only after that, by task.device.
+not; TensorFlow is imported only after that, by task.device. With secure-aggregation a round is
+four SecAgg+ messages (client_app/secure.py); the device decides at the first one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from flwr.clientapp import ClientApp
 from client_app import eligibility
 from client_app.cost import CostMeter
 from client_app.eligibility import NodeConfigError
-from client_app.privacy import train_mods, with_mods
+from client_app.privacy import Handler, train_mods, with_mods
+from client_app.secure import is_setup, secure_train
 from client_app.transfer import transfer_mod
 from task.config import EVAL_PREFIX, EVALUATE_FIRST, NOT_ELIGIBLE, ROUND_OFFSET, Config
 from task.data.device_text import DeviceText, cached_device_text
@@ -41,11 +43,21 @@ app = ClientApp()
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     cfg = Config.from_run_config(context.run_config)
-    declined = _declined(cfg, msg, context)
+    # With secure-aggregation a round is four messages; the first one asks the device to take part.
+    declined = _declined(cfg, msg, context) if not cfg.secure_aggregation or is_setup(msg) else None
     if declined:
         return declined
-    reply = with_mods([transfer_mod(cfg.transfer_dtype), *train_mods(cfg.dp)], _train)(msg, context)
-    return _straggle(cfg, context, reply)
+    if cfg.secure_aggregation:
+        return secure_train(cfg, _trainer(cfg, train_mods(cfg.dp)))(msg, context)
+    return _trainer(cfg, [transfer_mod(cfg.transfer_dtype), *train_mods(cfg.dp)])(msg, context)
+
+
+def _trainer(cfg: Config, mods: list) -> Handler:
+    """_train inside the mods (outermost first); a simulated straggler replies late."""
+    def handler(msg: Message, context: Context) -> Message:
+        return _straggle(cfg, context, with_mods(mods, _train)(msg, context))
+
+    return handler
 
 
 def _train(msg: Message, context: Context) -> Message:
@@ -138,7 +150,9 @@ def _straggle(cfg: Config, context: Context, reply: Message) -> Message:
 
 
 def _global_round(msg: Message) -> int:
-    config = msg.content["config"]
+    config = msg.content.config_records.get("config")
+    if config is None:  # a SecAgg+ setup message: its group id is the round (server_app/secure.py)
+        return int(msg.metadata.group_id or 1)
     return int(config.get("server-round", 1)) + int(config.get(ROUND_OFFSET, 0))
 
 

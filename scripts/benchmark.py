@@ -20,6 +20,9 @@ the devices' pooled training text. Prints a table, writes benchmark.json and ben
   communication  bytes per device per round with transfer-dtype float32, float16 and int8, what a
                  round cost a device (CPU seconds, energy, peak memory of the process that ran
                  it), and the top-3 each reaches (the float32 run is the quality run).
+  secure         the built-in run with secure-aggregation = true beside the same run without it
+                 (the quality run): seconds per round, bytes per device per round (SecAgg+'s four
+                 messages), and the top-3 each reaches.
 """
 
 from __future__ import annotations
@@ -49,8 +52,8 @@ from scripts.local_flower import ROOT, private_flower  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke-sized runs of every part")
-    parser.add_argument("--parts", nargs="*", default=["quality", "scale", "communication"],
-                        help="quality (includes overhead), scale, communication")
+    parser.add_argument("--parts", nargs="*", default=["quality", "scale", "communication", "secure"],
+                        help="quality (includes overhead), scale, communication, secure")
     parser.add_argument("--corpora", nargs="*", default=["builtin", "wikitext"],
                         help="quality part: builtin, wikitext (skipped when ../shared is absent)")
     parser.add_argument("--populations", nargs="*", type=int, help="scale part (default 100 1000 10000)")
@@ -107,6 +110,10 @@ def main() -> int:
                 communication_row(dtype, federated(env, builtin, common, f'transfer-dtype="{dtype}"'))
                 for dtype in dtypes
             ]
+        if "secure" in args.parts:
+            float32_run = float32_run or federated(env, builtin, common)
+            results.secure = [secure_row(False, float32_run),
+                              secure_row(True, federated(env, builtin, common, "secure-aggregation=true"))]
         if "scale" in args.parts:
             for population in populations:
                 results.scale.append(scale_row(env, population, common))
@@ -115,7 +122,8 @@ def main() -> int:
     print_tables(results)
     plot(results, out / "benchmark.png")
     print(f"\nWrote {out / 'benchmark.json'} and {out / 'benchmark.png'}")
-    failed = [r for r in results.quality + results.scale + results.communication if r["status"] != "finished:completed"]
+    failed = [r for r in results.quality + results.scale + results.communication + results.secure
+              if r["status"] != "finished:completed"]
     return 1 if failed else 0
 
 
@@ -205,6 +213,19 @@ def communication_row(dtype: str, run: FederatedRun) -> dict:
         "energy_measured": all(r.get("train_energy_measured") for r in rounds),
         "peak_memory_mb": max((r.get("train_peak_memory_mb", 0.0) for r in rounds), default=0.0),
         "top3": last.get("eval_top3"),
+    }
+
+
+def secure_row(secure: bool, run: FederatedRun) -> dict:
+    rounds = [r for r in run.rows if r["round"] >= 1 and r["train_replied"]]
+    per_device = lambda key, n: sum(r[key] for r in rounds) / max(1, sum(r[n] for r in rounds))  # noqa: E731
+    return {
+        "secure_aggregation": secure,
+        "status": run.status,
+        "seconds_per_round": sum(r["seconds"] for r in rounds) / max(1, len(rounds)),
+        "train_bytes_down_per_device": per_device("train_bytes_sent", "train_sampled"),
+        "train_bytes_up_per_device": per_device("train_bytes_received", "train_replied"),
+        "top3": run.rows[-1].get("eval_top3") if run.rows else None,
     }
 
 

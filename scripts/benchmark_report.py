@@ -80,6 +80,21 @@ def print_tables(r: Results) -> None:
             )
 
 
+    if r.secure:
+        base = r.secure[0]
+        print("\n| secure-aggregation | s per round | vs plain | MB down per device per round | MB up | final top-3 |")
+        print("|---|---|---|---|---|---|")
+        for c in r.secure:
+            print(
+                f"| {str(c['secure_aggregation']).lower()} | {c['seconds_per_round']:.1f} | "
+                f"{c['seconds_per_round'] / base['seconds_per_round']:.2f}× | "
+                f"{c['train_bytes_down_per_device'] / 1e6:.2f} | {c['train_bytes_up_per_device'] / 1e6:.2f} | "
+                f"{c['top3']:.1%} |"
+                if c["top3"] is not None and base["seconds_per_round"]
+                else f"| {str(c['secure_aggregation']).lower()} | {c['status']} |"
+            )
+
+
 def plot(r: Results, path: Path) -> None:
     import matplotlib
 

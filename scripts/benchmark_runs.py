@@ -41,6 +41,7 @@ class Results:
     overhead: dict = field(default_factory=dict)
     scale: list[dict] = field(default_factory=list)
     communication: list[dict] = field(default_factory=list)
+    secure: list[dict] = field(default_factory=list)
 
 
 

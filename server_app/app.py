@@ -13,12 +13,13 @@ import logging
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from server_app import privacy
+from server_app import privacy, secure
 from server_app.observed_grid import ObservedGrid
 from server_app.resume import load_resume_point
 from server_app.rounds import RoundEnd
 from server_app.run_record import RunRecord
-from server_app.strategy import build_strategy
+from server_app.secure import SecureGrid
+from server_app.strategy import TooFewDevices, build_strategy
 from server_app.transfer_grid import TransferGrid
 from task.config import ROUND_OFFSET, Config
 from task.data.vocab import default_vocabulary
@@ -58,7 +59,7 @@ def main(grid: Grid, context: Context) -> None:
     stop_reason = None
     try:
         result = strategy.start(
-            grid=TransferGrid(observed, cfg.transfer_dtype),  # encodes above the byte counts
+            grid=_above_the_counts(cfg, observed),
             initial_arrays=ArrayRecord(model.get_weights()),
             num_rounds=cfg.num_server_rounds - round_end.start_round,
             timeout=cfg.round_timeout,
@@ -66,10 +67,20 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_fn=round_end,
         )
         final = result.arrays.to_numpy_ndarrays() or round_end.latest  # empty if no round released
-    except PrivacyBudgetExceeded as e:
-        stop_reason = f"privacy budget: {e}"
+    except (PrivacyBudgetExceeded, TooFewDevices) as e:
+        stop_reason = f"{'privacy budget' if isinstance(e, PrivacyBudgetExceeded) else 'too few devices'}: {e}"
         log.warning("Stopped early: %s", stop_reason)
         final = round_end.latest
     model.set_weights(final)
     litert = export_litert(model, vocab, record.final_dir / "litert")  # what devices run offline
-    record.finish(model, litert, stop_reason=stop_reason, privacy_assumptions=ledger.assumptions(cfg.model.seq_len))
+    assumptions = ledger.assumptions(cfg.model.seq_len) + (secure.assumptions(cfg) if cfg.secure_aggregation else [])
+    record.finish(model, litert, stop_reason=stop_reason, privacy_assumptions=assumptions)
+
+
+def _above_the_counts(cfg: Config, observed: ObservedGrid):
+    """What the strategy talks to: SecAgg+ or the transfer encoding, both above the byte counts."""
+    if cfg.secure_aggregation:
+        for line in secure.assumptions(cfg):
+            log.info("Secure aggregation: %s", line)
+        return SecureGrid(observed, cfg.secagg, timeout=cfg.round_timeout)
+    return TransferGrid(observed, cfg.transfer_dtype)

@@ -11,6 +11,11 @@ results. So such a device is counted as busy, which releases nothing, until its 
 
 Wrapping the Grid (instead of subclassing FedAvg) keeps the counts right for any strategy,
 including Flower's DP wrappers, which require an unmodified FedAvg inside.
+
+With secure aggregation a training round is four SecAgg+ messages per device (server_app/secure.py):
+every one counts its bytes; the setup message counts the devices asked (and those that declined),
+the collect-masked-vectors message the updates; a device that drops out at any stage before its
+update is in counts as failed.
 """
 
 from __future__ import annotations
@@ -20,8 +25,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
+from flwr.common.secure_aggregation.secaggplus_constants import (
+    RECORD_KEY_CONFIGS,
+    Key,
+    Stage,
+)
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 
@@ -76,6 +86,7 @@ class ObservedGrid:
         if skipped:
             messages = [m for m in messages if m.metadata.dst_node_id not in busy]
         goal = _round_goal(messages or skipped)
+        stage = _secagg_stage(messages or skipped)
         late: set[str] = set()
         pulled = []  # every reply that came back, kept or discarded
         if not messages:
@@ -90,35 +101,47 @@ class ObservedGrid:
                                   if m.metadata.message_id not in came_back})
         if messages or skipped:
             counts = self._counts.setdefault((messages or skipped)[0].metadata.message_type, PhaseCounts())
-            counts.busy += len(skipped)
-            counts.asked += [m.metadata.dst_node_id for m in messages + skipped]
-            counts.declined += [m.metadata.dst_node_id for m in skipped]
-            counts.sampled += len(messages) + len(skipped)
             counts.bytes_sent += sum(_size(m) for m in messages)
             counts.bytes_received += sum(_size(r) for r in replies)
-            node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
-            for reply in replies:
-                # The device is the one the message went to: an error the SuperLink writes for an
-                # unavailable device comes from the SuperLink's own node id, not the device's.
-                node = node_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
-                if reply.has_error() and reply.error.code == NOT_ELIGIBLE:
-                    counts.not_eligible += 1
-                    counts.declined.append(node)
-                elif reply.has_error():
-                    counts.failed += 1
-                    counts.failures.append(f"node {node}: {failure_reason(reply.error.code, reply.error.reason)}")
-                else:
-                    counts.replied += 1
-                    counts.metrics[node] = {
-                        k: v for record in reply.content.metric_records.values() for k, v in record.items()}
-            for m in messages:
-                if m.metadata.message_id in late:
-                    counts.late += 1
-                elif m.metadata.message_id not in answered:
-                    counts.failed += 1
-                    counts.failures.append(f"node {m.metadata.dst_node_id}: no reply within round-timeout"
-                                           + (f" ({timeout:.0f} s)" if timeout else ""))
+            if stage in (None, Stage.SETUP):  # the devices asked
+                counts.busy += len(skipped)
+                counts.asked += [m.metadata.dst_node_id for m in messages + skipped]
+                counts.declined += [m.metadata.dst_node_id for m in skipped]
+                counts.sampled += len(messages) + len(skipped)
+            if stage != Stage.UNMASK:  # at unmask the updates are in: a dropout there costs nothing
+                self._count_failures(counts, messages, replies, answered, late, timeout)
+            if stage in (None, Stage.COLLECT_MASKED_VECTORS):  # the updates
+                node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+                for reply in replies:
+                    if not reply.has_error():
+                        node = node_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+                        counts.replied += 1
+                        counts.metrics[node] = {k: v for key, record in reply.content.items()
+                                                if isinstance(record, MetricRecord | ConfigRecord)
+                                                and key not in (RECORD_KEY_CONFIGS, "fitres.num_examples")
+                                                and not key.endswith(".status") for k, v in record.items()}
         return replies
+
+    @staticmethod
+    def _count_failures(counts: PhaseCounts, messages, replies, answered, late, timeout) -> None:
+        node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        for reply in replies:
+            # The device is the one the message went to: an error the SuperLink writes for an
+            # unavailable device comes from the SuperLink's own node id, not the device's.
+            node = node_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+            if reply.has_error() and reply.error.code == NOT_ELIGIBLE:
+                counts.not_eligible += 1
+                counts.declined.append(node)
+            elif reply.has_error():
+                counts.failed += 1
+                counts.failures.append(f"node {node}: {failure_reason(reply.error.code, reply.error.reason)}")
+        for m in messages:
+            if m.metadata.message_id in late:
+                counts.late += 1
+            elif m.metadata.message_id not in answered:
+                counts.failed += 1
+                counts.failures.append(f"node {m.metadata.dst_node_id}: no reply within round-timeout"
+                                       + (f" ({timeout:.0f} s)" if timeout else ""))
 
     def _busy_nodes(self) -> set[int]:
         """Devices still working on a message the server gave up on (their replies are drained
@@ -131,6 +154,12 @@ class ObservedGrid:
     def take_counts(self) -> dict[str, PhaseCounts]:
         counts, self._counts = self._counts, {}
         return counts
+
+
+def _secagg_stage(messages: list[Message]) -> str | None:
+    content = messages[0].content if messages and messages[0].has_content() else None
+    configs = content.config_records.get(RECORD_KEY_CONFIGS) if content else None
+    return str(configs[Key.STAGE]) if configs and Key.STAGE in configs else None
 
 
 def _round_goal(messages: list[Message]) -> int | None:

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import math
 import random
+import time
 
 from flwr.app import MessageType, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
@@ -29,6 +30,11 @@ from task.privacy.mechanisms import DP_WEIGHT
 log = logging.getLogger("flwr")
 
 
+class TooFewDevices(RuntimeError):
+    """Under DP every round asks the number of devices fixed at the start (the noise and the
+    accounting are calibrated to it), and fewer are connected."""
+
+
 class _PrivateRounds(FedAvg):
     """FedAvg.configure_train with our sampler. Sits between FedAvgM/FedAdam and FedAvg in the
     class order, so their own configure_train (which remembers the model) still runs first."""
@@ -39,6 +45,7 @@ class _PrivateRounds(FedAvg):
         self.last_round = 0  # of this run (Flower counts from 1 again after a resume); set before start
         self._private = cfg.dp.enabled
         self._selection_factor = cfg.selection_factor
+        self._wait_seconds = cfg.round_timeout
         # FedAvg samples with Python's global `random`; a private sample must not be replayable.
         self._sampler = random.SystemRandom() if self._private else random.Random(cfg.seed)
         return self
@@ -47,6 +54,7 @@ class _PrivateRounds(FedAvg):
         if self._private:
             self._ledger.check_next_round()  # raises PrivacyBudgetExceeded
             goal, size = self._ledger.sampled, self._ledger.selected
+            _wait_for_devices(grid, size, self._wait_seconds)  # else Flower's sampler waits forever
         else:
             goal = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
             size = math.ceil(goal * self._selection_factor)
@@ -77,6 +85,16 @@ class _PrivateRounds(FedAvg):
         # their last bits, and 30 rounds grow that into the metrics' third digit. A fixed order
         # makes a run with the same seed give the same model.
         return super().aggregate_train(server_round, sorted(replies, key=reply_order))
+
+
+def _wait_for_devices(grid, needed: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while (connected := len(list(grid.get_node_ids()))) < needed:
+        if time.monotonic() >= deadline:
+            raise TooFewDevices(f"the DP noise is calibrated for {needed} devices per round, and only {connected} "
+                                f"were connected for round-timeout = {seconds:g} s; resume the run (resume-from) "
+                                "once enough devices are back")
+        time.sleep(1)
 
 
 def reply_order(reply) -> tuple:

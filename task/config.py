@@ -21,6 +21,9 @@ PARTITIONERS = ("iid", "natural", "size-skew")
 TRANSFER_DTYPES = ("float32", "float16", "int8")  # task/transfer.py
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # Flower's strategies (server_app/strategy.py)
 SIM_AVAILABILITY = ("always", "nightly")  # client_app/eligibility.py
+# dp-modes secure aggregation refuses: the server clips each update itself, or reads each
+# device's norm bit in the clear (server_app/secure.py).
+SECAGG_REFUSED_MODES = ("central-server-clip", "central-adaptive-clip")
 
 
 # Train-message config key: rounds done before a resume, so devices count rounds globally (seeds).
@@ -104,6 +107,20 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
+class SecAggConfig:
+    """SecAgg+ (Bell et al. 2020) through Flower's SecAggPlusWorkflow; run-config keys are these
+    names prefixed with "secagg-", read only when secure-aggregation = true. Each device's secrets
+    are split into `num_shares` shares held by itself and its neighbours; any
+    `reconstruction_threshold` of them recover a device that dropped out (more shares: more
+    dropouts survived; a higher threshold: more devices must collude to unmask one)."""
+
+    num_shares: int = 3  # Flower's SecAgg+ example; an int > 2 (the library's rule)
+    reconstruction_threshold: int = 2  # in [2, num_shares)
+    clipping_range: float = 8.0  # the library's default: each update value is clipped to +-this
+    quantization_range: int = 4194304  # the library's default (2**22 levels over the range)
+
+
+@dataclass(frozen=True)
 class Config:
     # Federation
     num_server_rounds: int = 30
@@ -136,6 +153,10 @@ class Config:
     model: ModelConfig = ModelConfig()
     # Privacy
     dp: DPConfig = DPConfig()
+    # The server receives only the sum of the updates (SecAgg+, server_app/secure.py); with a
+    # dp-mode where devices clip, it adds its noise to that sum.
+    secure_aggregation: bool = False
+    secagg: SecAggConfig = SecAggConfig()
     # Simulated population: availability and stragglers
     sim: SimConfig = SimConfig()
     # Data
@@ -162,12 +183,12 @@ class Config:
         unknown = sorted(set(run_config) - set(known))
         if unknown:
             raise ConfigError(f"unknown run-config key(s) {unknown}; known keys: {sorted(known)}")
-        values: dict[type, dict[str, Any]] = {cls: {}, ModelConfig: {}, DPConfig: {}, SimConfig: {}}
+        values: dict[type, dict[str, Any]] = {cls: {}, ModelConfig: {}, DPConfig: {}, SimConfig: {}, SecAggConfig: {}}
         for key, value in run_config.items():
             owner, field = known[key]
             values[owner][field.name] = _coerce(key, value, field.type)
         config = cls(model=ModelConfig(**values[ModelConfig]), dp=DPConfig(**values[DPConfig]),
-                     sim=SimConfig(**values[SimConfig]), **values[cls])
+                     sim=SimConfig(**values[SimConfig]), secagg=SecAggConfig(**values[SecAggConfig]), **values[cls])
         config.validate()
         return config
 
@@ -177,6 +198,7 @@ class Config:
         flat.update(dataclasses.asdict(self.model))
         flat.update({f"{_DP_PREFIX}{k}": v for k, v in dataclasses.asdict(self.dp).items()})
         flat.update({f"{_SIM_PREFIX}{k}": v for k, v in dataclasses.asdict(self.sim).items()})
+        flat.update({f"{_SECAGG_PREFIX}{k}": v for k, v in dataclasses.asdict(self.secagg).items()})
         return {k.replace("_", "-"): v for k, v in flat.items()}
 
     def replace(self, **changes: Any) -> Config:
@@ -237,6 +259,7 @@ class Config:
         _check("keep-checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 0, "an integer >= 0 (0 = keep all)")
         self._validate_dp()
         self._validate_sim()
+        self._validate_secagg()
 
     def _validate_sim(self) -> None:
         sim = self.sim
@@ -246,6 +269,34 @@ class Config:
         _check("sim-hours-per-round", sim.hours_per_round, 0 <= sim.hours_per_round <= 24, "a number of hours in [0, 24]")
         _check("sim-stragglers", sim.stragglers, 0 <= sim.stragglers <= 1, "a share in [0, 1]")
         _check("sim-straggler-seconds", sim.straggler_seconds, sim.straggler_seconds >= 0, "a number of seconds >= 0")
+
+    def _validate_secagg(self) -> None:
+        if not self.secure_aggregation:
+            return
+        sa, dp = self.secagg, self.dp
+        _check("secure-aggregation", dp.mode, dp.mode not in SECAGG_REFUSED_MODES,
+               f"a dp-mode other than {list(SECAGG_REFUSED_MODES)} with secure-aggregation = true (got dp-mode="
+               f'"{dp.mode}": the server would need each device\'s update, or its norm bit, in the clear; use '
+               '"central-client-clip")')
+        _check("secure-aggregation", self.transfer_dtype, self.transfer_dtype == "float32",
+               'transfer-dtype = "float32" with secure-aggregation = true (SecAgg+ sends its own masked '
+               "integers; float16/int8 encodings do not compose with the masks)")
+        _check("secure-aggregation", self.selection_factor, self.selection_factor == 1,
+               "selection-factor = 1 with secure-aggregation = true (SecAgg+ sums every device that finishes; it "
+               "cannot keep only the first round-goal updates)")
+        _check("secagg-num-shares", sa.num_shares, sa.num_shares > 2, "an integer > 2")
+        _check("secagg-reconstruction-threshold", sa.reconstruction_threshold,
+               2 <= sa.reconstruction_threshold < sa.num_shares,
+               f"an integer in [2, secagg-num-shares = {sa.num_shares})")
+        _check("secagg-clipping-range", sa.clipping_range, sa.clipping_range > 0, "a number > 0")
+        if dp.mode in ("central-client-clip", "local"):
+            # A clipped update's largest value is at most its norm: then SecAgg+'s own clip loses nothing.
+            _check("secagg-clipping-range", sa.clipping_range, sa.clipping_range >= dp.clipping_norm,
+                   f">= dp-clipping-norm = {dp.clipping_norm:g} (else SecAgg+ clips update values the DP "
+                   "clipping already bounded, and the sum is no longer the clipped sum)")
+        _check("secagg-quantization-range", sa.quantization_range, 2 <= sa.quantization_range <= 2**22,
+               "an integer in [2, 4194304] (the masks live modulo 2**32; 2**22 levels leave room for "
+               "1024 devices' sum)")
 
     def _validate_dp(self) -> None:
         dp = self.dp
@@ -296,12 +347,14 @@ class Config:
 
 _DP_PREFIX = "dp_"
 _SIM_PREFIX = "sim_"
-_NESTED = ("model", "dp", "sim")
+_SECAGG_PREFIX = "secagg_"
+_NESTED = ("model", "dp", "sim", "secagg")
 
 
 def _known_keys() -> dict[str, tuple[type, dataclasses.Field]]:
     keys = {}
-    for owner, prefix in ((Config, ""), (ModelConfig, ""), (DPConfig, _DP_PREFIX), (SimConfig, _SIM_PREFIX)):
+    for owner, prefix in ((Config, ""), (ModelConfig, ""), (DPConfig, _DP_PREFIX), (SimConfig, _SIM_PREFIX),
+                           (SecAggConfig, _SECAGG_PREFIX)):
         for field in fields(owner):
             if field.name not in _NESTED:
                 keys[(prefix + field.name).replace("_", "-")] = (owner, field)

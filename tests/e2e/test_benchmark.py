@@ -36,6 +36,12 @@ def test_quick_benchmark_prints_a_table_and_writes_json_and_png(tmp_path):
     assert 0.35 < ratio(int8) / ratio(float32) < 0.42  # float16 down, 8-bit update (+ scales) up
     assert all(c["cpu_seconds_per_device"] > 0 and c["joules_per_device"] > 0 and c["peak_memory_mb"] > 100
                for c in (float32, int8))  # what a round cost the devices that replied
+    plain, secure = results["secure"]
+    assert (plain["secure_aggregation"], secure["secure_aggregation"]) == (False, True)
+    assert secure["status"] == "finished:completed" and secure["seconds_per_round"] > 0
+    # SecAgg+ sends its masked update as 64-bit integers: twice the float32 update, plus the keys
+    assert 1.9 < secure["train_bytes_up_per_device"] / plain["train_bytes_up_per_device"] < 2.5
+    assert "| secure-aggregation |" in out.stdout
     assert "| corpus | devices |" in out.stdout and "| transfer-dtype |" in out.stdout and "| devices |" in out.stdout
     assert "| start-up stage | seconds |" in out.stdout
     assert (tmp_path / "benchmark.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,5 +1,6 @@
-"""Real deployment on 127.0.0.1: a SuperLink with TLS and SuperNode authentication, three
-SuperNodes with their own data directories, started with scripts/deploy.py and stopped after.
+"""Real deployment on 127.0.0.1: a SuperLink with TLS and SuperNode authentication, five
+SuperNodes with their own data directories (four that train, one on a metered network that
+declines), started with scripts/deploy.py and stopped after.
 
 Slow by nature (Flower polls every 3 s and starts a ClientApp process per message), so the
 model is tiny and runs are 2 rounds.
@@ -32,12 +33,12 @@ def deployment(tmp_path_factory, monkeypatch_module):
     env = flower_env(root / "flwr-home")
     monkeypatch_module.setenv("FLWR_HOME", env["FLWR_HOME"])  # deploy.* read it from the environment
     data = []
-    for i in range(4):
+    for i in range(5):
         data.append(root / f"device{i}")
         data[i].mkdir()
         (data[i] / "messages.txt").write_text("\n".join(personas.device_sentences(i, 80)))
-    # device3 is on a metered network: it declines every message (client_app/eligibility.py)
-    rules = [{"require-charging": False}] * 3 + [{"require-charging": False, "metered-network": True}]
+    # device4 is on a metered network: it declines every message (client_app/eligibility.py)
+    rules = [{"require-charging": False}] * 4 + [{"require-charging": False, "metered-network": True}]
     with local_deployment(root, data, PORT, CONNECTION, device_rules=rules) as d:
         yield {**d, "env": env, "data": data, "rogue": deploy.make_device_key(root / "keys", "rogue")[0]}
     assert not list(d["state"].glob("*.pid")), "a process started here was not stopped"
@@ -60,13 +61,13 @@ def test_federated_run_over_tls_completes_and_learns(deployment, tmp_path):
         connection=CONNECTION,
         echo=False,
         run_config=(
-            f"num-server-rounds=2 {TINY} min-available-nodes=3 min-train-nodes=3 min-evaluate-nodes=3 "
+            f"num-server-rounds=2 {TINY} min-available-nodes=5 min-train-nodes=5 min-evaluate-nodes=5 "
             f'out-dir="{tmp_path}"'
         ),
     )
     assert outcome.status == "finished:completed", outcome.output[-3000:]
     rows = metrics(tmp_path, outcome.run_id)
-    assert all((r["train_replied"], r["eval_replied"]) == (3, 3) for r in rows[1:])
+    assert all((r["train_replied"], r["eval_replied"]) == (4, 4) for r in rows[1:])
     # The device on a metered network declined at once, counted apart from failures
     assert all((r["train_not_eligible"], r["train_failed"], r["eval_not_eligible"]) == (1, 0, 1) for r in rows[1:])
     assert rows[-1]["eval_loss"] < rows[1]["eval_loss"]
@@ -133,8 +134,45 @@ def test_the_devices_side_does_not_answer_the_control_api(deployment):
     assert '"success": true' in ls.stdout, ls.stdout + ls.stderr
 
 
+def test_secure_aggregation_survives_a_device_killed_mid_round(deployment, tmp_path):
+    """SecAgg+ over TLS; node1 is killed as it starts training in round 1 (its keys and key
+    shares sent, its masked update not yet): the others' sum is still recovered (its masks
+    removed with the shares its neighbours hold), and round 2 goes on without it. Kills node1:
+    runs second to last. (No DP here: central DP asks a fixed number of devices per round, so a
+    lost one stops the run; tests/e2e/test_secure_aggregation.py has SecAgg+ with DP.)"""
+    d = deployment
+    log = d["state"] / "node1.log"
+    joined_before = log.read_text().count("training for secure aggregation, round 1")
+    result = {}
+    run = threading.Thread(target=lambda: result.update(outcome=run_app(
+        d["env"], connection=CONNECTION, echo=False,
+        run_config=(f"num-server-rounds=2 {TINY} min-available-nodes=2 min-train-nodes=2 min-evaluate-nodes=2 "
+                    "round-timeout=60.0 secure-aggregation=true "
+                    # with 5 devices asked, one declining and one killed, every device must be a
+                    # neighbour of every other for 3 shares to survive
+                    f'secagg-num-shares=5 secagg-reconstruction-threshold=3 out-dir="{tmp_path}"'))))
+    run.start()
+    deadline = time.monotonic() + 300
+    while log.read_text().count("training for secure aggregation, round 1") == joined_before:
+        assert time.monotonic() < deadline and run.is_alive(), "node1 never trained in round 1"
+        time.sleep(0.2)
+    killed = _kill_and_wait_until_offline(d, "node1")
+    run.join(timeout=900)
+    outcome = result["outcome"]
+    assert outcome.status == "finished:completed", outcome.output[-3000:]
+    rows = metrics(tmp_path, outcome.run_id)
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert rows[1]["train_replied"] == 3 and rows[1]["train_failed"] == 1 and rows[1]["train_not_eligible"] == 1
+    secure = [line for line in outcome.output.splitlines() if "ecure aggregation" in line]
+    assert any("the sum of 3 masked updates unmasked" in line for line in secure), secure
+    failures = [f for r in rows[1:] for f in r["failures"]]
+    assert {int(re.match(r"node (\d+)", f).group(1)) for f in failures} == {killed}, (failures, killed)
+    assert rows[2]["train_replied"] == 3
+    assert rows[-1]["eval_loss"] < rows[1]["eval_loss"]  # it learns through SecAgg+
+
+
 def test_a_device_killed_mid_run_does_not_stop_the_others(deployment, tmp_path):
-    """Runs last: it kills node2. Minimums of 2 devices let the run go on without it."""
+    """Runs last: it kills node2 (node1 is gone already). Minimums of 2 devices let the run go on without it."""
     d = deployment
     result = {}
     run = threading.Thread(
@@ -155,12 +193,7 @@ def test_a_device_killed_mid_run_does_not_stop_the_others(deployment, tmp_path):
     while not list(tmp_path.glob("run-*/metrics.json")) and time.monotonic() < deadline:
         time.sleep(1)  # round 0 is recorded just before round 1 starts
     time.sleep(4)
-    before = _online_nodes(d["connection"])
-    _kill_node(d["state"], "node2")
-    deadline = time.monotonic() + 300  # offline once its heartbeats stop
-    while (killed_set := before - _online_nodes(d["connection"])) == set() and time.monotonic() < deadline:
-        time.sleep(3)
-    (killed,) = killed_set
+    killed = _kill_and_wait_until_offline(d, "node2")
     run.join(timeout=900)
     outcome = result["outcome"]
     assert outcome.status == "finished:completed", outcome.output[-3000:]
@@ -179,6 +212,17 @@ def _online_nodes(connection) -> set[int]:
     out = subprocess.run([str(deploy.BIN / "flwr"), "supernode", "list", connection, "--format", "json"],
                          env=deploy._env(), capture_output=True, text=True, timeout=60)
     return {int(n["node-id"]) for n in json.loads(out.stdout).get("nodes", []) if n.get("status") == "online"}
+
+
+def _kill_and_wait_until_offline(d, name) -> int:
+    """Kill a SuperNode; its node id, once the SuperLink lists it offline (its heartbeats stopped)."""
+    before = _online_nodes(d["connection"])
+    _kill_node(d["state"], name)
+    deadline = time.monotonic() + 300
+    while (killed := before - _online_nodes(d["connection"])) == set() and time.monotonic() < deadline:
+        time.sleep(3)
+    (node,) = killed
+    return node
 
 
 def _kill_node(state, name):

@@ -89,3 +89,21 @@ def test_scores_sent_with_training_go_to_the_round_whose_model_was_scored(tmp_pa
     assert before["round"] == 0 and before["eval_loss"] == 6.5  # per scored word: (6*30 + 8*10) / 40
     assert (before["eval_sampled"], before["eval_replied"], before["eval_failed"]) == (3, 2, 1)
     assert after["eval_sampled"] == 0 and "eval_loss" not in after  # scored in round 2
+
+
+def test_under_dp_a_lost_device_stops_the_run_with_a_reason_instead_of_waiting_forever():
+    """Central DP asks a fixed number of devices per round; Flower's sampler would wait for them
+    forever. After round-timeout the strategy gives up with what to do."""
+    import time
+
+    import pytest
+
+    from server_app.strategy import TooFewDevices
+    from task.config import DPConfig
+
+    cfg = Config(dp=DPConfig(mode="central-client-clip"), round_timeout=1.0)
+    strategy = build_strategy(cfg, PrivacyLedger(cfg.dp, population=4, sampled=4, selected=4))
+    started = time.monotonic()
+    with pytest.raises(TooFewDevices, match="calibrated for 4 devices per round, and only 3 were connected"):
+        strategy.configure_train(1, ArrayRecord([np.zeros(3)]), ConfigRecord({}), Nodes())
+    assert time.monotonic() - started < 10
