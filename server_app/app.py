@@ -21,6 +21,7 @@ from server_app.run_record import RunRecord
 from server_app.secure import SecureGrid
 from server_app.strategy import TooFewDevices, build_strategy
 from server_app.transfer_grid import TransferGrid
+from server_app.warm_start import initial_weights
 from task.config import ROUND_OFFSET, Config
 from task.data.vocab import default_vocabulary
 from task.litert.export import export_litert
@@ -41,6 +42,10 @@ def main(grid: Grid, context: Context) -> None:
     record = RunRecord(cfg.output_root / f"run-{context.run_id}", cfg, vocab, resume.rows if resume else None)
     log.info("Writing this run's model, checkpoints and metrics to %s", record.dir)
     model = build_model(cfg.model, seed=cfg.seed)  # reproducible; no privacy randomness comes from `seed`
+    if cfg.init_from:
+        weights, origin = initial_weights(cfg, fingerprint)
+        model.set_weights(weights)
+        log.info("%s", origin)
     if resume:
         model.set_weights(resume.checkpoint.weights)
         log.info("Resuming from round %d of %s%s", resume.round, resume.source, "".join(f"; {n}" for n in resume.notes))

@@ -39,6 +39,20 @@ def dp_settings(cfg: Config) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg.dp).items() if k != "max_epsilon"}
 
 
+def check_fits(state: dict, fingerprint: dict, key: str, where: str) -> None:
+    """The checkpoint's weights mean the same in this run: same model shape, same vocabulary."""
+    if "fingerprint" not in state:
+        raise ConfigError(f"run-config key '{key}': the {where} holds no model fingerprint (an older format)")
+    old_model, new_model = state["fingerprint"]["model"], fingerprint["model"]
+    if old_model != new_model:
+        diff = {k: (old_model.get(k), v) for k, v in new_model.items() if old_model.get(k) != v}
+        raise ConfigError(
+            f"run-config key '{key}': the {where} is for a different model shape; (checkpoint, this run): {diff}"
+        )
+    if state["fingerprint"]["vocab_sha256"] != fingerprint["vocab_sha256"]:
+        raise ConfigError(f"run-config key '{key}': the {where} was trained with a different vocabulary")
+
+
 def load_resume_point(cfg: Config, fingerprint: dict) -> ResumePoint:
     if cfg.server_optimizer != "fedavg":
         raise ConfigError(f"run-config key 'resume-from': cannot resume with server-optimizer="
@@ -59,16 +73,7 @@ def load_resume_point(cfg: Config, fingerprint: dict) -> ResumePoint:
         raise ConfigError(f"run-config key 'resume-from': cannot resume: {e}") from e
     state = checkpoint.state
     where = f"checkpoint of round {checkpoint.round} in {run_dir}"
-    if "fingerprint" not in state:
-        raise ConfigError(f"run-config key 'resume-from': the {where} holds no resume state (an older format)")
-    old_model, new_model = state["fingerprint"]["model"], fingerprint["model"]
-    if old_model != new_model:
-        diff = {k: (old_model.get(k), v) for k, v in new_model.items() if old_model.get(k) != v}
-        raise ConfigError(
-            f"run-config key 'resume-from': the {where} is for a different model shape; (checkpoint, this run): {diff}"
-        )
-    if state["fingerprint"]["vocab_sha256"] != fingerprint["vocab_sha256"]:
-        raise ConfigError(f"run-config key 'resume-from': the {where} was trained with a different vocabulary")
+    check_fits(state, fingerprint, "resume-from", where)
     if state.get("dp") != dp_settings(cfg):
         old = state.get("dp") or {}
         diff = {k: (old.get(k), v) for k, v in dp_settings(cfg).items() if old.get(k) != v}

@@ -64,8 +64,9 @@ def assumptions(cfg: Config) -> list[str]:
     sa = cfg.secagg
     lines = [f"secure aggregation (SecAgg+, Bell et al. 2020): the server recovers only the sum of each round's "
              f"updates; each device's own upload is masked with pairwise and private masks (uniform on the "
-             f"2**32 ring); secure against an honest-but-curious server colluding with fewer than "
-             f"{sa.reconstruction_threshold} of a device's {sa.num_shares - 1} neighbours; values quantised in "
+             f"2**32 ring); secure against an honest-but-curious server unless it colludes with "
+             f"{sa.reconstruction_threshold} of the up to {sa.num_shares} devices holding shares of one device's "
+             f"secrets (itself and its neighbours); values quantised in "
              f"steps of {quantisation_step(sa):.3g} (unbiased, error under one step per value)"]
     if cfg.dp.central:
         lines.append("with secure aggregation the server cannot clip each update again: the noise covers a device "

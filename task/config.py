@@ -175,6 +175,9 @@ class Config:
     out_dir: str = "~/fednextword-runs"
     keep_checkpoints: int = 5  # newest round checkpoints kept; 0 = all
     resume_from: str = ""  # a run directory (its newest usable checkpoint) or one checkpoint .npz
+    # Warm start: a new run from a checkpoint .npz (scripts/pretrain.py on proxy text) or a run
+    # directory's newest checkpoint; only the weights carry over (server_app/warm_start.py).
+    init_from: str = ""
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> Config:
@@ -257,6 +260,8 @@ class Config:
         _check("server-eval-devices", self.server_eval_devices, self.server_eval_devices >= 0, "an integer >= 0")
         _check("out-dir", self.out_dir, bool(self.out_dir.strip()), "a non-empty path")
         _check("keep-checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 0, "an integer >= 0 (0 = keep all)")
+        _check("init-from", self.init_from, not (self.init_from and self.resume_from),
+               '"" when resume-from is set (a resume continues its own model)')
         self._validate_dp()
         self._validate_sim()
         self._validate_secagg()

@@ -1,0 +1,41 @@
+"""Starting a new run from a model trained elsewhere (`init-from`): a checkpoint written by
+scripts/pretrain.py on public proxy text, or any run's checkpoint.
+
+Unlike a resume, nothing else carries over: the new run counts its rounds from 0, has its own
+privacy ledger, and its history starts empty. The proxy text is not the devices' text, so it is
+outside the federation's privacy guarantee: use text you may use centrally (public, licensed or
+consented), never text gathered from the users.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from server_app.resume import check_fits
+from task.config import Config, ConfigError
+from task.run.checkpoint import (
+    CheckpointError,
+    latest_valid_checkpoint,
+    load_checkpoint,
+)
+
+
+def initial_weights(cfg: Config, fingerprint: dict) -> tuple[list[np.ndarray], str]:
+    """The weights to start from, and a line for the log saying where they come from."""
+    path = Path(cfg.init_from).expanduser()
+    try:
+        if path.is_dir():
+            checkpoint, _ = latest_valid_checkpoint(path)
+        elif path.is_file():
+            checkpoint = load_checkpoint(path)
+        else:
+            raise ConfigError(f"run-config key 'init-from' = {cfg.init_from!r}: no such checkpoint file or run directory")
+    except CheckpointError as e:
+        raise ConfigError(f"run-config key 'init-from': cannot start from it: {e}") from e
+    check_fits(checkpoint.state, fingerprint, "init-from", f"checkpoint {path}")
+    pretrained = checkpoint.state.get("pretrained")
+    origin = (f"pretrained on {pretrained['proxy']} ({pretrained['windows']} windows, {pretrained['epochs']} epochs)"
+              if pretrained else f"round {checkpoint.round} of {path}")
+    return checkpoint.weights, f"Starting from the model in {path}: {origin}"
