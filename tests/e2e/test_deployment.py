@@ -139,7 +139,7 @@ def test_secure_aggregation_survives_a_device_killed_mid_round(deployment, tmp_p
     shares sent, its masked update not yet): the others' sum is still recovered (its masks
     removed with the shares its neighbours hold), and round 2 goes on without it. Kills node1:
     runs second to last. (No DP here: central DP asks a fixed number of devices per round, so a
-    lost one stops the run; tests/e2e/test_secure_aggregation.py has SecAgg+ with DP.)"""
+    lost one stops the run; tests/e2e/test_secure_simulation.py has SecAgg+ with DP.)"""
     d = deployment
     log = d["state"] / "node1.log"
     joined_before = log.read_text().count("training for secure aggregation, round 1")

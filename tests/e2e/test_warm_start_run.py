@@ -19,7 +19,7 @@ def test_a_run_started_from_a_pretrained_model_starts_where_pretraining_ended(fl
     assert outcome.status == "finished:completed", outcome.output[-3000:]
     assert "Starting from the model in" in outcome.output and "pretrained on 60 built-in" in outcome.output
     rows = json.loads((tmp_path / f"run-{outcome.run_id}" / "metrics.json").read_text())
-    # An untrained model's loss is about ln(2000) = 7.6 (tests/e2e/test_secure_aggregation.py starts
+    # An untrained model's loss is about ln(2000) = 7.6 (tests/e2e/test_secure_simulation.py starts
     # there); the pretrained one scores on the server's unseen users about as on its held-out proxy.
     assert rows[0]["server_loss"] < math.log(2000) - 2
     assert abs(rows[0]["server_loss"] - info["held_out_loss"]) < 1.0
