@@ -58,7 +58,7 @@ class LocalDp:
 
 def train_mods(dp: DPConfig) -> list:
     """Outermost first. Each one clips (and, for local DP, noises) the update after training."""
-    if dp.mode == "central-client-clip":
+    if dp.mode in ("central-client-clip", "central-ftrl"):
         return [fixedclipping_mod]  # the clipping norm arrives in the message from the server
     if dp.mode == "central-adaptive-clip":
         return [adaptiveclipping_mod]  # clips and reports whether it had to (the norm bit)

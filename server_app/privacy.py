@@ -2,6 +2,8 @@
 the noise's calibration honest.
 
 - central-client-clip / central-server-clip / central-adaptive-clip: `CentralDP` below.
+- central-ftrl: `CentralDP` too, with tree-aggregated noise (task/privacy/tree_noise.py): each
+  round's noise is the difference of two consecutive running-sum noises of the tree.
 - local: plain FedAvg here; each device noises its own update (client_app/privacy.py).
 - dp-sgd: plain FedAvg here, or any of the above; the ledger accounts it from public settings.
 
@@ -58,6 +60,7 @@ class CentralDP(Strategy):
         else:
             self.update_noise, self.count_stddev = cfg.dp.noise_multiplier, 0.0
         self._current: ArrayRecord | None = None
+        self._tree = None  # central-ftrl: the TreeNoise of the current tree, made at its first round
 
     def summary(self) -> None:
         log.info("\t├──> Central DP (%s): noise multiplier %s on the sum, clipping norm %s, / %d sampled",
@@ -93,8 +96,8 @@ class CentralDP(Strategy):
                 was_clipped = next(m[KEY_NORM_BIT] for m in reply.content.metric_records.values() if KEY_NORM_BIT in m)
                 unclipped.append(0.0 if was_clipped else 1.0)
         std = self.update_noise * self.clipping_norm
-        new = [(c + (t + self.rng.normal(0.0, std, c.shape)) / self.sampled).astype(c.dtype)
-               for c, t in zip(current, total)]
+        noise = self._tree_noise(current, std) if self.ledger.ftrl else [self.rng.normal(0.0, std, c.shape) for c in current]
+        new = [(c + (t + n) / self.sampled).astype(c.dtype) for c, t, n in zip(current, total, noise)]
         log.info("central DP: %d/%d updates clipped to %.4g, noise std %.4g on their sum, / %d sampled",
                  len(replies), self.sampled, self.clipping_norm, std, self.sampled)
         self.ledger.record_central([self.update_noise, 2 * self.count_stddev] if self.adaptive else [self.update_noise])
@@ -105,6 +108,17 @@ class CentralDP(Strategy):
         metrics = self.inner.train_metrics_aggr_fn(contents, self.inner.weighted_by_key) if contents else None
         keys = self._current.keys()
         return ArrayRecord({k: Array(v) for k, v in zip(keys, new)}), metrics
+
+    def _tree_noise(self, current: list[np.ndarray], std: float) -> list[np.ndarray]:
+        """This round's share of the tree's noise; a new tree (ledger) starts a new TreeNoise."""
+        if self.ledger.trees[-1] == 0:  # the sampler began a new tree for this round
+            from task.privacy.tree_noise import TreeNoise  # TensorFlow and tensorflow-privacy: only here
+
+            if self._tree is None:
+                self._tree = TreeNoise([c.shape for c in current], std)
+            else:
+                self._tree.restart()
+        return self._tree.increment()
 
     def _adapt_clipping_norm(self, unclipped: list[float]) -> None:
         """Andrew et al. 2021, Algorithm 1: b = the noised fraction of updates that were *not*

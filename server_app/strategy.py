@@ -61,7 +61,8 @@ class _PrivateRounds(FedAvg):
         _, connected = sample_nodes(grid, self.min_available_nodes, goal)  # waits for enough nodes
         if not self._private:  # under DP the ledger fixed the sample size at the start
             size = min(size, len(connected))
-        node_ids = self._sampler.sample(sorted(connected), size)
+        candidates = self._ledger.devices_for_next_round(connected) if self._private else connected
+        node_ids = self._sampler.sample(sorted(candidates), size)
         log.info("configure_train: sampled %d nodes (out of %d)%s", len(node_ids), len(connected),
                  f", the first {goal} updates close the round" if goal < size else "")
         if self._private:

@@ -16,7 +16,7 @@ from typing import Any
 DATA_SOURCES = ("builtin", "text-dir", "corpus", "shakespeare")
 # User-level privacy of a device's whole update (task/privacy/ledger.py, server_app/privacy.py,
 # client_app/privacy.py).
-DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "local")
+DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "central-ftrl", "local")
 PARTITIONERS = ("iid", "natural", "size-skew")
 TRANSFER_DTYPES = ("float32", "float16", "int8")  # task/transfer.py
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # Flower's strategies (server_app/strategy.py)
@@ -65,7 +65,7 @@ class DPConfig:
     """
 
     mode: str = "none"
-    noise_multiplier: float = 1.0  # central modes: noise std on the sum of updates / clipping norm
+    noise_multiplier: float = 1.0  # central modes: noise std on the sum of updates (ftrl: per tree node) / clipping norm
     clipping_norm: float = 1.0  # L2 bound on one device's update (initial value when adaptive)
     delta: float = 1e-5  # must be < 1/population (user level) and < 1/examples (sample level)
     max_epsilon: float = 0.0  # 0 = no budget; else the run stops before a release would exceed it
@@ -294,7 +294,7 @@ class Config:
                2 <= sa.reconstruction_threshold < sa.num_shares,
                f"an integer in [2, secagg-num-shares = {sa.num_shares})")
         _check("secagg-clipping-range", sa.clipping_range, sa.clipping_range > 0, "a number > 0")
-        if dp.mode in ("central-client-clip", "local"):
+        if dp.mode in ("central-client-clip", "central-ftrl", "local"):
             # A clipped update's largest value is at most its norm: then SecAgg+'s own clip loses nothing.
             _check("secagg-clipping-range", sa.clipping_range, sa.clipping_range >= dp.clipping_norm,
                    f">= dp-clipping-norm = {dp.clipping_norm:g} (else SecAgg+ clips update values the DP "

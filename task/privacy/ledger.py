@@ -19,6 +19,12 @@ What each figure means (delta is the run's dp-delta):
   central figure halves each multiplier too. Replace-one already doubles the sensitivity and the
   first-`sampled` rule does not raise it further (both sums share all but one update), so the
   amplified figure keeps its halved multipliers, with `selected` as the sample size.
+- central-ftrl (DP-FTRL, Kairouz et al. 2021): user level, no amplification and no assumption
+  about how devices were picked; the noise is tree-aggregated over each tree's rounds, a device
+  takes part at most once per tree (the server enforces it and starts a new tree when too few
+  unused devices are left), and every tree is composed as if the worst device took part in each.
+  dp-accounting's tree event needs replace-special adjacency: one device's update replaced by
+  zero, which with the fixed denominator is what removing the device does here.
 - local: user level, for the device asked to train most often; each release is a Gaussian
   mechanism of sensitivity 2 x clipping norm, its noise calibrated so that one release's RDP
   epsilon is exactly dp-local-epsilon.
@@ -43,14 +49,16 @@ from task.privacy.mechanisms import adaptive_noise, dpsgd_steps, local_noise_mul
 
 _ADD_REMOVE = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
 _REPLACE = dp_accounting.NeighboringRelation.REPLACE_ONE
+_ZERO_OUT = dp_accounting.NeighboringRelation.REPLACE_SPECIAL
 
 
 class PrivacyBudgetExceeded(RuntimeError):
     """The next release would spend more than dp-max-epsilon."""
 
 
-def epsilon(event: dp_accounting.DpEvent, delta: float, replace_one: bool = False) -> float:
-    accountant = rdp.RdpAccountant(neighboring_relation=_REPLACE if replace_one else _ADD_REMOVE)
+def epsilon(event: dp_accounting.DpEvent, delta: float, replace_one: bool = False, zero_out: bool = False) -> float:
+    relation = _ZERO_OUT if zero_out else _REPLACE if replace_one else _ADD_REMOVE
+    accountant = rdp.RdpAccountant(neighboring_relation=relation)
     accountant.compose(event)
     return float(accountant.get_epsilon(delta))
 
@@ -73,6 +81,10 @@ class PrivacyLedger:
     # node id (simulation always does), so the worst device may be any: the counts add up.
     carried_participations: int = 0
     selected: int = 0  # devices asked per round (over-selection); 0 = sampled
+    # central-ftrl: rounds of each tree so far (the last one is growing) and the devices asked
+    # in the current tree, each at most once.
+    trees: list[int] = field(default_factory=list)
+    tree_members: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.selected = self.selected or self.sampled
@@ -87,8 +99,15 @@ class PrivacyLedger:
     # --- recording -----------------------------------------------------------------------------
     def record_central(self, noise_multipliers: list[float]) -> None:
         self.central_releases.append([float(z) for z in noise_multipliers])
+        if self.ftrl:
+            self.trees[-1] += 1
 
     def record_asked_to_train(self, devices: list) -> None:
+        if self.ftrl:
+            repeated = self.tree_members.intersection(map(str, devices))
+            if repeated:  # the tree's accounting counts each device once
+                raise RuntimeError(f"DP-FTRL: devices {sorted(repeated)} asked twice in one tree")
+            self.tree_members.update(map(str, devices))
         for device in devices:
             self.participations[str(device)] = self.participations.get(str(device), 0) + 1
 
@@ -100,6 +119,22 @@ class PrivacyLedger:
             if self.participations.get(str(device), 0) > 0:
                 self.participations[str(device)] -= 1
 
+    @property
+    def ftrl(self) -> bool:
+        return self.dp.mode == "central-ftrl"
+
+    def devices_for_next_round(self, connected: list) -> list:
+        """DP-FTRL: the connected devices not yet in the current tree; a new tree starts when
+        fewer are left than a round asks (or before the first round). Other modes: all."""
+        if not self.ftrl:
+            return list(connected)
+        fresh = [d for d in connected if str(d) not in self.tree_members]
+        if not self.trees or len(fresh) < self.selected:
+            self.trees.append(0)
+            self.tree_members = set()
+            fresh = list(connected)
+        return fresh
+
     # --- figures -------------------------------------------------------------------------------
     def _central_parts(self) -> list[float]:
         """One release's multipliers under the current config (used for projections)."""
@@ -109,6 +144,8 @@ class PrivacyLedger:
         return [self.dp.noise_multiplier]
 
     def central_event(self, extra_releases: int = 0) -> dp_accounting.DpEvent:
+        if self.ftrl:
+            return self._tree_event(self.trees)
         releases = self.central_releases + [self._central_parts()] * extra_releases
         return dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / self.displacement)
                                               for parts in releases for z in parts])
@@ -118,11 +155,24 @@ class PrivacyLedger:
             return None
         if not self.central_releases and not extra_releases:
             return 0.0
+        if self.ftrl:
+            # The next rounds may grow the current tree or start a new one (which devices are
+            # connected then decides): the larger figure.
+            grown = self.trees[:-1] + [self.trees[-1] + extra_releases] if self.trees else [extra_releases]
+            candidates = [self.trees + [extra_releases], grown] if extra_releases else [self.trees]
+            return max(epsilon(self._tree_event(trees), self.dp.delta, zero_out=True) for trees in candidates)
         return epsilon(self.central_event(extra_releases), self.dp.delta)
 
+    def _tree_event(self, trees: list[int]) -> dp_accounting.DpEvent:
+        """Each tree is one of dp-accounting's single-epoch tree events (every device at most once
+        in it); the trees compose, since one device may be in each."""
+        z = self.dp.noise_multiplier / self.displacement
+        return dp_accounting.ComposedDpEvent([dp_accounting.SingleEpochTreeAggregationDpEvent(z, steps)
+                                              for steps in trees if steps > 0])
+
     def central_amplified_epsilon(self) -> float | None:
-        if not self.dp.central or self.selected >= self.population or not self.central_releases:
-            return None
+        if not self.dp.central or self.ftrl or self.selected >= self.population or not self.central_releases:
+            return None  # DP-FTRL takes no credit for how devices were picked
         events = [dp_accounting.SampledWithoutReplacementDpEvent(
             self.population, self.selected,
             dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / 2) for z in parts]))
@@ -173,6 +223,8 @@ class PrivacyLedger:
             out["clipping-norm"] = self.dp.clipping_norm
         if self.dp.central:
             out["noise-multiplier"] = self.dp.noise_multiplier
+        if self.ftrl:
+            out.update({"trees": len(self.trees), "rounds-in-tree": self.trees[-1] if self.trees else 0})
         if self.dp.sgd:
             out.update({"sgd-noise-multiplier": self.dp.sgd_noise_multiplier,
                         "sgd-clipping-norm": self.dp.sgd_clipping_norm,
@@ -188,6 +240,9 @@ class PrivacyLedger:
                 update_z, count_std = adaptive_noise(dp, self.sampled)
                 noise = (f"Gaussian noise {update_z:.4g} x clipping norm on the sum and std {count_std:g} on the "
                          f"centred unclipped count, together z = {dp.noise_multiplier} (Andrew et al. 2021)")
+            if self.ftrl:
+                noise = (f"tree-aggregated Gaussian noise, z = {dp.noise_multiplier} x clipping norm per tree node, "
+                         "on the running sum of each tree's rounds (DP-FTRL, Kairouz et al. 2021)")
             lines.append(f"user level, central ({dp.mode}): a device's whole update is clipped to L2 norm "
                          f"{dp.clipping_norm}{' (initially; adaptive)' if 'adaptive' in dp.mode else ''}, {noise}, "
                          f"divided by the {self.sampled} devices sampled (not by those that replied); neighbouring "
@@ -197,7 +252,12 @@ class PrivacyLedger:
                 lines.append(f"over-selection: {self.selected} devices asked per round, the first {self.sampled} "
                              "updates kept; one device can displace another's update, so the central figure "
                              "counts each noise multiplier at half (sensitivity 2 x clipping norm)")
-            if self.selected < self.population:
+            if self.ftrl:
+                lines.append("DP-FTRL: no credit for sampling; each device takes part at most once per tree (enforced by "
+                             "the server, which starts a new tree when too few unused devices are connected; a resume "
+                             "starts one too); every tree counts for the worst device; neighbouring = one device's "
+                             "update replaced by zero (dp-accounting's REPLACE_SPECIAL)")
+            elif self.selected < self.population:
                 lines.append(f"amplified figure: {self.selected} devices asked per round, sampled uniformly without "
                              "replacement from a secret generator; replace-one adjacency")
         if dp.mode == "local":
@@ -254,6 +314,7 @@ class PrivacyLedger:
             "central_releases": self.central_releases,
             "participations": self.participations,
             "carried_participations": self.carried_participations,
+            "trees": self.trees,
         }
 
     @classmethod
@@ -276,7 +337,10 @@ class PrivacyLedger:
             central_releases=[list(r) for r in state["central_releases"]],
             participations=dict(state["participations"]),
             carried_participations=int(state.get("carried_participations", 0)),
+            trees=[int(t) for t in state.get("trees", [])],
         )
         if resumed:
             ledger.carried_participations, ledger.participations = ledger.most_participations(), {}
+            if ledger.trees:  # node ids change: the resumed run starts a new tree, composed with the old ones
+                ledger.trees.append(0)
         return ledger

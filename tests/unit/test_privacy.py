@@ -134,8 +134,9 @@ def central(mode="central-client-clip", sampled=4, z=1.0, clip=2.0, rng=None, **
     return strategy, ledger
 
 
-def aggregate(strategy, d, updates, norm_bits=None):
-    strategy._current = ArrayRecord([np.zeros(d, np.float32)])  # what configure_train remembers
+def aggregate(strategy, d, updates, norm_bits=None, current=None):
+    # what configure_train remembers: the model the devices received
+    strategy._current = ArrayRecord([np.zeros(d, np.float32) if current is None else current])
     replies = []
     for i, update in enumerate(updates):
         metrics = {DP_WEIGHT: 1, **({"norm_bit": norm_bits[i]} if norm_bits is not None else {})}
