@@ -21,6 +21,7 @@ PARTITIONERS = ("iid", "natural", "size-skew")
 TRANSFER_DTYPES = ("float32", "float16", "int8")  # task/transfer.py
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # Flower's strategies (server_app/strategy.py)
 SIM_AVAILABILITY = ("always", "nightly")  # client_app/eligibility.py
+LR_SCHEDULES = ("constant", "cosine")  # the devices' learning rate across rounds (task/train.py)
 # dp-modes secure aggregation refuses: the server clips each update itself, or reads each
 # device's norm bit in the clear (server_app/secure.py).
 SECAGG_REFUSED_MODES = ("central-server-clip", "central-adaptive-clip")
@@ -149,6 +150,10 @@ class Config:
     max_local_steps: int = 300
     batch_size: int = 32
     learning_rate: float = 0.005
+    # "cosine": the devices' learning rate falls from learning-rate in round 1 to
+    # final-learning-rate in the last round (num-server-rounds); "constant" ignores the latter.
+    learning_rate_schedule: str = "constant"
+    final_learning_rate: float = 0.0005
     # Model
     model: ModelConfig = ModelConfig()
     # Privacy
@@ -235,6 +240,10 @@ class Config:
         _check("max-local-steps", self.max_local_steps, self.max_local_steps >= 0, "an integer >= 0 (0 = no cap)")
         _check("batch-size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
         _check("learning-rate", self.learning_rate, 0 < self.learning_rate < 1, "a number in (0, 1)")
+        _check("learning-rate-schedule", self.learning_rate_schedule, self.learning_rate_schedule in LR_SCHEDULES,
+               f"one of {list(LR_SCHEDULES)}")
+        _check("final-learning-rate", self.final_learning_rate, 0 < self.final_learning_rate <= self.learning_rate,
+               f"a number in (0, learning-rate = {self.learning_rate:g}]")
         _check("vocab-size", m.vocab_size, 100 <= m.vocab_size <= 20004,
                "an integer in [100, 20004] (base dictionary + 4 special tokens)")
         _check("seq-len", m.seq_len, 2 <= m.seq_len <= 256, "an integer in [2, 256]")

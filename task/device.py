@@ -31,6 +31,7 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
     x, y = _windows(cfg, text.train, text.name, "training")
     model = _model(cfg, weights)
     seed = cfg.seed * 100_003 + server_round  # shuffling of plain training only; never privacy
+    learning_rate = trainer.round_learning_rate(cfg, server_round)
     extra: dict = {}
     if cfg.dp.sgd:
         if cfg.dp.delta >= 1 / len(x):
@@ -42,7 +43,7 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
 
         m, stats = train_dpsgd(model, x, y, sampling_rate=cfg.dp.sgd_sampling_rate,
                                steps=dpsgd_steps(cfg.local_epochs, cfg.dp.sgd_sampling_rate, cfg.max_local_steps),
-                               learning_rate=cfg.learning_rate, clipping_norm=cfg.dp.sgd_clipping_norm,
+                               learning_rate=learning_rate, clipping_norm=cfg.dp.sgd_clipping_norm,
                                noise_multiplier=cfg.dp.sgd_noise_multiplier)
         extra = {"dpsgd-clipped-fraction": stats.clipped_fraction}
     else:
@@ -51,7 +52,7 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
             log.warning("%s: trains %d of its %d steps this round (max-local-steps = %d), so the round fits "
                         "round-timeout", text.name, cfg.max_local_steps, wanted, cfg.max_local_steps)
         m = trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
-                          learning_rate=cfg.learning_rate, max_steps=cfg.max_local_steps, seed=seed)
+                          learning_rate=learning_rate, max_steps=cfg.max_local_steps, seed=seed)
     # Under DP every device counts once in the average (dp-weight), so one device's influence, and
     # so the sensitivity the noise is calibrated to, is bounded; the server enforces it. What of
     # these metrics leaves the device under DP: task.privacy.mechanisms.released_train_metrics.

@@ -43,6 +43,16 @@ class MaskedNextWordLoss(tf.keras.losses.Loss):
         return tf.reduce_sum(ce * weights, axis=-1) / tf.maximum(tf.reduce_sum(weights, axis=-1), 1.0)
 
 
+def round_learning_rate(cfg, server_round: int) -> float:
+    """The devices' learning rate in a round (counted over the whole run, resumes included):
+    constant, or a cosine from learning-rate in round 1 to final-learning-rate in the last."""
+    if cfg.learning_rate_schedule == "constant" or cfg.num_server_rounds <= 1:
+        return cfg.learning_rate
+    progress = min(max(server_round - 1, 0) / (cfg.num_server_rounds - 1), 1.0)
+    low, high = cfg.final_learning_rate, cfg.learning_rate
+    return low + 0.5 * (high - low) * (1 + math.cos(math.pi * progress))
+
+
 def compile_model(model: tf.keras.Model, learning_rate: float) -> None:
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss=MaskedNextWordLoss())
 
