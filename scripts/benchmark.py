@@ -145,6 +145,7 @@ def quality_row(scenario: Scenario, fed: FederatedRun, central: dict) -> dict:
     }
     if last.get("eval_top3") and central["top3"]:
         row["top3_ratio"] = last["eval_top3"] / central["top3"]
+        row["top3_ratio_best"] = last["eval_top3"] / central["best_top3"]
     return row
 
 

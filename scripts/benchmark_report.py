@@ -25,17 +25,18 @@ def print_tables(r: Results) -> None:
     if r.quality:
         print(
             "\n| corpus | devices | rounds × local epochs | federated top-1 / top-3 / ppl | "
-            "centralised top-1 / top-3 / ppl | federated / centralised top-3 | "
-            "keystroke savings: federated / centralised / bigram baseline |"
+            "centralised top-1 / top-3 / ppl | federated / centralised top-3 | centralised best round: top-3 "
+            "(federated / it) | bigram baseline top-3 | keystroke savings: federated / centralised / bigram baseline |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for q in r.quality:
             f, c = q["federated"], q["centralised"]
             fed = f"{f['top1']:.1%} / {f['top3']:.1%} / {f['perplexity']:.0f}" if f["top3"] is not None else q["status"]
             print(
                 f"| {q['corpus']} | {q['devices']} | {q['rounds']} × {q['local_epochs']} | {fed} | "
                 f"{c['top1']:.1%} / {c['top3']:.1%} / {c['perplexity']:.0f} | {q.get('top3_ratio', float('nan')):.3f} | "
-                f"{_pct(f.get('keystroke_savings'))} / {_pct(c.get('keystroke_savings'))} / "
+                f"{c['best_round']}: {c['best_top3']:.1%} ({q.get('top3_ratio_best', float('nan')):.3f}) | "
+                f"{_pct(f.get('baseline_bigram_top3'))} | {_pct(f.get('keystroke_savings'))} / {_pct(c.get('keystroke_savings'))} / "
                 f"{_pct(f.get('baseline_bigram_keystroke_savings'))} |"
             )
     if r.overhead:

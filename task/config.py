@@ -154,6 +154,10 @@ class Config:
     # final-learning-rate in the last round (num-server-rounds); "constant" ignores the latter.
     learning_rate_schedule: str = "constant"
     final_learning_rate: float = 0.0005
+    # Adam's epsilon on the device. Every round starts Adam afresh, and its first steps move every
+    # weight by ~learning-rate whatever its gradient: a larger epsilon keeps weights whose gradient
+    # is tiny (most of the output layer) still.
+    adam_epsilon: float = 1e-7
     # Model
     model: ModelConfig = ModelConfig()
     # Privacy
@@ -240,6 +244,7 @@ class Config:
         _check("max-local-steps", self.max_local_steps, self.max_local_steps >= 0, "an integer >= 0 (0 = no cap)")
         _check("batch-size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
         _check("learning-rate", self.learning_rate, 0 < self.learning_rate < 1, "a number in (0, 1)")
+        _check("adam-epsilon", self.adam_epsilon, 0 < self.adam_epsilon < 1, "a number in (0, 1)")
         _check("learning-rate-schedule", self.learning_rate_schedule, self.learning_rate_schedule in LR_SCHEDULES,
                f"one of {list(LR_SCHEDULES)}")
         _check("final-learning-rate", self.final_learning_rate, 0 < self.final_learning_rate <= self.learning_rate,
