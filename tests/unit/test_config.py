@@ -43,6 +43,10 @@ def test_ints_are_accepted_for_float_keys():
         ({"server-optimizer": "fedprox"}, "server-optimizer"),
         ({"server-optimizer": "fedadam", "dp-mode": "central-client-clip"}, "server-optimizer"),
         ({"server-momentum": 1.0}, "server-momentum"),
+        ({"learning-rate-schedule": "linear"}, "learning-rate-schedule"),
+        ({"learning-rate": 0.001, "final-learning-rate": 0.01}, "final-learning-rate"),  # a schedule that rises
+        ({"adam-epsilon": 0.0}, "adam-epsilon"),
+        ({"dp-mode": "central-ftrl", "server-optimizer": "fedavgm"}, "server-optimizer"),
     ],
 )
 def test_bad_values_fail_naming_the_key_and_value(overrides, key):
@@ -81,3 +85,17 @@ def test_the_console_filter_keeps_the_templates_lines_and_drops_ray_and_tensorfl
             "INFO :        Federated evaluation on the devices' held-out text: loss 2.45"]  # printed at the end
     assert all(template_line(line) for line in keep)
     assert not any(template_line(line) for line in drop)
+
+
+def test_the_cosine_schedule_falls_from_the_learning_rate_to_the_final_one_over_the_whole_run():
+    from task.train import round_learning_rate
+
+    cfg = Config.from_run_config({"num-server-rounds": 30, "learning-rate": 0.01, "final-learning-rate": 0.001,
+                                  "learning-rate-schedule": "cosine"})
+    rates = [round_learning_rate(cfg, r) for r in range(1, 31)]
+    assert abs(rates[0] - 0.01) < 1e-12 and abs(rates[-1] - 0.001) < 1e-12
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert abs(rates[14] - 0.0055) < 0.0005  # halfway: the mean of the two ends
+    assert round_learning_rate(cfg, 45) == rates[-1]  # beyond the last round (a resume asking for more)
+    constant = cfg.replace(learning_rate_schedule="constant")
+    assert {round_learning_rate(constant, r) for r in range(1, 31)} == {0.01}
