@@ -157,7 +157,7 @@ def centralised(scenario: Scenario, out: Path) -> dict:
     for round_ in range(1, scenario.rounds + 1):
         train(model, x, y, epochs=scenario.local_epochs, batch_size=cfg.batch_size,
               learning_rate=round_learning_rate(cfg, round_), max_steps=steps, seed=cfg.seed * 100_003 + round_,
-              adam_epsilon=cfg.adam_epsilon)
+              adam_epsilon=cfg.adam_epsilon, optimizer=cfg.client_optimizer)
         per_pass.append(evaluate(model, test_x, test_y).top3)
     m = evaluate(model, test_x, test_y, vocab=vocab)
     best = max(range(len(per_pass)), key=per_pass.__getitem__)

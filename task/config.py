@@ -158,6 +158,7 @@ class Config:
     # weight by ~learning-rate whatever its gradient: a larger epsilon keeps weights whose gradient
     # is tiny (most of the output layer) still.
     adam_epsilon: float = 1e-7
+    client_optimizer: str = "adam"  # "adam" or "sgd" (plain SGD: no state to restart each round)
     # Model
     model: ModelConfig = ModelConfig()
     # Privacy
@@ -244,6 +245,7 @@ class Config:
         _check("max-local-steps", self.max_local_steps, self.max_local_steps >= 0, "an integer >= 0 (0 = no cap)")
         _check("batch-size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
         _check("learning-rate", self.learning_rate, 0 < self.learning_rate < 1, "a number in (0, 1)")
+        _check("client-optimizer", self.client_optimizer, self.client_optimizer in ("adam", "sgd"), '"adam" or "sgd"')
         _check("adam-epsilon", self.adam_epsilon, 0 < self.adam_epsilon < 1, "a number in (0, 1)")
         _check("learning-rate-schedule", self.learning_rate_schedule, self.learning_rate_schedule in LR_SCHEDULES,
                f"one of {list(LR_SCHEDULES)}")

@@ -53,7 +53,7 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
                         "round-timeout", text.name, cfg.max_local_steps, wanted, cfg.max_local_steps)
         m = trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
                           learning_rate=learning_rate, max_steps=cfg.max_local_steps, seed=seed,
-                          adam_epsilon=cfg.adam_epsilon)
+                          adam_epsilon=cfg.adam_epsilon, optimizer=cfg.client_optimizer)
     # Under DP every device counts once in the average (dp-weight), so one device's influence, and
     # so the sensitivity the noise is calibrated to, is bounded; the server enforces it. What of
     # these metrics leaves the device under DP: task.privacy.mechanisms.released_train_metrics.

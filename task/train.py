@@ -53,29 +53,33 @@ def round_learning_rate(cfg, server_round: int) -> float:
     return low + 0.5 * (high - low) * (1 + math.cos(math.pi * progress))
 
 
-def compile_model(model: tf.keras.Model, learning_rate: float, epsilon: float = 1e-7) -> None:
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate, epsilon=epsilon), loss=MaskedNextWordLoss())
+def compile_model(model: tf.keras.Model, learning_rate: float, epsilon: float = 1e-7, optimizer: str = "adam") -> None:
+    opt = (tf.keras.optimizers.SGD(learning_rate) if optimizer == "sgd"
+           else tf.keras.optimizers.Adam(learning_rate, epsilon=epsilon))
+    model.compile(optimizer=opt, loss=MaskedNextWordLoss())
 
 
-def fresh_optimizer(model: tf.keras.Model, learning_rate: float, epsilon: float = 1e-7) -> None:
+def fresh_optimizer(model: tf.keras.Model, learning_rate: float, epsilon: float = 1e-7, optimizer: str = "adam") -> None:
     """Adam from its initial state. A model compiled before keeps its traced train step: its
     optimiser's step count and moments are zeroed in place, because compiling again would make
     Keras retrace (see task.device.worker_model)."""
-    optimizer = getattr(model, "optimizer", None)
-    if optimizer is None or optimizer.epsilon != epsilon:
-        compile_model(model, learning_rate, epsilon)
+    current = getattr(model, "optimizer", None)
+    kind = "sgd" if isinstance(current, tf.keras.optimizers.SGD) else "adam"
+    if current is None or kind != optimizer or getattr(current, "epsilon", epsilon) != epsilon:
+        compile_model(model, learning_rate, epsilon, optimizer)
         return
-    for variable in optimizer.variables:
+    for variable in current.variables:
         variable.assign(tf.zeros_like(variable))
-    optimizer.learning_rate.assign(learning_rate)
+    current.learning_rate.assign(learning_rate)
 
 
 def train(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
-          learning_rate: float, max_steps: int = 0, seed: int = 0, adam_epsilon: float = 1e-7) -> Metrics:
+          learning_rate: float, max_steps: int = 0, seed: int = 0, adam_epsilon: float = 1e-7,
+          optimizer: str = "adam") -> Metrics:
     """Train in place for `epochs` passes (capped at `max_steps` batches if > 0)."""
     if len(x) == 0:
         raise ValueError("no training windows")
-    fresh_optimizer(model, learning_rate, adam_epsilon)
+    fresh_optimizer(model, learning_rate, adam_epsilon, optimizer)
     ds = (tf.data.Dataset.from_tensor_slices((x, y))
           .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
           .batch(batch_size).repeat(epochs))
