@@ -103,3 +103,31 @@ def test_a_reused_model_trains_exactly_like_a_new_one():
     assert reused.optimizer.iterations.numpy() == 9
     for a, b in zip(fresh.get_weights(), reused.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_epsilon_holds_weights_whose_gradient_is_below_it_in_a_rounds_first_steps():
+    """Keras's Adam adds epsilon to the square root of the *uncorrected* second moment (about
+    0.03 |g| at step 1), so with the default 1e-7 a round's first steps move every weight whose
+    gradient is not exactly zero by ~learning-rate, sign-like. Here the output rows of words no
+    window targets get gradients of ~1e-3 (in the default model, trained, ~1e-7): an epsilon well
+    above that holds them still, while the rows that matter keep learning."""
+    x, y = toy_windows(64)
+    unused = np.setdiff1d(np.arange(SMALL.vocab_size), np.concatenate([x.ravel(), y.ravel()]))
+    moved, loss = {}, {}
+    for epsilon in (1e-7, 1e-2):
+        model = build_model(SMALL)
+        before = model.get_layer("next_word_logits").get_weights()[0][:, unused].copy()
+        train(model, x, y, epochs=1, batch_size=32, learning_rate=0.005, max_steps=2, adam_epsilon=epsilon)
+        assert model.optimizer.epsilon == epsilon
+        after = model.get_layer("next_word_logits").get_weights()[0][:, unused]
+        moved[epsilon] = float(np.median(np.abs(after - before)))
+    assert moved[1e-7] > 0.008  # 2 steps of ~learning-rate each, whatever the gradient
+    assert moved[1e-2] < moved[1e-7] / 5
+
+
+def test_the_device_optimiser_can_be_plain_sgd():
+    x, y = toy_windows(128)
+    model = build_model(SMALL)
+    before = evaluate(model, x, y)
+    train(model, x, y, epochs=20, batch_size=32, learning_rate=0.5, optimizer="sgd")
+    assert type(model.optimizer).__name__ == "SGD" and evaluate(model, x, y).loss < before.loss - 0.5
