@@ -151,14 +151,14 @@ def make_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer, *
 
 def train_dpsgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, sampling_rate: float, steps: int,
                 learning_rate: float, clipping_norm: float, noise_multiplier: float,
-                report_batch_size: int = 256) -> tuple[Metrics, DPSGDStats]:
+                report_batch_size: int = 256, adam_epsilon: float = 1e-7) -> tuple[Metrics, DPSGDStats]:
     """Train in place with `steps` DP-SGD steps, each taking each window with probability
     `sampling_rate` (both public: task.privacy.mechanisms.dpsgd_steps)."""
     if len(x) == 0:
         raise ValueError("no training windows")
     start = time.perf_counter()
     q = sampling_rate
-    optimizer = tf.keras.optimizers.Adam(learning_rate)
+    optimizer = tf.keras.optimizers.Adam(learning_rate, epsilon=adam_epsilon)
     step = make_step(model, optimizer, clipping_norm=clipping_norm, noise_multiplier=noise_multiplier,
                      expected_batch=q * len(x))
     rng = secret_rng()
