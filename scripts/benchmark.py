@@ -83,7 +83,7 @@ def main() -> int:
         wiki = Scenario(
             "WikiText-2 by article",
             devices=15,
-            rounds=8,
+            rounds=30,  # the default run's rounds (8 before: both sides were far from done)
             local_epochs=1,  # 4 articles each
             run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" max-sentences=100',
         )

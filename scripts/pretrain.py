@@ -83,7 +83,8 @@ def pretrain(proxy: Path | None, builtin_users: int, out: Path, epochs: int, max
     print("epoch  loss   top-1  top-3  (held-out proxy text)")
     best = None
     for epoch in range(1, epochs + 1):
-        train(model, x, y, epochs=1, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=epoch)
+        train(model, x, y, epochs=1, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=epoch,
+              adam_epsilon=cfg.adam_epsilon, optimizer=cfg.client_optimizer)
         m = evaluate(model, test_x, test_y)
         print(f"{epoch:>5}  {m.loss:.3f}  {m.top1:.1%}  {m.top3:.1%}", flush=True)
         if best is None or m.loss < best[1].loss:

@@ -37,7 +37,8 @@ def main() -> int:
     print(f"{len(x)} training windows from {args.devices} devices; batch {cfg.batch_size}, lr {cfg.learning_rate}")
     print("epoch  loss   top-1  top-3")
     for epoch in range(1, args.epochs + 1):
-        train(model, x, y, epochs=1, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=epoch)
+        train(model, x, y, epochs=1, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, seed=epoch,
+              adam_epsilon=cfg.adam_epsilon, optimizer=cfg.client_optimizer)
         m = evaluate(model, test_x, test_y)
         print(f"{epoch:>5}  {m.loss:.3f}  {m.top1:.1%}  {m.top3:.1%}", flush=True)
     return 0

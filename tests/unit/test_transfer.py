@@ -65,7 +65,7 @@ def test_float32_transfer_changes_nothing():
 
 @pytest.mark.parametrize("dtype", ["float16", "int8"])
 def test_the_clientapp_clips_before_it_encodes(dtype):
-    clip = 0.5
+    clip = 0.3
     cfg = Config(sentences_per_device=40, model=SMALL, transfer_dtype=dtype,
                  dp=DPConfig(mode="central-client-clip", clipping_norm=clip))
     global_model = build_model(SMALL).get_weights()
