@@ -112,7 +112,8 @@ class CentralDP(Strategy):
     def _tree_noise(self, current: list[np.ndarray], std: float) -> list[np.ndarray]:
         """This round's share of the tree's noise; a new tree (ledger) starts a new TreeNoise."""
         if self.ledger.trees[-1] == 0:  # the sampler began a new tree for this round
-            from task.privacy.tree_noise import TreeNoise  # TensorFlow and tensorflow-privacy: only here
+            # TensorFlow and tensorflow-privacy: imported only in this mode
+            from task.privacy.tree_noise import TreeNoise
 
             if self._tree is None:
                 self._tree = TreeNoise([c.shape for c in current], std)

@@ -113,7 +113,7 @@ def test_adam_epsilon_holds_weights_whose_gradient_is_below_it_in_a_rounds_first
     above that holds them still, while the rows that matter keep learning."""
     x, y = toy_windows(64)
     unused = np.setdiff1d(np.arange(SMALL.vocab_size), np.concatenate([x.ravel(), y.ravel()]))
-    moved, loss = {}, {}
+    moved = {}
     for epsilon in (1e-7, 1e-2):
         model = build_model(SMALL)
         before = model.get_layer("next_word_logits").get_weights()[0][:, unused].copy()
