@@ -135,15 +135,15 @@ def test_dpsgd_with_central_dp_and_a_budget_that_stops_the_run(flower, tmp_path)
 
 
 def test_dp_ftrl_restarts_its_tree_when_every_device_took_part_and_accounts_the_trees(flower, tmp_path):
-    # 6 devices, 3 per round: a tree holds 2 rounds of unused devices, so 4 rounds make trees [2, 2].
+    # 9 devices, 3 per round: a tree holds 3 rounds of unused devices, so 4 rounds make trees [3, 1].
     outcome, metrics, summary = run(flower, tmp_path, 'dp-mode="central-ftrl" dp-noise-multiplier=0.5 '
-                                    "dp-clipping-norm=5.0 dp-delta=1e-3 fraction-train=0.5", rounds=4, devices=6)
-    assert [(r["dp_trees"], r["dp_rounds_in_tree"]) for r in metrics[1:]] == [(1, 1), (1, 2), (2, 1), (2, 2)]
-    # Kairouz et al. 2021: a device in one round of a 2-round tree touches ceil(log2 3) = 2 nodes, i.e. one
-    # Gaussian mechanism of multiplier z / sqrt(2); two trees compose. (Balle & Wang's exact figure for that
-    # mechanism is a lower bound the RDP figure must respect.)
-    assert metrics[-1]["dp_epsilon_central"] == pytest.approx(gaussian_epsilon(0.5 / math.sqrt(2), 2, 1e-3), rel=1e-6)
-    assert metrics[-1]["dp_epsilon_central"] < gaussian_epsilon(0.5, 4, 1e-3)  # DP-FedAvg: 4 releases
+                                    "dp-clipping-norm=5.0 dp-delta=1e-3 fraction-train=0.34", rounds=4, devices=9)
+    assert [(r["dp_trees"], r["dp_rounds_in_tree"]) for r in metrics[1:]] == [(1, 1), (1, 2), (1, 3), (2, 1)]
+    # Kairouz et al. 2021: a device in one round of a 3-round tree touches ceil(log2 4) = 2 nodes, of a
+    # 1-round tree 1 node; the trees compose: 3 Gaussian mechanisms of multiplier z, where DP-FedAvg
+    # without sampling credit composes one per round (4).
+    assert metrics[-1]["dp_epsilon_central"] == pytest.approx(gaussian_epsilon(0.5, 3, 1e-3), rel=1e-6)
+    assert metrics[-1]["dp_epsilon_central"] < gaussian_epsilon(0.5, 4, 1e-3)
     assert "dp_epsilon_central_amplified" not in metrics[-1]  # no credit for how devices were picked
     assert "central DP: 3/3 updates clipped to 5" in outcome.output
     assert "DP-FTRL: no credit for sampling" in " ".join(summary["privacy_assumptions"])
