@@ -22,6 +22,15 @@ TRANSFER_DTYPES = ("float32", "float16", "int8")  # task/transfer.py
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # Flower's strategies (server_app/strategy.py)
 SIM_AVAILABILITY = ("always", "nightly")  # client_app/eligibility.py
 LR_SCHEDULES = ("constant", "cosine")  # the devices' learning rate across rounds (task/train.py)
+# Named model shapes (model-preset): each replaces the shape keys left at their defaults.
+# "dp-small" (0.14 M weights, a tenth of the default): under user-level DP the server's noise has
+# the same variance on every weight, so its norm grows with the square root of the weight count
+# while the clipped signal does not; and a device does a tenth of the work, which lets a 2-core
+# simulation reach hundreds of devices per round (docs/privacy.md, "Private and still useful").
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "": {},
+    "dp-small": {"vocab_size": 2000, "embed_dim": 32, "num_heads": 2, "ffn_dim": 64},
+}
 # dp-modes secure aggregation refuses: the server clips each update itself, or reads each
 # device's norm bit in the clear (server_app/secure.py).
 SECAGG_REFUSED_MODES = ("central-server-clip", "central-adaptive-clip")
@@ -159,7 +168,8 @@ class Config:
     # is tiny (most of the output layer) still.
     adam_epsilon: float = 1e-4  # docs/performance.md: 1e-7 (Keras's) gave 63.3% top-3, 1e-4 68.1%
     client_optimizer: str = "adam"  # "adam" or "sgd" (plain SGD: no state to restart each round)
-    # Model
+    # Model: "" = the shape keys below as given; a name in MODEL_PRESETS sets them
+    model_preset: str = ""
     model: ModelConfig = ModelConfig()
     # Privacy
     dp: DPConfig = DPConfig()
@@ -200,7 +210,8 @@ class Config:
         for key, value in run_config.items():
             owner, field = known[key]
             values[owner][field.name] = _coerce(key, value, field.type)
-        config = cls(model=ModelConfig(**values[ModelConfig]), dp=DPConfig(**values[DPConfig]),
+        model = _apply_preset(values[cls].get("model_preset", ""), values[ModelConfig])
+        config = cls(model=model, dp=DPConfig(**values[DPConfig]),
                      sim=SimConfig(**values[SimConfig]), secagg=SecAggConfig(**values[SecAggConfig]), **values[cls])
         config.validate()
         return config
@@ -251,6 +262,11 @@ class Config:
                f"one of {list(LR_SCHEDULES)}")
         _check("final-learning-rate", self.final_learning_rate, 0 < self.final_learning_rate <= self.learning_rate,
                f"a number in (0, learning-rate = {self.learning_rate:g}]")
+        _check("model-preset", self.model_preset, self.model_preset in MODEL_PRESETS, f"one of {list(MODEL_PRESETS)}")
+        for field_name, value in MODEL_PRESETS[self.model_preset].items():
+            key = field_name.replace("_", "-")
+            _check(key, getattr(m, field_name), getattr(m, field_name) == value,
+                   f'{value} with model-preset = "{self.model_preset}"')
         _check("vocab-size", m.vocab_size, 100 <= m.vocab_size <= 20004,
                "an integer in [100, 20004] (base dictionary + 4 special tokens)")
         _check("seq-len", m.seq_len, 2 <= m.seq_len <= 256, "an integer in [2, 256]")
@@ -380,6 +396,24 @@ def _known_keys() -> dict[str, tuple[type, dataclasses.Field]]:
             if field.name not in _NESTED:
                 keys[(prefix + field.name).replace("_", "-")] = (owner, field)
     return keys
+
+
+def _apply_preset(preset: str, given: dict[str, Any]) -> ModelConfig:
+    """The model shape: the preset's values for the keys left at their defaults; a key set to
+    something else conflicts (the run config cannot tell "left at default" from "set to default",
+    so setting a key to its default value lets the preset win)."""
+    if preset not in MODEL_PRESETS:
+        raise ConfigError(f"run-config key 'model-preset' = {preset!r} is invalid: expected one of {list(MODEL_PRESETS)}")
+    defaults = ModelConfig()
+    shape = dict(given)
+    for name, value in MODEL_PRESETS[preset].items():
+        chosen = shape.get(name, getattr(defaults, name))
+        if chosen not in (value, getattr(defaults, name)):
+            key = name.replace("_", "-")
+            raise ConfigError(f"run-config key '{key}' = {chosen!r} conflicts with model-preset = {preset!r}, which sets "
+                              f'it to {value}: leave {key} at its default ({getattr(defaults, name)}) or set model-preset = ""')
+        shape[name] = value
+    return ModelConfig(**shape)
 
 
 def _coerce(key: str, value: Any, type_name: str) -> Any:

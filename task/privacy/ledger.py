@@ -63,6 +63,19 @@ def epsilon(event: dp_accounting.DpEvent, delta: float, replace_one: bool = Fals
     return float(accountant.get_epsilon(delta))
 
 
+def _composed(events: list[dp_accounting.DpEvent]) -> dp_accounting.DpEvent:
+    """The same composition with runs of equal events self-composed: the RDP accountant then
+    analyses each distinct release once instead of once per round (a 100-round plan or report of
+    sampled releases took seconds per figure)."""
+    runs: list[list] = []
+    for event in events:
+        if runs and runs[-1][0] == event:
+            runs[-1][1] += 1
+        else:
+            runs.append([event, 1])
+    return dp_accounting.ComposedDpEvent([e if n == 1 else dp_accounting.SelfComposedDpEvent(e, n) for e, n in runs])
+
+
 @dataclass
 class PrivacyLedger:
     """Every private release of a run, and the epsilon it adds up to."""
@@ -147,8 +160,8 @@ class PrivacyLedger:
         if self.ftrl:
             return self._tree_event(self.trees)
         releases = self.central_releases + [self._central_parts()] * extra_releases
-        return dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / self.displacement)
-                                              for parts in releases for z in parts])
+        return _composed([dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / self.displacement)
+                                                         for z in parts]) for parts in releases])
 
     def central_epsilon(self, extra_releases: int = 0) -> float | None:
         if not self.dp.central:
@@ -177,7 +190,7 @@ class PrivacyLedger:
             self.population, self.selected,
             dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / 2) for z in parts]))
             for parts in self.central_releases]
-        return epsilon(dp_accounting.ComposedDpEvent(events), self.dp.delta, replace_one=True)
+        return epsilon(_composed(events), self.dp.delta, replace_one=True)
 
     def most_participations(self) -> int:
         return self.carried_participations + max(self.participations.values(), default=0)

@@ -2,6 +2,7 @@
 well formed. Timing is not asserted here (README: "Performance" has the measured numbers)."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -45,3 +46,27 @@ def test_quick_benchmark_prints_a_table_and_writes_json_and_png(tmp_path):
     assert "| corpus | devices |" in out.stdout and "| transfer-dtype |" in out.stdout and "| devices |" in out.stdout
     assert "| start-up stage | seconds |" in out.stdout
     assert (tmp_path / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_privacy_benchmark_smoke_meets_each_planned_epsilon_with_every_mode(tmp_path):
+    """scripts/benchmark_privacy.py --smoke: 5 real runs (8 devices, 4 per round, 2 rounds). Each
+    private run's own ledger must report the epsilon the plan aimed at (the plan and the server
+    agree), and the table must be complete. The README's numbers come from the full run."""
+    out = subprocess.run([sys.executable, "scripts/benchmark_privacy.py", "--smoke", "--out", str(tmp_path / "p.png"),
+                          "--flwr-home", str(tmp_path / "flwr-home"), "--ports", "39891", "39893"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = json.loads((tmp_path / "p.json").read_text())["rows"]
+    assert [(r["mode"], r["target_epsilon"]) for r in rows] == [
+        ("none", None), ("central-client-clip", 5.0), ("central-ftrl", 5.0),
+        ("central-client-clip", 50.0), ("central-ftrl", 50.0)]
+    for r in rows:
+        assert r["status"] == "finished:completed" and 0 <= r["top3"] <= 1 and r["ratio"] >= 0
+    for r in rows[1:]:
+        assert math.isfinite(r["epsilon"]) and 0.95 * r["target_epsilon"] <= r["epsilon"] <= r["target_epsilon"]
+    for mode in ("central-client-clip", "central-ftrl"):  # a tighter target: more noise, a smaller epsilon
+        tight, loose = (r for r in rows if r["mode"] == mode)
+        assert tight["noise_multiplier"] > loose["noise_multiplier"] and tight["epsilon"] < loose["epsilon"]
+    assert rows[0]["ratio"] == 1.0
+    assert "| run | target ε | ε of the run |" in out.stdout and out.stdout.count("| DP-F") == 4
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"

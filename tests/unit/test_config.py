@@ -47,11 +47,22 @@ def test_ints_are_accepted_for_float_keys():
         ({"learning-rate": 0.001, "final-learning-rate": 0.01}, "final-learning-rate"),  # a schedule that rises
         ({"adam-epsilon": 0.0}, "adam-epsilon"),
         ({"dp-mode": "central-ftrl", "server-optimizer": "fedavgm"}, "server-optimizer"),
+        ({"model-preset": "tiny"}, "model-preset"),
+        ({"model-preset": "dp-small", "embed-dim": 48}, "embed-dim"),  # conflicts with the preset's 32
     ],
 )
 def test_bad_values_fail_naming_the_key_and_value(overrides, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
         Config.from_run_config(overrides)
+
+
+def test_the_dp_small_preset_sets_the_shape_and_keeps_the_other_keys():
+    cfg = Config.from_run_config({"model-preset": "dp-small", "seq-len": 10, "dropout": 0.1})
+    assert (cfg.model.vocab_size, cfg.model.embed_dim, cfg.model.num_heads, cfg.model.ffn_dim) == (2000, 32, 2, 64)
+    assert (cfg.model.seq_len, cfg.model.dropout) == (10, 0.1)
+    assert Config.from_run_config(cfg.to_run_config()) == cfg
+    with pytest.raises(ConfigError, match="'vocab-size'"):  # a preset's shape cannot be edited around it
+        Config(model_preset="dp-small").validate()
 
 
 def test_unknown_keys_are_rejected():

@@ -1,0 +1,214 @@
+"""Private and still useful? Top-3 against user-level epsilon with many devices per round.
+
+    .venv/bin/python scripts/benchmark_privacy.py           # the README's table and plot (~50 min here)
+    .venv/bin/python scripts/benchmark_privacy.py --smoke   # tiny federation: the table's shape (tests)
+
+Every row is a real `flwr run .` on `--population` built-in devices with the dp-small model, each
+sampled device doing `--local-steps` steps a round. For each devices-per-round m: the non-private
+run (the reference), then DP-FedAvg (`central-client-clip`; its epsilon credits the server's
+secret sampling) and DP-FTRL (`central-ftrl`; no credit for sampling) with the noise multiplier
+that brings the run's epsilon to each target (task/privacy/planning.py drives the server's own
+ledger). Epsilon and top-3 are read back from each run: its ledger, and the server's evaluation of
+the final model on unseen users.
+
+`--emulate M` adds rows for M devices per round, more than 2 cores can train: the same sampling
+rate needs the same multiplier z at M devices out of population x M / m, so the noise on the
+average is z/M; a run of m devices with z x m / M carries that noise (McMahan et al. 2018 measure
+large cohorts the same way). Averaging m updates instead of M adds sampling variance, so its top-3
+is a lower bound for the real M-device run. Its epsilon column is the emulated run's; what the
+executed run spent is in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.benchmark_runs import flower_run  # noqa: E402
+from scripts.local_flower import ROOT, private_flower  # noqa: E402
+
+MODES = {"none": "non-private", "central-client-clip": "DP-FedAvg", "central-ftrl": "DP-FTRL"}
+
+
+@dataclass
+class Row:
+    mode: str
+    per_round: int  # devices trained per round in the executed run
+    population: int
+    rounds: int
+    target_epsilon: float | None  # None: non-private
+    noise_multiplier: float | None
+    emulated_per_round: int | None = None  # the cohort whose noise the run carries (--emulate)
+    epsilon: float | None = None  # what the executed run's ledger reports (amplified where it applies)
+    top3: float | None = None  # server: final model on unseen users
+    ratio: float | None = None  # top3 / the non-private run's at the same per_round
+    status: str = ""
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        cohort = f"{self.emulated_per_round} per round (emulated with {self.per_round})" if self.emulated_per_round \
+            else f"{self.per_round} per round"
+        return f"{MODES[self.mode]}, {cohort}"
+
+
+def plan(args) -> list[Row]:
+    """Every run, the non-private reference of each setting first; the noise comes from the
+    ledger's own accounting of the planned rounds."""
+    from task.config import DPConfig
+    from task.privacy.planning import noise_for_epsilon
+
+    dp = DPConfig(clipping_norm=args.clip, delta=args.delta)
+    rows = []
+    for m in args.per_round:
+        rows.append(Row("none", m, args.population, args.rounds, None, None))
+        for target in args.epsilons:
+            for mode in args.modes:
+                z = noise_for_epsilon(DPConfig(**{**asdict(dp), "mode": mode}), args.population, m, args.rounds, target)
+                rows.append(Row(mode, m, args.population, args.rounds, target, z))
+                for big in (M for M in args.emulate if M > m and M % m == 0 and m == min(args.per_round)):
+                    rows.append(Row(mode, m, args.population, args.rounds, target, z * m / big, emulated_per_round=big))
+    return rows
+
+
+def run_config(args, row: Row, out: Path) -> str:
+    frac = lambda k: min(1.0, (k + 0.5) / row.population)  # noqa: E731  (int(population x frac) = k)
+    keys = (f'model-preset="{args.model_preset}" num-server-rounds={row.rounds} fraction-train={frac(row.per_round)} '
+            f"min-train-nodes={row.per_round} min-available-nodes={row.population} "
+            f"fraction-evaluate={frac(2)} min-evaluate-nodes=2 evaluate-in-train=false "
+            f"max-local-steps={args.local_steps} server-eval-devices={args.server_eval_devices} "
+            f'keep-checkpoints=1 out-dir="{out}"')
+    if row.mode != "none":
+        keys += (f' dp-mode="{row.mode}" dp-noise-multiplier={row.noise_multiplier:.6g} '
+                 f"dp-clipping-norm={args.clip} dp-delta={args.delta}")
+    return keys
+
+
+def execute(args, rows: list[Row], out: Path) -> None:
+    with private_flower((args.flwr_home or out / "flwr-home").resolve(), *args.ports) as env:
+        for row in rows:
+            result = flower_run(env, row.population, run_config(args, row, out), timeout=args.timeout)
+            row.status, row.seconds = result.status, round(result.seconds, 1)
+            last = result.rows[-1] if result.rows else {}
+            if result.status != "finished:completed" or last.get("round") != row.rounds or "server_top3" not in last:
+                row.status = row.status if row.status != "finished:completed" else f"incomplete: {len(result.rows)} rows"
+                continue
+            row.top3 = last["server_top3"]
+            if row.mode != "none":
+                row.epsilon = last.get("dp_epsilon_central_amplified", last.get("dp_epsilon_central"))
+            save(args, rows)
+
+
+def finish(rows: list[Row]) -> None:
+    reference = {r.per_round: r.top3 for r in rows if r.mode == "none" and r.top3 is not None}
+    for r in rows:
+        if r.top3 is not None and reference.get(r.per_round):
+            r.ratio = r.top3 / reference[r.per_round]
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| run | target ε | ε of the run | noise z | noise on the average (z/M) | top-3 | × non-private |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cohort = r.emulated_per_round or r.per_round
+        eps = "∞" if r.mode == "none" else (f"{r.epsilon:.2f}" if r.epsilon is not None else "—")
+        if r.emulated_per_round:
+            eps = f"{r.target_epsilon:g} (emulated; executed run: {eps})"
+        lines.append(
+            f"| {r.label} | {'∞' if r.target_epsilon is None else f'{r.target_epsilon:g}'} | {eps} | "
+            f"{'—' if r.noise_multiplier is None else f'{r.noise_multiplier * cohort / r.per_round:.3f}'} | "
+            f"{'0' if r.noise_multiplier is None else f'{r.noise_multiplier / r.per_round:.5f}'} | "
+            f"{'failed: ' + r.status if r.top3 is None else f'{r.top3:.1%}'} | "
+            f"{'' if r.ratio is None else f'{r.ratio:.2f}'} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """Top-3 against epsilon: one colour per devices-per-round (emulated cohorts included), a line
+    per DP mode across the targets, and each executed setting's non-private run as a level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    done = [r for r in rows if r.top3 is not None]
+    for i, cohort in enumerate(sorted({r.emulated_per_round or r.per_round for r in done})):
+        emulated = " (emulated)" if any(r.emulated_per_round == cohort for r in done) else ""
+        for mode, style in (("central-client-clip", "-o"), ("central-ftrl", "--s")):
+            points = sorted((r.epsilon if not r.emulated_per_round else r.target_epsilon, r.top3) for r in done
+                            if r.mode == mode and (r.emulated_per_round or r.per_round) == cohort)
+            if points:
+                ax.plot(*zip(*points), style, color=f"C{i}", label=f"{MODES[mode]}, {cohort} per round{emulated}")
+        for r in done:
+            if r.mode == "none" and r.per_round == cohort:
+                ax.axhline(r.top3, color=f"C{i}", lw=1, ls=":", label=f"non-private, {cohort} per round")
+    ax.set_xscale("log")
+    ax.set_xlabel("user-level ε of the run (emulated: of the emulated run)")
+    ax.set_ylabel("top-3, unseen users, final model")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save(args, rows: list[Row]) -> None:
+    finish(rows)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "smoke")}
+    Path(args.out).with_suffix(".json").write_text(json.dumps(
+        {"settings": settings, "rows": [{**asdict(r), "label": r.label} for r in rows]}, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--population", type=int, default=1000, help="simulated built-in devices")
+    parser.add_argument("--per-round", type=int, nargs="+", default=[25, 100], help="devices trained per round")
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--epsilons", type=float, nargs="+", default=[10.0], help="target user-level epsilons")
+    parser.add_argument("--emulate", type=int, nargs="*", default=[1000],
+                        help="cohorts to emulate with the smallest --per-round (multiples of it)")
+    parser.add_argument("--modes", nargs="+", default=["central-client-clip", "central-ftrl"],
+                        choices=["central-client-clip", "central-ftrl"], help="private modes to run")
+    parser.add_argument("--model-preset", default="dp-small", help='"" for the default model')
+    parser.add_argument("--delta", type=float, default=1e-5, help="below 1/population")
+    parser.add_argument("--clip", type=float, default=0.5, help="dp-clipping-norm")
+    parser.add_argument("--local-steps", type=int, default=5, help="max-local-steps")
+    parser.add_argument("--server-eval-devices", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "privacy-utility.png", help="PNG; JSON beside it")
+    parser.add_argument("--flwr-home", type=Path, default=None, help="FLWR_HOME of the private local SuperLink "
+                        "(default: a temporary one)")
+    parser.add_argument("--ports", type=int, nargs=2, default=(39491, 39493), metavar=("HTTP", "CONTROL"),
+                        help="its HTTP and control ports")
+    parser.add_argument("--smoke", action="store_true", help="8 devices, 4 per round, 2 rounds, ε 5 and 50")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.population, args.per_round, args.rounds, args.epsilons = 8, [4], 2, [5.0, 50.0]
+        args.emulate, args.delta, args.server_eval_devices = [], 1e-2, 4
+    if args.delta >= 1 / args.population:
+        parser.error(f"--delta {args.delta} must be below 1/population = 1/{args.population}")
+
+    rows = plan(args)
+    print(f"{len(rows)} runs: " + "; ".join(f"{r.label} z={r.noise_multiplier}" for r in rows), flush=True)
+    with tempfile.TemporaryDirectory(prefix="privacy-benchmark-") as tmp:
+        execute(args, rows, Path(tmp))
+    save(args, rows)
+    plot(rows, args.out)
+    print(table(rows))
+    print(f"\nWritten: {args.out} and {Path(args.out).with_suffix('.json')}")
+    failed = [r.label for r in rows if r.top3 is None]
+    if failed:
+        print(f"Failed runs: {failed}", file=sys.stderr)
+    return 1 if failed or any(math.isnan(r.top3) for r in rows if r.top3 is not None) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Planning a private run (task/privacy/planning.py): the epsilon it predicts and the noise it
+picks, checked against the exact Gaussian mechanism and against the properties the plan relies on.
+That a real run reports the planned figure is checked end to end by the privacy benchmark's smoke
+run (tests/e2e/test_benchmark.py)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from task.config import DPConfig
+from task.privacy.planning import noise_for_epsilon, planned_epsilon
+from tests.helpers import analytic_gaussian_epsilon
+
+FEDAVG = DPConfig(mode="central-client-clip", delta=1e-5)
+FTRL = DPConfig(mode="central-ftrl", delta=1e-5)
+
+
+def test_without_sampling_dp_fedavg_plans_the_composition_of_its_gaussian_releases():
+    """R Gaussian releases of multiplier z compose to one of z / sqrt(R) (the RDP accountant's
+    figure is an upper bound on the exact Balle & Wang epsilon, and close to it)."""
+    z, rounds = 8.0, 16
+    exact = analytic_gaussian_epsilon(z / math.sqrt(rounds), 1e-5)
+    planned = planned_epsilon(DPConfig(mode="central-client-clip", noise_multiplier=z, delta=1e-5), 50, 50, rounds)
+    assert exact <= planned <= 1.25 * exact
+
+
+def test_sampling_devices_lowers_dp_fedavgs_epsilon_but_not_dp_ftrls():
+    z = 2.0
+    every = planned_epsilon(DPConfig(mode="central-client-clip", noise_multiplier=z), 1000, 1000, 40)
+    sampled = planned_epsilon(DPConfig(mode="central-client-clip", noise_multiplier=z), 1000, 50, 40)
+    assert sampled < every / 3
+    # DP-FTRL: each tree (here 20 rounds, every device once) costs what it costs whoever was picked.
+    one_tree = planned_epsilon(DPConfig(mode="central-ftrl", noise_multiplier=z), 1000, 50, 20)
+    depth = math.ceil(math.log2(21))
+    assert analytic_gaussian_epsilon(z / math.sqrt(depth), 1e-5) <= one_tree
+    assert planned_epsilon(DPConfig(mode="central-ftrl", noise_multiplier=z), 1000, 50, 40) > one_tree  # 2 trees
+
+
+@pytest.mark.parametrize("dp", [FEDAVG, FTRL], ids=["dp-fedavg", "dp-ftrl"])
+@pytest.mark.parametrize("target", [2.0, 10.0])
+def test_the_noise_found_is_the_smallest_that_meets_the_target(dp, target):
+    z = noise_for_epsilon(dp, 1000, 50, 40, target, tolerance=0.005)
+    at = lambda m: planned_epsilon(DPConfig(mode=dp.mode, noise_multiplier=m, delta=dp.delta), 1000, 50, 40)  # noqa: E731
+    assert at(z) <= target < at(z / 1.01)
+
+
+def test_a_smaller_target_needs_more_noise_and_a_bad_plan_is_refused():
+    assert noise_for_epsilon(FEDAVG, 1000, 50, 40, 3.0) > noise_for_epsilon(FEDAVG, 1000, 50, 40, 10.0)
+    with pytest.raises(ValueError, match="dp-mode"):
+        planned_epsilon(DPConfig(mode="local"), 100, 10, 5)
+    with pytest.raises(ValueError, match="population"):
+        planned_epsilon(FEDAVG, 10, 20, 5)
