@@ -16,7 +16,15 @@ from __future__ import annotations
 import logging
 import time
 
-from flwr.app import ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from client_app import eligibility
@@ -25,10 +33,22 @@ from client_app.eligibility import NodeConfigError
 from client_app.privacy import Handler, train_mods, with_mods
 from client_app.secure import is_setup, secure_train
 from client_app.transfer import transfer_mod
-from task.config import EVAL_PREFIX, EVALUATE_FIRST, NOT_ELIGIBLE, ROUND_OFFSET, Config
-from task.data.device_text import DeviceText, cached_device_text
+from task.config import (
+    EVAL_PREFIX,
+    EVALUATE_FIRST,
+    NOT_ELIGIBLE,
+    QUERY_DEPTH,
+    QUERY_PREFIXES,
+    QUERY_VOTE,
+    ROUND_OFFSET,
+    VOCAB_ADDED,
+    Config,
+)
+from task.data.device_text import DeviceText, cached_device_text, with_new_word
 from task.data.files import DataError
-from task.privacy.mechanisms import DP_WEIGHT, released_train_metrics
+from task.data.vocab import run_vocabulary
+from task.discovery.triehh import device_vote, out_of_vocabulary
+from task.privacy.mechanisms import DP_WEIGHT, released_train_metrics, secret_rng
 
 DEVICE_DATA_UNUSABLE = 100  # Error code: the device's text could not be used (see reason)
 DEVICE_CONFIG_INVALID = 102  # Error code: a node-config value is wrong (the reason names the key)
@@ -68,13 +88,14 @@ def _train(msg: Message, context: Context) -> Message:
     started = time.perf_counter()
     cfg = Config.from_run_config(context.run_config)
     received = msg.content["arrays"].to_numpy_ndarrays()
+    added = _added_words(msg)
     score = None
     try:
         with CostMeter(context.node_config) as meter:
-            text = _device_text(cfg, context)
+            text = _device_text(cfg, context, _global_round(msg))
             if msg.content["config"].get(EVALUATE_FIRST, False):
-                score = _score(cfg, text, received, context)
-            arrays, metrics = device.train_round(cfg, text, received, server_round=_global_round(msg))
+                score = _score(cfg, text, received, added, context)
+            arrays, metrics = device.train_round(cfg, text, received, server_round=_global_round(msg), added=added)
     except DataError as e:
         return _error_reply(msg, context, e)
     metrics[COMPUTE_SECONDS] = time.perf_counter() - started
@@ -85,14 +106,14 @@ def _train(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
-def _score(cfg: Config, text: DeviceText, weights, context: Context) -> dict | None:
+def _score(cfg: Config, text: DeviceText, weights, added: tuple[str, ...], context: Context) -> dict | None:
     """The received model's score on the held-out text, as an evaluate message would give it; a
     device whose test text cannot be scored still trains."""
     from task import device
 
     started = time.perf_counter()
     try:
-        metrics = device.evaluate_round(cfg, text, weights)
+        metrics = device.evaluate_round(cfg, text, weights, added)
     except DataError as e:
         log.warning("node %s: not scored: %s", context.node_id, e)
         return None
@@ -117,14 +138,37 @@ def _evaluate(msg: Message, context: Context) -> Message:
     cfg = Config.from_run_config(context.run_config)
     try:
         with CostMeter(context.node_config) as meter:
-            text = _device_text(cfg, context)
-            metrics = device.evaluate_round(cfg, text, msg.content["arrays"].to_numpy_ndarrays())
+            text = _device_text(cfg, context, _global_round(msg))
+            metrics = device.evaluate_round(cfg, text, msg.content["arrays"].to_numpy_ndarrays(), _added_words(msg))
     except DataError as e:
         return _error_reply(msg, context, e)
     metrics[COMPUTE_SECONDS] = time.perf_counter() - started
     if not cfg.dp.enabled or cfg.dp.report_train_metrics:  # its time and energy follow the text's size
         metrics.update(meter.metrics())
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """One TrieHH vote (task/discovery/triehh.py): a prefix of one of this device's own words the
+    vocabulary lacks, extending the trie the server sent, or none. Nothing else leaves the device.
+    No TensorFlow: a query costs a device reading its text and counting words."""
+    cfg = Config.from_run_config(context.run_config)
+    declined = _declined(cfg, msg, context)
+    if declined:
+        return declined
+    config = msg.content["config"]
+    try:
+        text = _device_text(cfg, context, _global_round(msg))
+    except DataError as e:
+        return _error_reply(msg, context, e)
+    words = out_of_vocabulary(text.train, run_vocabulary(cfg.model.vocab_size, _added_words(msg)))
+    vote = device_vote(words, set(config.get(QUERY_PREFIXES, [])), int(config[QUERY_DEPTH]), secret_rng())
+    return Message(RecordDict({QUERY_VOTE: ConfigRecord({QUERY_VOTE: vote or ""})}), reply_to=msg)
+
+
+def _added_words(msg: Message) -> tuple[str, ...]:
+    return tuple(msg.content["config"].get(VOCAB_ADDED, [])) if "config" in msg.content.config_records else ()
 
 
 def _declined(cfg: Config, msg: Message, context: Context) -> Message | None:
@@ -156,11 +200,13 @@ def _global_round(msg: Message) -> int:
     return int(config.get("server-round", 1)) + int(config.get(ROUND_OFFSET, 0))
 
 
-def _device_text(cfg: Config, context: Context) -> DeviceText:
+def _device_text(cfg: Config, context: Context, server_round: int) -> DeviceText:
     node = context.node_config
     text = cached_device_text(cfg, partition_id=int(node.get("partition-id", 0)),
                             num_partitions=int(node.get("num-partitions", 1)),
                             data_path=str(node["data-path"]) if node.get("data-path") else None)
+    if cfg.new_word and not node.get("data-path"):  # the new-word scenario: simulated personas only
+        text = with_new_word(cfg, text, int(node.get("partition-id", 0)), server_round)
     for note in text.notes:  # files skipped or repaired: in the device's own log, not sent
         log.warning("node %s: %s", context.node_id, note)
     return text

@@ -9,11 +9,13 @@ scores the global model on synthetic users outside the federation (server_app/ro
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from server_app import privacy, secure
+from server_app.discovery import GrowingVocabulary, VocabularyGrowth
 from server_app.observed_grid import ObservedGrid
 from server_app.resume import load_resume_point
 from server_app.rounds import RoundEnd
@@ -23,7 +25,7 @@ from server_app.strategy import TooFewDevices, build_strategy
 from server_app.transfer_grid import TransferGrid
 from server_app.warm_start import initial_weights
 from task.config import ROUND_OFFSET, Config
-from task.data.vocab import default_vocabulary
+from task.data.vocab import Vocabulary, default_vocabulary
 from task.litert.export import export_litert
 from task.model import build_model
 from task.privacy.ledger import PrivacyBudgetExceeded
@@ -39,9 +41,12 @@ def main(grid: Grid, context: Context) -> None:
     vocab = default_vocabulary(cfg.model.vocab_size)
     fingerprint = model_fingerprint(cfg, vocab.words)
     resume = load_resume_point(cfg, fingerprint) if cfg.resume_from else None
-    record = RunRecord(cfg.output_root / f"run-{context.run_id}", cfg, vocab, resume.rows if resume else None)
+    added = resume.checkpoint.state.get("vocab_added", []) if resume else []  # words earlier discoveries found
+    record = RunRecord(cfg.output_root / f"run-{context.run_id}", cfg, vocab.extended(added),
+                       resume.rows if resume else None)
     log.info("Writing this run's model, checkpoints and metrics to %s", record.dir)
-    model = build_model(cfg.model, seed=cfg.seed)  # reproducible; no privacy randomness comes from `seed`
+    # reproducible; no privacy randomness comes from `seed`
+    model = build_model(replace(cfg.model, vocab_size=len(vocab) + len(added)), seed=cfg.seed)
     if cfg.init_from:
         weights, origin = initial_weights(cfg, fingerprint)
         model.set_weights(weights)
@@ -52,7 +57,8 @@ def main(grid: Grid, context: Context) -> None:
 
     observed = ObservedGrid(grid)
     ledger = privacy.ledger_for(cfg, grid, resume)
-    round_end = RoundEnd(cfg, model, record, observed, ledger, fingerprint, resume)
+    growth = VocabularyGrowth(cfg, vocab, ledger, added) if cfg.vocab_discovery or added else None
+    round_end = RoundEnd(cfg, model, record, observed, ledger, fingerprint, resume, growth)
     inner = build_strategy(cfg, ledger, privacy.train_metrics_aggregator(cfg, record.aggregate_train_metrics),
                            record.aggregate_evaluate_metrics)
     inner.last_round = cfg.num_server_rounds - round_end.start_round
@@ -60,10 +66,11 @@ def main(grid: Grid, context: Context) -> None:
     if resume:
         privacy.restore_strategy_state(strategy, resume.checkpoint.state.get("strategy") or {})
     round_end.strategy = strategy
+    runner = GrowingVocabulary(strategy, growth, discovery_grid=grid) if growth else strategy
 
     stop_reason = None
     try:
-        result = strategy.start(
+        result = runner.start(
             grid=_above_the_counts(cfg, observed),
             initial_arrays=ArrayRecord(model.get_weights()),
             num_rounds=cfg.num_server_rounds - round_end.start_round,
@@ -76,9 +83,13 @@ def main(grid: Grid, context: Context) -> None:
         stop_reason = f"{'privacy budget' if isinstance(e, PrivacyBudgetExceeded) else 'too few devices'}: {e}"
         log.warning("Stopped early: %s", stop_reason)
         final = round_end.latest
-    model.set_weights(final)
-    litert = export_litert(model, vocab, record.final_dir / "litert")  # what devices run offline
+    model = round_end.model_for(final)
+    if growth:  # the final model's vocabulary: every word it has a row for
+        record.vocab = Vocabulary(growth.vocab.words[: len(final[0])])
+        record.discoveries = growth.history
+    litert = export_litert(model, record.vocab, record.final_dir / "litert")  # what devices run offline
     assumptions = ledger.assumptions(cfg.model.seq_len) + (secure.assumptions(cfg) if cfg.secure_aggregation else [])
+    assumptions += growth.assumptions() if cfg.vocab_discovery else []
     record.finish(model, litert, stop_reason=stop_reason, privacy_assumptions=assumptions)
 
 

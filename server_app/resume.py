@@ -74,6 +74,10 @@ def load_resume_point(cfg: Config, fingerprint: dict) -> ResumePoint:
     state = checkpoint.state
     where = f"checkpoint of round {checkpoint.round} in {run_dir}"
     check_fits(state, fingerprint, "resume-from", where)
+    added = state.get("vocab_added", [])
+    if "vocab_added" in state and len(checkpoint.weights[0]) != cfg.model.vocab_size + len(added):
+        raise ConfigError(f"run-config key 'resume-from': the {where} has {len(checkpoint.weights[0])} word rows, but its "
+                          f"vocabulary is vocab-size = {cfg.model.vocab_size} words + {len(added)} discovered")
     if state.get("dp") != dp_settings(cfg):
         old = state.get("dp") or {}
         diff = {k: (old.get(k), v) for k, v in dp_settings(cfg).items() if old.get(k) != v}

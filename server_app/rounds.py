@@ -4,19 +4,27 @@ federation, and record the round (metrics row, checkpoint with the state to resu
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp.strategy import Strategy
 
 from server_app import privacy
+from server_app.discovery import VocabularyGrowth
 from server_app.observed_grid import ObservedGrid
 from server_app.resume import ResumePoint, dp_settings
 from server_app.run_record import RunRecord
 from task import train as trainer
 from task.config import Config
-from task.data.device_text import make_windows, unseen_users_text
+from task.data.device_text import UNSEEN_USER_OFFSET, make_windows, unseen_users_text
+from task.data.new_word import late_adopters, probe_windows
+from task.data.vocab import UNK_ID, Vocabulary
+from task.discovery.growth import vocabulary_rows
+from task.model import EMBEDDING, build_model
 from task.privacy.ledger import PrivacyLedger
+
+PROBE_USERS = 20  # late adopters and unseen users the new-word scenario is scored on
 
 
 class RoundEnd:
@@ -24,11 +32,11 @@ class RoundEnd:
     round. The ledger has already booked the round (the strategy does it as it sends and releases)."""
 
     def __init__(self, cfg: Config, model, record: RunRecord, observed: ObservedGrid, ledger: PrivacyLedger,
-                 fingerprint: str, resume: ResumePoint | None):
+                 fingerprint: str, resume: ResumePoint | None, growth: VocabularyGrowth | None = None):
         self.cfg, self.model, self.record, self.observed, self.ledger = cfg, model, record, observed, ledger
-        self.fingerprint, self.resumed = fingerprint, resume is not None
+        self.fingerprint, self.resumed, self.growth = fingerprint, resume is not None, growth
         self.start_round = resume.round if resume else 0  # Flower counts this run's rounds from 1 again
-        self.server_x, self.server_y = make_windows(unseen_users_text(cfg), record.vocab, cfg.model.seq_len)
+        self._encoded_for = 0  # the vocabulary size the server's evaluation text is encoded with
         self.strategy: Strategy | None = None  # set once built: its state goes into every checkpoint
         self.latest: list[np.ndarray] | None = None  # the last global model: what a budget stop keeps
 
@@ -37,21 +45,51 @@ class RoundEnd:
         counts = self.observed.take_counts()
         if "train" in counts:
             self.ledger.record_declined(counts["train"].declined)
-        server_metrics = self._evaluate() if len(self.server_x) else None
+        server_metrics = self._evaluate()
         if self.resumed and server_round == 0:
             return None  # the resumed checkpoint's round is already in the history
         strategy_state = privacy.strategy_state(self.strategy)
         state = {"fingerprint": self.fingerprint, "dp": dp_settings(self.cfg), "strategy": strategy_state,
-                 "privacy": self.ledger.state_dict() if self.cfg.dp.enabled else None}
-        report = {**self.ledger.report(), **strategy_state} if self.cfg.dp.enabled else None  # norm in force now
+                 "privacy": self.ledger.state_dict() if self.cfg.dp.enabled or self.growth else None,
+                 # the words this model has rows for (a round whose devices all failed is not grown yet)
+                 "vocab_added": self.vocab.words[self.cfg.model.vocab_size:vocabulary_rows(self.latest)]}
+        private = self.cfg.dp.enabled or (self.growth is not None and self.ledger.discoveries)
+        report = {**self.ledger.report(), **strategy_state} if private else None  # norm in force now
         if report and "clipping_norm" in report:
             report["clipping-norm"] = report.pop("clipping_norm")
         self.record.end_round(self.start_round + server_round, arrays, counts, server_metrics, report, state)
         return MetricRecord(server_metrics) if server_metrics else None
 
-    def _evaluate(self) -> dict:
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.growth.vocab if self.growth else self.record.vocab
+
+    def model_for(self, weights: list[np.ndarray]):
+        """The server's model holding `weights` (rebuilt once the vocabulary has grown)."""
+        if self.model.get_layer(EMBEDDING).input_dim != vocabulary_rows(weights):
+            self.model = build_model(replace(self.cfg.model, vocab_size=vocabulary_rows(weights)))
+        self.model.set_weights(weights)
+        return self.model
+
+    def _evaluate(self) -> dict | None:
+        rows = vocabulary_rows(self.latest)  # fewer than the vocabulary's words if a grown round failed
+        vocab = self.vocab if rows == len(self.vocab) else Vocabulary(self.vocab.words[:rows])
+        if self._encoded_for != rows:  # words added: encode the text with them
+            self.server_x, self.server_y = make_windows(unseen_users_text(self.cfg), vocab, self.cfg.model.seq_len)
+            self._encoded_for = rows
+        if not len(self.server_x) and not self.cfg.new_word:
+            return None
         started = time.perf_counter()
-        self.model.set_weights(self.latest)
-        m = trainer.evaluate(self.model, self.server_x, self.server_y)
-        return {"loss": m.loss, "perplexity": m.perplexity, "top1": m.top1, "top3": m.top3,
-                "seconds": time.perf_counter() - started}
+        model = self.model_for(self.latest)
+        out = {}
+        if len(self.server_x):
+            m = trainer.evaluate(model, self.server_x, self.server_y)
+            out = {"loss": m.loss, "perplexity": m.perplexity, "top1": m.top1, "top3": m.top3}
+        if self.cfg.new_word:  # the scenario's measure: does the model suggest the word to those who never typed it
+            for who, users in (("late_adopters", late_adopters(self.cfg, self.ledger.population, PROBE_USERS)),
+                               ("unseen_users", [UNSEEN_USER_OFFSET + i for i in range(PROBE_USERS)])):
+                x, y = probe_windows(self.cfg, vocab, users)
+                word = vocab.encode([self.cfg.new_word])[0]
+                out[f"new_word_top3_{who}"] = 0.0 if word == UNK_ID else trainer.target_top3(model, x, y, word)
+        out["seconds"] = time.perf_counter() - started
+        return out

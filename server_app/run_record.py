@@ -47,6 +47,7 @@ class RunRecord:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
         self.vocab = vocab
+        self.discoveries: list[dict] = []  # vocabulary discoveries (server_app/discovery.py)
         self.rows: list[dict] = list(previous_rows or [])
         self._aggregated: dict[str, dict] = {}
         self._round_started = time.monotonic()
@@ -160,6 +161,7 @@ class RunRecord:
         final.mkdir(exist_ok=True)
         model.save(final / "model.keras")
         self.vocab.save(final / "vocab.json")
+        self.vocab.save(self.dir / "vocab.json")  # grown by any discovery: the ids the checkpoints use
         evaluated = [r for r in self.rows if "eval_top3" in r]
         summary = {
             "run_dir": str(self.dir),
@@ -180,6 +182,8 @@ class RunRecord:
             "stopped_early": stop_reason,
             "privacy": {k[3:]: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("dp_")},
             "privacy_assumptions": privacy_assumptions or [],
+            "vocab_added": self.vocab.words[self.cfg.model.vocab_size:],
+            "discoveries": self.discoveries,
             "device_cost": self._cost.summary(len(self._asked), len(self._participants)),
         }
         _write_json(self.dir / "summary.json", summary)

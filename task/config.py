@@ -44,6 +44,12 @@ EVALUATE_FIRST = "evaluate-first"
 EVAL_PREFIX = "eval-"
 # Train-message config key: replies that close the round (over-selection, selection-factor).
 ROUND_GOAL = "round-goal"
+# Train, evaluate and query message config key: the words the run's discoveries appended to the
+# base vocabulary, in order (absent: none); the model the message carries has their rows.
+VOCAB_ADDED = "vocab-added"
+# Query message (vocabulary discovery, TrieHH) config keys: the level asked (1 = first letter) and
+# the trie's prefixes one letter shorter (absent at level 1); the reply's one vote ("" = none).
+QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE = "depth", "prefixes", "vote"
 # Error code of a device's reply that declines a round (client_app/eligibility.py): counted apart
 # from failures by the server.
 NOT_ELIGIBLE = 101
@@ -179,6 +185,23 @@ class Config:
     secagg: SecAggConfig = SecAggConfig()
     # Simulated population: availability and stragglers
     sim: SimConfig = SimConfig()
+    # New-word discovery (TrieHH, task/discovery/): before round 1 and, if vocab-discovery-every
+    # > 0, before every vocab-discovery-every-th round after it, sampled devices vote on prefixes of
+    # the words their text has and the vocabulary lacks; words with enough votes join the
+    # vocabulary and the model grows a row for each. Off by default: it needs hundreds of devices
+    # (a word needs ~theta = 8-10 votes from a few % of them per level) and costs one query round
+    # per letter (docs/vocabulary-discovery.md).
+    vocab_discovery: bool = False
+    vocab_discovery_every: int = 0
+    vocab_discovery_epsilon: float = 8.0  # per discovery, all its levels together (delta: dp-delta)
+    vocab_discovery_max_length: int = 12  # letters; one query round per letter plus one
+    vocab_discovery_max_words: int = 100  # most new words one discovery may add
+    # New-word scenario (builtin only): from round new-word-from-round on, the share
+    # new-word-adopters of the personas type new-word (absent from the dictionary) in its own
+    # contexts; the others ("late adopters") and unseen users never do. "" = off.
+    new_word: str = ""
+    new_word_adopters: float = 0.5
+    new_word_from_round: int = 1
     # Data
     data_source: str = "builtin"
     data_path: str = ""
@@ -294,9 +317,35 @@ class Config:
         _check("keep-checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 0, "an integer >= 0 (0 = keep all)")
         _check("init-from", self.init_from, not (self.init_from and self.resume_from),
                '"" when resume-from is set (a resume continues its own model)')
+        self._validate_discovery()
         self._validate_dp()
         self._validate_sim()
         self._validate_secagg()
+
+    def _validate_discovery(self) -> None:
+        _check("vocab-discovery-every", self.vocab_discovery_every, self.vocab_discovery_every >= 0,
+               "an integer >= 0 (0 = only before the first round)")
+        _check("vocab-discovery-epsilon", self.vocab_discovery_epsilon, self.vocab_discovery_epsilon > 0, "a number > 0")
+        _check("vocab-discovery-max-length", self.vocab_discovery_max_length,
+               1 <= self.vocab_discovery_max_length <= 40, "an integer in [1, 40] (letters)")
+        _check("vocab-discovery-max-words", self.vocab_discovery_max_words, self.vocab_discovery_max_words >= 1,
+               "an integer >= 1")
+        if self.vocab_discovery:
+            for key, ok, why in (
+                ("server-optimizer", self.server_optimizer == "fedavg", "its momentum / moments have no rows for new words"),
+                ("dp-mode", self.dp.mode != "central-ftrl", "the tree's running noise has no rows for new words"),
+                ("secure-aggregation", not self.secure_aggregation, "SecAgg+ fixes the update's length per run"),
+            ):
+                value = getattr(self, key.replace("-", "_"), None) if key != "dp-mode" else self.dp.mode
+                _check(key, value, ok, f"not this value with vocab-discovery = true ({why})")
+        if self.new_word:
+            from task.data.text import tokenise
+
+            _check("new-word", self.new_word, tokenise(self.new_word) == [self.new_word],
+                   "one lower-case word (letters, digits, apostrophes)")
+            _check("new-word", self.new_word, self.data_source == "builtin", 'used with data-source = "builtin" only')
+            _check("new-word-adopters", self.new_word_adopters, 0 < self.new_word_adopters < 1, "a share in (0, 1)")
+            _check("new-word-from-round", self.new_word_from_round, self.new_word_from_round >= 1, "a round >= 1")
 
     def _validate_sim(self) -> None:
         sim = self.sim

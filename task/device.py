@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -18,7 +19,8 @@ from task.baseline import ngram_baseline
 from task.config import Config, ModelConfig
 from task.data.device_text import DeviceText, make_windows
 from task.data.files import DataError
-from task.data.vocab import default_vocabulary
+from task.data.vocab import Vocabulary, run_vocabulary
+from task.discovery.growth import vocabulary_rows
 from task.model import build_model
 from task.privacy.mechanisms import DP_WEIGHT, dpsgd_steps
 
@@ -26,10 +28,13 @@ Weights = list[np.ndarray]
 log = logging.getLogger(__name__)
 
 
-def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: int) -> tuple[Weights, dict]:
-    """Train the received global model on the device's training text; new weights + metrics."""
-    x, y = _windows(cfg, text.train, text.name, "training")
-    model = _model(cfg, weights)
+def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: int,
+                added: tuple[str, ...] = ()) -> tuple[Weights, dict]:
+    """Train the received global model on the device's training text; new weights + metrics.
+    `added`: the words the run's discoveries appended to the vocabulary (the model has their rows)."""
+    vocab = run_vocabulary(cfg.model.vocab_size, added)
+    x, y = _windows(cfg, vocab, text.train, text.name, "training")
+    model = _model(cfg, vocab, weights)
     seed = cfg.seed * 100_003 + server_round  # shuffling of plain training only; never privacy
     learning_rate = trainer.round_learning_rate(cfg, server_round)
     extra: dict = {}
@@ -61,11 +66,11 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
                                  "num-examples": m.num_examples, DP_WEIGHT: 1, **extra}
 
 
-def evaluate_round(cfg: Config, text: DeviceText, weights: Weights) -> dict:
+def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple[str, ...] = ()) -> dict:
     """Score the received global model on the device's held-out text, next to local baselines."""
-    x, y = _windows(cfg, text.test, text.name, "test")
-    vocab = default_vocabulary(cfg.model.vocab_size)
-    m = trainer.evaluate(_model(cfg, weights), x, y, vocab=vocab)
+    vocab = run_vocabulary(cfg.model.vocab_size, added)
+    x, y = _windows(cfg, vocab, text.test, text.name, "test")
+    m = trainer.evaluate(_model(cfg, vocab, weights), x, y, vocab=vocab)
     if m.num_examples == 0:
         raise DataError(f"{text.name}: its test text has no in-vocabulary word to score", reason="too little text")
     train_x, train_y = make_windows(text.train, vocab, cfg.model.seq_len)
@@ -75,15 +80,18 @@ def evaluate_round(cfg: Config, text: DeviceText, weights: Weights) -> dict:
             **{f"baseline-{k.replace('_', '-')}": v for k, v in baseline.items()}}
 
 
-def _windows(cfg: Config, sentences, name: str, part: str) -> tuple[np.ndarray, np.ndarray]:
-    x, y = make_windows(sentences, default_vocabulary(cfg.model.vocab_size), cfg.model.seq_len)
+def _windows(cfg: Config, vocab: Vocabulary, sentences, name: str, part: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_windows(sentences, vocab, cfg.model.seq_len)
     if len(x) == 0:
         raise DataError(f"{name}: too little {part} text to make one example", reason="too little text")
     return x, y
 
 
-def _model(cfg: Config, weights: Weights) -> tf.keras.Model:
-    model = worker_model(cfg.model)
+def _model(cfg: Config, vocab: Vocabulary, weights: Weights) -> tf.keras.Model:
+    if vocabulary_rows(weights) != len(vocab):
+        raise DataError(f"the received model has {vocabulary_rows(weights)} word rows and the run's vocabulary "
+                        f"{len(vocab)} words", reason="model and vocabulary disagree")
+    model = worker_model(replace(cfg.model, vocab_size=len(vocab)))
     model.set_weights(weights)  # every weight, so nothing of the previous device survives
     return model
 

@@ -109,6 +109,20 @@ def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: in
                    keystroke_savings=count.savings if count is not None else None)
 
 
+def target_top3(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, word: int, batch_size: int = 256) -> float:
+    """Share of the positions whose next word is `word` where `word` is among the top 3."""
+    hits = total = 0
+    for start in range(0, len(x), batch_size):
+        yb = y[start : start + batch_size]
+        if not (yb == word).any():
+            continue
+        top3 = tf.math.top_k(model(tf.constant(x[start : start + batch_size]), training=False), k=3).indices.numpy()
+        at = yb == word
+        hits += int((top3[at] == word).any(axis=-1).sum())
+        total += int(at.sum())
+    return hits / total if total else 0.0
+
+
 def metrics_after_training(model, x, y, batch_size, train_loss: float) -> Metrics:
     # Accuracy on the device's own training text after local training; the loss is Keras's
     # running mean over the local steps (what the optimiser saw).

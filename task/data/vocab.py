@@ -3,8 +3,9 @@
 Devices must agree on word ids without the server ever seeing their text, so the vocabulary is
 not counted from user data: it is the top of a base dictionary shipped with the code
 (`base_dictionary.json`, English word frequencies from the `wordfreq` package). Swap it by saving
-another `Vocabulary` as JSON and pointing the model export at it; discovering new words
-federatedly would produce exactly such a file.
+another `Vocabulary` as JSON and pointing the model export at it. Words discovered federatedly
+(task/discovery/) are appended after the base words: a run's vocabulary is the base dictionary's
+top plus the words its discoveries added, in the order they were added (`run_vocabulary`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class Vocabulary:
         """<bos> w1 ... wn <eos> as int32 ids."""
         return np.array([BOS_ID, *self.encode(tokens), EOS_ID], dtype=np.int32)
 
+    def extended(self, words: Iterable[str]) -> Vocabulary:
+        """This vocabulary with `words` appended (words it already has are skipped): old ids keep
+        their meaning, so a model grown by one row per new word still reads every old id."""
+        return Vocabulary(self.words + [w for w in dict.fromkeys(words) if w not in self._ids])
+
     def decode(self, ids: Iterable[int]) -> list[str]:
         return [self.words[int(i)] for i in ids]
 
@@ -73,3 +79,11 @@ def _base_words() -> list[str]:
 @lru_cache(maxsize=4)
 def default_vocabulary(size: int) -> Vocabulary:
     return Vocabulary.from_base_dictionary(size)
+
+
+@lru_cache(maxsize=8)
+def run_vocabulary(size: int, added: tuple[str, ...] = ()) -> Vocabulary:
+    """A run's vocabulary: the base dictionary's top `size` (with the special tokens) plus the words
+    its discoveries added, in order."""
+    base = default_vocabulary(size)
+    return base.extended(added) if added else base

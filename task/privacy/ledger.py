@@ -28,6 +28,10 @@ What each figure means (delta is the run's dp-delta):
 - local: user level, for the device asked to train most often; each release is a Gaussian
   mechanism of sensitivity 2 x clipping norm, its noise calibrated so that one release's RDP
   epsilon is exactly dp-local-epsilon.
+- discovery: user level, TrieHH's (epsilon, delta) for the query levels each vocabulary discovery
+  ran (task/discovery/triehh.py), added up over discoveries; composed with the model's user-level
+  figure by adding both epsilons and both deltas ("epsilon-with-discovery"), since the same
+  devices may take part in both.
 - sample: DP-SGD on the device, add-or-remove-one window (up to seq-len + 1 consecutive words of
   one sentence), Poisson sampling at the public rate dp-sgd-sampling-rate, every step of every
   round the device was asked to train.
@@ -98,6 +102,8 @@ class PrivacyLedger:
     # in the current tree, each at most once.
     trees: list[int] = field(default_factory=list)
     tree_members: set[str] = field(default_factory=set)
+    # Vocabulary discoveries: (epsilon, delta) each spent (TrieHH, all its levels run).
+    discoveries: list[list[float]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.selected = self.selected or self.sampled
@@ -114,6 +120,14 @@ class PrivacyLedger:
         self.central_releases.append([float(z) for z in noise_multipliers])
         if self.ftrl:
             self.trees[-1] += 1
+
+    def record_discovery(self, epsilon: float, delta: float) -> None:
+        self.discoveries.append([float(epsilon), float(delta)])
+
+    def discovery_spent(self) -> tuple[float, float] | None:
+        if not self.discoveries:
+            return None
+        return sum(e for e, _ in self.discoveries), sum(d for _, d in self.discoveries)
 
     def record_asked_to_train(self, devices: list) -> None:
         if self.ftrl:
@@ -228,6 +242,12 @@ class PrivacyLedger:
             "epsilon-sample": self.sample_epsilon(),
         }
         out: dict[str, float | int | str] = {k: v for k, v in figures.items() if v is not None}
+        spent = self.discovery_spent()
+        if spent:
+            model = next((figures[k] for k in ("epsilon-central-amplified", "epsilon-central", "epsilon-local")
+                          if figures[k] is not None), 0.0)
+            out.update({"epsilon-discovery": spent[0], "delta-discovery": spent[1],
+                        "epsilon-with-discovery": model + spent[0], "discoveries": len(self.discoveries)})
         out.update({"delta": self.dp.delta, "dp-mode": self.dp.mode, "dp-sgd": int(self.dp.sgd),
                     "central-releases": len(self.central_releases), "population": self.population,
                     "sampled": self.sampled, "selected": self.selected,
@@ -328,6 +348,7 @@ class PrivacyLedger:
             "participations": self.participations,
             "carried_participations": self.carried_participations,
             "trees": self.trees,
+            "discoveries": self.discoveries,
         }
 
     @classmethod
@@ -351,6 +372,7 @@ class PrivacyLedger:
             participations=dict(state["participations"]),
             carried_participations=int(state.get("carried_participations", 0)),
             trees=[int(t) for t in state.get("trees", [])],
+            discoveries=[list(d) for d in state.get("discoveries", [])],
         )
         if resumed:
             ledger.carried_participations, ledger.participations = ledger.most_participations(), {}

@@ -89,6 +89,7 @@ def test_the_ledger_survives_a_round_trip_through_its_state():
         "participations",
         "carried_participations",
         "trees",  # DP-FTRL: rounds per tree, no device ids
+        "discoveries",  # vocabulary discovery: (epsilon, delta) each, no votes
     }
     assert ledger.state_dict()["participations"] == {"a": 2, "b": 1}
     # a resumed run may give device "a" a new id: its 2 rounds carry over to whichever device is worst
