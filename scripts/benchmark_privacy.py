@@ -91,9 +91,35 @@ def run_config(args, row: Row, out: Path) -> str:
     return keys
 
 
+def reuse(args, rows: list[Row]) -> None:
+    """Take finished rows from an earlier JSON of the same settings (a long benchmark that was
+    stopped goes on where it was)."""
+    if not args.reuse:
+        return
+    earlier = json.loads(Path(args.reuse).read_text())
+    same = {k: v for k, v in vars(args).items() if k in SETTINGS}
+    if {k: earlier["settings"].get(k) for k in SETTINGS} != same:
+        raise SystemExit(f"--reuse {args.reuse}: other settings {earlier['settings']} (now {same})")
+    done = {_key(Row(**{k: v for k, v in r.items() if k != "label"})): r for r in earlier["rows"] if r["top3"] is not None}
+    for row in rows:
+        if _key(row) in done:
+            for name in ("epsilon", "top3", "status", "seconds"):
+                setattr(row, name, done[_key(row)][name])
+
+
+SETTINGS = ("population", "rounds", "delta", "clip", "local_steps", "server_eval_devices", "model_preset")
+
+
+def _key(row: Row) -> tuple:
+    return (row.mode, row.per_round, row.emulated_per_round, row.target_epsilon,
+            None if row.noise_multiplier is None else round(row.noise_multiplier, 9))
+
+
 def execute(args, rows: list[Row], out: Path) -> None:
     with private_flower((args.flwr_home or out / "flwr-home").resolve(), *args.ports) as env:
         for row in rows:
+            if row.top3 is not None:  # reused
+                continue
             result = flower_run(env, row.population, run_config(args, row, out), timeout=args.timeout)
             row.status, row.seconds = result.status, round(result.seconds, 1)
             last = result.rows[-1] if result.rows else {}
@@ -162,7 +188,7 @@ def plot(rows: list[Row], path: Path) -> None:
 
 def save(args, rows: list[Row]) -> None:
     finish(rows)
-    settings = {k: v for k, v in vars(args).items() if k not in ("out", "smoke")}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "smoke")}
     Path(args.out).with_suffix(".json").write_text(json.dumps(
         {"settings": settings, "rows": [{**asdict(r), "label": r.label} for r in rows]}, indent=1))
 
@@ -188,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: a temporary one)")
     parser.add_argument("--ports", type=int, nargs=2, default=(39491, 39493), metavar=("HTTP", "CONTROL"),
                         help="its HTTP and control ports")
+    parser.add_argument("--reuse", type=Path, default=None, help="an earlier JSON of the same settings: its "
+                        "finished runs are not run again")
     parser.add_argument("--smoke", action="store_true", help="8 devices, 4 per round, 2 rounds, ε 5 and 50")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -197,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--delta {args.delta} must be below 1/population = 1/{args.population}")
 
     rows = plan(args)
+    reuse(args, rows)
     print(f"{len(rows)} runs: " + "; ".join(f"{r.label} z={r.noise_multiplier}" for r in rows), flush=True)
     with tempfile.TemporaryDirectory(prefix="privacy-benchmark-") as tmp:
         execute(args, rows, Path(tmp))

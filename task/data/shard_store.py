@@ -28,7 +28,7 @@ import numpy as np
 
 from task.data.files import DataError, Sentences
 
-FORMAT = 1  # bump when the shard layout or the dealing changes: old shards are then not reused
+FORMAT = 2  # bump when the shard layout, the dealing or the tokeniser changes: old shards are then not reused
 FLUSH_BYTES = 32 << 20  # sentences buffered in memory before they are appended to their shard files
 _OPENED: dict[str, Shards] = {}  # per process, by folder: its shards, and whether their notes were said
 

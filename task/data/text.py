@@ -14,7 +14,9 @@ import re
 import unicodedata
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
-_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+# "<unk>" is kept whole: corpora such as WikiText mark the rare words they removed with it, and
+# as the vocabulary's own <unk> it is never taken for a word (nor voted for as a new one).
+_TOKEN = re.compile(r"<unk>|[^\W_]+(?:'[^\W_]+)*")
 SENTENCE_ENDS = ".!?;:\n\u3002"
 _SENTENCE_END = re.compile(f"[{re.escape(SENTENCE_ENDS)}]+")
 
