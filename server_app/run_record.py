@@ -314,6 +314,9 @@ def _round_line(row: dict) -> str:
         parts.append(f"| {_eval_part(row)}")
     if "server_top3" in row:
         parts.append(f"| server loss {row['server_loss']:.3f} top-3 {row['server_top3']:.1%}")
+    if "server_new_word_top3_unseen_users" in row:  # the new-word scenario (docs/vocabulary-discovery.md)
+        parts.append(f"| new word in top-3: late adopters {row['server_new_word_top3_late_adopters']:.1%}, "
+                     f"unseen users {row['server_new_word_top3_unseen_users']:.1%}")
     privacy = {k[3:]: v for k, v in row.items() if k.startswith("dp_")}
     if privacy:
         parts.append(f"| {privacy_line(privacy)}")
@@ -336,10 +339,13 @@ def privacy_line(p: dict) -> str:
         "epsilon_central_amplified": "user-level ε with sampling amplification (replace-one)",
         "epsilon_local": "user-level ε (local DP, worst device)",
         "epsilon_sample": "sample-level ε (DP-SGD, per window of text, worst device)",
+        "epsilon_discovery": "user-level ε of new-word discovery (TrieHH)",
+        "epsilon_with_discovery": "user-level ε, model and discovery together",
     }
     parts = [f"{label} = {p[key]:.3f}" for key, label in names.items() if key in p]
     mode = p.get("dp_mode", "none") + (" + DP-SGD" if p.get("dp_sgd") else "")
-    return f"{mode}: " + ", ".join(parts) + f" at δ = {p['delta']:g}"
+    discovery = f" (discovery's δ = {p['delta_discovery']:.2g}, added to it)" if "delta_discovery" in p else ""
+    return f"{mode}: " + ", ".join(parts) + f" at δ = {p['delta']:g}{discovery}"
 
 
 def _csv(rows: list[dict]) -> str:

@@ -84,3 +84,10 @@ def test_discovery_stops_when_a_level_keeps_nothing():
     discovery = Discovery(Plan(theta=4, gamma=0.2, max_length=12))
     discovery.add_level(["a", "a", "b"])
     assert discovery.done and discovery.words == []
+
+
+def test_the_most_voted_words_come_first_so_a_cap_keeps_them():
+    discovery = Discovery(Plan(theta=4, gamma=0.2, max_length=3))
+    discovery.add_level(["a"] * 9 + ["b"] * 5)
+    discovery.add_level(["a" + END] * 5 + ["b" + END] * 8)
+    assert discovery.words == ["b", "a"] and discovery.done
