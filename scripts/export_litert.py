@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from task.data.vocab import Vocabulary  # noqa: E402
-from task.run.checkpoint import latest_checkpoint, load_weights, run_config  # noqa: E402
+from task.run.checkpoint import latest_checkpoint, load_checkpoint, run_config  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,15 +30,22 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = (args.run_dir / "checkpoints" / f"round-{args.round:03d}.npz" if args.round is not None
                   else latest_checkpoint(args.run_dir))
     cfg = run_config(args.run_dir)
-    weights = load_weights(checkpoint)
-    vocab = Vocabulary.load(args.run_dir / "vocab.json")
+    saved = load_checkpoint(checkpoint)
+    weights = saved.weights
+    # The base words from the run's vocabulary, then the words discovered by this checkpoint's round
+    # (a later checkpoint, and the run's vocab.json at its end, may hold more).
+    base = Vocabulary.load(args.run_dir / "vocab.json").words[: cfg.model.vocab_size]
+    vocab = Vocabulary(base + list(saved.state.get("vocab_added", [])))
+    if len(weights[0]) != len(vocab):
+        print(f"{checkpoint}: {len(weights[0])} word rows, but its vocabulary has {len(vocab)} words", file=sys.stderr)
+        return 2
 
     from task.litert.export import (
         export_litert,  # TensorFlow: only once the inputs are known to be good
     )
     from task.model import build_model
 
-    model = build_model(cfg.model)
+    model = build_model(replace(cfg.model, vocab_size=len(vocab)))
     model.set_weights(weights)
     out = args.out or args.run_dir / f"litert-{checkpoint.stem}"
     for variant, path in export_litert(model, vocab, out, tuple(args.variants.split(","))).items():

@@ -35,6 +35,9 @@ def initial_weights(cfg: Config, fingerprint: dict) -> tuple[list[np.ndarray], s
     except CheckpointError as e:
         raise ConfigError(f"run-config key 'init-from': cannot start from it: {e}") from e
     check_fits(checkpoint.state, fingerprint, "init-from", f"checkpoint {path}")
+    if checkpoint.state.get("vocab_added"):  # its model has rows this run's vocabulary lacks
+        raise ConfigError(f"run-config key 'init-from': checkpoint {path} holds {len(checkpoint.state['vocab_added'])} "
+                          "discovered word(s) beyond the base vocabulary; continue that run with resume-from instead")
     pretrained = checkpoint.state.get("pretrained")
     origin = (f"pretrained on {pretrained['proxy']} ({pretrained['windows']} windows, {pretrained['epochs']} epochs)"
               if pretrained else f"round {checkpoint.round} of {path}")

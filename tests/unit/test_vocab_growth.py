@@ -225,3 +225,36 @@ def test_the_on_device_export_carries_the_grown_vocabulary_and_can_suggest_a_new
     assert json.loads((tmp_path / "vocab.json").read_text())["words"][-1] == "zorbix"
     suggestions = Suggester.from_files(paths["float32"]).suggest("see you")
     assert suggestions[0].word == "zorbix" and suggestions[0].word_id == 2000
+
+
+def test_any_checkpoint_of_a_grown_run_exports_with_the_words_it_had(tmp_path):
+    """scripts/export_litert.py: a checkpoint from before a discovery and one from after it each
+    export with their own vocabulary (the run's vocab.json holds the final one)."""
+    from scripts.export_litert import main as export_main
+    from task.run.checkpoint import Checkpoint, checkpoint_path, save_checkpoint
+
+    cfg = Config(model=SMALL_MODEL)
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_run_config()))
+    run_vocabulary(2000, ("zorbix",)).save(tmp_path / "vocab.json")
+    weights = build_model(SMALL_MODEL).get_weights()
+    save_checkpoint(checkpoint_path(tmp_path, 1), Checkpoint(1, weights, {"vocab_added": []}))
+    save_checkpoint(checkpoint_path(tmp_path, 2), Checkpoint(2, grow_weights(weights, 2001), {"vocab_added": ["zorbix"]}))
+    for round_, size in ((1, 2000), (2, 2001)):
+        out = tmp_path / f"out-{round_}"
+        assert export_main([str(tmp_path), "--round", str(round_), "--variants", "float32", "--out", str(out)]) == 0
+        assert len(json.loads((out / "vocab.json").read_text())["words"]) == size
+    # a checkpoint whose rows do not match its words is refused, naming both counts
+    save_checkpoint(checkpoint_path(tmp_path, 3), Checkpoint(3, weights, {"vocab_added": ["zorbix"]}))
+    assert export_main([str(tmp_path), "--round", "3", "--variants", "float32", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_a_warm_start_from_a_grown_checkpoint_is_refused_with_what_to_do_instead(tmp_path):
+    from server_app.warm_start import initial_weights
+    from task.run.checkpoint import Checkpoint, model_fingerprint, save_checkpoint
+
+    cfg = Config(model=SMALL_MODEL, init_from=str(tmp_path / "round-002.npz"))
+    fingerprint = model_fingerprint(cfg, default_vocabulary(2000).words)
+    grown = grow_weights(build_model(SMALL_MODEL).get_weights(), 2001)
+    save_checkpoint(tmp_path / "round-002.npz", Checkpoint(2, grown, {"fingerprint": fingerprint, "vocab_added": ["zorbix"]}))
+    with pytest.raises(ConfigError, match="'init-from'.*1 discovered word.*resume-from"):
+        initial_weights(cfg, fingerprint)
