@@ -29,7 +29,7 @@ from task.config import (
 )
 from task.data.vocab import Vocabulary
 from task.discovery.growth import grow_weights, vocabulary_rows
-from task.discovery.triehh import Discovery, Plan
+from task.discovery.triehh import Discovery, Plan, capped
 from task.privacy.ledger import PrivacyLedger
 from task.privacy.mechanisms import secret_rng
 
@@ -82,7 +82,7 @@ class VocabularyGrowth:
             kept = d.add_level(votes)
             log.info("vocabulary discovery before round %d, level %d: %d devices asked, %d votes, %d prefix(es) kept",
                      global_round, d.depth - 1, len(nodes), len(votes), len(kept))
-        found = [w for w in d.words if w not in self.vocab][: self.cfg.vocab_discovery_max_words]
+        found = capped([w for w in d.words if w not in self.vocab], self.cfg.vocab_discovery_max_words, rng)
         eps, delta = self.plan.spent(d.levels_run)
         self.ledger.record_discovery(eps, delta)
         self.vocab = self.vocab.extended(found)

@@ -54,6 +54,7 @@ class CentralDP(Strategy):
         self.selected = ledger.selected  # devices asked (more than sampled with over-selection)
         self.rng = rng or secret_rng()
         self.clipping_norm = cfg.dp.clipping_norm
+        self.secagg = cfg.secagg if cfg.secure_aggregation else None
         self.adaptive = cfg.dp.mode == "central-adaptive-clip"
         if self.adaptive:
             self.update_noise, self.count_stddev = adaptive_noise(cfg.dp, self.sampled)
@@ -71,12 +72,25 @@ class CentralDP(Strategy):
                         grid: Grid) -> Iterable[Message]:
         self._current = arrays
         if self.dp.mode != "central-server-clip":
-            config[KEY_CLIPPING_NORM] = self.clipping_norm  # Flower's client mods clip to it
+            config[KEY_CLIPPING_NORM] = self.device_clipping_norm(arrays)  # Flower's client mods clip to it
         messages = list(self.inner.configure_train(server_round, arrays, config, grid))
         if len(messages) != self.selected:
             raise RuntimeError(f"central DP: {len(messages)} devices asked to train, the noise is calibrated for "
                                f"{self.selected}")
         return messages
+
+    def device_clipping_norm(self, arrays: ArrayRecord) -> float:
+        """The norm devices clip to. Under secure aggregation the server cannot clip again, and
+        SecAgg+'s rounding can lift a clipped update's norm: devices then clip below the norm."""
+        if not self.secagg:
+            return self.clipping_norm
+        from server_app.secure import device_clipping_norm
+
+        values = sum(int(np.prod(a.shape)) for a in arrays.values())
+        try:
+            return device_clipping_norm(self.secagg, self.clipping_norm, values)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord, MetricRecord | None]:
         replies = sorted((r for r in replies if not r.has_error()), key=reply_order)  # zero if failed; sum order fixed

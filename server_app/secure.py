@@ -41,7 +41,7 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
 
-from task.config import ROUND_OFFSET, Config, SecAggConfig
+from task.config import ROUND_OFFSET, Config, SecAggConfig, secagg_max_cohort
 from task.privacy import masks
 
 # The workflow calls the generator by the name it imported; the ClientApp replaces its own too.
@@ -59,6 +59,17 @@ def quantisation_step(sa: SecAggConfig) -> float:
     return 2 * sa.clipping_range / sa.quantization_range
 
 
+def device_clipping_norm(sa: SecAggConfig, clipping_norm: float, num_values: int) -> float:
+    """The norm devices clip to so that their update *after* SecAgg+'s rounding stays within
+    `clipping_norm`, the bound the noise is calibrated to. Rounding moves each value by less than
+    one step, so the norm by less than step x sqrt(values); the server cannot clip the sum again."""
+    margin = quantisation_step(sa) * num_values ** 0.5
+    if margin >= clipping_norm:
+        raise ValueError(f"dp-clipping-norm = {clipping_norm:g} is within SecAgg+'s rounding margin {margin:.3g} for "
+                         f"{num_values} weights: raise secagg-quantization-range or lower secagg-clipping-range")
+    return clipping_norm - margin
+
+
 def assumptions(cfg: Config) -> list[str]:
     """What secure aggregation protects, and what it leaves to the devices, in words."""
     sa = cfg.secagg
@@ -70,7 +81,9 @@ def assumptions(cfg: Config) -> list[str]:
              f"steps of {quantisation_step(sa):.3g} (unbiased, error under one step per value)"]
     if cfg.dp.central:
         lines.append("with secure aggregation the server cannot clip each update again: the noise covers a device "
-                     "only if its ClientApp clipped (client_app/privacy.py)")
+                     "only if its ClientApp clipped (client_app/privacy.py); devices clip to dp-clipping-norm minus "
+                     "SecAgg+'s rounding margin (step x sqrt(weights)), so the rounded update stays within the norm "
+                     "the noise is calibrated to")
     return lines
 
 
@@ -130,6 +143,10 @@ class SecureGrid:
         return self._secure_round(messages)
 
     def _secure_round(self, messages: list[Message]) -> list[Message]:
+        most = secagg_max_cohort(self._sa.quantization_range)
+        if len(messages) > most:  # the strategy caps its sample; this is the last line of defence
+            raise RuntimeError(f"secure aggregation: {len(messages)} devices asked in one round, but at most {most} "
+                               f"fit the 2**32 ring with secagg-quantization-range = {self._sa.quantization_range}")
         first = messages[0].content
         keys = list(first["arrays"].keys())
         current = first["arrays"].to_numpy_ndarrays()

@@ -23,7 +23,7 @@ from flwr.app import MessageType, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
-from task.config import EVALUATE_FIRST, ROUND_GOAL, Config
+from task.config import EVALUATE_FIRST, ROUND_GOAL, Config, secagg_max_cohort
 from task.privacy.ledger import PrivacyLedger
 from task.privacy.mechanisms import DP_WEIGHT
 
@@ -46,6 +46,8 @@ class _PrivateRounds(FedAvg):
         self._private = cfg.dp.enabled
         self._selection_factor = cfg.selection_factor
         self._wait_seconds = cfg.round_timeout
+        # SecAgg+ sums in a 2**32 ring: more devices than this wrap the sum (task.config)
+        self._most = secagg_max_cohort(cfg.secagg.quantization_range) if cfg.secure_aggregation else None
         # FedAvg samples with Python's global `random`; a private sample must not be replayable.
         self._sampler = random.SystemRandom() if self._private else random.Random(cfg.seed)
         return self
@@ -61,6 +63,10 @@ class _PrivateRounds(FedAvg):
         _, connected = sample_nodes(grid, self.min_available_nodes, goal)  # waits for enough nodes
         if not self._private:  # under DP the ledger fixed the sample size at the start
             size = min(size, len(connected))
+            if self._most and size > self._most:
+                log.warning("configure_train: %d devices would be asked, %d fit one secure-aggregation round", size,
+                            self._most)
+                size = goal = self._most
         candidates = self._ledger.devices_for_next_round(connected) if self._private else connected
         node_ids = self._sampler.sample(sorted(candidates), size)
         log.info("configure_train: sampled %d nodes (out of %d)%s", len(node_ids), len(connected),

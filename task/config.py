@@ -34,6 +34,16 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
 # dp-modes secure aggregation refuses: the server clips each update itself, or reads each
 # device's norm bit in the clear (server_app/secure.py).
 SECAGG_REFUSED_MODES = ("central-server-clip", "central-adaptive-clip")
+SECAGG_MODULUS = 2**32  # Flower's SecAgg+ ring (its default and maximum)
+
+
+def secagg_max_cohort(quantization_range: int) -> int:
+    """The most devices one SecAgg+ round may sum. Each device adds its weight factor (the
+    quantisation range, every device weighing 1) and values of at most that range; the server
+    sums them modulo 2**32, so k x range must stay below 2**32. Flower 1.42 does not check: at
+    1,024 devices (range 2**22) the weight sum wraps to 0, at 1,025 to 2**22, and the "mean" it
+    returns is then the sum (tests/unit/test_secure_aggregation.py shows it with Flower's code)."""
+    return (SECAGG_MODULUS - 1) // quantization_range
 
 
 # Train-message config key: rounds done before a resume, so devices count rounds globally (seeds).
@@ -382,7 +392,11 @@ class Config:
                    "clipping already bounded, and the sum is no longer the clipped sum)")
         _check("secagg-quantization-range", sa.quantization_range, 2 <= sa.quantization_range <= 2**22,
                "an integer in [2, 4194304] (the masks live modulo 2**32; 2**22 levels leave room for "
-               "1024 devices' sum)")
+               "1023 devices' sum)")
+        _check("min-train-nodes", self.min_train_nodes,
+               self.min_train_nodes <= secagg_max_cohort(sa.quantization_range),
+               f"at most {secagg_max_cohort(sa.quantization_range)} with secure-aggregation = true and "
+               f"secagg-quantization-range = {sa.quantization_range} (devices x range must stay below 2**32)")
 
     def _validate_dp(self) -> None:
         dp = self.dp
@@ -422,6 +436,15 @@ class Config:
         """Checks that need the number of devices, known only once they connect."""
         _check("min-train-nodes", sampled, sampled <= population,
                f"at most the {population} connected devices (the round would sample {sampled})")
+        if self.secure_aggregation:
+            most = secagg_max_cohort(self.secagg.quantization_range)
+            if sampled > most:
+                raise ConfigError(
+                    f"run-config keys 'fraction-train' = {self.fraction_train:g} and 'min-train-nodes' = "
+                    f"{self.min_train_nodes} select {sampled} of the {population} connected devices per round, but with "
+                    f"secure-aggregation = true and 'secagg-quantization-range' = {self.secagg.quantization_range} "
+                    f"at most {most} devices fit in one round (devices x range must stay below 2**32, the ring "
+                    f"SecAgg+ sums in); lower fraction-train or secagg-quantization-range")
         if self.dp.mode != "none":
             _check("dp-delta", self.dp.delta, self.dp.delta < 1 / population,
                    f"below 1/population = 1/{population}; a larger delta allows leaking one device outright")

@@ -105,7 +105,6 @@ class Discovery:
     trie: set[str] = field(default_factory=set)  # prefixes kept so far (all levels)
     levels_run: int = 0
     votes_seen: list[int] = field(default_factory=list)  # votes received per level (for the log)
-    kept_votes: dict[str, int] = field(default_factory=dict)  # each kept prefix's votes
 
     @property
     def depth(self) -> int:
@@ -125,14 +124,24 @@ class Discovery:
         kept = sorted(p for p, n in counts.items() if n >= self.plan.theta
                       and (self.depth == 1 or p[:-1] in self.trie) and not p[:-1].endswith(END))
         self.trie.update(kept)
-        self.kept_votes.update({p: counts[p] for p in kept})
         self.levels_run += 1
         return kept
 
     @property
     def words(self) -> list[str]:
-        """The discovered words (prefixes that end with END), most voted first (then A-Z)."""
-        return [p[:-1] for p in sorted((p for p in self.trie if p.endswith(END)), key=lambda p: (-self.kept_votes[p], p))]
+        """The discovered words (prefixes that end with END), A-Z. TrieHH's guarantee covers only
+        which prefixes passed the threshold: an order by vote count would let one device's vote
+        swap two words (or, under a cap, decide which word is added), so no count is kept."""
+        return sorted(p[:-1] for p in self.trie if p.endswith(END))
+
+
+def capped(words: list[str], cap: int, rng: np.random.Generator) -> list[str]:
+    """At most `cap` of `words`, chosen uniformly at random by `rng` (secret: the server's), A-Z.
+    A choice that ignores the votes is post-processing of the thresholded set, so it spends no
+    privacy; keeping the most voted would not be."""
+    if len(words) <= cap:
+        return sorted(words)
+    return sorted(words[i] for i in rng.choice(len(words), size=cap, replace=False))
 
 
 def out_of_vocabulary(sentences: Iterable[list[str]], known) -> Counter:

@@ -253,3 +253,78 @@ def test_masks_are_as_hard_to_guess_as_their_256_bit_seed():
     # both sides of a run use it
     assert importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod").pseudo_rand_gen is mask
     assert importlib.import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow").pseudo_rand_gen is mask
+
+
+@pytest.mark.parametrize("devices, right", [(1023, True), (1024, False), (1025, False)])
+def test_flowers_secagg_sum_wraps_past_1023_devices_at_the_default_range(devices, right):
+    """Flower's own quantisation and weight factor, summed modulo 2**32 as its workflow does: each
+    device adds the factor 2**22, so 1,024 devices wrap the weight sum to 0 and 1,025 to 2**22,
+    and the "mean" is then the sum. What task.config.secagg_max_cohort guards against."""
+    from flwr.common.secure_aggregation.ndarrays_arithmetic import factor_combine, factor_extract
+    from flwr.common.secure_aggregation.quantization import dequantize
+
+    from task.config import secagg_max_cohort
+
+    q, c = 2**22, 8.0
+    update = np.full(4, 0.25)  # lands exactly on a quantisation level: no random rounding
+    one = factor_combine(q, quantize([update], c, q))
+    total = [(np.asarray(a, np.int64) * devices) % 2**32 for a in one]
+    factor, values = factor_extract(total)
+    mean = None if factor == 0 else (dequantize(values, c, q)[0] - (devices - 1) * c) * (q / factor)
+    assert (mean is not None and np.allclose(mean, update, atol=1e-4)) == right
+    assert (devices <= secagg_max_cohort(q)) == right
+
+
+def test_a_cohort_that_would_wrap_the_ring_is_refused_at_the_start_by_name():
+    cfg = CFG.replace(min_available_nodes=2)
+    with pytest.raises(ConfigError, match=r"'fraction-train'.*'min-train-nodes'.*at most 1023 devices"):
+        cfg.validate_population(1100, 1100)  # 1,100 devices per round
+    cfg.validate_population(1100, 1023)
+    with pytest.raises(ConfigError, match="'min-train-nodes'"):
+        CFG.replace(min_train_nodes=1100, min_evaluate_nodes=2, min_available_nodes=1100).validate()
+
+
+class _Nodes:
+    def __init__(self, n):
+        self.n = n
+
+    def get_node_ids(self):
+        return list(range(1, self.n + 1))
+
+
+def test_a_growing_fleet_never_puts_more_devices_in_one_round_than_the_ring_holds():
+    from flwr.app import MessageType
+
+    from server_app.strategy import build_strategy
+    from task.config import SecAggConfig
+    from task.privacy.ledger import PrivacyLedger
+
+    cfg = Config(secure_aggregation=True, secagg=SecAggConfig(quantization_range=2**30))  # at most 3 devices
+    strategy = build_strategy(cfg, PrivacyLedger(cfg.dp, 0, 0))
+    strategy._construct_messages = lambda record, node_ids, message_type: [record for _ in node_ids]
+    assert len(list(strategy.configure_train(1, ArrayRecord([np.zeros(3)]), ConfigRecord(), _Nodes(5)))) == 3
+    sent = [message(RecordDict({"arrays": ArrayRecord(_current())}), MessageType.TRAIN, src=0, dst=n)
+            for n in range(1, 5)]
+    with pytest.raises(RuntimeError, match="4 devices asked in one round, but at most 3"):
+        SecureGrid(Fleet({}), cfg.secagg, timeout=30).send_and_receive(sent)
+
+
+def test_devices_clip_so_that_secaggs_rounding_keeps_their_update_within_the_noises_norm():
+    """The server cannot clip the sum again: a device's update after rounding (each value moved by
+    under one step) must still be within dp-clipping-norm. Worst case: every value moved a full
+    step away from zero."""
+    from server_app.privacy import CentralDP
+    from server_app.strategy import build_strategy
+    from task.privacy.ledger import PrivacyLedger
+
+    ledger = PrivacyLedger(CFG.dp, population=3, sampled=3)
+    inner = build_strategy(CFG, ledger)
+    inner._construct_messages = lambda record, node_ids, message_type: [record for _ in node_ids]
+    values = 1_340_000  # the default model's weights
+    sent = list(CentralDP(inner, CFG, ledger).configure_train(1, ArrayRecord([np.zeros(values, np.float32)]),
+                                                              ConfigRecord(), _Nodes(3)))
+    norm = sent[0]["config"][KEY_CLIPPING_NORM]
+    u = np.random.default_rng(0).normal(size=values)
+    u *= norm / np.linalg.norm(u)
+    assert np.linalg.norm(u + np.sign(u) * quantisation_step(CFG.secagg)) <= CLIP
+    assert norm > 0.99 * CLIP  # and no more than needed: 0.4% for the default model

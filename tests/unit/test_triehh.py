@@ -86,8 +86,24 @@ def test_discovery_stops_when_a_level_keeps_nothing():
     assert discovery.done and discovery.words == []
 
 
-def test_the_most_voted_words_come_first_so_a_cap_keeps_them():
-    discovery = Discovery(Plan(theta=4, gamma=0.2, max_length=3))
-    discovery.add_level(["a"] * 9 + ["b"] * 5)
-    discovery.add_level(["a" + END] * 5 + ["b" + END] * 8)
-    assert discovery.words == ["b", "a"] and discovery.done
+def test_one_moved_vote_changes_neither_the_released_words_nor_their_order():
+    """TrieHH covers only which prefixes pass the threshold: the release must not depend on the
+    counts above it. One device moves its vote from "a" to "b", which then outnumbers "a"."""
+    def released(votes_a: int, votes_b: int) -> list[str]:
+        discovery = Discovery(Plan(theta=4, gamma=0.2, max_length=3))
+        discovery.add_level(["a"] * 9 + ["b"] * 9)
+        discovery.add_level(["a" + END] * votes_a + ["b" + END] * votes_b)
+        return discovery.words
+
+    assert released(7, 6) == released(6, 7) == ["a", "b"]
+
+
+def test_a_cap_picks_words_at_random_whatever_their_votes():
+    from task.discovery.triehh import capped
+
+    words = ["delta", "alpha", "charlie", "bravo"]
+    picks = [tuple(capped(words, 2, np.random.default_rng(s))) for s in range(400)]
+    assert all(list(p) == sorted(p) and len(set(p)) == 2 for p in picks)
+    counts = Counter(w for p in picks for w in p)
+    assert set(counts) == set(words) and min(counts.values()) > 150  # each ~200 of 800 (binomial sd 12)
+    assert capped(words, 10, np.random.default_rng(0)) == sorted(words)
