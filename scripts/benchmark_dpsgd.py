@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     q = batch / len(x)  # one expected pass at the plain batch size, for a like-for-like epoch
     steps = math.ceil(len(x) / batch)
     step = make_step(private, tf.keras.optimizers.Adam(cfg.learning_rate), clipping_norm=cfg.dp.sgd_clipping_norm,
-                     noise_multiplier=cfg.dp.sgd_noise_multiplier, expected_batch=q * len(x))
+                     noise_multiplier=cfg.dp.sgd_noise_multiplier, denominator=float(cfg.batch_size))
     rng = np.random.default_rng(0)
 
     looped = build_model(cfg.model)

@@ -82,7 +82,7 @@ def dpsgd_step() -> tuple[np.ndarray, float]:
 
     model = build_model(ModelConfig(vocab_size=2000, seq_len=8, embed_dim=32, num_heads=2, ffn_dim=32))
     before = [v.numpy().copy() for v in model.trainable_variables]
-    step = make_step(model, tf.keras.optimizers.SGD(1.0), clipping_norm=1.0, noise_multiplier=1.0, expected_batch=8.0)
+    step = make_step(model, tf.keras.optimizers.SGD(1.0), clipping_norm=1.0, noise_multiplier=1.0, denominator=8.0)
     empty = tf.zeros([0, 8], tf.int32)
     step(empty, empty)
     moved = np.concatenate([(b - v.numpy()).ravel() for b, v in zip(before, model.trainable_variables)])

@@ -49,7 +49,8 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
         m, stats = train_dpsgd(model, x, y, sampling_rate=cfg.dp.sgd_sampling_rate,
                                steps=dpsgd_steps(cfg.local_epochs, cfg.dp.sgd_sampling_rate, cfg.max_local_steps),
                                learning_rate=learning_rate, clipping_norm=cfg.dp.sgd_clipping_norm,
-                               noise_multiplier=cfg.dp.sgd_noise_multiplier, adam_epsilon=cfg.adam_epsilon)
+                               noise_multiplier=cfg.dp.sgd_noise_multiplier, batch_size=cfg.batch_size,
+                               adam_epsilon=cfg.adam_epsilon)
         extra = {"dpsgd-clipped-fraction": stats.clipped_fraction}
     else:
         wanted = cfg.local_epochs * math.ceil(len(x) / cfg.batch_size)

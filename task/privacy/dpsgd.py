@@ -9,10 +9,11 @@ Three things are done here instead of by its DPModel, each for a reason:
 - Windows are Poisson-sampled (each step takes each window with probability q, the public
   dp-sgd-sampling-rate), the sampling the accountant in task/privacy.py assumes. A shuffled
   fixed-size batch would need a different, much weaker analysis.
-- The noisy sum is divided by the expected batch size q * windows, not by the sampled batch's
-  size, which would itself depend on the data.
-- Noise and sampling are secret: the noise comes from a tf.random.Generator seeded from OS
-  entropy and the sampling from task.privacy.mechanisms.secret_rng. tensorflow-privacy draws from
+- The noisy sum is divided by `batch-size`, a public constant: neither the sampled batch's size
+  nor the expected one (q x the device's windows) may be used, since adding or removing one
+  window would rescale the whole release, which is not post-processing of the Gaussian mechanism.
+- Noise and sampling are secret: the noise comes from a tf.random.Generator whose whole state is
+  OS entropy (task.privacy.mechanisms.secret_tf_generator) and the sampling from secret_rng. tensorflow-privacy draws from
   TensorFlow's global generator, which `tf.keras.utils.set_random_seed` (used to build the model
   reproducibly) makes predictable: the same noise in every round and on every device.
 """
@@ -39,7 +40,7 @@ from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions import
     multi_head_attention,
 )
 
-from task.privacy.mechanisms import secret_rng  # noqa: E402
+from task.privacy.mechanisms import secret_rng, secret_tf_generator  # noqa: E402
 from task.train import MaskedNextWordLoss, Metrics, metrics_after_training  # noqa: E402
 
 
@@ -127,40 +128,43 @@ def _local_pieces(layer, base, weights, upstream):
 
 
 def make_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer, *, clipping_norm: float,
-              noise_multiplier: float, expected_batch: float):
-    """A compiled DP-SGD step: (windows, targets) -> (summed loss, #examples, #clipped)."""
+              noise_multiplier: float, denominator: float):
+    """A compiled DP-SGD step: (windows, targets) -> (summed loss, #examples, #clipped).
+    `denominator` divides the noisy sum: a public constant, never a function of the data."""
     reg = registry()
     clip = tf.constant(clipping_norm, tf.float32)
     noise_std = noise_multiplier * clipping_norm
     sizes = [int(np.prod(v.shape)) for v in model.trainable_variables]
     total = sum(sizes)
     spec = tf.TensorSpec([None, model.input_shape[1]], tf.int32)
-    noise_source = tf.random.Generator.from_non_deterministic_state()
+    noise_source = secret_tf_generator()
 
     @tf.function(input_signature=[spec, spec])
     def step(x, y):
         clipped, losses, norms = clipped_gradient_sum(model, reg, x, y, clip)
         # One draw for all weights (one kernel over 1.3 M values instead of one per variable).
-        noise = tf.split(noise_source.normal([total], stddev=noise_std / expected_batch), sizes)
-        noisy = [g / expected_batch + tf.reshape(n, tf.shape(g)) for g, n in zip(clipped, noise)]
+        noise = tf.split(noise_source.normal([total], stddev=noise_std / denominator), sizes)
+        noisy = [g / denominator + tf.reshape(n, tf.shape(g)) for g, n in zip(clipped, noise)]
         optimizer.apply_gradients(zip(noisy, model.trainable_variables))
         return tf.reduce_sum(losses), tf.size(losses), tf.reduce_sum(tf.cast(norms > clip, tf.int32))
 
+    step.noise_source = noise_source  # for the test that its state is secret
     return step
 
 
 def train_dpsgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, sampling_rate: float, steps: int,
-                learning_rate: float, clipping_norm: float, noise_multiplier: float,
+                learning_rate: float, clipping_norm: float, noise_multiplier: float, batch_size: int,
                 report_batch_size: int = 256, adam_epsilon: float = 1e-7) -> tuple[Metrics, DPSGDStats]:
     """Train in place with `steps` DP-SGD steps, each taking each window with probability
-    `sampling_rate` (both public: task.privacy.mechanisms.dpsgd_steps)."""
+    `sampling_rate` (both public: task.privacy.mechanisms.dpsgd_steps); the noisy sum is divided
+    by the public `batch_size`, the batch a device's rate is meant to give on average."""
     if len(x) == 0:
         raise ValueError("no training windows")
     start = time.perf_counter()
     q = sampling_rate
     optimizer = tf.keras.optimizers.Adam(learning_rate, epsilon=adam_epsilon)
     step = make_step(model, optimizer, clipping_norm=clipping_norm, noise_multiplier=noise_multiplier,
-                     expected_batch=q * len(x))
+                     denominator=float(batch_size))
     rng = secret_rng()
     loss_sum = examples = clipped = 0
     for _ in range(steps):

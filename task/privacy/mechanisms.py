@@ -23,6 +23,17 @@ def secret_rng() -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(secrets.randbits(128)))
 
 
+def secret_tf_generator():
+    """A TensorFlow Philox generator whose whole state (3 x 64 bits) comes from OS entropy.
+    `tf.random.Generator.from_non_deterministic_state()` fills it from a process-wide mt19937_64
+    seeded once with a 32-bit `std::random_device()`: about 2**32 possible noise streams per
+    process, few enough for a server holding the update to try them all."""
+    import tensorflow as tf  # only the mechanisms that draw on TensorFlow need it
+
+    state = [secrets.randbits(64) - 2**63 for _ in range(3)]  # as signed int64
+    return tf.random.Generator.from_state(state, alg="philox")
+
+
 @lru_cache(maxsize=32)
 def local_noise_multiplier(target_epsilon: float, delta: float) -> float:
     """Noise std / sensitivity for one local-DP release whose RDP epsilon is `target_epsilon`.

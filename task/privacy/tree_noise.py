@@ -11,7 +11,6 @@ here is drawn from a TensorFlow generator whose whole Philox state comes from OS
 
 from __future__ import annotations
 
-import secrets
 import sys
 
 import numpy as np
@@ -23,6 +22,8 @@ from tensorflow_privacy.privacy.dp_query.tree_aggregation import (  # noqa: E402
     get_step_idx,
 )
 
+from task.privacy.mechanisms import secret_tf_generator  # noqa: E402
+
 
 class TreeNoise:
     """Noise for the running sum of one tree's rounds; `restart` begins a new tree."""
@@ -30,8 +31,7 @@ class TreeNoise:
     def __init__(self, shapes: list[tuple[int, ...]], std: float):
         self.std = float(std)
         self._shapes = [tuple(s) for s in shapes]
-        # 3 x 64 bits of Philox state (counter and key), none of it from a seed anyone else sets.
-        self._gen = tf.random.Generator.from_state([secrets.randbits(63) for _ in range(3)], alg="philox")
+        self._gen = secret_tf_generator()
         self._tree = TreeAggregator(lambda: [self._gen.normal(s, stddev=self.std) for s in self._shapes])
         self.restart()
 

@@ -39,19 +39,19 @@ def test_fast_clipping_equals_clipping_each_examples_own_gradient():
         np.testing.assert_allclose(got.numpy(), want, rtol=2e-3, atol=2e-6)
 
 
-def test_a_dpsgd_step_adds_fresh_noise_of_std_z_c_over_the_expected_batch():
+def test_a_dpsgd_step_adds_fresh_noise_of_std_z_c_over_the_public_denominator():
     import tensorflow as tf
 
     from task.privacy.dpsgd import make_step
 
-    z, clip, expected_batch = 1.3, 0.7, 16.0
+    z, clip, denominator = 1.3, 0.7, 16.0
     moves = []
     for _ in range(2):  # two devices (or rounds) that an attacker seeded alike
         seed_every_global_generator()
         model = build_model(SMALL)
         before = [v.numpy().copy() for v in model.trainable_variables]
         step = make_step(
-            model, tf.keras.optimizers.SGD(1.0), clipping_norm=clip, noise_multiplier=z, expected_batch=expected_batch
+            model, tf.keras.optimizers.SGD(1.0), clipping_norm=clip, noise_multiplier=z, denominator=denominator
         )
         empty = tf.zeros([0, SMALL.seq_len], tf.int32)  # Poisson sampling may pick no window: noise still
         step(empty, empty)
@@ -59,7 +59,7 @@ def test_a_dpsgd_step_adds_fresh_noise_of_std_z_c_over_the_expected_batch():
     assert moves[0].size > 50_000
     assert not np.allclose(moves[0], moves[1])  # tensorflow-privacy's global-generator noise repeats here
     for moved in moves:
-        assert np.std(moved) == pytest.approx(z * clip / expected_batch, rel=0.02)
+        assert np.std(moved) == pytest.approx(z * clip / denominator, rel=0.02)
 
 
 def test_dpsgd_trains_the_real_model_with_the_public_plan():
@@ -74,7 +74,8 @@ def test_dpsgd_trains_the_real_model_with_the_public_plan():
         model = build_model(SMALL)
         before = trainer.evaluate(model, x, x).loss
         metrics, stats = train_dpsgd(
-            model, x, x, sampling_rate=0.25, steps=40, learning_rate=0.01, clipping_norm=1.0, noise_multiplier=0.3
+            model, x, x, sampling_rate=0.25, steps=40, learning_rate=0.01, clipping_norm=1.0, noise_multiplier=0.3,
+            batch_size=16,
         )
         assert (stats.sampling_rate, stats.steps) == (0.25, 40)
         assert 0 <= stats.clipped_fraction <= 1
@@ -83,3 +84,46 @@ def test_dpsgd_trains_the_real_model_with_the_public_plan():
     assert not np.allclose(results[0], results[1])  # sampling and noise differ although every seed is the same
 
 
+
+
+def test_the_dpsgd_noise_generator_state_is_os_entropy_all_of_it(monkeypatch):
+    """TensorFlow's non-deterministic state comes from a 32-bit-seeded process generator (about
+    2**32 streams): the step's generator must take its whole Philox state from `secrets`."""
+    import secrets
+
+    import tensorflow as tf
+
+    from task.privacy import mechanisms
+    from task.privacy.dpsgd import make_step
+
+    drawn, real = [], secrets.randbits
+
+    def randbits(k):
+        drawn.append(real(k))
+        return drawn[-1]
+
+    monkeypatch.setattr(mechanisms.secrets, "randbits", randbits)
+    step = make_step(build_model(SMALL), tf.keras.optimizers.SGD(1.0), clipping_norm=1.0, noise_multiplier=1.0,
+                     denominator=8.0)
+    assert len(drawn) == 3
+    state = step.noise_source.state.numpy().astype(np.int64).tolist()
+    assert state == [d - 2**63 for d in drawn]  # every 64-bit word of the state, none from elsewhere
+
+
+def test_the_dpsgd_release_is_divided_by_a_constant_that_does_not_depend_on_the_data(monkeypatch):
+    """Dividing by q x len(x) would rescale the whole release when one window is added."""
+    from task.privacy import dpsgd
+
+    built = []
+
+    def spy(model, optimizer, **kwargs):
+        built.append(kwargs)
+        return None
+
+    monkeypatch.setattr(dpsgd, "make_step", spy)
+    rng = np.random.default_rng(2)
+    for windows in (64, 65):
+        x = rng.integers(4, 50, (windows, SMALL.seq_len)).astype(np.int32)
+        dpsgd.train_dpsgd(build_model(SMALL), x, x, sampling_rate=0.25, steps=0, learning_rate=0.01,
+                          clipping_norm=1.0, noise_multiplier=1.0, batch_size=16)
+    assert built[0] == built[1] and built[0]["denominator"] == 16.0
