@@ -5,6 +5,11 @@ Unlike a resume, nothing else carries over: the new run counts its rounds from 0
 privacy ledger, and its history starts empty. The proxy text is not the devices' text, so it is
 outside the federation's privacy guarantee: use text you may use centrally (public, licensed or
 consented), never text gathered from the users.
+
+Under DP (or with vocabulary discovery, which has an epsilon too) only a checkpoint that
+scripts/pretrain.py marked as trained on proxy text is accepted: a new run's epsilon starts at 0,
+so a model an earlier federated run trained on the same fleet would carry that run's exposure of
+the devices unaccounted. Such a run is continued with resume-from, whose ledger carries on.
 """
 
 from __future__ import annotations
@@ -39,6 +44,12 @@ def initial_weights(cfg: Config, fingerprint: dict) -> tuple[list[np.ndarray], s
         raise ConfigError(f"run-config key 'init-from': checkpoint {path} holds {len(checkpoint.state['vocab_added'])} "
                           "discovered word(s) beyond the base vocabulary; continue that run with resume-from instead")
     pretrained = checkpoint.state.get("pretrained")
+    if not pretrained and (cfg.dp.enabled or cfg.vocab_discovery):
+        raise ConfigError(
+            f"run-config key 'init-from': checkpoint {path} is round {checkpoint.round} of a federated run, not a "
+            "model pretrained on proxy text (scripts/pretrain.py marks those); under DP a new run's epsilon starts "
+            "at 0, so what that run learned from the devices would go unaccounted. Continue it with resume-from "
+            "(its privacy ledger carries on), or start from a pretrained checkpoint")
     origin = (f"pretrained on {pretrained['proxy']} ({pretrained['windows']} windows, {pretrained['epochs']} epochs)"
               if pretrained else f"round {checkpoint.round} of {path}")
     return checkpoint.weights, f"Starting from the model in {path}: {origin}"

@@ -65,3 +65,22 @@ def test_init_from_refuses_another_model_shape_vocabulary_or_a_missing_file(pret
 def test_init_from_and_resume_from_together_are_refused():
     with pytest.raises(ConfigError, match="'init-from'"):
         Config(init_from="a.npz", resume_from="runs/run-1").validate()
+
+
+def test_under_dp_only_a_model_pretrained_on_proxy_text_may_start_a_run(pretrained, tmp_path):
+    """A new private run's epsilon starts at 0: a checkpoint of an earlier federated run on the same
+    fleet would carry its exposure of the devices unaccounted."""
+    from task.config import DPConfig
+    from task.run.checkpoint import Checkpoint, save_checkpoint
+
+    out, _ = pretrained
+    federated = tmp_path / "round-005.npz"
+    save_checkpoint(federated, Checkpoint(round=5, weights=load_checkpoint(out).weights,
+                                          state={"fingerprint": fingerprint(SMALL)}))
+    for private in (SMALL.replace(dp=DPConfig(mode="central-client-clip")), SMALL.replace(dp=DPConfig(sgd=True)),
+                    SMALL.replace(vocab_discovery=True)):
+        with pytest.raises(ConfigError, match="'init-from'.*round 5 of a federated run.*resume-from"):
+            initial_weights(private.replace(init_from=str(federated)), fingerprint(private))
+        weights, origin = initial_weights(private.replace(init_from=str(out)), fingerprint(private))
+        assert "pretrained on" in origin
+    assert "round 5" in initial_weights(SMALL.replace(init_from=str(federated)), fingerprint(SMALL))[1]  # no DP: fine
