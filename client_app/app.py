@@ -117,8 +117,15 @@ def _score(cfg: Config, text: DeviceText, weights, added: tuple[str, ...], conte
     except DataError as e:
         log.warning("node %s: not scored: %s", context.node_id, e)
         return None
-    metrics[COMPUTE_SECONDS] = time.perf_counter() - started
+    _add_compute_seconds(cfg, metrics, started)
     return metrics
+
+
+def _add_compute_seconds(cfg: Config, metrics: dict, started: float) -> None:
+    """How long scoring took follows the size of the device's text: under DP it is sent only with
+    dp-report-train-metrics (outside the guarantee), like the training reply's timings."""
+    if not cfg.dp.enabled or cfg.dp.report_train_metrics:
+        metrics[COMPUTE_SECONDS] = time.perf_counter() - started
 
 
 @app.evaluate()
@@ -142,7 +149,7 @@ def _evaluate(msg: Message, context: Context) -> Message:
             metrics = device.evaluate_round(cfg, text, msg.content["arrays"].to_numpy_ndarrays(), _added_words(msg))
     except DataError as e:
         return _error_reply(msg, context, e)
-    metrics[COMPUTE_SECONDS] = time.perf_counter() - started
+    _add_compute_seconds(cfg, metrics, started)
     if not cfg.dp.enabled or cfg.dp.report_train_metrics:  # its time and energy follow the text's size
         metrics.update(meter.metrics())
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

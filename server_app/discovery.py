@@ -64,6 +64,7 @@ class VocabularyGrowth:
 
     def discover(self, grid: Grid, global_round: int) -> list[str]:
         """One TrieHH discovery; appends and returns the new words."""
+        self.ledger.check_discovery(*self.plan.spent(self.plan.levels))  # raises PrivacyBudgetExceeded
         d = Discovery(self.plan)
         rng = secret_rng()
         while not d.done:

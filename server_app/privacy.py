@@ -114,7 +114,8 @@ class CentralDP(Strategy):
         new = [(c + (t + n) / self.sampled).astype(c.dtype) for c, t, n in zip(current, total, noise)]
         log.info("central DP: %d/%d updates clipped to %.4g, noise std %.4g on their sum, / %d sampled",
                  len(replies), self.sampled, self.clipping_norm, std, self.sampled)
-        self.ledger.record_central([self.update_noise, 2 * self.count_stddev] if self.adaptive else [self.update_noise])
+        self.ledger.record_central([self.update_noise, 2 * self.count_stddev] if self.adaptive else [self.update_noise],
+                                   clipping_norm=self.clipping_norm)
         if self.adaptive:
             self._adapt_clipping_norm(unclipped)
         # Only the metrics of FedAvg's aggregation: its average of the arrays is what this replaces.

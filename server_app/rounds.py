@@ -54,9 +54,9 @@ class RoundEnd:
                  # the words this model has rows for (a round whose devices all failed is not grown yet)
                  "vocab_added": self.vocab.words[self.cfg.model.vocab_size:vocabulary_rows(self.latest)]}
         private = self.cfg.dp.enabled or (self.growth is not None and self.ledger.discoveries)
-        report = {**self.ledger.report(), **strategy_state} if private else None  # norm in force now
-        if report and "clipping_norm" in report:
-            report["clipping-norm"] = report.pop("clipping_norm")
+        report = self.ledger.report() if private else None  # its clipping-norm: what this round's noise covered
+        if report and self.cfg.dp.mode == "central-adaptive-clip":
+            report["clipping-norm-next"] = strategy_state["clipping_norm"]  # what the next round's devices clip to
         self.record.end_round(self.start_round + server_round, arrays, counts, server_metrics, report, state)
         return MetricRecord(server_metrics) if server_metrics else None
 

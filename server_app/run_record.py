@@ -333,19 +333,24 @@ def _eval_part(row: dict) -> str:
 
 
 def privacy_line(p: dict) -> str:
-    """The epsilons spent so far, each with what it protects, at the run's delta."""
+    """The epsilons spent so far, each with what it protects and under which neighbouring relation."""
+    central = ("user-level ε (DP-FTRL, one device's update replaced by zero, no sampling credit)"
+               if p.get("dp_mode") == "central-ftrl" else
+               "user-level ε (central, add/remove one device, no sampling amplification)")
     names = {
-        "epsilon_central": "user-level ε (central, add/remove one device, no sampling amplification)",
-        "epsilon_central_amplified": "user-level ε with sampling amplification (replace-one)",
+        "epsilon_central": central,
+        "epsilon_central_amplified": "user-level ε with sampling amplification (replace one device)",
         "epsilon_local": "user-level ε (local DP, worst device)",
         "epsilon_sample": "sample-level ε (DP-SGD, per window of text, worst device)",
-        "epsilon_discovery": "user-level ε of new-word discovery (TrieHH)",
-        "epsilon_with_discovery": "user-level ε, model and discovery together",
+        "epsilon_discovery": "user-level ε of new-word discovery (TrieHH, add/remove one device)",
+        "epsilon_with_discovery": "user-level ε, model and discovery together (add/remove one device)",
     }
     parts = [f"{label} = {p[key]:.3f}" for key, label in names.items() if key in p]
     mode = p.get("dp_mode", "none") + (" + DP-SGD" if p.get("dp_sgd") else "")
-    discovery = f" (discovery's δ = {p['delta_discovery']:.2g}, added to it)" if "delta_discovery" in p else ""
-    return f"{mode}: " + ", ".join(parts) + f" at δ = {p['delta']:g}{discovery}"
+    deltas = "".join(f", {what} δ = {p[key]:.2g}" for key, what in (("delta_discovery", "discovery's"),
+                                                                    ("delta_with_discovery", "the total's"))
+                     if key in p)
+    return f"{mode}: " + ", ".join(parts) + f" at δ = {p['delta']:g}{deltas}"
 
 
 def _csv(rows: list[dict]) -> str:

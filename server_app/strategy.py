@@ -54,13 +54,14 @@ class _PrivateRounds(FedAvg):
 
     def configure_train(self, server_round, arrays, config, grid):
         if self._private:
-            self._ledger.check_next_round()  # raises PrivacyBudgetExceeded
             goal, size = self._ledger.sampled, self._ledger.selected
             _wait_for_devices(grid, size, self._wait_seconds)  # else Flower's sampler waits forever
         else:
             goal = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
             size = math.ceil(goal * self._selection_factor)
         _, connected = sample_nodes(grid, self.min_available_nodes, goal)  # waits for enough nodes
+        if self._private:  # the round is sampled from those connected now: its amplification
+            self._ledger.check_next_round(sampled_from=len(connected))  # raises PrivacyBudgetExceeded
         if not self._private:  # under DP the ledger fixed the sample size at the start
             size = min(size, len(connected))
             if self._most and size > self._most:
@@ -72,7 +73,7 @@ class _PrivateRounds(FedAvg):
         log.info("configure_train: sampled %d nodes (out of %d)%s", len(node_ids), len(connected),
                  f", the first {goal} updates close the round" if goal < size else "")
         if self._private:
-            self._ledger.record_asked_to_train(node_ids)
+            self._ledger.record_asked_to_train(node_ids, sampled_from=len(connected))
         config["server-round"] = server_round
         config[ROUND_GOAL] = goal
         config[EVALUATE_FIRST] = self._evaluate_in_train  # the devices score the model they receive

@@ -409,8 +409,8 @@ class Config:
                    "a number > 0 (with no noise, clipping alone gives no privacy)")
         _check("dp-delta", dp.delta, 0 < dp.delta < 1, "a number in (0, 1), and below 1/population")
         _check("dp-max-epsilon", dp.max_epsilon, dp.max_epsilon >= 0, "a number >= 0 (0 = no budget)")
-        _check("dp-max-epsilon", dp.max_epsilon, dp.max_epsilon == 0 or dp.enabled,
-               '0 unless a dp-mode other than "none" or dp-sgd is on (there is no epsilon to budget)')
+        _check("dp-max-epsilon", dp.max_epsilon, dp.max_epsilon == 0 or dp.enabled or self.vocab_discovery,
+               '0 unless a dp-mode other than "none", dp-sgd or vocab-discovery is on (there is no epsilon to budget)')
         if dp.mode == "central-adaptive-clip":
             _check("dp-target-quantile", dp.target_quantile, 0 < dp.target_quantile < 1, "a number in (0, 1)")
             _check("dp-clip-lr", dp.clip_lr, dp.clip_lr > 0, "a number > 0")

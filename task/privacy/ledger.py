@@ -9,10 +9,11 @@ What each figure means (delta is the run's dp-delta):
   sampling - valid whoever the server picks. The noisy sum of clipped updates is divided by the
   number of devices *sampled* (public), never by the number that replied, so a device that is
   removed (or fails) changes the sum by at most the clipping norm and nothing else.
-- central-amplified: the same releases, credited for the server picking `selected` of
-  `population` devices uniformly without replacement from a secret generator. dp-accounting
+- central-amplified: the same releases, credited for the server picking `selected` devices
+  uniformly without replacement, from a secret generator, out of those connected *that round*
+  (recorded per release: a round with fewer connected devices gets less credit). dp-accounting
   analyses that sampling only under replace-one adjacency, where every sensitivity doubles: each
-  noise multiplier is halved. Only reported when selected < population.
+  noise multiplier is halved. Only reported when some round sampled fewer than were connected.
 - over-selection (selection-factor > 1): the server asks `selected` devices and keeps the first
   `sampled` updates (still dividing by `sampled`). A device's update can then displace another
   device's, so adding or removing one device moves the sum by up to 2 x the clipping norm: the
@@ -28,10 +29,16 @@ What each figure means (delta is the run's dp-delta):
 - local: user level, for the device asked to train most often; each release is a Gaussian
   mechanism of sensitivity 2 x clipping norm, its noise calibrated so that one release's RDP
   epsilon is exactly dp-local-epsilon.
-- discovery: user level, TrieHH's (epsilon, delta) for the query levels each vocabulary discovery
-  ran (task/discovery/triehh.py), added up over discoveries; composed with the model's user-level
-  figure by adding both epsilons and both deltas ("epsilon-with-discovery"), since the same
-  devices may take part in both.
+- discovery: user level, add or remove one device, TrieHH's (epsilon, delta) for the query levels
+  each vocabulary discovery ran (task/discovery/triehh.py), added up over discoveries.
+- with-discovery: the model's and discovery's figures together, under one relation (add or
+  remove one device): the model's add/remove figure (central without amplification; DP-FTRL's
+  zero-out figure, which with the fixed denominator is removal; local) plus discovery's, epsilons
+  and deltas added. The amplified figure is replace-one and is never mixed in. Without user-level
+  DP on the model (dp-mode "none") there is no finite user-level total, and none is reported.
+- model: the one user-level figure of the model that privacy planning targets and the budget
+  stop bounds: DP-FTRL's; for the other central modes the amplified one when the server sampled,
+  else the plain central one; local's.
 - sample: DP-SGD on the device, add-or-remove-one window (up to seq-len + 1 consecutive words of
   one sentence), Poisson sampling at the public rate dp-sgd-sampling-rate, every step of every
   round the device was asked to train.
@@ -91,8 +98,11 @@ class PrivacyLedger:
     max_local_steps: int = 0
     # Each central release: the noise multipliers of its Gaussian parts (update; adaptive: count).
     central_releases: list[list[float]] = field(default_factory=list)
+    # Each central release: how many devices its round sampled from (connected then).
+    sampled_from: list[int] = field(default_factory=list)
     # Rounds each device was asked to train (its local-DP releases and DP-SGD rounds). Counted when
-    # the request is sent: a reply that is lost may still have been seen.
+    # the request is sent: a reply that is lost may still have been seen. In memory only: saved per
+    # device, two consecutive checkpoints would tell who was sampled in between.
     participations: dict[str, int] = field(default_factory=dict)
     # Rounds of the worst device before a resume. A resumed run may give the same device another
     # node id (simulation always does), so the worst device may be any: the counts add up.
@@ -105,6 +115,9 @@ class PrivacyLedger:
     # Vocabulary discoveries: (epsilon, delta) each spent (TrieHH, all its levels run).
     discoveries: list[list[float]] = field(default_factory=list)
 
+    _asked_from: int = 0  # devices the round being trained was sampled from
+    last_clipping_norm: float = 0.0  # the norm the last central release was calibrated to
+
     def __post_init__(self) -> None:
         self.selected = self.selected or self.sampled
         if self.selected < self.sampled:
@@ -116,8 +129,12 @@ class PrivacyLedger:
         return 2 if self.selected > self.sampled else 1
 
     # --- recording -----------------------------------------------------------------------------
-    def record_central(self, noise_multipliers: list[float]) -> None:
+    def record_central(self, noise_multipliers: list[float], clipping_norm: float = 0.0) -> None:
+        """`clipping_norm`: the norm this release's noise was calibrated to (adaptive clipping
+        moves it every round; 0 = dp-clipping-norm)."""
         self.central_releases.append([float(z) for z in noise_multipliers])
+        self.last_clipping_norm = float(clipping_norm or self.dp.clipping_norm)
+        self.sampled_from.append(self._asked_from or self.population)
         if self.ftrl:
             self.trees[-1] += 1
 
@@ -129,7 +146,9 @@ class PrivacyLedger:
             return None
         return sum(e for e, _ in self.discoveries), sum(d for _, d in self.discoveries)
 
-    def record_asked_to_train(self, devices: list) -> None:
+    def record_asked_to_train(self, devices: list, sampled_from: int = 0) -> None:
+        """`sampled_from`: the devices connected when they were sampled (0 = the population)."""
+        self._asked_from = sampled_from or self.population
         if self.ftrl:
             repeated = self.tree_members.intersection(map(str, devices))
             if repeated:  # the tree's accounting counts each device once
@@ -197,14 +216,41 @@ class PrivacyLedger:
         return dp_accounting.ComposedDpEvent([dp_accounting.SingleEpochTreeAggregationDpEvent(z, steps)
                                               for steps in trees if steps > 0])
 
-    def central_amplified_epsilon(self) -> float | None:
-        if not self.dp.central or self.ftrl or self.selected >= self.population or not self.central_releases:
+    def central_amplified_epsilon(self, extra_from: int = 0) -> float | None:
+        """`extra_from`: project one more release, sampled from that many devices."""
+        releases = list(zip(self.central_releases, self.sampled_from))
+        if extra_from:
+            releases.append((self._central_parts(), extra_from))
+        if not self.dp.central or self.ftrl or not any(n > self.selected for _, n in releases):
             return None  # DP-FTRL takes no credit for how devices were picked
-        events = [dp_accounting.SampledWithoutReplacementDpEvent(
-            self.population, self.selected,
-            dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / 2) for z in parts]))
-            for parts in self.central_releases]
-        return epsilon(_composed(events), self.dp.delta, replace_one=True)
+
+        def event(parts: list[float], n: int) -> dp_accounting.DpEvent:
+            gaussians = dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / 2) for z in parts])
+            return dp_accounting.SampledWithoutReplacementDpEvent(n, self.selected, gaussians) if n > self.selected \
+                else gaussians  # everyone connected was asked: no credit
+
+        return epsilon(_composed([event(parts, n) for parts, n in releases]), self.dp.delta, replace_one=True)
+
+    def model_epsilon(self, extra_from: int = 0) -> float | None:
+        """The model's user-level figure that planning targets and the budget bounds (module doc);
+        `extra_from`: after one more round sampled from that many devices."""
+        if self.dp.central:
+            amplified = None if self.ftrl else self.central_amplified_epsilon(extra_from)
+            return amplified if amplified is not None else self.central_epsilon(extra_releases=1 if extra_from else 0)
+        if self.dp.mode == "local":
+            return self.local_epsilon(releases=self.most_participations() + 1 if extra_from else None)
+        return None
+
+    def with_discovery(self, extra: tuple[float, float] | None = None,
+                       extra_from: int = 0) -> tuple[float, float] | None:
+        """(epsilon, delta) of the model and discovery together, add or remove one device (module
+        doc); None without discoveries, or without user-level DP on the model."""
+        spent = [tuple(d) for d in self.discoveries] + ([extra] if extra else [])
+        if not spent or self.dp.mode == "none":
+            return None
+        model = (self.central_epsilon(extra_releases=1 if extra_from else 0) if self.dp.central else
+                 self.local_epsilon(releases=self.most_participations() + 1 if extra_from else None))
+        return model + sum(e for e, _ in spent), self.dp.delta + sum(d for _, d in spent)
 
     def most_participations(self) -> int:
         return self.carried_participations + max(self.participations.values(), default=0)
@@ -244,16 +290,18 @@ class PrivacyLedger:
         out: dict[str, float | int | str] = {k: v for k, v in figures.items() if v is not None}
         spent = self.discovery_spent()
         if spent:
-            model = next((figures[k] for k in ("epsilon-central-amplified", "epsilon-central", "epsilon-local")
-                          if figures[k] is not None), 0.0)
-            out.update({"epsilon-discovery": spent[0], "delta-discovery": spent[1],
-                        "epsilon-with-discovery": model + spent[0], "discoveries": len(self.discoveries)})
+            out.update({"epsilon-discovery": spent[0], "delta-discovery": spent[1], "discoveries": len(self.discoveries)})
+            total = self.with_discovery()
+            if total:
+                out.update({"epsilon-with-discovery": total[0], "delta-with-discovery": total[1]})
         out.update({"delta": self.dp.delta, "dp-mode": self.dp.mode, "dp-sgd": int(self.dp.sgd),
                     "central-releases": len(self.central_releases), "population": self.population,
                     "sampled": self.sampled, "selected": self.selected,
                     "most-rounds-per-device": self.most_participations()})
-        if self.dp.mode != "none":
-            out["clipping-norm"] = self.dp.clipping_norm
+        if self.sampled_from:  # devices connected when each round sampled: its amplification
+            out.update({"sampled-from": self.sampled_from[-1], "sampled-from-fewest": min(self.sampled_from)})
+        if self.dp.mode != "none":  # the norm the last release was calibrated to (before any: the first one's)
+            out["clipping-norm"] = self.last_clipping_norm or self.dp.clipping_norm
         if self.dp.central:
             out["noise-multiplier"] = self.dp.noise_multiplier
         if self.ftrl:
@@ -313,28 +361,42 @@ class PrivacyLedger:
                 "dp-report-train-metrics, training metrics and what a round cost the device"
             )
         if dp.max_epsilon > 0:
-            lines.append(f"budget: the run stops before any figure would exceed epsilon {dp.max_epsilon}")
+            lines.append(f"budget: the run stops before the model's user-level figure (the one privacy planning "
+                         f"targets: DP-FTRL's, else the amplified one when the server samples, else the plain central "
+                         f"one; local's), the sample-level figure or the total with discovery would exceed epsilon "
+                         f"{dp.max_epsilon}; each vocabulary discovery is checked before it runs")
         return [f"{line}; delta = {dp.delta}" for line in lines]
 
     # --- budget --------------------------------------------------------------------------------
-    def check_next_round(self) -> None:
-        """Raise PrivacyBudgetExceeded if one more round could push a figure past dp-max-epsilon.
-        Exact, not a guess: every device runs the same public DP-SGD plan, so the worst device
-        after the next round is the one asked most often so far, asked once more."""
+    def check_next_round(self, sampled_from: int = 0) -> None:
+        """Raise PrivacyBudgetExceeded if one more round, sampled from `sampled_from` connected
+        devices (0 = the population), could push a budgeted figure past dp-max-epsilon: the model's
+        (the one planning targets), the sample-level one and the total with discovery. Exact, not a
+        guess: every device runs the same public DP-SGD plan, so the worst device after the next
+        round is the one asked most often so far, asked once more."""
+        extra_from = sampled_from or self.population
+        total = self.with_discovery(extra_from=extra_from)
+        self._check({"the model's user-level epsilon": self.model_epsilon(extra_from=extra_from),
+                     "epsilon-sample": self.sample_epsilon(rounds=self.most_participations() + 1),
+                     "epsilon-with-discovery": total[0] if total else None}, "the next round")
+
+    def check_discovery(self, epsilon_: float, delta: float) -> None:
+        """Raise PrivacyBudgetExceeded if a discovery spending (epsilon_, delta) could push the
+        discovery figure or the total with discovery past dp-max-epsilon."""
+        spent = self.discovery_spent() or (0.0, 0.0)
+        total = self.with_discovery(extra=(epsilon_, delta))
+        self._check({"epsilon-discovery": spent[0] + epsilon_,
+                     "epsilon-with-discovery": total[0] if total else None}, "the next vocabulary discovery")
+
+    def _check(self, projected: dict[str, float | None], what: str) -> None:
         budget = self.dp.max_epsilon
         if budget <= 0:
             return
-        worst = self.most_participations() + 1
-        projected = {
-            "epsilon-central": self.central_epsilon(extra_releases=1),
-            "epsilon-local": self.local_epsilon(releases=worst),
-            "epsilon-sample": self.sample_epsilon(rounds=worst),
-        }
         over = {k: v for k, v in projected.items() if v is not None and v > budget}
         if over:
             name, value = next(iter(over.items()))
             raise PrivacyBudgetExceeded(
-                f"the next round would raise {name} to {value:.3f} > dp-max-epsilon = {budget} "
+                f"{what} would raise {name} to {value:.3f} > dp-max-epsilon = {budget} "
                 f"(delta = {self.dp.delta}); stopping with the model of the last round"
             )
 
@@ -345,8 +407,9 @@ class PrivacyLedger:
             "sampled": self.sampled,
             "selected": self.selected,
             "central_releases": self.central_releases,
-            "participations": self.participations,
-            "carried_participations": self.carried_participations,
+            "sampled_from": self.sampled_from,
+            # the worst device's rounds only: per-device counts would tell who each round sampled
+            "carried_participations": self.most_participations(),
             "trees": self.trees,
             "discoveries": self.discoveries,
         }
@@ -355,12 +418,15 @@ class PrivacyLedger:
     def from_state(
         cls, dp: DPConfig, state: dict, local_epochs: int = 1, max_local_steps: int = 0, resumed: bool = False
     ) -> PrivacyLedger:
-        """`resumed`: a new run continues this ledger (node ids may have changed)."""
+        """`resumed`: a new run continues this ledger (node ids may change, and DP-FTRL's tree
+        members are not saved, so it starts a new tree)."""
         if "central_releases" not in state:
             raise ValueError(
                 "the checkpoint's privacy ledger is from an older version of this template, whose "
                 "noise was not secret; start a new run"
             )
+        releases = [list(r) for r in state["central_releases"]]
+        older = max(dict(state.get("participations", {})).values(), default=0)  # checkpoints before sampled_from
         ledger = cls(
             dp=dp,
             population=state["population"],
@@ -368,14 +434,13 @@ class PrivacyLedger:
             selected=int(state.get("selected", state["sampled"])),
             local_epochs=local_epochs,
             max_local_steps=max_local_steps,
-            central_releases=[list(r) for r in state["central_releases"]],
-            participations=dict(state["participations"]),
-            carried_participations=int(state.get("carried_participations", 0)),
+            central_releases=releases,
+            sampled_from=[int(n) for n in state.get("sampled_from", [state["population"]] * len(releases))],
+            carried_participations=int(state.get("carried_participations", 0)) + older,
             trees=[int(t) for t in state.get("trees", [])],
             discoveries=[list(d) for d in state.get("discoveries", [])],
         )
         if resumed:
-            ledger.carried_participations, ledger.participations = ledger.most_participations(), {}
             if ledger.trees:  # node ids change: the resumed run starts a new tree, composed with the old ones
                 ledger.trees.append(0)
         return ledger

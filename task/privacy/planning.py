@@ -2,8 +2,10 @@
 
 Both drive a real `PrivacyLedger` through the planned rounds exactly as the server does (DP-FTRL's
 trees restart when every device has taken part), so a plan and the run's own figure cannot
-disagree. Which figure counts: DP-FTRL's (no credit for sampling), and for the other central
-modes the sampling-amplified one when the server samples, else the plain central one.
+disagree. The figure is the ledger's `model_epsilon`, the one the budget stop (dp-max-epsilon)
+bounds too: DP-FTRL's (no credit for sampling), and for the other central modes the
+sampling-amplified one when the server samples, else the plain central one. A plan assumes the
+whole population is connected at every round; a round that samples from fewer gets less credit.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ def planned_epsilon(dp: DPConfig, population: int, per_round: int, rounds: int) 
     for _ in range(rounds):
         ledger.record_asked_to_train(ledger.devices_for_next_round(devices)[:per_round])
         ledger.record_central(ledger._central_parts())
-    report = ledger.report()
-    return report.get("epsilon-central-amplified", report["epsilon-central"])
+    return ledger.model_epsilon()
 
 
 def noise_for_epsilon(dp: DPConfig, population: int, per_round: int, rounds: int, target: float,

@@ -85,9 +85,11 @@ def test_adaptive_clipping_moves_the_clipping_norm_and_is_accounted(flower, tmp_
     # update noise and count noise together are one Gaussian of z = 0.3 per round (Andrew et al. 2021)
     assert [r["dp_epsilon_central"] for r in metrics[1:]] == pytest.approx(
         [gaussian_epsilon(0.3, n, 1e-3) for n in (1, 2)], rel=1e-6)
-    norms = [r["dp_clipping_norm"] for r in metrics]
+    # each round's row: the norm its release was calibrated to, and the one the next round uses
+    norms, nexts = ([r[key] for r in metrics] for key in ("dp_clipping_norm", "dp_clipping_norm_next"))
     # 2 local epochs move a model far more than 0.5: every update is clipped, so the norm grows
-    assert norms[0] == 0.5 and norms[1] > 0.5 and norms[2] > norms[1]
+    assert norms[:2] == [0.5, 0.5] and nexts[0] == 0.5 and nexts[1] > 0.5 and nexts[2] > nexts[1]
+    assert norms[2] == pytest.approx(nexts[1])
     assert "central DP: 3/3 updates clipped to 0.5" in outcome.output
     assert only_covered_train_fields(metrics)
     assert model_moved(metrics)

@@ -80,21 +80,121 @@ def test_the_ledger_survives_a_round_trip_through_its_state():
     ledger.record_asked_to_train(["a", "b", "a"])
     again = PrivacyLedger.from_state(dp, ledger.state_dict())
     assert again.report() == ledger.report()
-    # nothing per device but how often it was asked (no sampling rates: they reveal text sizes)
+    # nothing per device (no sampling rates: they reveal text sizes; no device ids: see below)
     assert set(ledger.state_dict()) == {
         "population",
         "sampled",
         "selected",
         "central_releases",
-        "participations",
-        "carried_participations",
+        "sampled_from",  # devices connected at each central release's sampling
+        "carried_participations",  # the worst device's rounds
         "trees",  # DP-FTRL: rounds per tree, no device ids
         "discoveries",  # vocabulary discovery: (epsilon, delta) each, no votes
     }
-    assert ledger.state_dict()["participations"] == {"a": 2, "b": 1}
     # a resumed run may give device "a" a new id: its 2 rounds carry over to whichever device is worst
     resumed = PrivacyLedger.from_state(dp, ledger.state_dict(), resumed=True)
     resumed.record_asked_to_train(["c"])
     assert resumed.most_participations() == 3 and resumed.report()["epsilon-local"] > ledger.report()["epsilon-local"]
 
 
+def test_two_consecutive_checkpoints_do_not_tell_who_was_sampled_between_them():
+    """The state a checkpoint keeps must be the same whichever devices a round asked."""
+    dp = DPConfig(mode="central-client-clip")
+    states = []
+    for asked in (["1", "2"], ["3", "4"]):
+        ledger = PrivacyLedger(dp, population=10, sampled=2)
+        ledger.record_asked_to_train(["5", "6"], sampled_from=10)
+        ledger.record_central([1.0])
+        ledger.record_asked_to_train(asked, sampled_from=10)
+        ledger.record_central([1.0])
+        states.append(ledger.state_dict())
+    assert states[0] == states[1]
+
+
+
+
+def _sampled_central_ledger(**dp_changes) -> PrivacyLedger:
+    dp = DPConfig(mode="central-client-clip", noise_multiplier=1.0, **dp_changes)
+    ledger = PrivacyLedger(dp, population=1000, sampled=10)
+    for _ in range(3):
+        ledger.record_asked_to_train(list(range(10)), sampled_from=1000)
+        ledger.record_central([1.0])
+    return ledger
+
+
+def test_the_total_with_discovery_adds_figures_of_one_relation_and_reports_its_delta():
+    """Discovery's figure is add/remove-one; the amplified model figure is replace-one and cannot
+    be added to it. The total takes the model's add/remove figure, and both deltas."""
+    ledger = _sampled_central_ledger()
+    ledger.record_discovery(2.0, 1e-6)
+    report = ledger.report()
+    assert report["epsilon-central-amplified"] < report["epsilon-central"]
+    assert report["epsilon-with-discovery"] == pytest.approx(report["epsilon-central"] + 2.0)
+    assert report["delta-with-discovery"] == pytest.approx(1e-5 + 1e-6)
+    # DP-SGD alone bounds one window, not one device: no user-level total at all
+    sgd_only = PrivacyLedger(DPConfig(sgd=True), population=100, sampled=10)
+    sgd_only.record_asked_to_train(["a"])
+    sgd_only.record_discovery(2.0, 1e-6)
+    assert "epsilon-with-discovery" not in sgd_only.report() and sgd_only.report()["epsilon-discovery"] == 2.0
+
+
+def test_the_budget_covers_discovery_before_it_runs_and_before_each_round():
+    ledger = _sampled_central_ledger(max_epsilon=12.0)
+    central = ledger.central_epsilon()  # 9.01 after 3 releases at z = 1
+    ledger.check_discovery(12.0 - central - 0.1, 1e-6)  # fits
+    with pytest.raises(PrivacyBudgetExceeded, match="next vocabulary discovery.*epsilon-with-discovery"):
+        ledger.check_discovery(12.0 - central + 0.1, 1e-6)
+    ledger.record_discovery(2.5, 1e-6)  # total now 11.51: the model's next release would pass 12
+    with pytest.raises(PrivacyBudgetExceeded, match="next round.*epsilon-with-discovery"):
+        ledger.check_next_round(sampled_from=1000)
+
+
+def test_planning_and_the_budget_stop_bound_the_same_figure():
+    """Planning calibrates to the amplified figure when the server samples: a run planned to reach
+    the budget must not be stopped earlier by the plain central figure."""
+    from task.privacy.planning import noise_for_epsilon, planned_epsilon
+
+    rounds, target = 20, 3.0
+    dp = DPConfig(mode="central-client-clip", max_epsilon=target)
+    z = noise_for_epsilon(dp, population=1000, per_round=10, rounds=rounds, target=target)
+    dp = DPConfig(mode="central-client-clip", noise_multiplier=z, max_epsilon=target)
+    ledger = PrivacyLedger(dp, population=1000, sampled=10)
+    for _ in range(rounds):
+        ledger.check_next_round(sampled_from=1000)
+        ledger.record_asked_to_train(list(range(10)), sampled_from=1000)
+        ledger.record_central([z])
+    assert ledger.model_epsilon() == pytest.approx(planned_epsilon(dp, 1000, 10, rounds)) and ledger.model_epsilon() <= target
+    assert ledger.central_epsilon() > target  # the figure the stop used to bound would have stopped it early
+    with pytest.raises(PrivacyBudgetExceeded, match="the model's user-level epsilon"):
+        for _ in range(rounds):  # and the stop still holds the planned figure at the budget
+            ledger.check_next_round(sampled_from=1000)
+            ledger.record_asked_to_train(list(range(10)), sampled_from=1000)
+            ledger.record_central([z])
+    assert ledger.model_epsilon() <= target
+
+
+def test_a_round_sampled_from_fewer_connected_devices_is_credited_with_fewer():
+    """A population of 1,000 at the start, and 100 connected in one round: that round's sample is
+    10 of 100, not 10 of 1,000."""
+    def ledger(connected: list[int]) -> PrivacyLedger:
+        out = PrivacyLedger(DPConfig(mode="central-client-clip"), population=1000, sampled=10)
+        for n in connected:
+            out.record_asked_to_train(list(range(10)), sampled_from=n)
+            out.record_central([1.0])
+        return out
+
+    full, thin, all_thin = ledger([1000] * 10), ledger([1000] * 9 + [100]), ledger([100] * 10)
+    assert full.central_amplified_epsilon() < thin.central_amplified_epsilon() < all_thin.central_amplified_epsilon()
+    assert all_thin.central_amplified_epsilon() > 2.5 * full.central_amplified_epsilon()  # 17.5 against 6.3
+    assert thin.report()["sampled-from-fewest"] == 100 and thin.report()["population"] == 1000
+    # the checkpoint keeps it: a resumed run does not forget the thin round
+    resumed = PrivacyLedger.from_state(thin.dp, thin.state_dict(), resumed=True)
+    assert resumed.central_amplified_epsilon() == pytest.approx(thin.central_amplified_epsilon())
+
+
+def test_the_clipping_norm_reported_is_the_one_the_last_release_was_calibrated_to():
+    """Adaptive clipping moves the norm every round: the report must not keep the initial one."""
+    ledger = PrivacyLedger(DPConfig(mode="central-adaptive-clip", clipping_norm=0.5, clipped_count_stddev=5.0), 10, 10)
+    assert ledger.report()["clipping-norm"] == 0.5  # before any release: what round 1 clips to
+    ledger.record_central([1.0, 10.0], clipping_norm=0.8)
+    assert ledger.report()["clipping-norm"] == 0.8

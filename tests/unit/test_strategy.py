@@ -107,3 +107,17 @@ def test_under_dp_a_lost_device_stops_the_run_with_a_reason_instead_of_waiting_f
     with pytest.raises(TooFewDevices, match="calibrated for 4 devices per round, and only 3 were connected"):
         strategy.configure_train(1, ArrayRecord([np.zeros(3)]), ConfigRecord({}), Nodes())
     assert time.monotonic() - started < 10
+
+
+def test_under_dp_each_round_is_booked_with_the_devices_connected_when_it_sampled():
+    """The amplification credit is for sampling out of those connected then, not the population
+    counted at the start (here 1,000, of whom 3 are connected)."""
+    from task.config import DPConfig
+
+    cfg = Config(dp=DPConfig(mode="central-client-clip"))
+    ledger = PrivacyLedger(cfg.dp, population=1000, sampled=2, selected=2)
+    strategy = build_strategy(cfg, ledger)
+    strategy._construct_messages = lambda record, node_ids, message_type: [record for _ in node_ids]
+    assert len(list(strategy.configure_train(1, ArrayRecord([np.zeros(3)]), ConfigRecord({}), Nodes()))) == 2
+    ledger.record_central([1.0])
+    assert ledger.sampled_from == [3]

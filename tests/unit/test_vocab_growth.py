@@ -120,7 +120,8 @@ def test_discovery_epsilon_is_its_own_ledger_line_composed_with_the_models_and_r
     ledger.record_discovery(1.5, 1e-6)
     report = ledger.report()
     assert report["epsilon-discovery"] == 3.5 and report["delta-discovery"] == 2e-6
-    assert report["epsilon-with-discovery"] == 3.5  # no model DP: discovery only
+    # the model has no user-level DP: no finite user-level total, so none is reported
+    assert "epsilon-with-discovery" not in report and "delta-with-discovery" not in report
     restored = PrivacyLedger.from_state(cfg.dp, json.loads(json.dumps(ledger.state_dict())))
     assert restored.report()["epsilon-discovery"] == 3.5
 
@@ -258,3 +259,16 @@ def test_a_warm_start_from_a_grown_checkpoint_is_refused_with_what_to_do_instead
     save_checkpoint(tmp_path / "round-002.npz", Checkpoint(2, grown, {"fingerprint": fingerprint, "vocab_added": ["zorbix"]}))
     with pytest.raises(ConfigError, match="'init-from'.*1 discovered word.*resume-from"):
         initial_weights(cfg, fingerprint)
+
+
+def test_a_discovery_the_budget_cannot_pay_for_is_not_run():
+    from server_app.discovery import VocabularyGrowth
+    from task.privacy.ledger import PrivacyBudgetExceeded
+
+    cfg = Config(vocab_discovery=True, vocab_discovery_epsilon=8.0,
+                 dp=Config().dp.__class__(delta=1e-2, max_epsilon=5.0), model=SMALL_MODEL)
+    growth = VocabularyGrowth(cfg, default_vocabulary(2000), PrivacyLedger(cfg.dp, population=200, sampled=10))
+    grid = ClientAppGrid(cfg, 200)
+    with pytest.raises(PrivacyBudgetExceeded, match="next vocabulary discovery would raise epsilon-discovery"):
+        growth.discover(grid, 1)
+    assert grid.asked == 0 and growth.ledger.discoveries == []
