@@ -24,9 +24,9 @@ from server_app.secure import SecureGrid
 from server_app.strategy import TooFewDevices, build_strategy
 from server_app.transfer_grid import TransferGrid
 from server_app.warm_start import initial_weights
-from task.config import ROUND_OFFSET, Config
+from task.config import ROUND_OFFSET, Config, ConfigError
 from task.data.vocab import Vocabulary, default_vocabulary
-from task.litert.export import export_litert
+from task.litert.export import export_checked
 from task.model import build_model
 from task.privacy.ledger import PrivacyBudgetExceeded
 from task.run.checkpoint import model_fingerprint
@@ -47,6 +47,8 @@ def main(grid: Grid, context: Context) -> None:
     log.info("Writing this run's model, checkpoints and metrics to %s", record.dir)
     # reproducible; no privacy randomness comes from `seed`
     model = build_model(replace(cfg.model, vocab_size=len(vocab) + len(added)), seed=cfg.seed)
+    if cfg.dp.sgd:  # refused before any device trains or any epsilon is booked
+        _require_dpsgd_rules(model)
     if cfg.init_from:
         weights, origin = initial_weights(cfg, fingerprint)
         model.set_weights(weights)
@@ -87,10 +89,29 @@ def main(grid: Grid, context: Context) -> None:
     if growth:  # the final model's vocabulary: every word it has a row for
         record.vocab = Vocabulary(growth.vocab.words[: len(final[0])])
         record.discoveries = growth.history
-    litert = export_litert(model, record.vocab, record.final_dir / "litert")  # what devices run offline
     assumptions = ledger.assumptions(cfg.model.seq_len) + (secure.assumptions(cfg) if cfg.secure_aggregation else [])
     assumptions += growth.assumptions() if cfg.vocab_discovery else []
-    record.finish(model, litert, stop_reason=stop_reason, privacy_assumptions=assumptions)
+    finish(record, model, round_end.check_windows(), stop_reason, assumptions)
+
+
+def finish(record: RunRecord, model, windows, stop_reason: str | None, assumptions: list[str]) -> dict:
+    """Save the model and the run record, then export for devices: a failed or unfit export is
+    reported in the summary and loses nothing."""
+    record.save_final(model)
+    # what devices run offline, each file checked against the Keras model before it may ship
+    litert = export_checked(model, record.vocab, record.final_dir / "litert", windows)
+    return record.finish(litert, stop_reason=stop_reason, privacy_assumptions=assumptions)
+
+
+def _require_dpsgd_rules(model) -> None:
+    from task.privacy.dpsgd import SUPPORTED_LAYERS, unsupported_layers
+
+    missing = unsupported_layers(model)
+    if missing:
+        raise ConfigError(f"run-config key 'dp-sgd' = true: DP-SGD has no per-example gradient rule for layer(s) "
+                          f"{', '.join(missing)} of model {model.name!r}; it supports {SUPPORTED_LAYERS} "
+                          "(task/privacy/dpsgd.py, `registry`). Use user-level DP (dp-mode) with this model, or "
+                          "add a rule")
 
 
 def _above_the_counts(cfg: Config, observed: ObservedGrid):

@@ -43,7 +43,9 @@ def check_fits(state: dict, fingerprint: dict, key: str, where: str) -> None:
     """The checkpoint's weights mean the same in this run: same model shape, same vocabulary."""
     if "fingerprint" not in state:
         raise ConfigError(f"run-config key '{key}': the {where} holds no model fingerprint (an older format)")
-    old_model, new_model = state["fingerprint"]["model"], fingerprint["model"]
+    # checkpoints from before the `architecture` key hold the Transformer
+    old_model = {"architecture": "transformer", **state["fingerprint"]["model"]}
+    new_model = fingerprint["model"]
     if old_model != new_model:
         diff = {k: (old_model.get(k), v) for k, v in new_model.items() if old_model.get(k) != v}
         raise ConfigError(

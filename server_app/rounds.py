@@ -60,6 +60,16 @@ class RoundEnd:
         self.record.end_round(self.start_round + server_round, arrays, counts, server_metrics, report, state)
         return MetricRecord(server_metrics) if server_metrics else None
 
+    def check_windows(self, count: int = 200):
+        """Held-out windows to check the LiteRT export on: the unseen users' text when the server
+        has it (builtin data), else synthetic windows (task.litert.export.check_windows)."""
+        from task.litert.export import check_windows
+
+        rows = vocabulary_rows(self.latest) if self.latest else self.cfg.model.vocab_size
+        if self._encoded_for == rows and len(self.server_x):
+            return self.server_x[:count]
+        return check_windows(self.cfg.model.seq_len, rows, count)
+
     @property
     def vocab(self) -> Vocabulary:
         return self.growth.vocab if self.growth else self.record.vocab

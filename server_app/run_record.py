@@ -154,20 +154,25 @@ class RunRecord:
     def plot(self) -> Path:
         return self.dir / "metrics.png"
 
-    def finish(self, model, litert: dict[str, Path], stop_reason: str | None = None,
-               privacy_assumptions: list[str] | None = None) -> dict:
-        """Save the final Keras model with its vocabulary, write and log the summary."""
-        final = self.final_dir
-        final.mkdir(exist_ok=True)
-        model.save(final / "model.keras")
-        self.vocab.save(final / "vocab.json")
+    def save_final(self, model) -> None:
+        """The final Keras model with its vocabulary: written before anything that may fail."""
+        self.final_dir.mkdir(exist_ok=True)
+        model.save(self.final_dir / "model.keras")
+        self.vocab.save(self.final_dir / "vocab.json")
         self.vocab.save(self.dir / "vocab.json")  # grown by any discovery: the ids the checkpoints use
+
+    def finish(self, litert: dict[str, dict], stop_reason: str | None = None,
+               privacy_assumptions: list[str] | None = None) -> dict:
+        """Write and log the summary. `litert`: task.litert.export.export_checked's report."""
+        final = self.final_dir
         evaluated = [r for r in self.rows if "eval_top3" in r]
         summary = {
             "run_dir": str(self.dir),
             "model": str(final / "model.keras"),
             "vocab": str(final / "vocab.json"),
-            "litert": {variant: str(path) for variant, path in litert.items()},
+            # the files fit to ship; litert_check says how each variant fared
+            "litert": {variant: r["file"] for variant, r in litert.items() if r.get("fit_to_ship")},
+            "litert_check": litert,
             "metrics": str(self.dir / "metrics.json"),
             "metrics_csv": str(self.dir / "metrics.csv"),
             "plot": str(self.plot),
@@ -221,10 +226,22 @@ def summary_lines(summary: dict) -> list[str]:
         )
     lines += [
         f"  Model:   {summary['model']} (vocabulary: {summary['vocab']})",
-        f"  On-device (LiteRT int8): {summary['litert']['int8']}",
+        f"  On-device (LiteRT): {litert_line(summary.get('litert_check', {}))}",
         f"  Metrics: {summary['metrics']} (and .csv), plot: {summary['plot']}",
     ]
     return lines
+
+
+def litert_line(check: dict) -> str:
+    """Each exported file with its top-3 agreement with the Keras model, or why it is not fit to ship."""
+    parts = []
+    for variant, r in check.items():
+        if "error" in r:
+            parts.append(f"{variant} FAILED ({r['error'][:120]})")
+        else:
+            verdict = "" if r["fit_to_ship"] else f", NOT FIT TO SHIP (bar {r['bar']:.0%})"
+            parts.append(f"{variant} {r['file']} (top-3 agreement {r['top3_agreement']:.1%}{verdict})")
+    return "; ".join(parts) or "not exported"
 
 
 def _costs(phase: str, c: PhaseCounts) -> dict:

@@ -18,6 +18,7 @@ DATA_SOURCES = ("builtin", "text-dir", "corpus", "shakespeare")
 # client_app/privacy.py).
 DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "central-ftrl", "local")
 PARTITIONERS = ("iid", "natural", "size-skew")
+ARCHITECTURES = ("transformer", "lstm")  # task/model.py builds each
 TRANSFER_DTYPES = ("float32", "float16", "int8")  # task/transfer.py
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # Flower's strategies (server_app/strategy.py)
 SIM_AVAILABILITY = ("always", "nightly")  # client_app/eligibility.py
@@ -73,6 +74,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     """The parts of the config that fix the model's shape (and so its weights' layout)."""
 
+    architecture: str = "transformer"  # task/model.py: "transformer" or "lstm"
     vocab_size: int = 8000
     seq_len: int = 12
     embed_dim: int = 80
@@ -300,6 +302,7 @@ class Config:
             key = field_name.replace("_", "-")
             _check(key, getattr(m, field_name), getattr(m, field_name) == value,
                    f'{value} with model-preset = "{self.model_preset}"')
+        _check("architecture", m.architecture, m.architecture in ARCHITECTURES, f"one of {list(ARCHITECTURES)}")
         _check("vocab-size", m.vocab_size, 100 <= m.vocab_size <= 20004,
                "an integer in [100, 20004] (base dictionary + 4 special tokens)")
         _check("seq-len", m.seq_len, 2 <= m.seq_len <= 256, "an integer in [2, 256]")

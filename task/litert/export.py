@@ -28,6 +28,10 @@ from task.model import EMBEDDING, FINAL_NORM, OUTPUT
 
 VARIANTS = ("float32", "float16", "int8")
 FREQUENT_WORDS = 250  # int8 file: words whose embedding and output rows keep 16 bits
+# The top-3 agreement with the Keras model (positions whose top 3 differ only by words whose Keras
+# scores tie count as agreeing) a file must reach to be fit to ship. int8 rounds the two
+# vocabulary-sized matrices, so it may differ where two words score almost alike.
+SHIP_BARS = {"float32": 0.99, "float16": 0.99, "int8": 0.98}
 
 
 def export_litert(model: tf.keras.Model, vocab: Vocabulary, out_dir: Path,
@@ -54,6 +58,43 @@ def export_litert(model: tf.keras.Model, vocab: Vocabulary, out_dir: Path,
         paths[variant] = path
     vocab.save(out_dir / "vocab.json")
     return paths
+
+
+def export_checked(model: tf.keras.Model, vocab: Vocabulary, out_dir: Path, windows: np.ndarray,
+                   variants: tuple[str, ...] = VARIANTS) -> dict[str, dict]:
+    """Export each variant and check its top-3 against the Keras model on `windows`; per variant
+    {"file", "top3_agreement", "positions", "bar", "fit_to_ship"}, or {"error", "fit_to_ship"}.
+    Never raises: a file that falls short is renamed model-<variant>-unfit.tflite, so it cannot be
+    shipped by mistake, and a conversion that fails is reported, not fatal."""
+    from task.litert.suggest import Suggester
+
+    report: dict[str, dict] = {}
+    for variant in variants:
+        try:
+            path = export_litert(model, vocab, out_dir, (variant,))[variant]
+            share, ties, total = top3_agreement(model, Suggester.from_files(path), windows)
+            agreement = share + ties / max(total, 1)
+            fit = total > 0 and agreement >= SHIP_BARS[variant]
+            if not fit:
+                path = path.replace(path.with_name(f"model-{variant}-unfit.tflite"))
+            report[variant] = {"file": str(path), "top3_agreement": agreement, "positions": total,
+                               "bar": SHIP_BARS[variant], "fit_to_ship": fit}
+        except Exception as e:  # noqa: BLE001  (any converter failure: the trained model is already saved)
+            logging.getLogger("flwr").exception("LiteRT export of %s failed", variant)
+            report[variant] = {"error": f"{type(e).__name__}: {e}"[:1000], "fit_to_ship": False}
+    return report
+
+
+def check_windows(seq_len: int, vocab_size: int, count: int = 200, seed: int = 0) -> np.ndarray:
+    """Windows to compare an export with Keras on when no held-out text is at hand: word ids drawn
+    with Zipf-like frequencies (ids are in frequency order), random lengths, right-padded."""
+    rng = np.random.default_rng(seed)
+    words = vocab_size - FIRST_WORD_ID
+    windows = np.full((count, seq_len), PAD_ID, np.int32)
+    for row in windows:
+        length = int(rng.integers(1, seq_len + 1))
+        row[:length] = FIRST_WORD_ID + np.minimum(rng.zipf(1.3, length) - 1, words - 1)
+    return windows
 
 
 @contextlib.contextmanager
@@ -105,7 +146,7 @@ def _int8_next_word(model: tf.keras.Model):
     # Per-word int8 / int16 storage of both vocabulary-sized matrices (task/litert/quantize.py); the
     # converter stores the block in between in float16.
     final_ln, embedding = model.get_layer(FINAL_NORM), model.get_layer(EMBEDDING)
-    trunk = tf.keras.Model([model.input, embedding.output], final_ln.input)  # from embedded tokens
+    trunk, needs_tokens = _trunk_from_embedded(model, embedding.output, final_ln.input)
     kernel, bias = _folded_output(model)
     embedded = WordRows(embedding.get_weights()[0], FREQUENT_WORDS)
     output = WordRows(kernel.T, FREQUENT_WORDS)
@@ -113,12 +154,23 @@ def _int8_next_word(model: tf.keras.Model):
 
     @tf.function(input_signature=_signature(model))
     def next_word(tokens, last_index):
-        x = tf.gather(trunk([tokens, embedded.rows(tokens)], training=False)[0], last_index)
+        rows = embedded.rows(tokens)
+        x = tf.gather(trunk([tokens, rows] if needs_tokens else rows, training=False)[0], last_index)
         table = output.table(runtime_zero=tf.minimum(last_index[0], 0))
         logits = tf.matmul(_normalise(x, final_ln.epsilon), table, transpose_b=True) + bias
         return {"probabilities": tf.nn.softmax(logits)}
 
     return next_word
+
+
+def _trunk_from_embedded(model: tf.keras.Model, embedded, end) -> tuple[tf.keras.Model, bool]:
+    """The model from the embedded tokens to `end`, and whether it also needs the token ids: a
+    Transformer derives its position ids from them, a model fed only through its embedding does
+    not (and Keras refuses an input that nothing uses)."""
+    try:
+        return tf.keras.Model(embedded, end), False
+    except ValueError:  # the graph reaches the token ids by another route
+        return tf.keras.Model([model.input, embedded], end), True
 
 
 def top3_agreement(model: tf.keras.Model, suggester, windows: np.ndarray) -> tuple[float, int, int]:

@@ -63,6 +63,16 @@ def registry() -> layer_registry.LayerRegistry:
     return r
 
 
+def unsupported_layers(model: tf.keras.Model) -> list[str]:
+    """The layers with weights that `registry` has no per-example gradient rule for, as "name (Type)"."""
+    reg = registry()
+    return [f"{layer.name} ({type(layer).__name__})" for layer in model.layers
+            if layer.trainable_weights and not reg.is_elem(layer)]
+
+
+SUPPORTED_LAYERS = "Embedding, Dense, LayerNormalization, MultiHeadAttention"
+
+
 def clipped_gradient_sum(model: tf.keras.Model, reg: layer_registry.LayerRegistry, x, y, clipping_norm):
     """Sum over examples of each example's gradient clipped to `clipping_norm`.
 

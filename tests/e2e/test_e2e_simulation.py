@@ -44,7 +44,11 @@ def test_builtin_federation_learns_and_beats_the_unigram_baseline(flower, tmp_pa
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [f"round-00{i}.npz" for i in range(4)]
     assert "Federated evaluation on the devices' held-out text" in outcome.output
     # The server exported the final model for devices; any checkpoint can be exported too.
-    assert Suggester.from_files(run_dir / "final" / "litert" / "model-int8.tflite").suggest("see you")
+    # ... each file checked against the Keras model, its agreement recorded (docs/on-device.md)
+    check = json.loads((run_dir / "summary.json").read_text())["litert_check"]
+    assert check["float32"]["fit_to_ship"] and check["float32"]["positions"] > 100
+    assert all(0 <= c["top3_agreement"] <= 1 for c in check.values()), check
+    assert Suggester.from_files(check["int8"]["file"]).suggest("see you")
     assert export_main([str(run_dir), "--round", "1", "--variants", "int8"]) == 0
     assert Suggester.from_files(run_dir / "litert-round-001" / "model-int8.tflite").suggest("")
 

@@ -328,7 +328,9 @@ def test_the_run_record_keeps_participation_and_cost_per_round_and_over_the_run(
     assert (row["train_replied"], row["train_late"], row["train_not_eligible"], row["train_busy"]) == (2, 1, 1, 0)
     assert (row["train_energy_joules"], row["train_cpu_seconds"], row["train_peak_memory_mb"]) == (6.0, 4.0, 700.0)
     assert (tmp_path / "run-1" / "participation.png").read_bytes()[:4] == b"\x89PNG"
-    summary = record.finish(_TinyModel(), {"int8": tmp_path / "m.tflite"})
+    record.save_final(_TinyModel())
+    summary = record.finish({"int8": {"file": str(tmp_path / "m.tflite"), "top3_agreement": 1.0, "positions": 10,
+                                      "bar": 0.98, "fit_to_ship": True}})
     cost = summary["device_cost"]
     # 6 MB moved over 4 devices asked; 1 MB per message down, 1 MB per update up; 3 J per reply
     assert cost["mb_per_device"] == pytest.approx(1.5) and cost["mb_down_per_message"] == pytest.approx(1.0)
