@@ -324,11 +324,12 @@ class PrivacyLedger:
             if self.ftrl:
                 noise = (f"tree-aggregated Gaussian noise, z = {dp.noise_multiplier} x clipping norm per tree node, "
                          "on the running sum of each tree's rounds (DP-FTRL, Kairouz et al. 2021)")
+            relation = "one device's update replaced by zero" if self.ftrl else "one device added or removed"
             lines.append(f"user level, central ({dp.mode}): a device's whole update is clipped to L2 norm "
                          f"{dp.clipping_norm}{' (initially; adaptive)' if 'adaptive' in dp.mode else ''}, {noise}, "
                          f"divided by the {self.sampled} devices sampled (not by those that replied); neighbouring "
-                         f"= one device added or removed; population = {self.population} devices connected at the "
-                         f"start")
+                         f"= {relation}; population = "
+                         f"{self.population} devices connected at the start")
             if self.selected > self.sampled:
                 lines.append(f"over-selection: {self.selected} devices asked per round, the first {self.sampled} "
                              "updates kept; one device can displace another's update, so the central figure "
@@ -340,7 +341,9 @@ class PrivacyLedger:
                              "update replaced by zero (dp-accounting's REPLACE_SPECIAL)")
             elif self.selected < self.population:
                 lines.append(f"amplified figure: {self.selected} devices asked per round, sampled uniformly without "
-                             "replacement from a secret generator; replace-one adjacency")
+                             "replacement by a secret generator out of the devices connected that round (counted per "
+                             "round: fewer connected, less credit); replace-one adjacency; the unit is one device "
+                             "key (one person only if the deployment gives each person one key)")
         if dp.mode == "local":
             lines.append(f"user level, local: each device clips its update to {dp.clipping_norm} and adds Gaussian "
                          f"noise {local_noise_multiplier(dp.local_epsilon, dp.delta):.4g} x 2 x clipping norm "
