@@ -41,7 +41,7 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
 
-from task.config import ROUND_OFFSET, Config, SecAggConfig, secagg_max_cohort
+from task.config import ROUND_OFFSET, Config, ConfigError, SecAggConfig, secagg_max_cohort
 from task.privacy import masks
 
 # The workflow calls the generator by the name it imported; the ClientApp replaces its own too.
@@ -65,7 +65,7 @@ def device_clipping_norm(sa: SecAggConfig, clipping_norm: float, num_values: int
     one step, so the norm by less than step x sqrt(values); the server cannot clip the sum again."""
     margin = quantisation_step(sa) * num_values ** 0.5
     if margin >= clipping_norm:
-        raise ValueError(f"dp-clipping-norm = {clipping_norm:g} is within SecAgg+'s rounding margin {margin:.3g} for "
+        raise ConfigError(f"run-config key 'dp-clipping-norm' = {clipping_norm:g} is within SecAgg+'s rounding margin {margin:.3g} for "
                          f"{num_values} weights: raise secagg-quantization-range or lower secagg-clipping-range")
     return clipping_norm - margin
 
