@@ -1,5 +1,5 @@
 """Starting a new run from a model trained elsewhere (`init-from`): a checkpoint written by
-scripts/pretrain.py on public proxy text, or any run's checkpoint.
+scripts/tools/pretrain.py on public proxy text, or any run's checkpoint.
 
 Unlike a resume, nothing else carries over: the new run counts its rounds from 0, has its own
 privacy ledger, and its history starts empty. The proxy text is not the devices' text, so it is
@@ -7,7 +7,7 @@ outside the federation's privacy guarantee: use text you may use centrally (publ
 consented), never text gathered from the users.
 
 Under DP (or with vocabulary discovery, which has an epsilon too) only a checkpoint that
-scripts/pretrain.py marked as trained on proxy text is accepted: a new run's epsilon starts at 0,
+scripts/tools/pretrain.py marked as trained on proxy text is accepted: a new run's epsilon starts at 0,
 so a model an earlier federated run trained on the same fleet would carry that run's exposure of
 the devices unaccounted. Such a run is continued with resume-from, whose ledger carries on.
 """
@@ -47,7 +47,7 @@ def initial_weights(cfg: Config, fingerprint: dict) -> tuple[list[np.ndarray], s
     if not pretrained and (cfg.dp.enabled or cfg.vocab_discovery):
         raise ConfigError(
             f"run-config key 'init-from': checkpoint {path} is round {checkpoint.round} of a federated run, not a "
-            "model pretrained on proxy text (scripts/pretrain.py marks those); under DP a new run's epsilon starts "
+            "model pretrained on proxy text (scripts/tools/pretrain.py marks those); under DP a new run's epsilon starts "
             "at 0, so what that run learned from the devices would go unaccounted. Continue it with resume-from "
             "(its privacy ledger carries on), or start from a pretrained checkpoint")
     origin = (f"pretrained on {pretrained['proxy']} ({pretrained['windows']} windows, {pretrained['epochs']} epochs)"

@@ -219,7 +219,7 @@ class Config:
     data_path: str = ""
     partitioner: str = "iid"
     sentences_per_device: int = 300
-    # Privacy audit (scripts/privacy_audit.py), simulation only: "k:r,..." puts canary i into k_i
+    # Privacy audit (scripts/tools/privacy_audit.py), simulation only: "k:r,..." puts canary i into k_i
     # devices' training text r_i times (task/audit/canary.py). "" = off.
     audit_canaries: str = ""
     max_sentences: int = 20_000  # a device reads at most this much of its text (streamed); 0 = all
@@ -230,7 +230,7 @@ class Config:
     out_dir: str = "~/fednextword-runs"
     keep_checkpoints: int = 5  # newest round checkpoints kept; 0 = all
     resume_from: str = ""  # a run directory (its newest usable checkpoint) or one checkpoint .npz
-    # Warm start: a new run from a checkpoint .npz (scripts/pretrain.py on proxy text) or a run
+    # Warm start: a new run from a checkpoint .npz (scripts/tools/pretrain.py on proxy text) or a run
     # directory's newest checkpoint; only the weights carry over (server_app/warm_start.py).
     init_from: str = ""
 

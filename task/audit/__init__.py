@@ -1,1 +1,1 @@
-"""What a trained model gives away: canary exposure and membership inference (scripts/privacy_audit.py)."""
+"""What a trained model gives away: canary exposure and membership inference (scripts/tools/privacy_audit.py)."""

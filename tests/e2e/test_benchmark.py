@@ -10,7 +10,7 @@ from scripts.local_flower import ROOT
 
 
 def test_quick_benchmark_prints_a_table_and_writes_json_and_png(tmp_path):
-    out = subprocess.run([sys.executable, "scripts/benchmark.py", "--quick", "--corpora", "builtin",
+    out = subprocess.run([sys.executable, "scripts/benchmarks/benchmark.py", "--quick", "--corpora", "builtin",
                           "--out-dir", str(tmp_path), "--flwr-home", str(tmp_path / "flwr-home"),
                           "--ports", "39791", "39793"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -49,10 +49,10 @@ def test_quick_benchmark_prints_a_table_and_writes_json_and_png(tmp_path):
 
 
 def test_privacy_benchmark_smoke_meets_each_planned_epsilon_with_every_mode(tmp_path):
-    """scripts/benchmark_privacy.py --smoke: 5 real runs (8 devices, 4 per round, 2 rounds). Each
+    """scripts/benchmarks/benchmark_privacy.py --smoke: 5 real runs (8 devices, 4 per round, 2 rounds). Each
     private run's own ledger must report the epsilon the plan aimed at (the plan and the server
     agree), and the table must be complete. The README's numbers come from the full run."""
-    out = subprocess.run([sys.executable, "scripts/benchmark_privacy.py", "--smoke", "--out", str(tmp_path / "p.png"),
+    out = subprocess.run([sys.executable, "scripts/benchmarks/benchmark_privacy.py", "--smoke", "--out", str(tmp_path / "p.png"),
                           "--flwr-home", str(tmp_path / "flwr-home"), "--ports", "39891", "39893"],
                          cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

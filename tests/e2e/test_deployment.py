@@ -1,6 +1,6 @@
 """Real deployment on 127.0.0.1: a SuperLink with TLS and SuperNode authentication, five
 SuperNodes with their own data directories (four that train, one on a metered network that
-declines), started with scripts/deploy.py and stopped after.
+declines), started with scripts/deployment/deploy.py and stopped after.
 
 Slow by nature (Flower polls every 3 s and starts a ClientApp process per message), so the
 model is tiny and runs are 2 rounds.
@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from scripts import deploy
-from scripts.deploy_local import local_deployment
+from scripts.deployment import deploy
+from scripts.deployment.deploy_local import local_deployment
 from scripts.local_flower import flower_env, run_app
 from task.data import personas
 

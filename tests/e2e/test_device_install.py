@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scripts.device_requirements import main as device_requirements
-from scripts.device_requirements import uv_command
+from scripts.deployment.device_requirements import main as device_requirements
+from scripts.deployment.device_requirements import uv_command
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def test_a_clean_venv_from_the_device_file_alone_trains_in_every_privacy_mode(tm
     leak = subprocess.run([str(python), "-c", "import importlib.util as u; print(u.find_spec('ray'), "
                            "u.find_spec('datasets'), u.find_spec('pytest'))"], capture_output=True, text=True)
     assert leak.stdout.split() == ["None", "None", "None"], leak.stdout + leak.stderr  # only the device's packages
-    check = subprocess.run([str(python), "scripts/check_device.py"], cwd=ROOT, capture_output=True, text=True,
+    check = subprocess.run([str(python), "scripts/deployment/check_device.py"], cwd=ROOT, capture_output=True, text=True,
                            timeout=1200, env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
     for mode in ("no DP", "clipping on the device", "local DP", "DP-SGD"):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from scripts.export_litert import main as export_main
+from scripts.tools.export_litert import main as export_main
 from scripts.local_flower import run_app
 from task.data import personas
 from task.litert.suggest import Suggester

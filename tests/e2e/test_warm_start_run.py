@@ -1,11 +1,11 @@
-"""Warm start end to end: scripts/pretrain.py on built-in users outside the federation, then the
+"""Warm start end to end: scripts/tools/pretrain.py on built-in users outside the federation, then the
 real `flwr run .` with `init-from`: the run's round 0 is the pretrained model."""
 
 import json
 import math
 
 from scripts.local_flower import run_app
-from scripts.pretrain import pretrain
+from scripts.tools.pretrain import pretrain
 from tests.helpers import SMALL_RUN
 
 SMALL = f"{SMALL_RUN} local-epochs=1 learning-rate=0.01 sentences-per-device=100 server-eval-devices=3"

@@ -217,7 +217,7 @@ def test_help_does_not_import_tensorflow(script):
     import sys
 
     code = (f"import runpy, sys; sys.argv = ['{script}', '--help']\n"
-            f"try:\n    runpy.run_path('scripts/{script}', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            f"try:\n    runpy.run_path('scripts/benchmarks/{script}', run_name='__main__')\nexcept SystemExit:\n    pass\n"
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip().endswith("False"), out.stdout + out.stderr
@@ -225,7 +225,7 @@ def test_help_does_not_import_tensorflow(script):
 
 
 def test_a_flwr_home_that_would_be_packed_into_the_app_bundle_is_refused():
-    from scripts.local_flower import ROOT, bundle_problem
+    from scripts.local_superlink import ROOT, bundle_problem
 
     assert bundle_problem(ROOT / ".flwr") is None  # Flower's own default: excluded
     assert bundle_problem(ROOT / "runs" / "flwr-home") is None  # git-ignored

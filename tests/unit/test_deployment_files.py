@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.deploy_keys import (
+from scripts.deployment.deploy_keys import (
     KeyProblem,
     check_private,
     make_device_key,
@@ -17,7 +17,7 @@ from scripts.deploy_keys import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-UNIT = ROOT / "scripts" / "fednextword-supernode.service"
+UNIT = ROOT / "scripts" / "deployment" / "fednextword-supernode.service"
 
 
 def _unit() -> configparser.ConfigParser:
@@ -45,7 +45,7 @@ def test_a_private_key_readable_by_others_is_refused_before_use(tmp_path):
         check_private(private)
     with pytest.raises(KeyProblem, match="No such file"):
         check_private(tmp_path / "missing")
-    out = subprocess.run([sys.executable, "scripts/deploy.py", "supernode", "--superlink", "127.0.0.1:1", "--ca",
+    out = subprocess.run([sys.executable, "scripts/deployment/deploy.py", "supernode", "--superlink", "127.0.0.1:1", "--ca",
                           str(public), "--key", str(private), "--data", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "readable by others" in out.stderr + out.stdout
@@ -73,7 +73,7 @@ def test_systemd_accepts_the_unit(tmp_path):
 
 
 def test_a_superlink_open_to_the_network_is_refused_unless_asked_for(tmp_path):
-    out = subprocess.run([sys.executable, "scripts/deploy.py", "superlink", "--host", "0.0.0.0", "--insecure",
+    out = subprocess.run([sys.executable, "scripts/deployment/deploy.py", "superlink", "--host", "0.0.0.0", "--insecure",
                           "--state", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "would open the Control API to the network" in out.stderr
     assert "--public HOST:PORT" in out.stderr
@@ -83,7 +83,7 @@ def test_device_rules_reach_the_supernodes_node_config_as_the_device_reads_them(
     from flwr.common.config import parse_config_args
 
     from client_app.eligibility import DeviceRules
-    from scripts import deploy
+    from scripts.deployment import deploy
 
     rules = deploy.parse_rules(["require-charging=false", "min-battery=30", "watts-per-busy-core=2.5"])
     command = deploy.supernode_command("127.0.0.1:9095", tmp_path, None, None, insecure=True, rules=rules)

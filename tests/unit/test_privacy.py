@@ -333,7 +333,7 @@ def test_sampling_more_devices_than_exist_is_refused_before_training():
 
 
 def test_the_fresh_noise_check_users_run_on_their_deployment_passes(capsys):
-    from scripts.check_fresh_noise import main
+    from scripts.deployment.check_fresh_noise import main
 
     assert main() == 0
     out = capsys.readouterr().out

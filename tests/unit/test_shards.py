@@ -1,4 +1,4 @@
-from scripts.shards import main as shards_main
+from scripts.tools.shards import main as shards_main
 from task.config import Config
 from task.data.device_text import load_device_text
 

@@ -229,9 +229,9 @@ def test_the_on_device_export_carries_the_grown_vocabulary_and_can_suggest_a_new
 
 
 def test_any_checkpoint_of_a_grown_run_exports_with_the_words_it_had(tmp_path):
-    """scripts/export_litert.py: a checkpoint from before a discovery and one from after it each
+    """scripts/tools/export_litert.py: a checkpoint from before a discovery and one from after it each
     export with their own vocabulary (the run's vocab.json holds the final one)."""
-    from scripts.export_litert import main as export_main
+    from scripts.tools.export_litert import main as export_main
     from task.run.checkpoint import Checkpoint, checkpoint_path, save_checkpoint
 
     cfg = Config(model=SMALL_MODEL)

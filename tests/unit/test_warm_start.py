@@ -1,11 +1,11 @@
-"""Warm start without Flower: scripts/pretrain.py writes a checkpoint of the model trained on proxy
+"""Warm start without Flower: scripts/tools/pretrain.py writes a checkpoint of the model trained on proxy
 text, and `init-from` starts a run from it only if the model shape and vocabulary match (end to
 end: tests/e2e/test_warm_start_run.py)."""
 
 import numpy as np
 import pytest
 
-from scripts.pretrain import pretrain
+from scripts.tools.pretrain import pretrain
 from server_app.warm_start import initial_weights
 from task.config import Config, ConfigError, ModelConfig
 from task.data import personas

@@ -1,7 +1,7 @@
 """Write requirements-device.txt: every package a device needs, pinned from uv.lock.
 
-    .venv/bin/python scripts/device_requirements.py            # rewrite it after changing uv.lock
-    .venv/bin/python scripts/device_requirements.py --check    # exit 1 if it is out of date
+    .venv/bin/python scripts/deployment/device_requirements.py            # rewrite it after changing uv.lock
+    .venv/bin/python scripts/deployment/device_requirements.py --check    # exit 1 if it is out of date
 
 The list is the `device` dependency group's whole closure, with the lock's overrides applied
 (tensorflow-privacy 0.9.0 declares pins that conflict with flwr 1.42; pip would refuse them), so a
@@ -16,15 +16,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FILE = ROOT / "requirements-device.txt"
 HEADER = """\
 # What a device needs to run a SuperNode and this project's ClientApp, every package pinned (the
 # SuperLink ships the app code itself with each run). Generated from uv.lock by
-# scripts/device_requirements.py; do not edit. Install with --no-deps, as the pins are complete:
+# scripts/deployment/device_requirements.py; do not edit. Install with --no-deps, as the pins are complete:
 #   python3.11 -m venv /opt/fednextword/venv
 #   /opt/fednextword/venv/bin/pip install --no-deps -r requirements-device.txt
-# then check it: /opt/fednextword/venv/bin/python scripts/check_device.py
+# then check it: /opt/fednextword/venv/bin/python scripts/deployment/check_device.py
 """
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     text = exported()
     if args.check:
         if FILE.read_text() != text:
-            print(f"{FILE.name} is out of date with uv.lock: run scripts/device_requirements.py")
+            print(f"{FILE.name} is out of date with uv.lock: run scripts/deployment/device_requirements.py")
             return 1
         return 0
     FILE.write_text(text)

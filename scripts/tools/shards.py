@@ -1,9 +1,9 @@
 """Per-device shards of a corpus: statistics, and folders to copy onto devices.
 
-    .venv/bin/python scripts/shards.py stats --devices 10                               # builtin data
-    .venv/bin/python scripts/shards.py stats --data-source corpus --data-path wiki.txt \
+    .venv/bin/python scripts/tools/shards.py stats --devices 10                               # builtin data
+    .venv/bin/python scripts/tools/shards.py stats --data-source corpus --data-path wiki.txt \
         --partitioner natural --devices 20
-    .venv/bin/python scripts/shards.py materialise --out shards/ --data-source corpus --data-path wiki.txt --devices 20
+    .venv/bin/python scripts/tools/shards.py materialise --out shards/ --data-source corpus --data-path wiki.txt --devices 20
 
 `materialise` writes shards/device-NNN/text.txt (one tokenised sentence a line, in order; each
 device splits it into train and test itself, exactly as in simulation), ready to be a
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from task.config import DATA_SOURCES, PARTITIONERS, Config  # noqa: E402
 from task.data.device_text import load_device_text  # noqa: E402

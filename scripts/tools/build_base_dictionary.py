@@ -4,7 +4,7 @@ The list is derived from the `wordfreq` package's English frequency ranking (pub
 frequencies, shipped offline with the package; wordfreq's data is CC BY-SA 4.0). Only words that
 our tokeniser keeps as a single token are used, in frequency order. Run:
 
-    .venv/bin/python scripts/build_base_dictionary.py --size 20000
+    .venv/bin/python scripts/tools/build_base_dictionary.py --size 20000
 """
 
 import argparse
@@ -15,7 +15,7 @@ import wordfreq
 
 from task.data.text import tokenise
 
-OUT = Path(__file__).resolve().parents[1] / "task" / "data" / "base_dictionary.json"
+OUT = Path(__file__).resolve().parents[2] / "task" / "data" / "base_dictionary.json"
 
 
 def main() -> None:

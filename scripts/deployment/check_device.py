@@ -1,7 +1,7 @@
 """Check a device's install: the ClientApp imports, trains and evaluates on a small text in every
 privacy setup a run can ask of it (none, clipping, local DP, DP-SGD).
 
-    /opt/fednextword/venv/bin/python scripts/check_device.py      # in a copy of this repository
+    /opt/fednextword/venv/bin/python scripts/deployment/check_device.py      # in a copy of this repository
 
 A SuperLink ships the app code with every run; the device supplies only the packages of
 requirements-device.txt. This runs that code as the SuperNode would, without a SuperLink, and
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 SMALL = {"vocab-size": 2000, "seq-len": 10, "embed-dim": 16, "num-heads": 2, "ffn-dim": 32, "batch-size": 8}

@@ -1,4 +1,4 @@
-"""The runs behind scripts/benchmark.py: scenarios, a real `flwr run .` with its memory and CPU
+"""The runs behind scripts/benchmarks/benchmark.py: scenarios, a real `flwr run .` with its memory and CPU
 sampled, and the centralised twin trained on the same text with the same task/ code."""
 
 from __future__ import annotations

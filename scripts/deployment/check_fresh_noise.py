@@ -1,6 +1,6 @@
 """Check, on this machine's installed code, that DP noise is fresh and as large as claimed.
 
-    .venv/bin/python scripts/check_fresh_noise.py
+    .venv/bin/python scripts/deployment/check_fresh_noise.py
 
 Runs each noise source of the template exactly as a run does (the device's local-DP mod, the
 server's central-DP aggregation, one DP-SGD step), twice, after seeding Python's, NumPy's and
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 from flwr.app import (  # noqa: E402

@@ -1,7 +1,7 @@
 """Export any checkpoint of a run to LiteRT flatbuffers (float32, float16, int8) + vocab.json.
 
-    .venv/bin/python scripts/export_litert.py runs/run-123                 # latest checkpoint
-    .venv/bin/python scripts/export_litert.py runs/run-123 --round 2 --out /tmp/litert
+    .venv/bin/python scripts/tools/export_litert.py runs/run-123                 # latest checkpoint
+    .venv/bin/python scripts/tools/export_litert.py runs/run-123 --round 2 --out /tmp/litert
 
 The server already exports the final model to <run>/final/litert/; use this for other rounds.
 """
@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from task.data.vocab import Vocabulary  # noqa: E402
 from task.run.checkpoint import latest_checkpoint, load_checkpoint, run_config  # noqa: E402

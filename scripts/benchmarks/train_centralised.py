@@ -1,6 +1,6 @@
 """Reference point: the same model trained centrally on the devices' pooled training text.
 
-    .venv/bin/python scripts/train_centralised.py --devices 10 --epochs 6
+    .venv/bin/python scripts/benchmarks/train_centralised.py --devices 10 --epochs 6
 
 What federated learning is compared against (it is what a server that saw all the text could
 do). Prints held-out loss, top-1 and top-3 after every epoch on the same held-out text the
@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def main() -> int:

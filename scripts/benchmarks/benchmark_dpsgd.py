@@ -1,6 +1,6 @@
 """What sample-level DP-SGD costs: one local epoch on the default model, with and without it.
 
-    .venv/bin/python scripts/benchmark_dpsgd.py [--windows 2000] [--repeats 5]
+    .venv/bin/python scripts/benchmarks/benchmark_dpsgd.py [--windows 2000] [--repeats 5]
 
 Three ways to run one epoch, each after a warm-up epoch (so graph tracing is not timed), interleaved
 in one process so machine noise hits all alike: the template's plain training (Keras fit), the
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 

@@ -1,12 +1,12 @@
 """Warm start benchmark: what starting from a model pretrained on proxy text buys, with a proxy
 that matches the devices' text and with one that does not.
 
-    .venv/bin/python scripts/benchmark_warm_start.py      # about 30 min on 2 cores
+    .venv/bin/python scripts/benchmarks/benchmark_warm_start.py      # about 30 min on 2 cores
 
-Two federations, each from scratch and from two pretrained models (scripts/pretrain.py):
+Two federations, each from scratch and from two pretrained models (scripts/tools/pretrain.py):
   built-in     the default run (10 devices x 30 rounds); matching proxy: 100 built-in synthetic
                users outside the federation; mismatched: WikiText-2 test.txt.
-  WikiText-2   valid.txt split by article, as in scripts/benchmark.py (15 devices x 8 rounds);
+  WikiText-2   valid.txt split by article, as in scripts/benchmarks/benchmark.py (15 devices x 8 rounds);
                matching proxy: test.txt (other Wikipedia articles); mismatched: the built-in users.
 Needs ../shared/data/wikitext-2 (or $WIKITEXT pointing at valid.txt, with test.txt beside it).
 For each run: the devices' top-3 of the starting model (round 0), the final top-3, and the first
@@ -21,11 +21,11 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.benchmark_runs import WIKITEXT, FederatedRun, Scenario, federated  # noqa: E402
+from scripts.benchmarks.benchmark_runs import WIKITEXT, FederatedRun, Scenario, federated  # noqa: E402
 from scripts.local_flower import ROOT, private_flower  # noqa: E402
-from scripts.pretrain import pretrain  # noqa: E402
+from scripts.tools.pretrain import pretrain  # noqa: E402
 
 
 def main() -> int:

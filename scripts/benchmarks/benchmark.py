@@ -1,7 +1,7 @@
 """Performance benchmark: federated vs centralised quality, simulation overhead, scale, bytes.
 
-    .venv/bin/python scripts/benchmark.py            # the full benchmark (about 30 min on 2 cores)
-    .venv/bin/python scripts/benchmark.py --quick    # a smoke-sized run of every part (the test)
+    .venv/bin/python scripts/benchmarks/benchmark.py            # the full benchmark (about 30 min on 2 cores)
+    .venv/bin/python scripts/benchmarks/benchmark.py --quick    # a smoke-sized run of every part (the test)
 
 Every federated number comes from a real `flwr run .` on a private local SuperLink (the same
 ServerApp and ClientApp as the default run); centralised training uses the same task/ code on
@@ -33,11 +33,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.benchmark_report import plot, print_row, print_tables  # noqa: E402
-from scripts.benchmark_runs import (  # noqa: E402
-    CORES,
+from scripts.benchmarks.benchmark_report import overhead, plot, print_row, print_tables  # noqa: E402
+from scripts.benchmarks.benchmark_runs import (  # noqa: E402
     WIKITEXT,
     FederatedRun,
     Results,
@@ -147,54 +146,6 @@ def quality_row(scenario: Scenario, fed: FederatedRun, central: dict) -> dict:
         row["top3_ratio"] = last["eval_top3"] / central["top3"]
         row["top3_ratio_best"] = last["eval_top3"] / central["best_top3"]
     return row
-
-
-def overhead(run: FederatedRun) -> dict:
-    """Per round: wall time against compute. ClientApps run `concurrency` at a time (one CPU
-    each), so a round with no overhead would take client compute / concurrency + server compute."""
-    rounds = [r for r in run.rows if r["round"] >= 1]
-    concurrency = max(1, min(CORES, max((r["train_sampled"] for r in rounds), default=1)))
-    per_round = []
-    for r in rounds:
-        clients = r["train_compute_seconds"] + r["eval_compute_seconds"]
-        ideal = clients / concurrency + r.get("server_seconds", 0.0)
-        per_round.append(
-            {
-                "round": r["round"],
-                "wall": r["seconds"],
-                "client_compute": clients,
-                "ideal": ideal,
-                "overhead": r["seconds"] / ideal - 1 if ideal else None,
-            }
-        )
-    in_rounds = sum(r["seconds"] for r in rounds)
-    ideal = sum(p["ideal"] for p in per_round)
-    return {
-        "status": run.status,
-        "wall_seconds": run.seconds,
-        "rounds_seconds": in_rounds,
-        "fixed_seconds": run.seconds - in_rounds,
-        "concurrency": concurrency,
-        "per_round_overhead": in_rounds / ideal - 1 if ideal else None,
-        "rounds": per_round,
-        "start_up": start_up(run, per_round),
-    }
-
-
-def start_up(run: FederatedRun, per_round: list[dict]) -> dict:
-    """Seconds spent in each stage before training runs at its steady pace."""
-    m = run.marks
-    if not all(k in m for k in ("submitted", "simulation", "server_app", "first_round")) or not per_round:
-        return {}
-    later = sorted(p["wall"] for p in per_round[1:]) or [per_round[0]["wall"]]
-    return {
-        "cli_superlink_and_upload": m["submitted"],  # flwr CLI, local SuperLink, app sent
-        "simulation_process": m["simulation"] - m["submitted"],  # Flower's process importing TensorFlow
-        "server_app_set_up": m["server_app"] - m["simulation"],  # app install, ServerApp import
-        "initial_evaluation": m["first_round"] - m["server_app"],  # model built, round-0 server evaluation
-        "first_round_extra": per_round[0]["wall"] - later[len(later) // 2],  # Ray, workers importing TensorFlow
-        "before_first_round": m["first_round"],
-    }
 
 
 def communication_row(dtype: str, run: FederatedRun) -> dict:

@@ -1,6 +1,6 @@
 """The SuperLink's public face: passes on the Fleet API, the only API devices use, and nothing else.
 
-    .venv/bin/python scripts/fleet_gateway.py --listen 0.0.0.0:9093 --superlink 127.0.0.1:9092 \\
+    .venv/bin/python scripts/deployment/fleet_gateway.py --listen 0.0.0.0:9093 --superlink 127.0.0.1:9092 \\
         --certs ~/fednextword-deploy/certs
 
 Why: Flower 1.42 serves the Fleet, Control and Runtime APIs on one port, and the open-source
@@ -10,7 +10,7 @@ SuperLink has no Control API authentication. Whoever reaches that port holding t
 operator's `flwr` reaches it (on the server itself, or through `ssh -L`), and this gateway serves
 the public address with the same TLS certificate: requests under /v1/fleet/ (and /health) go to
 the SuperLink unchanged (SuperNode authentication is end to end: a device signs its requests);
-everything else gets 403. Started by `scripts/deploy.py superlink --public HOST:PORT`.
+everything else gets 403. Started by `scripts/deployment/deploy.py superlink --public HOST:PORT`.
 """
 
 from __future__ import annotations

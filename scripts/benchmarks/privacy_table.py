@@ -1,6 +1,6 @@
 """Every privacy mode on the built-in data: epsilon spent and accuracy reached, as a table.
 
-    .venv/bin/python scripts/privacy_table.py [--rounds 3] [--devices 10]
+    .venv/bin/python scripts/benchmarks/privacy_table.py [--rounds 3] [--devices 10]
 
 Each mode is a real `flwr run .` on a private local SuperLink; the table reads the runs' metrics.
 """
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.local_flower import ROOT, private_flower, run_app  # noqa: E402
 

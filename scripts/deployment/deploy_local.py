@@ -10,19 +10,18 @@ import subprocess
 import time
 from pathlib import Path
 
-from scripts.deploy import (
+from scripts.deployment.deploy import register_device, write_connection
+from scripts.deployment.processes import (
     BIN,
     _env,
     gateway_command,
-    register_device,
     start,
     stop,
     superlink_command,
     supernode_command,
     wait_for_port,
-    write_connection,
 )
-from scripts.deploy_keys import make_certs, make_device_key
+from scripts.deployment.deploy_keys import make_certs, make_device_key
 
 GATEWAY_OFFSET = 50  # the gateway listens on port + 50
 

@@ -1,7 +1,7 @@
 """Warm start: train the model centrally on proxy text and write a checkpoint a run can start from.
 
-    .venv/bin/python scripts/pretrain.py ../shared/data/wikitext-2/valid.txt --out runs/pretrained/wiki.npz
-    .venv/bin/python scripts/pretrain.py --builtin-users 300 --out runs/pretrained/personas.npz
+    .venv/bin/python scripts/tools/pretrain.py ../shared/data/wikitext-2/valid.txt --out runs/pretrained/wiki.npz
+    .venv/bin/python scripts/tools/pretrain.py --builtin-users 300 --out runs/pretrained/personas.npz
     flwr run . --run-config 'init-from="runs/pretrained/wiki.npz"'
 
 The proxy is text you may use on a server (public, licensed or consented), never the users' own:
@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 # Persona ids no simulated device (0..devices) and no unseen server-evaluation user (1,000,000..)
 # ever gets: a built-in proxy never contains a federation's own users.

@@ -1,7 +1,7 @@
 """Benchmark the on-device model: file size, latency of one suggestion, agreement with Keras.
 
-    .venv/bin/python scripts/benchmark_litert.py                      # default model, trained briefly here
-    .venv/bin/python scripts/benchmark_litert.py --run-dir runs/run-123   # a run's final model
+    .venv/bin/python scripts/benchmarks/benchmark_litert.py                      # default model, trained briefly here
+    .venv/bin/python scripts/benchmarks/benchmark_litert.py --run-dir runs/run-123   # a run's final model
 
 Prints one row per LiteRT variant. Latency is one `suggest()` call (tokenise the context, run
 the interpreter, pick the top 3) on real contexts from held-out builtin text, measured in this
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 def main() -> int:

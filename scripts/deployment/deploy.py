@@ -2,41 +2,46 @@
 
 The server operator (SuperLink side); everything goes to ~/fednextword-deploy (certs/, keys/,
 state/; or $FEDNEXTWORD_DEPLOY), outside the repository, unless told otherwise:
-    python scripts/deploy.py certs --address 127.0.0.1 --address fl.example.lan
-    python scripts/deploy.py superlink --public 0.0.0.0:9093
-    python scripts/deploy.py connection --name fednextword --address 127.0.0.1:9092 --ca ~/fednextword-deploy/certs/ca.crt
-    python scripts/deploy.py device-key --name kitchen-pi      # one per device
-    python scripts/deploy.py register --connection fednextword ~/fednextword-deploy/keys/kitchen-pi.pub
+    python scripts/deployment/deploy.py certs --address 127.0.0.1 --address fl.example.lan
+    python scripts/deployment/deploy.py superlink --public 0.0.0.0:9093
+    python scripts/deployment/deploy.py connection --name fednextword --address 127.0.0.1:9092 --ca ~/fednextword-deploy/certs/ca.crt
+    python scripts/deployment/deploy.py device-key --name kitchen-pi      # one per device
+    python scripts/deployment/deploy.py register --connection fednextword ~/fednextword-deploy/keys/kitchen-pi.pub
     flwr run . fednextword --stream
 
 Each device (copy it ca.crt and its private key kitchen-pi, nothing else):
-    python scripts/deploy.py supernode --superlink fl.example.lan:9093 --ca ca.crt \\
+    python scripts/deployment/deploy.py supernode --superlink fl.example.lan:9093 --ca ca.crt \\
         --key kitchen-pi --data /home/pi/keyboard-text
 
 Everything is TLS with SuperNode authentication, and the SuperLink never installs dependencies
 at run time. `--insecure` exists for a first local try only: no encryption, no authentication.
-`superlink`/`supernode` run in the foreground (for systemd, see scripts/fednextword-supernode.service)
+`superlink`/`supernode` run in the foreground (for systemd, see scripts/deployment/fednextword-supernode.service)
 or with `--background --state DIR` (pid and log files in DIR, ended by `stop --state DIR`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scripts.deploy_keys import DEPLOY_HOME, check_private, make_certs, make_device_key  # noqa: E402
-from scripts.local_flower import alive  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from scripts.deployment.deploy_keys import DEPLOY_HOME, check_private, make_certs, make_device_key  # noqa: E402
+from scripts.deployment.processes import (  # noqa: E402  (tests use them through this module)
+    BIN,
+    LOOPBACK,
+    _env,
+    gateway_command,
+    parse_rules,
+    start,
+    stop,
+    superlink_command,
+    supernode_command,
+)
 
-BIN = Path(sys.executable).parent  # the venv's flower-superlink / flower-supernode / flwr
 
 
 # --- the flwr connection and device registration ------------------------------------------------
@@ -83,152 +88,6 @@ def register_device(connection: str, public_key: Path) -> str:
 # --- processes --------------------------------------------------------------------------------
 
 
-def superlink_command(state: Path, host: str, port: int, certs: Path | None, insecure: bool = False) -> list[str]:
-    security = (
-        ["--insecure"]
-        if insecure
-        else [
-            "--ssl-ca-certfile",
-            str(certs / "ca.crt"),
-            "--ssl-certfile",
-            str(certs / "server.pem"),
-            "--ssl-keyfile",
-            str(certs / "server.key"),
-            "--enable-supernode-auth",
-        ]
-    )
-    return [
-        str(BIN / "flower-superlink"),
-        *security,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--database",
-        str(state / "superlink.db"),
-        "--disable-runtime-dependency-installation",
-    ]
-
-
-def gateway_command(public: str, superlink_port: int, certs: Path | None, insecure: bool = False) -> list[str]:
-    """The Fleet-only public face of a SuperLink listening on 127.0.0.1 (scripts/fleet_gateway.py)."""
-    security = ["--insecure"] if insecure else ["--certs", str(certs)]
-    return [sys.executable, str(Path(__file__).with_name("fleet_gateway.py")), "--listen", public,
-            "--superlink", f"127.0.0.1:{superlink_port}", *security]
-
-
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def supernode_command(
-    superlink: str,
-    data: Path,
-    ca: Path | None,
-    key: Path | None,
-    port: int = 9094,
-    insecure: bool = False,
-    max_retries: int | None = None,
-    max_wait_time: float | None = None,
-    rules: dict | None = None,
-) -> list[str]:
-    """`rules`: the device's eligibility rules and power figure as node-config keys
-    (client_app/eligibility.py, client_app/cost.py), e.g. {"require-charging": False}."""
-    security = ["--insecure"] if insecure else ["--root-certificates", str(ca)]
-    if key:
-        security += ["--auth-supernode-private-key", str(key)]
-    limits = []
-    if max_retries is not None:
-        limits += ["--max-retries", str(max_retries)]
-    if max_wait_time is not None:
-        limits += ["--max-wait-time", str(max_wait_time)]
-    # The ClientApp reads this device's text from data-path only (client_app/app.py).
-    node_config = " ".join([f'data-path="{Path(data).resolve()}"', *(f"{k}={_toml(v)}" for k, v in (rules or {}).items())])
-    return [
-        str(BIN / "flower-supernode"),
-        *security,
-        "--superlink",
-        superlink,
-        "--port",
-        str(port),
-        "--node-config",
-        node_config,
-        *limits,
-    ]
-
-
-def _toml(value) -> str:
-    return str(value).lower() if isinstance(value, bool) else json.dumps(value) if isinstance(value, str) else str(value)
-
-
-def parse_rules(pairs: list[str]) -> dict:
-    """--rule KEY=VALUE pairs, checked as the device will check them, so a typo fails here."""
-    from client_app.cost import watts_per_busy_core
-    from client_app.eligibility import DeviceRules
-
-    rules = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        try:
-            rules[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"] if sep else None
-        except tomllib.TOMLDecodeError:
-            rules[key.strip()] = value.strip()  # a bare word: reported below as the wrong type
-    known = {f.replace("_", "-") for f in DeviceRules.__dataclass_fields__} | {"watts-per-busy-core"}
-    unknown = sorted(set(rules) - known)
-    if unknown:
-        raise ValueError(f"--rule {unknown}: unknown; known: {sorted(known)}")
-    DeviceRules.from_node_config(rules)
-    watts_per_busy_core(rules)
-    return rules
-
-
-def start(command: list[str], state: Path, name: str) -> int:
-    """Start a process in the background, its output in <state>/<name>.log, its pid in <name>.pid."""
-    state.mkdir(parents=True, exist_ok=True)
-    with open(state / f"{name}.log", "ab") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
-    (state / f"{name}.pid").write_text(str(proc.pid))
-    return proc.pid
-
-
-def stop(state: Path, grace: float = 15.0) -> list[str]:
-    """Stop every process started with --state (SIGTERM to its process group, then SIGKILL)."""
-    stopped = []
-    for pidfile in sorted(state.glob("*.pid")):
-        pid = int(pidfile.read_text())
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and alive(pid):
-                time.sleep(0.2)
-            if not alive(pid):
-                break
-        pidfile.unlink()
-        stopped.append(pidfile.stem)
-    return stopped
-
-
-def wait_for_port(host: str, port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(1)
-            if s.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.3)
-    raise TimeoutError(f"nothing is listening on {host}:{port} after {timeout:.0f} s")
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 # --- command line -----------------------------------------------------------------------------
 
 
@@ -262,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if name == "superlink":
             p.add_argument("--host", default="127.0.0.1", help="where the SuperLink (all its APIs) listens")
             p.add_argument("--public", metavar="HOST:PORT", help="where devices connect: the Fleet API only "
-                           "(scripts/fleet_gateway.py), e.g. 0.0.0.0:9093")
+                           "(scripts/deployment/fleet_gateway.py), e.g. 0.0.0.0:9093")
             p.add_argument("--expose-control-api", action="store_true", help="allow --host beyond 127.0.0.1: "
                            "anyone who reaches it with ca.crt can then register devices and start runs")
             p.add_argument("--certs", type=Path, default=DEPLOY_HOME / "certs")

@@ -1,6 +1,6 @@
 """Print a run's participation per round and what it cost the devices, as a Markdown table.
 
-    .venv/bin/python scripts/participation_table.py ~/fednextword-runs/run-<id>
+    .venv/bin/python scripts/benchmarks/participation_table.py ~/fednextword-runs/run-<id>
 
 Columns: the simulated hour (with sim-availability = "nightly"), devices asked, what became of
 them (replied, late, still busy with an earlier round so not sent, declined, failed), the round's wall time, and per device that replied:
@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from client_app.eligibility import simulated_clock  # noqa: E402
 from server_app.run_record import cost_line  # noqa: E402

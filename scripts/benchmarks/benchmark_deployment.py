@@ -1,6 +1,6 @@
 """Wall time per round: real deployment (TLS SuperLink + SuperNodes on 127.0.0.1) vs simulation.
 
-    .venv/bin/python scripts/benchmark_deployment.py [--devices 3] [--rounds 2]
+    .venv/bin/python scripts/benchmarks/benchmark_deployment.py [--devices 3] [--rounds 2]
 
 Same default model, same devices' text (builtin personas; in deployment written to each
 SuperNode's data directory), same config. Prints total wall time, the per-round times the
@@ -18,9 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.deploy_local import local_deployment  # noqa: E402
+from scripts.deployment.deploy_local import local_deployment  # noqa: E402
 from scripts.local_flower import flower_env, private_flower, run_app  # noqa: E402
 from task.config import Config  # noqa: E402
 from task.data import personas  # noqa: E402

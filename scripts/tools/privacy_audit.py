@@ -1,8 +1,8 @@
 """Privacy audit: what a trained model gives away, with and without DP, as a table and a plot.
 
-    .venv/bin/python scripts/privacy_audit.py                         # 3 runs: no DP, central DP, DP-SGD
-    .venv/bin/python scripts/privacy_audit.py --modes none --rounds 10
-    .venv/bin/python scripts/privacy_audit.py --run-dir runs/run-123   # audit a finished run only
+    .venv/bin/python scripts/tools/privacy_audit.py                         # 3 runs: no DP, central DP, DP-SGD
+    .venv/bin/python scripts/tools/privacy_audit.py --modes none --rounds 10
+    .venv/bin/python scripts/tools/privacy_audit.py --run-dir runs/run-123   # audit a finished run only
 
 Each mode is a real `flwr run .` on the built-in data with canaries planted in some devices'
 training text (`audit-canaries`, task/audit/canary.py). Then, on the model each run produced:
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.local_flower import ROOT, private_flower, run_app  # noqa: E402
 
