@@ -6,9 +6,12 @@ device (clipped and noised first when a dp-mode asks for it; under DP only what 
 covers: task.privacy.mechanisms.released_train_metrics). A device whose text is unusable logs the problem
 in full and replies with its category only (no file names or paths); the server goes on without it.
 
-A device first checks that it may work now (client_app/eligibility.py) and declines at once if
-not; TensorFlow is imported only after that, by task.device. With secure-aggregation a round is
-four SecAgg+ messages (client_app/secure.py); the device decides at the first one.
+Each handler is the device's work itself; what a feature adds around it is a mod in the
+handler's list, outermost first, each a no-op unless its run-config key turns it on: may the
+device work now (client_app/eligibility.py, before TensorFlow is imported), SecAgg+
+(client_app/secure.py), the transfer encoding (client_app/transfer.py), a simulated straggler's
+delay, and the clipping and noise of the dp-mode (client_app/privacy.py), innermost so that it
+sees the float32 update.
 """
 
 from __future__ import annotations
@@ -16,42 +19,23 @@ from __future__ import annotations
 import logging
 import time
 
-from flwr.app import (
-    ArrayRecord,
-    ConfigRecord,
-    Context,
-    Error,
-    Message,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client_app import eligibility
 from client_app.cost import CostMeter
-from client_app.eligibility import NodeConfigError
-from client_app.privacy import Handler, train_mods, with_mods
-from client_app.secure import is_setup, secure_train
-from client_app.transfer import transfer_mod
-from task.config import (
-    EVAL_PREFIX,
-    EVALUATE_FIRST,
-    NOT_ELIGIBLE,
-    QUERY_DEPTH,
-    QUERY_PREFIXES,
-    QUERY_VOTE,
-    ROUND_OFFSET,
-    VOCAB_ADDED,
-    Config,
-)
+from client_app.eligibility import eligibility_mod, straggler_mod
+from client_app.messages import DEVICE_DATA_UNUSABLE, added_words, config_of, global_round
+from client_app.privacy import dp_mod
+from client_app.secure import secure_aggregation_mod
+from client_app.transfer import transfer_mod_from_config as transfer_mod
+from task.config import EVAL_PREFIX, EVALUATE_FIRST, QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE, Config
 from task.data.device_text import DeviceText, cached_device_text, with_new_word
 from task.data.files import DataError
 from task.data.vocab import run_vocabulary
 from task.discovery.triehh import device_vote, out_of_vocabulary
 from task.privacy.mechanisms import DP_WEIGHT, released_train_metrics, secret_rng
 
-DEVICE_DATA_UNUSABLE = 100  # Error code: the device's text could not be used (see reason)
-DEVICE_CONFIG_INVALID = 102  # Error code: a node-config value is wrong (the reason names the key)
+__all__ = ["DEVICE_DATA_UNUSABLE", "app"]
 # Reply metric: seconds the handler computed (data, model, training or scoring). The server sums
 # it per round, so a run shows how much of its wall time is compute and how much is Flower.
 COMPUTE_SECONDS = "compute-seconds"
@@ -60,42 +44,20 @@ log = logging.getLogger("flwr")
 app = ClientApp()
 
 
-@app.train()
+@app.train(mods=[eligibility_mod, secure_aggregation_mod, transfer_mod, straggler_mod, dp_mod])
 def train(msg: Message, context: Context) -> Message:
-    cfg = Config.from_run_config(context.run_config)
-    # With secure-aggregation a round is four messages; the first one asks the device to take part.
-    declined = _declined(cfg, msg, context) if not cfg.secure_aggregation or is_setup(msg) else None
-    if declined:
-        return declined
-    if cfg.secure_aggregation:
-        return secure_train(cfg, _trainer(cfg, train_mods(cfg.dp)))(msg, context)
-    return _trainer(cfg, [transfer_mod(cfg.transfer_dtype), *train_mods(cfg.dp)])(msg, context)
-
-
-def _trainer(cfg: Config, mods: list) -> Handler:
-    """_train inside the mods (outermost first); a simulated straggler replies late."""
-    def handler(msg: Message, context: Context) -> Message:
-        return _straggle(cfg, context, with_mods(mods, _train)(msg, context))
-
-    return handler
-
-
-def _train(msg: Message, context: Context) -> Message:
-    from task import (
-        device,  # imports TensorFlow: only once the device has agreed to work
-    )
+    from task import device  # imports TensorFlow: only once the device has agreed to work
 
     started = time.perf_counter()
-    cfg = Config.from_run_config(context.run_config)
-    received = msg.content["arrays"].to_numpy_ndarrays()
-    added = _added_words(msg)
+    cfg = config_of(context)
+    received, added, server_round = msg.content["arrays"].to_numpy_ndarrays(), added_words(msg), global_round(msg)
     score = None
     try:
         with CostMeter(context.node_config) as meter:
-            text = _device_text(cfg, context, _global_round(msg))
-            if msg.content["config"].get(EVALUATE_FIRST, False):
+            text = _device_text(cfg, context, server_round)
+            if msg.content["config"].get(EVALUATE_FIRST, False):  # the received model's score, as evaluate gives it
                 score = _score(cfg, text, received, added, context)
-            arrays, metrics = device.train_round(cfg, text, received, server_round=_global_round(msg), added=added)
+            arrays, metrics = device.train_round(cfg, text, received, server_round=server_round, added=added)
     except DataError as e:
         return _error_reply(msg, context, e)
     metrics[COMPUTE_SECONDS] = time.perf_counter() - started
@@ -104,6 +66,40 @@ def _train(msg: Message, context: Context) -> Message:
     if score is not None:  # what an evaluate message would have sent, under DP too
         metrics.update({EVAL_PREFIX + k: v for k, v in score.items() if k != DP_WEIGHT})
     return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.evaluate(mods=[eligibility_mod, transfer_mod, straggler_mod])
+def evaluate(msg: Message, context: Context) -> Message:
+    from task import device
+
+    started = time.perf_counter()
+    cfg = config_of(context)
+    try:
+        with CostMeter(context.node_config) as meter:
+            text = _device_text(cfg, context, global_round(msg))
+            metrics = device.evaluate_round(cfg, text, msg.content["arrays"].to_numpy_ndarrays(), added_words(msg))
+    except DataError as e:
+        return _error_reply(msg, context, e)
+    _add_compute_seconds(cfg, metrics, started)
+    if not cfg.dp.enabled or cfg.dp.report_train_metrics:  # its time and energy follow the text's size
+        metrics.update(meter.metrics())
+    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+@app.query(mods=[eligibility_mod])
+def query(msg: Message, context: Context) -> Message:
+    """One TrieHH vote (task/discovery/triehh.py): a prefix of one of this device's own words the
+    vocabulary lacks, extending the trie the server sent, or none. Nothing else leaves the device.
+    No TensorFlow: a query costs a device reading its text and counting words."""
+    cfg = config_of(context)
+    config = msg.content["config"]
+    try:
+        text = _device_text(cfg, context, global_round(msg))
+    except DataError as e:
+        return _error_reply(msg, context, e)
+    words = out_of_vocabulary(text.train, run_vocabulary(cfg.model.vocab_size, added_words(msg)))
+    vote = device_vote(words, set(config.get(QUERY_PREFIXES, [])), int(config[QUERY_DEPTH]), secret_rng())
+    return Message(RecordDict({QUERY_VOTE: ConfigRecord({QUERY_VOTE: vote or ""})}), reply_to=msg)
 
 
 def _score(cfg: Config, text: DeviceText, weights, added: tuple[str, ...], context: Context) -> dict | None:
@@ -128,90 +124,11 @@ def _add_compute_seconds(cfg: Config, metrics: dict, started: float) -> None:
         metrics[COMPUTE_SECONDS] = time.perf_counter() - started
 
 
-@app.evaluate()
-def evaluate(msg: Message, context: Context) -> Message:
-    cfg = Config.from_run_config(context.run_config)
-    declined = _declined(cfg, msg, context)
-    if declined:
-        return declined
-    reply = with_mods([transfer_mod(cfg.transfer_dtype)], _evaluate)(msg, context)
-    return _straggle(cfg, context, reply)
-
-
-def _evaluate(msg: Message, context: Context) -> Message:
-    from task import device
-
-    started = time.perf_counter()
-    cfg = Config.from_run_config(context.run_config)
-    try:
-        with CostMeter(context.node_config) as meter:
-            text = _device_text(cfg, context, _global_round(msg))
-            metrics = device.evaluate_round(cfg, text, msg.content["arrays"].to_numpy_ndarrays(), _added_words(msg))
-    except DataError as e:
-        return _error_reply(msg, context, e)
-    _add_compute_seconds(cfg, metrics, started)
-    if not cfg.dp.enabled or cfg.dp.report_train_metrics:  # its time and energy follow the text's size
-        metrics.update(meter.metrics())
-    return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
-
-
-@app.query()
-def query(msg: Message, context: Context) -> Message:
-    """One TrieHH vote (task/discovery/triehh.py): a prefix of one of this device's own words the
-    vocabulary lacks, extending the trie the server sent, or none. Nothing else leaves the device.
-    No TensorFlow: a query costs a device reading its text and counting words."""
-    cfg = Config.from_run_config(context.run_config)
-    declined = _declined(cfg, msg, context)
-    if declined:
-        return declined
-    config = msg.content["config"]
-    try:
-        text = _device_text(cfg, context, _global_round(msg))
-    except DataError as e:
-        return _error_reply(msg, context, e)
-    words = out_of_vocabulary(text.train, run_vocabulary(cfg.model.vocab_size, _added_words(msg)))
-    vote = device_vote(words, set(config.get(QUERY_PREFIXES, [])), int(config[QUERY_DEPTH]), secret_rng())
-    return Message(RecordDict({QUERY_VOTE: ConfigRecord({QUERY_VOTE: vote or ""})}), reply_to=msg)
-
-
-def _added_words(msg: Message) -> tuple[str, ...]:
-    return tuple(msg.content["config"].get(VOCAB_ADDED, [])) if "config" in msg.content.config_records else ()
-
-
-def _declined(cfg: Config, msg: Message, context: Context) -> Message | None:
-    """An immediate reply if this device may not work now (or its node config is wrong)."""
-    try:
-        reason = eligibility.check(cfg.sim, cfg.seed, context.node_config, _global_round(msg))
-    except NodeConfigError as e:
-        log.error("node %s: %s", context.node_id, e)
-        return Message(Error(code=DEVICE_CONFIG_INVALID, reason=str(e)), reply_to=msg)
-    if reason is None:
-        return None
-    log.info("node %s: %s", context.node_id, reason)
-    return Message(Error(code=NOT_ELIGIBLE, reason=reason), reply_to=msg)
-
-
-def _straggle(cfg: Config, context: Context, reply: Message) -> Message:
-    """A simulated straggler (sim-stragglers) replies sim-straggler-seconds late."""
-    node = context.node_config
-    if eligibility.is_simulated(node) and eligibility.is_straggler(cfg.sim, cfg.seed, int(node["partition-id"])):
-        log.info("node %s: simulated straggler, replying %g s late", context.node_id, cfg.sim.straggler_seconds)
-        time.sleep(cfg.sim.straggler_seconds)
-    return reply
-
-
-def _global_round(msg: Message) -> int:
-    config = msg.content.config_records.get("config")
-    if config is None:  # a SecAgg+ setup message: its group id is the round (server_app/secure.py)
-        return int(msg.metadata.group_id or 1)
-    return int(config.get("server-round", 1)) + int(config.get(ROUND_OFFSET, 0))
-
-
 def _device_text(cfg: Config, context: Context, server_round: int) -> DeviceText:
     node = context.node_config
     text = cached_device_text(cfg, partition_id=int(node.get("partition-id", 0)),
-                            num_partitions=int(node.get("num-partitions", 1)),
-                            data_path=str(node["data-path"]) if node.get("data-path") else None)
+                              num_partitions=int(node.get("num-partitions", 1)),
+                              data_path=str(node["data-path"]) if node.get("data-path") else None)
     if cfg.new_word and not node.get("data-path"):  # the new-word scenario: simulated personas only
         text = with_new_word(cfg, text, int(node.get("partition-id", 0)), server_round)
     for note in text.notes:  # files skipped or repaired: in the device's own log, not sent

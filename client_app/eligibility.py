@@ -141,3 +141,47 @@ def check(sim: SimConfig, seed: int, node_config: Mapping, server_round: int) ->
             return None
         return "not eligible: simulated device not charging on Wi-Fi at this hour"
     return refusal(DeviceRules.from_node_config(node_config), read_power_state())
+
+
+def eligibility_mod(msg, context, call_next):
+    """Decline at once, before TensorFlow or the text, if this device may not work now. Under
+    SecAgg+ a round is four messages: the device decides at the first one (client_app/secure.py)."""
+    import logging
+
+    from flwr.app import Error, Message
+
+    from client_app.messages import DEVICE_CONFIG_INVALID, config_of, global_round
+    from task.config import NOT_ELIGIBLE
+
+    cfg = config_of(context)
+    if cfg.secure_aggregation and msg.metadata.message_type.startswith("train"):
+        from client_app.secure import is_setup
+
+        if not is_setup(msg):
+            return call_next(msg, context)
+    log = logging.getLogger("flwr")
+    try:
+        reason = check(cfg.sim, cfg.seed, context.node_config, global_round(msg))
+    except NodeConfigError as e:
+        log.error("node %s: %s", context.node_id, e)
+        return Message(Error(code=DEVICE_CONFIG_INVALID, reason=str(e)), reply_to=msg)
+    if reason is None:
+        return call_next(msg, context)
+    log.info("node %s: %s", context.node_id, reason)
+    return Message(Error(code=NOT_ELIGIBLE, reason=reason), reply_to=msg)
+
+
+def straggler_mod(msg, context, call_next):
+    """A simulated straggler (sim-stragglers) replies sim-straggler-seconds late."""
+    import logging
+    import time
+
+    from client_app.messages import config_of
+
+    reply = call_next(msg, context)
+    cfg, node = config_of(context), context.node_config
+    if is_simulated(node) and is_straggler(cfg.sim, cfg.seed, int(node["partition-id"])):
+        logging.getLogger("flwr").info("node %s: simulated straggler, replying %g s late", context.node_id,
+                                       cfg.sim.straggler_seconds)
+        time.sleep(cfg.sim.straggler_seconds)
+    return reply

@@ -75,3 +75,10 @@ def with_mods(mods: list, handler: Handler) -> Handler:
     for mod in reversed(mods):
         call = lambda m, c, mod=mod, nxt=call: mod(m, c, nxt)
     return call
+
+
+def dp_mod(msg: Message, context: Context, call_next: Handler) -> Message:
+    """The clipping (and noising) mods of the run's dp-mode around training."""
+    from client_app.messages import config_of
+
+    return with_mods(train_mods(config_of(context).dp), call_next)(msg, context)

@@ -104,3 +104,11 @@ def _as_fit(cfg: Config):
         return Message(compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)
 
     return mod
+
+
+def secure_aggregation_mod(msg: Message, context: Context, call_next: Handler) -> Message:
+    """With secure-aggregation, the rest of the train path runs inside SecAgg+."""
+    cfg = Config.from_run_config(context.run_config)
+    if not cfg.secure_aggregation:
+        return call_next(msg, context)
+    return secure_train(cfg, call_next)(msg, context)

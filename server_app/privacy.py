@@ -185,8 +185,14 @@ def train_metrics_aggregator(cfg: Config, aggregate):
     return checked
 
 
-def wrap(cfg: Config, inner: FedAvg, ledger: PrivacyLedger) -> Strategy:
-    return CentralDP(inner, cfg, ledger) if cfg.dp.central else inner
+def wrap(cfg: Config, inner: FedAvg, ledger: PrivacyLedger, resume=None) -> Strategy:
+    """Central DP around the strategy when a central dp-mode asks for it; a resumed run continues
+    with the checkpoint's clipping norm."""
+    if not cfg.dp.central:
+        return inner
+    strategy = CentralDP(inner, cfg, ledger)
+    restore_strategy_state(strategy, (resume.checkpoint.state.get("strategy") or {}) if resume else {})
+    return strategy
 
 
 def require_equal_weights(records: list[RecordDict]) -> None:

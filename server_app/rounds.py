@@ -13,8 +13,8 @@ from flwr.serverapp.strategy import Strategy
 from server_app import privacy
 from server_app.discovery import VocabularyGrowth
 from server_app.observed_grid import ObservedGrid
-from server_app.resume import ResumePoint, dp_settings
-from server_app.run_record import RunRecord
+from server_app.resume import dp_settings
+from server_app.run_start import RunStart
 from task import train as trainer
 from task.config import Config
 from task.data.device_text import UNSEEN_USER_OFFSET, make_windows, unseen_users_text
@@ -31,13 +31,13 @@ class RoundEnd:
     """Flower's `evaluate_fn`: called with the initial model (round 0 of this run) and after every
     round. The ledger has already booked the round (the strategy does it as it sends and releases)."""
 
-    def __init__(self, cfg: Config, model, record: RunRecord, observed: ObservedGrid, ledger: PrivacyLedger,
-                 fingerprint: str, resume: ResumePoint | None, growth: VocabularyGrowth | None = None):
-        self.cfg, self.model, self.record, self.observed, self.ledger = cfg, model, record, observed, ledger
-        self.fingerprint, self.resumed, self.growth = fingerprint, resume is not None, growth
-        self.start_round = resume.round if resume else 0  # Flower counts this run's rounds from 1 again
+    def __init__(self, cfg: Config, start: RunStart, observed: ObservedGrid, ledger: PrivacyLedger,
+                 strategy: Strategy, growth: VocabularyGrowth | None = None):
+        self.cfg, self.model, self.record, self.observed, self.ledger = cfg, start.model, start.record, observed, ledger
+        self.fingerprint, self.resumed, self.growth = start.fingerprint, start.resume is not None, growth
+        self.start_round = start.round  # Flower counts this run's rounds from 1 again
+        self.strategy = strategy  # its state goes into every checkpoint
         self._encoded_for = 0  # the vocabulary size the server's evaluation text is encoded with
-        self.strategy: Strategy | None = None  # set once built: its state goes into every checkpoint
         self.latest: list[np.ndarray] | None = None  # the last global model: what a budget stop keeps
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:

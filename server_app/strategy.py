@@ -39,10 +39,10 @@ class _PrivateRounds(FedAvg):
     """FedAvg.configure_train with our sampler. Sits between FedAvgM/FedAdam and FedAvg in the
     class order, so their own configure_train (which remembers the model) still runs first."""
 
-    def use(self, cfg: Config, ledger: PrivacyLedger) -> _PrivateRounds:
+    def use(self, cfg: Config, ledger: PrivacyLedger, last_round: int) -> _PrivateRounds:
         self._ledger = ledger
         self._evaluate_in_train = cfg.evaluate_in_train
-        self.last_round = 0  # of this run (Flower counts from 1 again after a resume); set before start
+        self.last_round = last_round  # of this run (Flower counts from 1 again after a resume)
         self._private = cfg.dp.enabled
         self._selection_factor = cfg.selection_factor
         self._wait_seconds = cfg.round_timeout
@@ -139,10 +139,11 @@ STRATEGIES = {
 
 
 def build_strategy(cfg: Config, ledger: PrivacyLedger, train_metrics_aggr_fn=None,
-                   evaluate_metrics_aggr_fn=None) -> FedAvg:
+                   evaluate_metrics_aggr_fn=None, last_round: int | None = None) -> FedAvg:
+    """`last_round`: this run's rounds (fewer than num-server-rounds after a resume)."""
     options = dict(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
                    min_train_nodes=cfg.min_train_nodes, min_evaluate_nodes=cfg.min_evaluate_nodes,
                    min_available_nodes=cfg.min_available_nodes,
                    weighted_by_key=DP_WEIGHT if cfg.dp.enabled else "num-examples",
                    train_metrics_aggr_fn=train_metrics_aggr_fn, evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn)
-    return STRATEGIES[cfg.server_optimizer](cfg, options).use(cfg, ledger)
+    return STRATEGIES[cfg.server_optimizer](cfg, options).use(cfg, ledger, last_round or cfg.num_server_rounds)

@@ -1,0 +1,66 @@
+"""Where a run begins: its vocabulary, the checkpoint it resumes (if any), its record on disk and
+the first global model (fresh, warm-started or resumed)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+from server_app.resume import ResumePoint, load_resume_point
+from server_app.run_record import RunRecord
+from server_app.warm_start import initial_weights
+from task.config import Config, ConfigError
+from task.data.vocab import Vocabulary, default_vocabulary
+from task.model import build_model
+from task.run.checkpoint import model_fingerprint
+
+log = logging.getLogger("flwr")
+
+
+@dataclass(frozen=True)
+class RunStart:
+    vocab: Vocabulary  # the base vocabulary (vocab-size words)
+    added: list[str]  # words earlier discoveries appended (a resumed run keeps them)
+    fingerprint: dict  # model shape and vocabulary: what a checkpoint must match
+    resume: ResumePoint | None
+    record: RunRecord
+    model: object  # the Keras model holding the first global weights
+    rounds_left: int  # Flower counts this run's rounds from 1 again after a resume
+
+    @property
+    def round(self) -> int:
+        """Rounds already done (by the run this one resumes)."""
+        return self.resume.round if self.resume else 0
+
+
+def run_start(cfg: Config, run_id: int) -> RunStart:
+    vocab = default_vocabulary(cfg.model.vocab_size)
+    fingerprint = model_fingerprint(cfg, vocab.words)
+    resume = load_resume_point(cfg, fingerprint) if cfg.resume_from else None
+    added = resume.checkpoint.state.get("vocab_added", []) if resume else []
+    record = RunRecord(cfg.output_root / f"run-{run_id}", cfg, vocab.extended(added), resume.rows if resume else None)
+    log.info("Writing this run's model, checkpoints and metrics to %s", record.dir)
+    # reproducible; no privacy randomness comes from `seed`
+    model = build_model(replace(cfg.model, vocab_size=len(vocab) + len(added)), seed=cfg.seed)
+    if cfg.dp.sgd:  # refused before any device trains or any epsilon is booked
+        _require_dpsgd_rules(model)
+    if cfg.init_from:
+        weights, origin = initial_weights(cfg, fingerprint)
+        model.set_weights(weights)
+        log.info("%s", origin)
+    if resume:
+        model.set_weights(resume.checkpoint.weights)
+        log.info("Resuming from round %d of %s%s", resume.round, resume.source, "".join(f"; {n}" for n in resume.notes))
+    rounds_left = cfg.num_server_rounds - (resume.round if resume else 0)
+    return RunStart(vocab, added, fingerprint, resume, record, model, rounds_left)
+
+
+def _require_dpsgd_rules(model) -> None:
+    from task.privacy.dpsgd import SUPPORTED_LAYERS, unsupported_layers
+
+    missing = unsupported_layers(model)
+    if missing:
+        raise ConfigError(f"run-config key 'dp-sgd' = true: DP-SGD has no per-example gradient rule for layer(s) "
+                          f"{', '.join(missing)} of model {model.name!r}; it supports {SUPPORTED_LAYERS} "
+                          "(task/privacy/dpsgd.py, `registry`). Use user-level DP (dp-mode) with this model, or "
+                          "add a rule")
