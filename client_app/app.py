@@ -2,7 +2,7 @@
 
 The device's text is read from `data-path` in its node config (a real device) or from its
 simulated partition (`partition-id` / `num-partitions`). Only weights and metrics leave the
-device (clipped and noised first when a dp-mode asks for it; under DP only what the guarantee
+device (clipped and noised first when a dp.mode asks for it; under DP only what the guarantee
 covers: task.privacy.mechanisms.released_train_metrics). A device whose text is unusable logs the problem
 in full and replies with its category only (no file names or paths); the server goes on without it.
 
@@ -10,7 +10,7 @@ Each handler is the device's work itself; what a feature adds around it is a mod
 handler's list, outermost first, each a no-op unless its run-config key turns it on: may the
 device work now (client_app/eligibility.py, before TensorFlow is imported), SecAgg+
 (client_app/secure.py), the transfer encoding (client_app/transfer.py), a simulated straggler's
-delay, and the clipping and noise of the dp-mode (client_app/privacy.py), innermost so that it
+delay, and the clipping and noise of the dp.mode (client_app/privacy.py), innermost so that it
 sees the float32 update.
 """
 
@@ -119,7 +119,7 @@ def _score(cfg: Config, text: DeviceText, weights, added: tuple[str, ...], conte
 
 def _add_compute_seconds(cfg: Config, metrics: dict, started: float) -> None:
     """How long scoring took follows the size of the device's text: under DP it is sent only with
-    dp-report-train-metrics (outside the guarantee), like the training reply's timings."""
+    dp.report-train-metrics (outside the guarantee), like the training reply's timings."""
     if not cfg.dp.enabled or cfg.dp.report_train_metrics:
         metrics[COMPUTE_SECONDS] = time.perf_counter() - started
 

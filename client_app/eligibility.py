@@ -172,7 +172,7 @@ def eligibility_mod(msg, context, call_next):
 
 
 def straggler_mod(msg, context, call_next):
-    """A simulated straggler (sim-stragglers) replies sim-straggler-seconds late."""
+    """A simulated straggler (participation.stragglers) replies participation.straggler-seconds late."""
     import logging
     import time
 

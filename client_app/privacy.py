@@ -1,7 +1,7 @@
 """The device's side of user-level DP: the mods that clip (and, for local DP, noise) the update
 before it leaves the device.
 
-The mods are chosen per message from the run config, so one ClientApp serves every dp-mode; they
+The mods are chosen per message from the run config, so one ClientApp serves every dp.mode; they
 wrap the train handler only (on evaluate messages Flower's DP mods reply with errors).
 """
 
@@ -78,7 +78,7 @@ def with_mods(mods: list, handler: Handler) -> Handler:
 
 
 def dp_mod(msg: Message, context: Context, call_next: Handler) -> Message:
-    """The clipping (and noising) mods of the run's dp-mode around training."""
+    """The clipping (and noising) mods of the run's dp.mode around training."""
     from client_app.messages import config_of
 
     return with_mods(train_mods(config_of(context).dp), call_next)(msg, context)

@@ -1,4 +1,4 @@
-"""The device's side of `secure-aggregation`: Flower's `secaggplus_mod` masks the update before it
+"""The device's side of `secagg.enabled`: Flower's `secaggplus_mod` masks the update before it
 leaves the device, so the server can only recover the sum of the updates (server_app/secure.py).
 
 A SecAgg+ round is four train messages: setup (keys), share keys, collect masked vectors (the
@@ -42,7 +42,7 @@ importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod").pse
 
 log = logging.getLogger("flwr")
 # Reply metric (without DP only): update values beyond +-secagg-clipping-range, which SecAgg+
-# clips. Under a dp-mode that clips updates there are none (task.config checks the ranges).
+# clips. Under a dp.mode that clips updates there are none (task.config checks the ranges).
 CLIPPED_VALUES = "secagg-clipped-values"
 
 
@@ -107,7 +107,7 @@ def _as_fit(cfg: Config):
 
 
 def secure_aggregation_mod(msg: Message, context: Context, call_next: Handler) -> Message:
-    """With secure-aggregation, the rest of the train path runs inside SecAgg+."""
+    """With secagg.enabled, the rest of the train path runs inside SecAgg+."""
     cfg = Config.from_run_config(context.run_config)
     if not cfg.secure_aggregation:
         return call_next(msg, context)

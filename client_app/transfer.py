@@ -1,4 +1,4 @@
-"""The device's side of `transfer-dtype`: a mod that decodes the model it receives and encodes
+"""The device's side of `transfer.dtype`: a mod that decodes the model it receives and encodes
 the update it sends (task/transfer.py).
 
 It is the outermost mod, so the DP mods inside it clip and noise the float32 update first.
@@ -29,7 +29,7 @@ def transfer_mod(dtype: str):
 
 
 def transfer_mod_from_config(msg: Message, context: Context, call_next: Handler) -> Message:
-    """`transfer_mod` for the run's transfer-dtype (SecAgg+ sends its own masked integers)."""
+    """`transfer_mod` for the run's transfer.dtype (SecAgg+ sends its own masked integers)."""
     cfg = config_of(context)
     if cfg.secure_aggregation:
         return call_next(msg, context)

@@ -1,4 +1,4 @@
-"""ServerApp: builds the strategy from the validated config (inside central DP when a dp-mode asks
+"""ServerApp: builds the strategy from the validated config (inside central DP when a dp.mode asks
 for it), runs it, and records the run.
 
 Devices train and evaluate on their own text; the server only averages weights (FedAvg, weighted

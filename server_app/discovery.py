@@ -1,7 +1,7 @@
 """The server's side of new-word discovery: TrieHH query rounds before the training rounds that
 need them, the vocabulary and the model grown with what they find.
 
-`GrowingVocabulary` wraps the run's strategy. Before round 1 (and every vocab-discovery-every
+`GrowingVocabulary` wraps the run's strategy. Before round 1 (and every discovery.every
 rounds after it) it runs one discovery: a query message per level to each connected device
 sampled with probability gamma from a secret generator, one vote back from each
 (client_app/app.py, `query`), prefixes with theta votes kept (task/discovery/triehh.py). New

@@ -5,7 +5,7 @@ the noise's calibration honest.
 - central-ftrl: `CentralDP` too, with tree-aggregated noise (task/privacy/tree_noise.py): each
   round's noise is the difference of two consecutive running-sum noises of the tree.
 - local: plain FedAvg here; each device noises its own update (client_app/privacy.py).
-- dp-sgd: plain FedAvg here, or any of the above; the ledger accounts it from public settings.
+- dp.sgd: plain FedAvg here, or any of the above; the ledger accounts it from public settings.
 
 Why not Flower 1.42's DifferentialPrivacy* wrappers (docs/privacy.md, known Flower defects):
 they draw their noise from NumPy's global generator, which anyone can seed or replay; they divide
@@ -186,7 +186,7 @@ def train_metrics_aggregator(cfg: Config, aggregate):
 
 
 def wrap(cfg: Config, inner: FedAvg, ledger: PrivacyLedger, resume=None) -> Strategy:
-    """Central DP around the strategy when a central dp-mode asks for it; a resumed run continues
+    """Central DP around the strategy when a central dp.mode asks for it; a resumed run continues
     with the checkpoint's clipping norm."""
     if not cfg.dp.central:
         return inner

@@ -43,7 +43,7 @@ def check_fits(state: dict, fingerprint: dict, key: str, where: str) -> None:
     """The checkpoint's weights mean the same in this run: same model shape, same vocabulary."""
     if "fingerprint" not in state:
         raise ConfigError(f"run-config key '{key}': the {where} holds no model fingerprint (an older format)")
-    # checkpoints from before the `architecture` key hold the Transformer
+    # checkpoints from before the `model.architecture` key hold the Transformer
     old_model = {"architecture": "transformer", **state["fingerprint"]["model"]}
     new_model = fingerprint["model"]
     if old_model != new_model:
@@ -79,7 +79,7 @@ def load_resume_point(cfg: Config, fingerprint: dict) -> ResumePoint:
     added = state.get("vocab_added", [])
     if "vocab_added" in state and len(checkpoint.weights[0]) != cfg.model.vocab_size + len(added):
         raise ConfigError(f"run-config key 'resume-from': the {where} has {len(checkpoint.weights[0])} word rows, but its "
-                          f"vocabulary is vocab-size = {cfg.model.vocab_size} words + {len(added)} discovered")
+                          f"vocabulary is model.vocab-size = {cfg.model.vocab_size} words + {len(added)} discovered")
     if state.get("dp") != dp_settings(cfg):
         old = state.get("dp") or {}
         diff = {k: (old.get(k), v) for k, v in dp_settings(cfg).items() if old.get(k) != v}

@@ -19,7 +19,7 @@ log = logging.getLogger("flwr")
 
 @dataclass(frozen=True)
 class RunStart:
-    vocab: Vocabulary  # the base vocabulary (vocab-size words)
+    vocab: Vocabulary  # the base vocabulary (model.vocab-size words)
     added: list[str]  # words earlier discoveries appended (a resumed run keeps them)
     fingerprint: dict  # model shape and vocabulary: what a checkpoint must match
     resume: ResumePoint | None
@@ -60,7 +60,7 @@ def _require_dpsgd_rules(model) -> None:
 
     missing = unsupported_layers(model)
     if missing:
-        raise ConfigError(f"run-config key 'dp-sgd' = true: DP-SGD has no per-example gradient rule for layer(s) "
+        raise ConfigError(f"run-config key 'dp.sgd' = true: DP-SGD has no per-example gradient rule for layer(s) "
                           f"{', '.join(missing)} of model {model.name!r}; it supports {SUPPORTED_LAYERS} "
-                          "(task/privacy/dpsgd.py, `registry`). Use user-level DP (dp-mode) with this model, or "
+                          "(task/privacy/dpsgd.py, `registry`). Use user-level DP (dp.mode) with this model, or "
                           "add a rule")

@@ -1,4 +1,4 @@
-"""The server's side of `secure-aggregation`: a Grid that runs each training round through SecAgg+
+"""The server's side of `secagg.enabled`: a Grid that runs each training round through SecAgg+
 (Bell et al. 2020), so the server only ever holds the sum of the devices' updates.
 
 Flower 1.42 ships SecAgg+ only for its legacy workflow API (`SecAggPlusWorkflow` drives a legacy
@@ -65,8 +65,8 @@ def device_clipping_norm(sa: SecAggConfig, clipping_norm: float, num_values: int
     one step, so the norm by less than step x sqrt(values); the server cannot clip the sum again."""
     margin = quantisation_step(sa) * num_values ** 0.5
     if margin >= clipping_norm:
-        raise ConfigError(f"run-config key 'dp-clipping-norm' = {clipping_norm:g} is within SecAgg+'s rounding margin {margin:.3g} for "
-                         f"{num_values} weights: raise secagg-quantization-range or lower secagg-clipping-range")
+        raise ConfigError(f"run-config key 'dp.clipping-norm' = {clipping_norm:g} is within SecAgg+'s rounding margin {margin:.3g} for "
+                         f"{num_values} weights: raise secagg.quantization-range or lower secagg.clipping-range")
     return clipping_norm - margin
 
 
@@ -81,7 +81,7 @@ def assumptions(cfg: Config) -> list[str]:
              f"steps of {quantisation_step(sa):.3g} (unbiased, error under one step per value)"]
     if cfg.dp.central:
         lines.append("with secure aggregation the server cannot clip each update again: the noise covers a device "
-                     "only if its ClientApp clipped (client_app/privacy.py); devices clip to dp-clipping-norm minus "
+                     "only if its ClientApp clipped (client_app/privacy.py); devices clip to dp.clipping-norm minus "
                      "SecAgg+'s rounding margin (step x sqrt(weights)), so the rounded update stays within the norm "
                      "the noise is calibrated to")
     return lines
@@ -146,7 +146,7 @@ class SecureGrid:
         most = secagg_max_cohort(self._sa.quantization_range)
         if len(messages) > most:  # the strategy caps its sample; this is the last line of defence
             raise RuntimeError(f"secure aggregation: {len(messages)} devices asked in one round, but at most {most} "
-                               f"fit the 2**32 ring with secagg-quantization-range = {self._sa.quantization_range}")
+                               f"fit the 2**32 ring with secagg.quantization-range = {self._sa.quantization_range}")
         first = messages[0].content
         keys = list(first["arrays"].keys())
         current = first["arrays"].to_numpy_ndarrays()

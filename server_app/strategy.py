@@ -7,7 +7,7 @@ which Reddi et al. (2021) found to beat FedAvg on Stack Overflow next-word predi
 Each one picks the devices of a training round itself: under DP from a secret generator and the
 sample size fixed at the start (the privacy figures take credit for both), else reproducibly
 from the run's seed; and, under DP, asks the privacy ledger first whether the budget allows the
-round and books who was asked. With selection-factor > 1 it asks more devices than the round
+round and books who was asked. With participation.selection-factor > 1 it asks more devices than the round
 needs and tells the grid how many updates close the round (server_app/round_goal.py).
 """
 

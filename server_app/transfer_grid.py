@@ -1,4 +1,4 @@
-"""The server's side of `transfer-dtype`: a Grid that encodes the model it sends and turns each
+"""The server's side of `transfer.dtype`: a Grid that encodes the model it sends and turns each
 device's encoded update back into float32 weights (task/transfer.py).
 
 Sitting between the strategy and the Grid, it is invisible to FedAvg and to Flower's DP

@@ -1,4 +1,4 @@
-"""Starting a new run from a model trained elsewhere (`init-from`): a checkpoint written by
+"""Starting a new run from a model trained elsewhere (`warm-start.init-from`): a checkpoint written by
 scripts/tools/pretrain.py on public proxy text, or any run's checkpoint.
 
 Unlike a resume, nothing else carries over: the new run counts its rounds from 0, has its own
@@ -36,17 +36,17 @@ def initial_weights(cfg: Config, fingerprint: dict) -> tuple[list[np.ndarray], s
         elif path.is_file():
             checkpoint = load_checkpoint(path)
         else:
-            raise ConfigError(f"run-config key 'init-from' = {cfg.init_from!r}: no such checkpoint file or run directory")
+            raise ConfigError(f"run-config key 'warm-start.init-from' = {cfg.init_from!r}: no such checkpoint file or run directory")
     except CheckpointError as e:
-        raise ConfigError(f"run-config key 'init-from': cannot start from it: {e}") from e
-    check_fits(checkpoint.state, fingerprint, "init-from", f"checkpoint {path}")
+        raise ConfigError(f"run-config key 'warm-start.init-from': cannot start from it: {e}") from e
+    check_fits(checkpoint.state, fingerprint, "warm-start.init-from", f"checkpoint {path}")
     if checkpoint.state.get("vocab_added"):  # its model has rows this run's vocabulary lacks
-        raise ConfigError(f"run-config key 'init-from': checkpoint {path} holds {len(checkpoint.state['vocab_added'])} "
+        raise ConfigError(f"run-config key 'warm-start.init-from': checkpoint {path} holds {len(checkpoint.state['vocab_added'])} "
                           "discovered word(s) beyond the base vocabulary; continue that run with resume-from instead")
     pretrained = checkpoint.state.get("pretrained")
     if not pretrained and (cfg.dp.enabled or cfg.vocab_discovery):
         raise ConfigError(
-            f"run-config key 'init-from': checkpoint {path} is round {checkpoint.round} of a federated run, not a "
+            f"run-config key 'warm-start.init-from': checkpoint {path} is round {checkpoint.round} of a federated run, not a "
             "model pretrained on proxy text (scripts/tools/pretrain.py marks those); under DP a new run's epsilon starts "
             "at 0, so what that run learned from the devices would go unaccounted. Continue it with resume-from "
             "(its privacy ledger carries on), or start from a pretrained checkpoint")

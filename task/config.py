@@ -1,8 +1,9 @@
 """One typed, validated configuration object built from Flower's run config.
 
-Every knob lives in `[tool.flwr.app.config]` of pyproject.toml (kebab-case keys) and is read here
-exactly once. Field names are the keys with "-" replaced by "_". A bad value fails fast with the
-key, the value and what is allowed, before any training starts.
+Every knob lives in `[tool.flwr.app.config]` of pyproject.toml and is read here exactly once. A
+key is its field's name in kebab case; the keys of one feature form a group (Flower's dotted keys:
+`dp.mode`, `secagg.num-shares`; `_known_keys` below lists them all). A bad value fails fast with
+the key, the value and what is allowed, before any training starts.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ TRANSFER_DTYPES = ("float32", "float16", "int8")  # task/transfer.py
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # Flower's strategies (server_app/strategy.py)
 SIM_AVAILABILITY = ("always", "nightly")  # client_app/eligibility.py
 LR_SCHEDULES = ("constant", "cosine")  # the devices' learning rate across rounds (task/train.py)
-# Named model shapes (model-preset): each replaces the shape keys left at their defaults.
+# Named model shapes (model.preset): each replaces the shape keys left at their defaults.
 # "dp-small" (0.14 M weights, a tenth of the default): under user-level DP the server's noise has
 # the same variance on every weight, so its norm grows with the square root of the weight count
 # while the clipped signal does not; and a device does a tenth of the work, which lets a 2-core
@@ -53,7 +54,7 @@ ROUND_OFFSET = "round-offset"
 # that score's keys in the reply's metrics (one MetricRecord: Flower's clipping mods expect one).
 EVALUATE_FIRST = "evaluate-first"
 EVAL_PREFIX = "eval-"
-# Train-message config key: replies that close the round (over-selection, selection-factor).
+# Train-message config key: replies that close the round (over-selection, participation.selection-factor).
 ROUND_GOAL = "round-goal"
 # Train, evaluate and query message config key: the words the run's discoveries appended to the
 # base vocabulary, in order (absent: none); the model the message carries has their rows.
@@ -86,7 +87,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DPConfig:
-    """Differential privacy; run-config keys are these names prefixed with "dp-".
+    """Differential privacy; run-config keys are these names in the group "dp.".
 
     `mode` protects a device's whole update (user level); `sgd` protects single sentences inside
     a device's text (sample level) and combines with any mode.
@@ -123,7 +124,8 @@ class DPConfig:
 @dataclass(frozen=True)
 class SimConfig:
     """How simulated devices behave like a real population; run-config keys are these names
-    prefixed with "sim-". Ignored by real devices (data-path), which check their own state."""
+    in the group "participation.". Ignored by real devices (node-config data-path), which check
+    their own state."""
 
     # "always": every device is eligible; "nightly": each device is eligible (charging, idle, on
     # Wi-Fi) in one window of the simulated day, most of them around the night.
@@ -137,7 +139,7 @@ class SimConfig:
 @dataclass(frozen=True)
 class SecAggConfig:
     """SecAgg+ (Bell et al. 2020) through Flower's SecAggPlusWorkflow; run-config keys are these
-    names prefixed with "secagg-", read only when secure-aggregation = true. Each device's secrets
+    names in the group "secagg.", read only when secagg.enabled = true. Each device's secrets
     are split into `num_shares` shares held by itself and its neighbours; any
     `reconstruction_threshold` of them recover a device that dropped out (more shares: more
     dropouts survived; a higher threshold: more devices must collude to unmask one)."""
@@ -162,7 +164,7 @@ class Config:
     min_evaluate_nodes: int = 2
     min_available_nodes: int = 2
     round_timeout: float = 600.0
-    # Over-selection (Bonawitz et al. 2019): ask selection-factor x the round's goal of devices
+    # Over-selection (Bonawitz et al. 2019): ask participation.selection-factor x the round's goal of devices
     # (fraction-train x connected, at least min-train-nodes) and close the round as soon as the
     # goal's replies are in; later replies are discarded. 1.0 = wait for every device asked.
     selection_factor: float = 1.0
@@ -192,12 +194,12 @@ class Config:
     # Privacy
     dp: DPConfig = DPConfig()
     # The server receives only the sum of the updates (SecAgg+, server_app/secure.py); with a
-    # dp-mode where devices clip, it adds its noise to that sum.
+    # dp.mode where devices clip, it adds its noise to that sum.
     secure_aggregation: bool = False
     secagg: SecAggConfig = SecAggConfig()
     # Simulated population: availability and stragglers
     sim: SimConfig = SimConfig()
-    # New-word discovery (TrieHH, task/discovery/): before round 1 and, if vocab-discovery-every
+    # New-word discovery (TrieHH, task/discovery/): before round 1 and, if discovery.every
     # > 0, before every vocab-discovery-every-th round after it, sampled devices vote on prefixes of
     # the words their text has and the vocabulary lacks; words with enough votes join the
     # vocabulary and the model grows a row for each. Off by default: it needs hundreds of devices
@@ -205,11 +207,11 @@ class Config:
     # per letter (docs/vocabulary-discovery.md).
     vocab_discovery: bool = False
     vocab_discovery_every: int = 0
-    vocab_discovery_epsilon: float = 8.0  # per discovery, all its levels together (delta: dp-delta)
+    vocab_discovery_epsilon: float = 8.0  # per discovery, all its levels together (delta: dp.delta)
     vocab_discovery_max_length: int = 12  # letters; one query round per letter plus one
     vocab_discovery_max_words: int = 100  # most new words one discovery may add
-    # New-word scenario (builtin only): from round new-word-from-round on, the share
-    # new-word-adopters of the personas type new-word (absent from the dictionary) in its own
+    # New-word scenario (builtin only): from round discovery.new-word-from-round on, the share
+    # discovery.new-word-adopters of the personas type discovery.new-word (absent from the dictionary) in its own
     # contexts; the others ("late adopters") and unseen users never do. "" = off.
     new_word: str = ""
     new_word_adopters: float = 0.5
@@ -252,13 +254,9 @@ class Config:
         return config
 
     def to_run_config(self) -> dict[str, Any]:
-        """The flat kebab-case mapping `from_run_config` reads (for records and tests)."""
-        flat = {k: v for k, v in dataclasses.asdict(self).items() if k not in _NESTED}
-        flat.update(dataclasses.asdict(self.model))
-        flat.update({f"{_DP_PREFIX}{k}": v for k, v in dataclasses.asdict(self.dp).items()})
-        flat.update({f"{_SIM_PREFIX}{k}": v for k, v in dataclasses.asdict(self.sim).items()})
-        flat.update({f"{_SECAGG_PREFIX}{k}": v for k, v in dataclasses.asdict(self.secagg).items()})
-        return {k.replace("_", "-"): v for k, v in flat.items()}
+        """The flat mapping of run-config keys `from_run_config` reads (for records and tests)."""
+        parts = {Config: self, ModelConfig: self.model, DPConfig: self.dp, SimConfig: self.sim, SecAggConfig: self.secagg}
+        return {key: getattr(parts[owner], field.name) for key, (owner, field) in _known_keys().items()}
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -279,9 +277,9 @@ class Config:
                self.min_available_nodes >= max(self.min_train_nodes, self.min_evaluate_nodes),
                f">= min-train-nodes ({self.min_train_nodes}) and min-evaluate-nodes ({self.min_evaluate_nodes})")
         _check("round-timeout", self.round_timeout, self.round_timeout > 0, "a number of seconds > 0")
-        _check("selection-factor", self.selection_factor, 1 <= self.selection_factor <= 10,
+        _check("participation.selection-factor", self.selection_factor, 1 <= self.selection_factor <= 10,
                "a number in [1, 10] (devices asked per device needed; 1 = no over-selection)")
-        _check("transfer-dtype", self.transfer_dtype, self.transfer_dtype in TRANSFER_DTYPES,
+        _check("transfer.dtype", self.transfer_dtype, self.transfer_dtype in TRANSFER_DTYPES,
                f"one of {list(TRANSFER_DTYPES)}")
         _check("server-optimizer", self.server_optimizer, self.server_optimizer in SERVER_OPTIMIZERS,
                f"one of {list(SERVER_OPTIMIZERS)}")
@@ -297,38 +295,38 @@ class Config:
                f"one of {list(LR_SCHEDULES)}")
         _check("final-learning-rate", self.final_learning_rate, 0 < self.final_learning_rate <= self.learning_rate,
                f"a number in (0, learning-rate = {self.learning_rate:g}]")
-        _check("model-preset", self.model_preset, self.model_preset in MODEL_PRESETS, f"one of {list(MODEL_PRESETS)}")
+        _check("model.preset", self.model_preset, self.model_preset in MODEL_PRESETS, f"one of {list(MODEL_PRESETS)}")
         for field_name, value in MODEL_PRESETS[self.model_preset].items():
-            key = field_name.replace("_", "-")
+            key = "model." + field_name.replace("_", "-")
             _check(key, getattr(m, field_name), getattr(m, field_name) == value,
-                   f'{value} with model-preset = "{self.model_preset}"')
-        _check("architecture", m.architecture, m.architecture in ARCHITECTURES, f"one of {list(ARCHITECTURES)}")
-        _check("vocab-size", m.vocab_size, 100 <= m.vocab_size <= 20004,
+                   f'{value} with model.preset = "{self.model_preset}"')
+        _check("model.architecture", m.architecture, m.architecture in ARCHITECTURES, f"one of {list(ARCHITECTURES)}")
+        _check("model.vocab-size", m.vocab_size, 100 <= m.vocab_size <= 20004,
                "an integer in [100, 20004] (base dictionary + 4 special tokens)")
-        _check("seq-len", m.seq_len, 2 <= m.seq_len <= 256, "an integer in [2, 256]")
-        _check("embed-dim", m.embed_dim, m.embed_dim >= 8, "an integer >= 8")
-        _check("num-heads", m.num_heads, m.num_heads >= 1 and m.embed_dim % m.num_heads == 0,
-               f"an integer >= 1 that divides embed-dim ({m.embed_dim})")
-        _check("num-blocks", m.num_blocks, m.num_blocks >= 1, "an integer >= 1")
-        _check("ffn-dim", m.ffn_dim, m.ffn_dim >= 1, "an integer >= 1")
-        _check("dropout", m.dropout, 0 <= m.dropout < 1, "a number in [0, 1)")
-        _check("data-source", self.data_source, self.data_source in DATA_SOURCES, f"one of {list(DATA_SOURCES)}")
-        _check("data-path", self.data_path, self.data_source in ("builtin", "shakespeare") or bool(self.data_path),
-               f'a path to your text (required when data-source="{self.data_source}")')
-        _check("partitioner", self.partitioner, self.partitioner in PARTITIONERS, f"one of {list(PARTITIONERS)}")
+        _check("model.seq-len", m.seq_len, 2 <= m.seq_len <= 256, "an integer in [2, 256]")
+        _check("model.embed-dim", m.embed_dim, m.embed_dim >= 8, "an integer >= 8")
+        _check("model.num-heads", m.num_heads, m.num_heads >= 1 and m.embed_dim % m.num_heads == 0,
+               f"an integer >= 1 that divides model.embed-dim ({m.embed_dim})")
+        _check("model.num-blocks", m.num_blocks, m.num_blocks >= 1, "an integer >= 1")
+        _check("model.ffn-dim", m.ffn_dim, m.ffn_dim >= 1, "an integer >= 1")
+        _check("model.dropout", m.dropout, 0 <= m.dropout < 1, "a number in [0, 1)")
+        _check("data.source", self.data_source, self.data_source in DATA_SOURCES, f"one of {list(DATA_SOURCES)}")
+        _check("data.path", self.data_path, self.data_source in ("builtin", "shakespeare") or bool(self.data_path),
+               f'a path to your text (required when data.source="{self.data_source}")')
+        _check("data.partitioner", self.partitioner, self.partitioner in PARTITIONERS, f"one of {list(PARTITIONERS)}")
         from task.audit.canary import parse as parse_canaries
 
         try:
             parse_canaries(self.audit_canaries)
         except ValueError as e:
-            raise ConfigError(f"run-config key 'audit-canaries' = {self.audit_canaries!r}: {e}") from None
-        _check("max-sentences", self.max_sentences, self.max_sentences >= 0, "an integer >= 0 (0 = no cap)")
-        _check("sentences-per-device", self.sentences_per_device, self.sentences_per_device >= 10, "an integer >= 10")
-        _check("test-fraction", self.test_fraction, 0 < self.test_fraction < 1, "a number in (0, 1)")
+            raise ConfigError(f"run-config key 'audit.canaries' = {self.audit_canaries!r}: {e}") from None
+        _check("data.max-sentences", self.max_sentences, self.max_sentences >= 0, "an integer >= 0 (0 = no cap)")
+        _check("data.sentences-per-device", self.sentences_per_device, self.sentences_per_device >= 10, "an integer >= 10")
+        _check("data.test-fraction", self.test_fraction, 0 < self.test_fraction < 1, "a number in (0, 1)")
         _check("server-eval-devices", self.server_eval_devices, self.server_eval_devices >= 0, "an integer >= 0")
         _check("out-dir", self.out_dir, bool(self.out_dir.strip()), "a non-empty path")
         _check("keep-checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 0, "an integer >= 0 (0 = keep all)")
-        _check("init-from", self.init_from, not (self.init_from and self.resume_from),
+        _check("warm-start.init-from", self.init_from, not (self.init_from and self.resume_from),
                '"" when resume-from is set (a resume continues its own model)')
         self._validate_discovery()
         self._validate_dp()
@@ -336,103 +334,104 @@ class Config:
         self._validate_secagg()
 
     def _validate_discovery(self) -> None:
-        _check("vocab-discovery-every", self.vocab_discovery_every, self.vocab_discovery_every >= 0,
+        _check("discovery.every", self.vocab_discovery_every, self.vocab_discovery_every >= 0,
                "an integer >= 0 (0 = only before the first round)")
-        _check("vocab-discovery-epsilon", self.vocab_discovery_epsilon, self.vocab_discovery_epsilon > 0, "a number > 0")
-        _check("vocab-discovery-max-length", self.vocab_discovery_max_length,
+        _check("discovery.epsilon", self.vocab_discovery_epsilon, self.vocab_discovery_epsilon > 0, "a number > 0")
+        _check("discovery.max-length", self.vocab_discovery_max_length,
                1 <= self.vocab_discovery_max_length <= 40, "an integer in [1, 40] (letters)")
-        _check("vocab-discovery-max-words", self.vocab_discovery_max_words, self.vocab_discovery_max_words >= 1,
+        _check("discovery.max-words", self.vocab_discovery_max_words, self.vocab_discovery_max_words >= 1,
                "an integer >= 1")
         if self.vocab_discovery:
             for key, ok, why in (
                 ("server-optimizer", self.server_optimizer == "fedavg", "its momentum / moments have no rows for new words"),
-                ("dp-mode", self.dp.mode != "central-ftrl", "the tree's running noise has no rows for new words"),
-                ("secure-aggregation", not self.secure_aggregation, "SecAgg+ fixes the update's length per run"),
+                ("dp.mode", self.dp.mode != "central-ftrl", "the tree's running noise has no rows for new words"),
+                ("secagg.enabled", not self.secure_aggregation, "SecAgg+ fixes the update's length per run"),
             ):
-                value = getattr(self, key.replace("-", "_"), None) if key != "dp-mode" else self.dp.mode
-                _check(key, value, ok, f"not this value with vocab-discovery = true ({why})")
+                value = {"server-optimizer": self.server_optimizer, "dp.mode": self.dp.mode,
+                         "secagg.enabled": self.secure_aggregation}[key]
+                _check(key, value, ok, f"not this value with discovery.enabled = true ({why})")
         if self.new_word:
             from task.data.text import tokenise
 
-            _check("new-word", self.new_word, tokenise(self.new_word) == [self.new_word],
+            _check("discovery.new-word", self.new_word, tokenise(self.new_word) == [self.new_word],
                    "one lower-case word (letters, digits, apostrophes)")
-            _check("new-word", self.new_word, self.data_source == "builtin", 'used with data-source = "builtin" only')
-            _check("new-word-adopters", self.new_word_adopters, 0 < self.new_word_adopters < 1, "a share in (0, 1)")
-            _check("new-word-from-round", self.new_word_from_round, self.new_word_from_round >= 1, "a round >= 1")
+            _check("discovery.new-word", self.new_word, self.data_source == "builtin", 'used with data.source = "builtin" only')
+            _check("discovery.new-word-adopters", self.new_word_adopters, 0 < self.new_word_adopters < 1, "a share in (0, 1)")
+            _check("discovery.new-word-from-round", self.new_word_from_round, self.new_word_from_round >= 1, "a round >= 1")
 
     def _validate_sim(self) -> None:
         sim = self.sim
-        _check("sim-availability", sim.availability, sim.availability in SIM_AVAILABILITY,
+        _check("participation.availability", sim.availability, sim.availability in SIM_AVAILABILITY,
                f"one of {list(SIM_AVAILABILITY)}")
-        _check("sim-eligible-share", sim.eligible_share, 0 < sim.eligible_share <= 1, "a number in (0, 1]")
-        _check("sim-hours-per-round", sim.hours_per_round, 0 <= sim.hours_per_round <= 24, "a number of hours in [0, 24]")
-        _check("sim-stragglers", sim.stragglers, 0 <= sim.stragglers <= 1, "a share in [0, 1]")
-        _check("sim-straggler-seconds", sim.straggler_seconds, sim.straggler_seconds >= 0, "a number of seconds >= 0")
+        _check("participation.eligible-share", sim.eligible_share, 0 < sim.eligible_share <= 1, "a number in (0, 1]")
+        _check("participation.hours-per-round", sim.hours_per_round, 0 <= sim.hours_per_round <= 24, "a number of hours in [0, 24]")
+        _check("participation.stragglers", sim.stragglers, 0 <= sim.stragglers <= 1, "a share in [0, 1]")
+        _check("participation.straggler-seconds", sim.straggler_seconds, sim.straggler_seconds >= 0, "a number of seconds >= 0")
 
     def _validate_secagg(self) -> None:
         if not self.secure_aggregation:
             return
         sa, dp = self.secagg, self.dp
-        _check("secure-aggregation", dp.mode, dp.mode not in SECAGG_REFUSED_MODES,
-               f"a dp-mode other than {list(SECAGG_REFUSED_MODES)} with secure-aggregation = true (got dp-mode="
+        _check("secagg.enabled", dp.mode, dp.mode not in SECAGG_REFUSED_MODES,
+               f"a dp.mode other than {list(SECAGG_REFUSED_MODES)} with secagg.enabled = true (got dp.mode="
                f'"{dp.mode}": the server would need each device\'s update, or its norm bit, in the clear; use '
                '"central-client-clip")')
-        _check("secure-aggregation", self.transfer_dtype, self.transfer_dtype == "float32",
-               'transfer-dtype = "float32" with secure-aggregation = true (SecAgg+ sends its own masked '
+        _check("secagg.enabled", self.transfer_dtype, self.transfer_dtype == "float32",
+               'transfer.dtype = "float32" with secagg.enabled = true (SecAgg+ sends its own masked '
                "integers; float16/int8 encodings do not compose with the masks)")
-        _check("secure-aggregation", self.selection_factor, self.selection_factor == 1,
-               "selection-factor = 1 with secure-aggregation = true (SecAgg+ sums every device that finishes; it "
+        _check("secagg.enabled", self.selection_factor, self.selection_factor == 1,
+               "participation.selection-factor = 1 with secagg.enabled = true (SecAgg+ sums every device that finishes; it "
                "cannot keep only the first round-goal updates)")
-        _check("secagg-num-shares", sa.num_shares, sa.num_shares > 2, "an integer > 2")
-        _check("secagg-reconstruction-threshold", sa.reconstruction_threshold,
+        _check("secagg.num-shares", sa.num_shares, sa.num_shares > 2, "an integer > 2")
+        _check("secagg.reconstruction-threshold", sa.reconstruction_threshold,
                2 <= sa.reconstruction_threshold < sa.num_shares,
-               f"an integer in [2, secagg-num-shares = {sa.num_shares})")
-        _check("secagg-clipping-range", sa.clipping_range, sa.clipping_range > 0, "a number > 0")
+               f"an integer in [2, secagg.num-shares = {sa.num_shares})")
+        _check("secagg.clipping-range", sa.clipping_range, sa.clipping_range > 0, "a number > 0")
         if dp.mode in ("central-client-clip", "central-ftrl", "local"):
             # A clipped update's largest value is at most its norm: then SecAgg+'s own clip loses nothing.
-            _check("secagg-clipping-range", sa.clipping_range, sa.clipping_range >= dp.clipping_norm,
-                   f">= dp-clipping-norm = {dp.clipping_norm:g} (else SecAgg+ clips update values the DP "
+            _check("secagg.clipping-range", sa.clipping_range, sa.clipping_range >= dp.clipping_norm,
+                   f">= dp.clipping-norm = {dp.clipping_norm:g} (else SecAgg+ clips update values the DP "
                    "clipping already bounded, and the sum is no longer the clipped sum)")
-        _check("secagg-quantization-range", sa.quantization_range, 2 <= sa.quantization_range <= 2**22,
+        _check("secagg.quantization-range", sa.quantization_range, 2 <= sa.quantization_range <= 2**22,
                "an integer in [2, 4194304] (the masks live modulo 2**32; 2**22 levels leave room for "
                "1023 devices' sum)")
         _check("min-train-nodes", self.min_train_nodes,
                self.min_train_nodes <= secagg_max_cohort(sa.quantization_range),
-               f"at most {secagg_max_cohort(sa.quantization_range)} with secure-aggregation = true and "
-               f"secagg-quantization-range = {sa.quantization_range} (devices x range must stay below 2**32)")
+               f"at most {secagg_max_cohort(sa.quantization_range)} with secagg.enabled = true and "
+               f"secagg.quantization-range = {sa.quantization_range} (devices x range must stay below 2**32)")
 
     def _validate_dp(self) -> None:
         dp = self.dp
-        _check("dp-mode", dp.mode, dp.mode in DP_MODES, f"one of {list(DP_MODES)}")
+        _check("dp.mode", dp.mode, dp.mode in DP_MODES, f"one of {list(DP_MODES)}")
         if dp.mode != "none":
-            _check("dp-clipping-norm", dp.clipping_norm, dp.clipping_norm > 0,
+            _check("dp.clipping-norm", dp.clipping_norm, dp.clipping_norm > 0,
                    "a number > 0 (noise is only meaningful relative to a bound on each update)")
         if dp.central:
-            _check("dp-noise-multiplier", dp.noise_multiplier, dp.noise_multiplier > 0,
+            _check("dp.noise-multiplier", dp.noise_multiplier, dp.noise_multiplier > 0,
                    "a number > 0 (with no noise, clipping alone gives no privacy)")
-        _check("dp-delta", dp.delta, 0 < dp.delta < 1, "a number in (0, 1), and below 1/population")
-        _check("dp-max-epsilon", dp.max_epsilon, dp.max_epsilon >= 0, "a number >= 0 (0 = no budget)")
-        _check("dp-max-epsilon", dp.max_epsilon, dp.max_epsilon == 0 or dp.enabled or self.vocab_discovery,
-               '0 unless a dp-mode other than "none", dp-sgd or vocab-discovery is on (there is no epsilon to budget)')
+        _check("dp.delta", dp.delta, 0 < dp.delta < 1, "a number in (0, 1), and below 1/population")
+        _check("dp.max-epsilon", dp.max_epsilon, dp.max_epsilon >= 0, "a number >= 0 (0 = no budget)")
+        _check("dp.max-epsilon", dp.max_epsilon, dp.max_epsilon == 0 or dp.enabled or self.vocab_discovery,
+               '0 unless a dp.mode other than "none", dp.sgd or discovery.enabled is on (there is no epsilon to budget)')
         if dp.mode == "central-adaptive-clip":
-            _check("dp-target-quantile", dp.target_quantile, 0 < dp.target_quantile < 1, "a number in (0, 1)")
-            _check("dp-clip-lr", dp.clip_lr, dp.clip_lr > 0, "a number > 0")
-            _check("dp-clipped-count-stddev", dp.clipped_count_stddev, dp.clipped_count_stddev >= 0,
+            _check("dp.target-quantile", dp.target_quantile, 0 < dp.target_quantile < 1, "a number in (0, 1)")
+            _check("dp.clip-lr", dp.clip_lr, dp.clip_lr > 0, "a number > 0")
+            _check("dp.clipped-count-stddev", dp.clipped_count_stddev, dp.clipped_count_stddev >= 0,
                    "a number >= 0 (0 = sampled devices / 20)")
             if dp.clipped_count_stddev > 0:
-                _check("dp-noise-multiplier", dp.noise_multiplier, dp.noise_multiplier < 2 * dp.clipped_count_stddev,
-                       f"below 2 x dp-clipped-count-stddev = {2 * dp.clipped_count_stddev:g} with adaptive clipping "
+                _check("dp.noise-multiplier", dp.noise_multiplier, dp.noise_multiplier < 2 * dp.clipped_count_stddev,
+                       f"below 2 x dp.clipped-count-stddev = {2 * dp.clipped_count_stddev:g} with adaptive clipping "
                        "(the clipped-count noise spends part of the budget; Andrew et al. 2021)")
         if dp.mode == "local":
-            _check("dp-local-epsilon", dp.local_epsilon, dp.local_epsilon > 0, "a number > 0")
+            _check("dp.local-epsilon", dp.local_epsilon, dp.local_epsilon > 0, "a number > 0")
         if dp.sgd:
-            _check("dp-sgd-noise-multiplier", dp.sgd_noise_multiplier, dp.sgd_noise_multiplier > 0,
+            _check("dp.sgd-noise-multiplier", dp.sgd_noise_multiplier, dp.sgd_noise_multiplier > 0,
                    "a number > 0 (with no noise, clipping alone gives no privacy)")
-            _check("dp-sgd-clipping-norm", dp.sgd_clipping_norm, dp.sgd_clipping_norm > 0, "a number > 0")
-            _check("dp-sgd-sampling-rate", dp.sgd_sampling_rate, 0 < dp.sgd_sampling_rate <= 1, "a number in (0, 1]")
+            _check("dp.sgd-clipping-norm", dp.sgd_clipping_norm, dp.sgd_clipping_norm > 0, "a number > 0")
+            _check("dp.sgd-sampling-rate", dp.sgd_sampling_rate, 0 < dp.sgd_sampling_rate <= 1, "a number in (0, 1]")
         if dp.central:
             _check("server-optimizer", self.server_optimizer, self.server_optimizer == "fedavg",
-                   f'"fedavg" with dp-mode="{dp.mode}" (the noise is calibrated to the average of the clipped '
+                   f'"fedavg" with dp.mode="{dp.mode}" (the noise is calibrated to the average of the clipped '
                    "updates; a server optimiser applied before the noise would change its sensitivity)")
 
     def validate_population(self, population: int, sampled: int) -> None:
@@ -445,31 +444,47 @@ class Config:
                 raise ConfigError(
                     f"run-config keys 'fraction-train' = {self.fraction_train:g} and 'min-train-nodes' = "
                     f"{self.min_train_nodes} select {sampled} of the {population} connected devices per round, but with "
-                    f"secure-aggregation = true and 'secagg-quantization-range' = {self.secagg.quantization_range} "
+                    f"secagg.enabled = true and 'secagg.quantization-range' = {self.secagg.quantization_range} "
                     f"at most {most} devices fit in one round (devices x range must stay below 2**32, the ring "
-                    f"SecAgg+ sums in); lower fraction-train or secagg-quantization-range")
+                    f"SecAgg+ sums in); lower fraction-train or secagg.quantization-range")
         if self.dp.mode != "none":
-            _check("dp-delta", self.dp.delta, self.dp.delta < 1 / population,
+            _check("dp.delta", self.dp.delta, self.dp.delta < 1 / population,
                    f"below 1/population = 1/{population}; a larger delta allows leaking one device outright")
         if self.dp.mode == "central-adaptive-clip" and self.dp.clipped_count_stddev == 0:
-            _check("dp-noise-multiplier", self.dp.noise_multiplier, self.dp.noise_multiplier < sampled / 10,
-                   f"below 2 x dp-clipped-count-stddev = 2 x {sampled}/20 with adaptive clipping (the clipped-count "
-                   "noise spends part of the budget); raise dp-clipped-count-stddev")
+            _check("dp.noise-multiplier", self.dp.noise_multiplier, self.dp.noise_multiplier < sampled / 10,
+                   f"below 2 x dp.clipped-count-stddev = 2 x {sampled}/20 with adaptive clipping (the clipped-count "
+                   "noise spends part of the budget); raise dp.clipped-count-stddev")
 
 
-_DP_PREFIX = "dp_"
-_SIM_PREFIX = "sim_"
-_SECAGG_PREFIX = "secagg_"
+# Run-config keys are the field names in kebab case; a feature's keys form a group (Flower's dotted
+# keys, `[tool.flwr.app.config]` subtables in pyproject.toml).
+_GROUP = {ModelConfig: "model.", DPConfig: "dp.", SimConfig: "participation.", SecAggConfig: "secagg."}
+_GROUPED = {  # Config's own fields that belong to a group
+    "model_preset": "model.preset",
+    "data_source": "data.source", "data_path": "data.path", "partitioner": "data.partitioner",
+    "sentences_per_device": "data.sentences-per-device", "max_sentences": "data.max-sentences",
+    "test_fraction": "data.test-fraction",
+    "secure_aggregation": "secagg.enabled",
+    "vocab_discovery": "discovery.enabled", "vocab_discovery_every": "discovery.every",
+    "vocab_discovery_epsilon": "discovery.epsilon", "vocab_discovery_max_length": "discovery.max-length",
+    "vocab_discovery_max_words": "discovery.max-words", "new_word": "discovery.new-word",
+    "new_word_adopters": "discovery.new-word-adopters", "new_word_from_round": "discovery.new-word-from-round",
+    "selection_factor": "participation.selection-factor",
+    "transfer_dtype": "transfer.dtype",
+    "audit_canaries": "audit.canaries",
+    "init_from": "warm-start.init-from",
+}
 _NESTED = ("model", "dp", "sim", "secagg")
 
 
 def _known_keys() -> dict[str, tuple[type, dataclasses.Field]]:
     keys = {}
-    for owner, prefix in ((Config, ""), (ModelConfig, ""), (DPConfig, _DP_PREFIX), (SimConfig, _SIM_PREFIX),
-                           (SecAggConfig, _SECAGG_PREFIX)):
+    for owner in (Config, ModelConfig, DPConfig, SimConfig, SecAggConfig):
         for field in fields(owner):
-            if field.name not in _NESTED:
-                keys[(prefix + field.name).replace("_", "-")] = (owner, field)
+            if field.name in _NESTED:
+                continue
+            key = _GROUPED.get(field.name) if owner is Config else None
+            keys[key or _GROUP.get(owner, "") + field.name.replace("_", "-")] = (owner, field)
     return keys
 
 
@@ -478,15 +493,15 @@ def _apply_preset(preset: str, given: dict[str, Any]) -> ModelConfig:
     something else conflicts (the run config cannot tell "left at default" from "set to default",
     so setting a key to its default value lets the preset win)."""
     if preset not in MODEL_PRESETS:
-        raise ConfigError(f"run-config key 'model-preset' = {preset!r} is invalid: expected one of {list(MODEL_PRESETS)}")
+        raise ConfigError(f"run-config key 'model.preset' = {preset!r} is invalid: expected one of {list(MODEL_PRESETS)}")
     defaults = ModelConfig()
     shape = dict(given)
     for name, value in MODEL_PRESETS[preset].items():
         chosen = shape.get(name, getattr(defaults, name))
         if chosen not in (value, getattr(defaults, name)):
-            key = name.replace("_", "-")
-            raise ConfigError(f"run-config key '{key}' = {chosen!r} conflicts with model-preset = {preset!r}, which sets "
-                              f'it to {value}: leave {key} at its default ({getattr(defaults, name)}) or set model-preset = ""')
+            key = "model." + name.replace("_", "-")
+            raise ConfigError(f"run-config key '{key}' = {chosen!r} conflicts with model.preset = {preset!r}, which sets "
+                              f'it to {value}: leave {key} at its default ({getattr(defaults, name)}) or set model.preset = ""')
         shape[name] = value
     return ModelConfig(**shape)
 

@@ -40,8 +40,8 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
     extra: dict = {}
     if cfg.dp.sgd:
         if cfg.dp.delta >= 1 / len(x):
-            raise DataError(f"{text.name}: dp-delta = {cfg.dp.delta} must be below 1/(training windows) = "
-                            f"1/{len(x)} for sample-level DP-SGD", reason="dp-delta too large for the text")
+            raise DataError(f"{text.name}: dp.delta = {cfg.dp.delta} must be below 1/(training windows) = "
+                            f"1/{len(x)} for sample-level DP-SGD", reason="dp.delta too large for the text")
         from task.privacy.dpsgd import (
             train_dpsgd,  # imports tensorflow-privacy: only when asked for
         )

@@ -1,13 +1,13 @@
 """The next-word models, and the one contract every model here keeps.
 
-Two architectures (run-config key `architecture`):
+Two architectures (run-config key `model.architecture`):
 - "transformer" (default): a small causal Transformer. Sample-level DP-SGD is only affordable with
   tensorflow-privacy's fast gradient clipping, whose rules cover Embedding, Dense,
   LayerNormalization and MultiHeadAttention, and those layers convert to LiteRT builtin ops.
   Default: vocab 8,000, width 80, one block, window 12: 1.34 M parameters (int8 file 1.50 MB).
 - "lstm": one LSTM layer between the same embedding and output. Unrolled, so its LiteRT file is
   plain builtin ops that agree with Keras (rolled, it agreed on 40% of top-3 suggestions). DP-SGD
-  has no per-example rule for LSTM, so dp-sgd = true refuses it by name; user-level DP works.
+  has no per-example rule for LSTM, so dp.sgd = true refuses it by name; user-level DP works.
 
 The contract (`check_contract`), what the rest of the template relies on:
 - the input is [batch, seq_len] int32 token ids; the output [batch, seq_len, vocab] logits;
@@ -71,7 +71,7 @@ def _lstm(cfg: ModelConfig, tokens, h):
     return tf.keras.layers.Dense(cfg.embed_dim, name="lstm_out")(h)
 
 
-# The architectures by their `architecture` name (task/config.py lists the names, without TensorFlow).
+# The architectures by their `model.architecture` name (task/config.py lists the names, without TensorFlow).
 ARCHITECTURES = {"transformer": _transformer, "lstm": _lstm}
 
 

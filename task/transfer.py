@@ -1,11 +1,11 @@
 """What crosses the network each round: the model down, the device's update up.
 
-`transfer-dtype = "float16"` halves the bytes both ways. Down, the server sends the global
+`transfer.dtype = "float16"` halves the bytes both ways. Down, the server sends the global
 model rounded to float16. Up, the device sends its update (new weights minus the model it
 received) in float16 rather than its new weights: an update is small and float16 keeps ~3
 significant digits of it, whereas rounding the full weights would wipe out a small change.
 
-`transfer-dtype = "int8"` sends the model down in float16 too, and the update up in 8 bits: each
+`transfer.dtype = "int8"` sends the model down in float16 too, and the update up in 8 bits: each
 array gets one float32 scale per index of its longest axis (per word for the embedding table and
 the output layer, which are 96% of the weights), so a word whose update is small keeps its own
 resolution instead of sharing the scale of the largest one.

@@ -14,7 +14,7 @@ from task.config import Config, ModelConfig
 # A model small enough for a 2-core CI machine, with every layer type of the default one.
 SMALL_MODEL = ModelConfig(vocab_size=2000, seq_len=10, embed_dim=16, num_heads=2, ffn_dim=32)
 # The same idea as run-config overrides, for end-to-end `flwr run` tests.
-SMALL_RUN = "vocab-size=2000 seq-len=12 embed-dim=32 num-heads=2 ffn-dim=64 dropout=0.0"
+SMALL_RUN = "model.vocab-size=2000 model.seq-len=12 model.embed-dim=32 model.num-heads=2 model.ffn-dim=64 model.dropout=0.0"
 
 
 def message(content: RecordDict, message_type: str = "train", *, reply: bool = False, src: int = 1,

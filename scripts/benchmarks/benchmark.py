@@ -17,10 +17,10 @@ the devices' pooled training text. Prints a table, writes benchmark.json and ben
   scale          populations of 100 / 1,000 / 10,000 devices, 20 trained per round: time per
                  round, peak memory of all Flower processes, and the CPU time of Flower's
                  simulation process (its engine polls every simulated node).
-  communication  bytes per device per round with transfer-dtype float32, float16 and int8, what a
+  communication  bytes per device per round with transfer.dtype float32, float16 and int8, what a
                  round cost a device (CPU seconds, energy, peak memory of the process that ran
                  it), and the top-3 each reaches (the float32 run is the quality run).
-  secure         the built-in run with secure-aggregation = true beside the same run without it
+  secure         the built-in run with secagg.enabled = true beside the same run without it
                  (the quality run): seconds per round, bytes per device per round (SecAgg+'s four
                  messages), and the top-3 each reaches.
 """
@@ -73,8 +73,8 @@ def main() -> int:
             devices=4,
             rounds=2,
             local_epochs=1,
-            run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" '
-            "max-sentences=40 max-local-steps=5",
+            run_config=f'data.source="corpus" data.path="{WIKITEXT}" data.partitioner="natural" '
+            "data.max-sentences=40 max-local-steps=5",
         )
         populations = [6]
     else:
@@ -84,7 +84,7 @@ def main() -> int:
             devices=15,
             rounds=30,  # the default run's rounds (8 before: both sides were far from done)
             local_epochs=1,  # 4 articles each
-            run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" max-sentences=100',
+            run_config=f'data.source="corpus" data.path="{WIKITEXT}" data.partitioner="natural" data.max-sentences=100',
         )
         populations = [100, 1_000, 10_000]
     populations = args.populations or populations
@@ -106,13 +106,13 @@ def main() -> int:
             float32_run = float32_run or federated(env, builtin, common)
             dtypes = ("int8",) if args.quick else ("float16", "int8")  # quick: float16 is tested end to end elsewhere
             results.communication = [communication_row("float32", float32_run)] + [
-                communication_row(dtype, federated(env, builtin, common, f'transfer-dtype="{dtype}"'))
+                communication_row(dtype, federated(env, builtin, common, f'transfer.dtype="{dtype}"'))
                 for dtype in dtypes
             ]
         if "secure" in args.parts:
             float32_run = float32_run or federated(env, builtin, common)
             results.secure = [secure_row(False, float32_run),
-                              secure_row(True, federated(env, builtin, common, "secure-aggregation=true"))]
+                              secure_row(True, federated(env, builtin, common, "secagg.enabled=true"))]
         if "scale" in args.parts:
             for population in populations:
                 results.scale.append(scale_row(env, population, common))

@@ -80,14 +80,14 @@ def plan(args) -> list[Row]:
 
 def run_config(args, row: Row, out: Path) -> str:
     frac = lambda k: min(1.0, (k + 0.5) / row.population)  # noqa: E731  (int(population x frac) = k)
-    keys = (f'model-preset="{args.model_preset}" num-server-rounds={row.rounds} fraction-train={frac(row.per_round)} '
+    keys = (f'model.preset="{args.model_preset}" num-server-rounds={row.rounds} fraction-train={frac(row.per_round)} '
             f"min-train-nodes={row.per_round} min-available-nodes={row.population} "
             f"fraction-evaluate={frac(2)} min-evaluate-nodes=2 evaluate-in-train=false "
             f"max-local-steps={args.local_steps} server-eval-devices={args.server_eval_devices} "
             f'keep-checkpoints=1 out-dir="{out}"')
     if row.mode != "none":
-        keys += (f' dp-mode="{row.mode}" dp-noise-multiplier={row.noise_multiplier:.6g} '
-                 f"dp-clipping-norm={args.clip} dp-delta={args.delta}")
+        keys += (f' dp.mode="{row.mode}" dp.noise-multiplier={row.noise_multiplier:.6g} '
+                 f"dp.clipping-norm={args.clip} dp.delta={args.delta}")
     return keys
 
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["central-client-clip", "central-ftrl"], help="private modes to run")
     parser.add_argument("--model-preset", default="dp-small", help='"" for the default model')
     parser.add_argument("--delta", type=float, default=1e-5, help="below 1/population")
-    parser.add_argument("--clip", type=float, default=0.5, help="dp-clipping-norm")
+    parser.add_argument("--clip", type=float, default=0.5, help="dp.clipping-norm")
     parser.add_argument("--local-steps", type=int, default=5, help="max-local-steps")
     parser.add_argument("--server-eval-devices", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")

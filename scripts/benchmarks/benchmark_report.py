@@ -66,7 +66,7 @@ def print_tables(r: Results) -> None:
     if r.communication:
         base = r.communication[0]
         energy = "measured" if all(c.get("energy_measured") for c in r.communication) else "estimated"
-        print("\n| transfer-dtype | MB down per device per round | MB up | vs float32 | CPU s per device per round "
+        print("\n| transfer.dtype | MB down per device per round | MB up | vs float32 | CPU s per device per round "
               f"| J per device per round ({energy}) | peak memory | final top-3 |")
         print("|---|---|---|---|---|---|---|---|")
         for c in r.communication:
@@ -83,7 +83,7 @@ def print_tables(r: Results) -> None:
 
     if r.secure:
         base = r.secure[0]
-        print("\n| secure-aggregation | s per round | vs plain | MB down per device per round | MB up | final top-3 |")
+        print("\n| secagg.enabled | s per round | vs plain | MB down per device per round | MB up | final top-3 |")
         print("|---|---|---|---|---|---|")
         for c in r.secure:
             print(

@@ -49,7 +49,7 @@ def main() -> int:
     scenarios = [
         (Scenario("built-in", devices=10, rounds=30, local_epochs=1), "built-in users", "WikiText-2 test.txt"),
         (Scenario("WikiText-2 valid.txt by article", devices=15, rounds=8, local_epochs=1,
-                  run_config=f'data-source="corpus" data-path="{WIKITEXT}" partitioner="natural" max-sentences=100'),
+                  run_config=f'data.source="corpus" data.path="{WIKITEXT}" data.partitioner="natural" data.max-sentences=100'),
          "WikiText-2 test.txt", "built-in users"),
     ]
     rows = []
@@ -59,7 +59,7 @@ def main() -> int:
             scratch = federated(env, scenario, common)
             rows.append(row(scenario, "scratch", None, scratch, scratch))
             for kind, proxy in (("matching", matching), ("mismatched", mismatched)):
-                run = federated(env, scenario, common, f'init-from="{files[proxy]}"')
+                run = federated(env, scenario, common, f'warm-start.init-from="{files[proxy]}"')
                 rows.append(row(scenario, f"{kind}: {proxy}", proxies[proxy], run, scratch))
     (out / "warm_start.json").write_text(json.dumps(rows, indent=1))
     print("\n| federation | start | round-0 top-3 | final top-3 | first round at the scratch final | status |")

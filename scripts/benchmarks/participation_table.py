@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/benchmarks/participation_table.py ~/fednextword-runs/run-<id>
 
-Columns: the simulated hour (with sim-availability = "nightly"), devices asked, what became of
+Columns: the simulated hour (with participation.availability = "nightly"), devices asked, what became of
 them (replied, late, still busy with an earlier round so not sent, declined, failed), the round's wall time, and per device that replied:
 MB on the network (its message and reply) and energy (measured or estimated: the run says which).
 """

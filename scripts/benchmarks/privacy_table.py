@@ -18,12 +18,12 @@ from scripts.local_flower import ROOT, private_flower, run_app  # noqa: E402
 
 MODES = {  # name -> run-config overrides
     "none": "",
-    "central-client-clip": 'dp-mode="central-client-clip" dp-noise-multiplier=1.0 dp-clipping-norm=1.0',
-    "central-adaptive-clip": 'dp-mode="central-adaptive-clip" dp-noise-multiplier=1.0 dp-clipping-norm=1.0 '
-                             "dp-clipped-count-stddev=5.0",
-    "central-server-clip": 'dp-mode="central-server-clip" dp-noise-multiplier=1.0 dp-clipping-norm=1.0',
-    "local": 'dp-mode="local" dp-clipping-norm=1.0 dp-local-epsilon=8.0',
-    "DP-SGD only": "dp-sgd=true dp-sgd-noise-multiplier=1.0 dp-sgd-clipping-norm=1.0",
+    "central-client-clip": 'dp.mode="central-client-clip" dp.noise-multiplier=1.0 dp.clipping-norm=1.0',
+    "central-adaptive-clip": 'dp.mode="central-adaptive-clip" dp.noise-multiplier=1.0 dp.clipping-norm=1.0 '
+                             "dp.clipped-count-stddev=5.0",
+    "central-server-clip": 'dp.mode="central-server-clip" dp.noise-multiplier=1.0 dp.clipping-norm=1.0',
+    "local": 'dp.mode="local" dp.clipping-norm=1.0 dp.local-epsilon=8.0',
+    "DP-SGD only": "dp.sgd=true dp.sgd-noise-multiplier=1.0 dp.sgd-clipping-norm=1.0",
 }
 
 

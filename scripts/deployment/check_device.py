@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-SMALL = {"vocab-size": 2000, "seq-len": 10, "embed-dim": 16, "num-heads": 2, "ffn-dim": 32, "batch-size": 8}
-MODES = {"no DP": {}, "clipping on the device": {"dp-mode": "central-client-clip"},
-         "local DP": {"dp-mode": "local"}, "DP-SGD": {"dp-sgd": True, "dp-delta": 1e-3}}
+SMALL = {"model.vocab-size": 2000, "model.seq-len": 10, "model.embed-dim": 16, "model.num-heads": 2, "model.ffn-dim": 32, "batch-size": 8}
+MODES = {"no DP": {}, "clipping on the device": {"dp.mode": "central-client-clip"},
+         "local DP": {"dp.mode": "local"}, "DP-SGD": {"dp.sgd": True, "dp.delta": 1e-3}}
 TEXT = "".join(f"Sentence {i} on the device says hello to friend {i % 7}. " for i in range(120))
 
 

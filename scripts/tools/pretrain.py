@@ -2,13 +2,13 @@
 
     .venv/bin/python scripts/tools/pretrain.py ../shared/data/wikitext-2/valid.txt --out runs/pretrained/wiki.npz
     .venv/bin/python scripts/tools/pretrain.py --builtin-users 300 --out runs/pretrained/personas.npz
-    flwr run . --run-config 'init-from="runs/pretrained/wiki.npz"'
+    flwr run . --run-config 'warm-start.init-from="runs/pretrained/wiki.npz"'
 
 The proxy is text you may use on a server (public, licensed or consented), never the users' own:
 it is outside the federation's privacy guarantee. No proxy matches the users exactly; the README
 ("Warm start") has what a matching and a mismatched proxy did here. The model shape and the
 vocabulary come from pyproject.toml with the same --run-config overrides a run takes, and must
-match the run's (init-from checks both). A share of the proxy is held out and scored after every
+match the run's (warm-start.init-from checks both). A share of the proxy is held out and scored after every
 epoch; the best epoch's weights are written.
 """
 
@@ -96,7 +96,7 @@ def pretrain(proxy: Path | None, builtin_users: int, out: Path, epochs: int, max
     save_checkpoint(out, Checkpoint(round=0, weights=weights, state={
         "fingerprint": model_fingerprint(cfg, vocab.words), "pretrained": info}))
     print(f"Wrote {out} (epoch {epoch}: held-out top-3 {metrics.top3:.1%}); start a run from it with "
-          f"--run-config 'init-from=\"{out.resolve()}\"'")
+          f"--run-config 'warm-start.init-from=\"{out.resolve()}\"'")
     return info
 
 

@@ -5,7 +5,7 @@
     .venv/bin/python scripts/tools/privacy_audit.py --run-dir runs/run-123   # audit a finished run only
 
 Each mode is a real `flwr run .` on the built-in data with canaries planted in some devices'
-training text (`audit-canaries`, task/audit/canary.py). Then, on the model each run produced:
+training text (`audit.canaries`, task/audit/canary.py). Then, on the model each run produced:
 canary exposure (Carlini et al. 2019) for each (devices k, repeats r) and for a canary never
 inserted, and a loss-based membership attack at the user level (the devices that trained vs
 personas that never did) and at the sample level (windows trained on vs held out).
@@ -24,8 +24,8 @@ from scripts.local_flower import ROOT, private_flower, run_app  # noqa: E402
 
 MODES = {  # name -> run-config overrides
     "none": "",
-    "central DP (z=1)": 'dp-mode="central-client-clip" dp-noise-multiplier=1.0 dp-clipping-norm=1.0',
-    "DP-SGD (z=1)": "dp-sgd=true dp-sgd-noise-multiplier=1.0 dp-sgd-clipping-norm=1.0",
+    "central DP (z=1)": 'dp.mode="central-client-clip" dp.noise-multiplier=1.0 dp.clipping-norm=1.0',
+    "DP-SGD (z=1)": "dp.sgd=true dp.sgd-noise-multiplier=1.0 dp.sgd-clipping-norm=1.0",
 }
 CANARIES = "1:1,1:10,1:30,4:10"
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         with private_flower(args.out_dir / "flwr-home", *args.ports) as env:
             for name in args.modes:
                 outcome = run_app(env, num_supernodes=args.devices, echo=False, run_config=(
-                    f'num-server-rounds={args.rounds} audit-canaries="{args.canaries}" {MODES[name]} '
+                    f'num-server-rounds={args.rounds} audit.canaries="{args.canaries}" {MODES[name]} '
                     f'{args.run_config} out-dir="{args.out_dir}"'))
                 run_dir = args.out_dir / f"run-{outcome.run_id}"
                 if outcome.status != "finished:completed" or not (run_dir / "summary.json").exists():

@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = Config.from_run_config(
         {
-            "data-source": args.data_source,
-            "data-path": args.data_path,
-            "partitioner": args.partitioner,
-            "vocab-size": args.vocab_size,
+            "data.source": args.data_source,
+            "data.path": args.data_path,
+            "data.partitioner": args.partitioner,
+            "model.vocab-size": args.vocab_size,
         }
     )
     if args.command == "materialise" and not args.out:

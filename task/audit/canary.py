@@ -6,7 +6,7 @@ scored (no sampling). A canary's exposure is log2(#candidates) - log2(rank), whe
 lowest log-perplexity among the candidates never inserted and the canary itself: 13.3 bits when
 the model ranks it first of 10,000, about 1 bit for a never-inserted one (median rank).
 
-`audit-canaries` = "k:r,k:r,...": canary i goes into k_i devices (the next k_i partition ids
+`audit.canaries` = "k:r,k:r,...": canary i goes into k_i devices (the next k_i partition ids
 after those of the canaries before it), r_i times each. Which secrets are inserted follows from
 `seed`: they are the audit's known inputs, not privacy randomness. One more secret, never
 inserted, is the reference.

@@ -2,12 +2,12 @@
 
 Where a device's text comes from:
 - a real device: every readable text file under its node-config `data-path`;
-- simulation: `data-source` "builtin" (a synthetic persona per partition id, task.data.personas), or a
+- simulation: `data.source` "builtin" (a synthetic persona per partition id, task.data.personas), or a
   corpus ("text-dir", "corpus", "shakespeare") dealt to devices by task.data.partition.
 
 Files are read by task.data.files (streamed; unusable files skipped with a note).
 
-Each device holds out `test-fraction` of its sentences for evaluation, chosen from (seed,
+Each device holds out `data.test-fraction` of its sentences for evaluation, chosen from (seed,
 sentence index) alone, so it is deterministic and needs no second pass over the text.
 
 Training examples are next-word targets at every position of a sentence window:
@@ -60,10 +60,10 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
                          for s in split_sentences(line)]
         else:
             where, sentences = partition_sentences(cfg, partition_id, num_partitions, notes)
-        name = f"partition {partition_id}/{num_partitions} of data-source={cfg.data_source} ({where})"
+        name = f"partition {partition_id}/{num_partitions} of data.source={cfg.data_source} ({where})"
     if cap and len(sentences) > cap:
         sentences = sentences[:cap]
-        notes.append(f"{name}: only its first {cap} sentences are used (max-sentences = {cap}); the rest is not read")
+        notes.append(f"{name}: only its first {cap} sentences are used (data.max-sentences = {cap}); the rest is not read")
     if len(sentences) < 2:
         raise DataError(f"{name}: {len(sentences)} sentence(s) of text; need at least 2 "
                         "(one to train on, one to evaluate on)" + (f" [{'; '.join(notes)}]" if notes else ""),
@@ -71,8 +71,8 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
     train, test = split_train_test(sentences, cfg.test_fraction, seed=cfg.seed)
     if cfg.audit_canaries:
         if data_path:  # an audit plants secrets in simulated text, never in a person's
-            raise DataError(f"{name}: audit-canaries is for simulations; refused on a device with a real data-path",
-                            reason="audit-canaries refused on a real device")
+            raise DataError(f"{name}: audit.canaries is for simulations; refused on a device with a real data-path",
+                            reason="audit.canaries refused on a real device")
         train = train + device_canaries(cfg.audit_canaries, cfg.seed, partition_id)
     return DeviceText(name, sentences, train, test, notes)
 
@@ -102,7 +102,7 @@ def cached_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: in
 
 def with_new_word(cfg: Config, text: DeviceText, partition_id: int, server_round: int) -> DeviceText:
     """A simulated adopter's text in the new-word scenario (task/data/new_word.py): from
-    new-word-from-round on it also holds messages with the word, in training and held-out text
+    discovery.new-word-from-round on it also holds messages with the word, in training and held-out text
     alike. Everyone else's text is unchanged."""
     if not new_word.adopted(cfg, partition_id, server_round):
         return text

@@ -1,6 +1,6 @@
 """Reading a device's text files: streamed, so a device with huge text never holds it whole.
 
-Files are read in 1 MiB chunks and cut into sentences as they go, and `max-sentences` caps what
+Files are read in 1 MiB chunks and cut into sentences as they go, and `data.max-sentences` caps what
 is read at all. Unusable files are skipped and the reason is kept in the caller's notes (said
 once per file): binary files, unreadable or vanished files; bytes that are not UTF-8 are replaced.
 """

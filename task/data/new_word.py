@@ -1,7 +1,7 @@
-"""The new-word scenario for the built-in corpus (run-config `new-word`): a made-up word, say a new
+"""The new-word scenario for the built-in corpus (run-config `discovery.new-word`): a made-up word, say a new
 messaging app, that some users start typing while others never have.
 
-From round `new-word-from-round` on, each adopter persona (a share `new-word-adopters` of them,
+From round `discovery.new-word-from-round` on, each adopter persona (a share `discovery.new-word-adopters` of them,
 fixed by the persona id and seed) also types messages with the word in its own contexts (below),
 dressed in the persona's habits (greeting, filler, sign-off). The word is in no dictionary, so
 until the federation discovers it (task/discovery/) it reaches the model as <unk> and can never

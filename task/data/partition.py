@@ -46,7 +46,7 @@ _SPEAKER = re.compile(r"^([A-Z][A-Za-z .'-]{0,40}):[ \t]*$")
 
 def partition_sentences(cfg: Config, partition_id: int, num_partitions: int,
                         notes: list[str]) -> tuple[str, Sentences]:
-    """A description of the partition and its sentences (at most `max-sentences`)."""
+    """A description of the partition and its sentences (at most `data.max-sentences`)."""
     source, path = cfg.data_source, cfg.data_path
     shards = shard_store.materialise(
         key=(source, *_fingerprint(source, path), cfg.partitioner, num_partitions, cfg.seed),
@@ -55,7 +55,7 @@ def partition_sentences(cfg: Config, partition_id: int, num_partitions: int,
     notes.extend(shards.new_notes())  # said by the first device of this process only, not by every one
     if partition_id >= shards.partitions:
         raise DataError(f"{path or source}: {shards.units} natural unit(s) make only {shards.partitions} "
-                        f"device(s) with partitioner='natural'; partition {partition_id} gets none",
+                        f"device(s) with data.partitioner='natural'; partition {partition_id} gets none",
                         reason="partition has no text")
     names, sentences = shards.read(partition_id, cfg.max_sentences + 1 if cfg.max_sentences else 0)
     shown = ", ".join(names[:3]) + (f" and {shards.unit_count(partition_id) - 3} more"
@@ -102,7 +102,7 @@ def _text_dir_pairs(data_path: str, notes: list[str]) -> Pairs:
     root = Path(data_path).expanduser()
     files = text_files(root)  # a missing path is said as such
     if not root.is_dir():
-        raise DataError(f"data-path {root}: data-source='text-dir' needs a directory, this is a file",
+        raise DataError(f"data-path {root}: data.source='text-dir' needs a directory, this is a file",
                         reason="data-path is not a directory")
     return _file_pairs(root, files, notes)
 
@@ -125,7 +125,7 @@ def _file_pairs(root: Path, files: list[Path], notes: list[str]) -> Pairs:
     return ((str(f.relative_to(root)), s) for f in files for s in iter_file_sentences(f, notes))
 
 
-# Corpus sources by their `data-source` name: each streams the corpus as (unit, sentence). Add a
+# Corpus sources by their `data.source` name: each streams the corpus as (unit, sentence). Add a
 # source here (and its name to task.config.DATA_SOURCES); "builtin" is task.data.personas.
 SOURCES: dict[str, Callable[[str, list[str]], Pairs]] = {
     "text-dir": _text_dir_pairs, "corpus": _corpus_pairs, "shakespeare": _shakespeare_pairs}
@@ -171,9 +171,9 @@ def load_shakespeare():
         return load_dataset(SHAKESPEARE, split="train")
     except Exception as e:  # noqa: BLE001 - offline shows up as many exception types
         raise DataError(
-            f"data-source='shakespeare' downloads {SHAKESPEARE} from the Hugging Face Hub and needs the network "
+            f"data.source='shakespeare' downloads {SHAKESPEARE} from the Hugging Face Hub and needs the network "
             f"({type(e).__name__}: {str(e)[:200]}). Offline, put text files in a folder and use "
-            "data-source='text-dir' or 'corpus' with data-path, e.g. a play script split by speaker "
+            "data.source='text-dir' or 'corpus' with data-path, e.g. a play script split by speaker "
             "with partitioner='natural'.", reason="shakespeare download failed (offline?)") from e
 
 

@@ -1,9 +1,9 @@
 """A dealt corpus, written to disk once and streamed back by each simulated device.
 
 A simulation worker plays many devices. Dealing in memory made every worker read and hold the whole
-corpus, whatever `max-sentences` said (a 200 MB file: ~10 min and 6 GB per worker). Here the first
+corpus, whatever `data.max-sentences` said (a 200 MB file: ~10 min and 6 GB per worker). Here the first
 device that needs a corpus deals it once into one file per device, holding one int32 per sentence
-while it does; every device then streams its own file and stops at `max-sentences`.
+while it does; every device then streams its own file and stops at `data.max-sentences`.
 
 Shards live in $FEDNEXTWORD_CACHE/shards/<key>/ (default ~/.cache/fednextword), where the key hashes
 the files' paths, sizes and modification times with the partitioner, device count and seed: a changed

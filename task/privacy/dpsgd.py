@@ -7,7 +7,7 @@ Three things are done here instead of by its DPModel, each for a reason:
 - The forward pass is recorded once on a persistent tape and reused for the clipped gradient;
   DPModel runs the model a second time, which is most of its extra cost.
 - Windows are Poisson-sampled (each step takes each window with probability q, the public
-  dp-sgd-sampling-rate), the sampling the accountant in task/privacy.py assumes. A shuffled
+  dp.sgd-sampling-rate), the sampling the accountant in task/privacy.py assumes. A shuffled
   fixed-size batch would need a different, much weaker analysis.
 - The noisy sum is divided by `batch-size`, a public constant: neither the sampled batch's size
   nor the expected one (q x the device's windows) may be used, since adding or removing one

@@ -4,7 +4,7 @@ Every figure comes from dp-accounting's RDP accountant, applied to what the run 
 (Flower 1.42's accountant covers only its fixed-clipping wrappers, which this template does not
 use: docs/privacy.md). The ledger is plain data so it can be checkpointed and resumed.
 
-What each figure means (delta is the run's dp-delta):
+What each figure means (delta is the run's dp.delta):
 - central: user level (one device's whole text), add-or-remove-one device, no amplification by
   sampling - valid whoever the server picks. The noisy sum of clipped updates is divided by the
   number of devices *sampled* (public), never by the number that replied, so a device that is
@@ -14,7 +14,7 @@ What each figure means (delta is the run's dp-delta):
   (recorded per release: a round with fewer connected devices gets less credit). dp-accounting
   analyses that sampling only under replace-one adjacency, where every sensitivity doubles: each
   noise multiplier is halved. Only reported when some round sampled fewer than were connected.
-- over-selection (selection-factor > 1): the server asks `selected` devices and keeps the first
+- over-selection (participation.selection-factor > 1): the server asks `selected` devices and keeps the first
   `sampled` updates (still dividing by `sampled`). A device's update can then displace another
   device's, so adding or removing one device moves the sum by up to 2 x the clipping norm: the
   central figure halves each multiplier too. Replace-one already doubles the sensitivity and the
@@ -28,19 +28,19 @@ What each figure means (delta is the run's dp-delta):
   zero, which with the fixed denominator is what removing the device does here.
 - local: user level, for the device asked to train most often; each release is a Gaussian
   mechanism of sensitivity 2 x clipping norm, its noise calibrated so that one release's RDP
-  epsilon is exactly dp-local-epsilon.
+  epsilon is exactly dp.local-epsilon.
 - discovery: user level, add or remove one device, TrieHH's (epsilon, delta) for the query levels
   each vocabulary discovery ran (task/discovery/triehh.py), added up over discoveries.
 - with-discovery: the model's and discovery's figures together, under one relation (add or
   remove one device): the model's add/remove figure (central without amplification; DP-FTRL's
   zero-out figure, which with the fixed denominator is removal; local) plus discovery's, epsilons
   and deltas added. The amplified figure is replace-one and is never mixed in. Without user-level
-  DP on the model (dp-mode "none") there is no finite user-level total, and none is reported.
+  DP on the model (dp.mode "none") there is no finite user-level total, and none is reported.
 - model: the one user-level figure of the model that privacy planning targets and the budget
   stop bounds: DP-FTRL's; for the other central modes the amplified one when the server sampled,
   else the plain central one; local's.
-- sample: DP-SGD on the device, add-or-remove-one window (up to seq-len + 1 consecutive words of
-  one sentence), Poisson sampling at the public rate dp-sgd-sampling-rate, every step of every
+- sample: DP-SGD on the device, add-or-remove-one window (up to model.seq-len + 1 consecutive words of
+  one sentence), Poisson sampling at the public rate dp.sgd-sampling-rate, every step of every
   round the device was asked to train.
 
 Randomness: noise and every sampling step an epsilon takes credit for draw from
@@ -64,7 +64,7 @@ _ZERO_OUT = dp_accounting.NeighboringRelation.REPLACE_SPECIAL
 
 
 class PrivacyBudgetExceeded(RuntimeError):
-    """The next release would spend more than dp-max-epsilon."""
+    """The next release would spend more than dp.max-epsilon."""
 
 
 def epsilon(event: dp_accounting.DpEvent, delta: float, replace_one: bool = False, zero_out: bool = False) -> float:
@@ -131,7 +131,7 @@ class PrivacyLedger:
     # --- recording -----------------------------------------------------------------------------
     def record_central(self, noise_multipliers: list[float], clipping_norm: float = 0.0) -> None:
         """`clipping_norm`: the norm this release's noise was calibrated to (adaptive clipping
-        moves it every round; 0 = dp-clipping-norm)."""
+        moves it every round; 0 = dp.clipping-norm)."""
         self.central_releases.append([float(z) for z in noise_multipliers])
         self.last_clipping_norm = float(clipping_norm or self.dp.clipping_norm)
         self.sampled_from.append(self._asked_from or self.population)
@@ -361,7 +361,7 @@ class PrivacyLedger:
             lines.append(
                 "outside the guarantee: evaluation metrics (loss, accuracy and word counts on each device's "
                 "held-out text), which devices replied, declined, were late or failed, and, with "
-                "dp-report-train-metrics, training metrics and what a round cost the device"
+                "dp.report-train-metrics, training metrics and what a round cost the device"
             )
         if dp.max_epsilon > 0:
             lines.append(f"budget: the run stops before the model's user-level figure (the one privacy planning "
@@ -373,7 +373,7 @@ class PrivacyLedger:
     # --- budget --------------------------------------------------------------------------------
     def check_next_round(self, sampled_from: int = 0) -> None:
         """Raise PrivacyBudgetExceeded if one more round, sampled from `sampled_from` connected
-        devices (0 = the population), could push a budgeted figure past dp-max-epsilon: the model's
+        devices (0 = the population), could push a budgeted figure past dp.max-epsilon: the model's
         (the one planning targets), the sample-level one and the total with discovery. Exact, not a
         guess: every device runs the same public DP-SGD plan, so the worst device after the next
         round is the one asked most often so far, asked once more."""
@@ -385,7 +385,7 @@ class PrivacyLedger:
 
     def check_discovery(self, epsilon_: float, delta: float) -> None:
         """Raise PrivacyBudgetExceeded if a discovery spending (epsilon_, delta) could push the
-        discovery figure or the total with discovery past dp-max-epsilon."""
+        discovery figure or the total with discovery past dp.max-epsilon."""
         spent = self.discovery_spent() or (0.0, 0.0)
         total = self.with_discovery(extra=(epsilon_, delta))
         self._check({"epsilon-discovery": spent[0] + epsilon_,
@@ -399,7 +399,7 @@ class PrivacyLedger:
         if over:
             name, value = next(iter(over.items()))
             raise PrivacyBudgetExceeded(
-                f"{what} would raise {name} to {value:.3f} > dp-max-epsilon = {budget} "
+                f"{what} would raise {name} to {value:.3f} > dp.max-epsilon = {budget} "
                 f"(delta = {self.dp.delta}); stopping with the model of the last round"
             )
 

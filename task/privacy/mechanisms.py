@@ -57,7 +57,7 @@ def adaptive_noise(dp: DPConfig, sampled: int) -> tuple[float, float]:
     stddev = dp.clipped_count_stddev or sampled / 20
     z = dp.noise_multiplier
     if z >= 2 * stddev:
-        raise ValueError(f"dp-noise-multiplier {z} must be below 2 x clipped-count stddev = {2 * stddev:g}")
+        raise ValueError(f"dp.noise-multiplier {z} must be below 2 x clipped-count stddev = {2 * stddev:g}")
     return (z ** -2 - (2 * stddev) ** -2) ** -0.5, stddev
 
 
@@ -71,7 +71,7 @@ def dpsgd_steps(local_epochs: int, sampling_rate: float, max_local_steps: int = 
 def released_train_metrics(dp: DPConfig, metrics: dict) -> dict:
     """What a device sends about its training. Under DP only the weight FedAvg needs: loss,
     accuracy on its own text, its window count and its compute time are functions of its text
-    that no noise covers. dp-report-train-metrics opts out (documented as outside the guarantee)."""
+    that no noise covers. dp.report-train-metrics opts out (documented as outside the guarantee)."""
     if not dp.enabled or dp.report_train_metrics:
         return metrics
     return {DP_WEIGHT: 1}

@@ -2,7 +2,7 @@
 
 Both drive a real `PrivacyLedger` through the planned rounds exactly as the server does (DP-FTRL's
 trees restart when every device has taken part), so a plan and the run's own figure cannot
-disagree. The figure is the ledger's `model_epsilon`, the one the budget stop (dp-max-epsilon)
+disagree. The figure is the ledger's `model_epsilon`, the one the budget stop (dp.max-epsilon)
 bounds too: DP-FTRL's (no credit for sampling), and for the other central modes the
 sampling-amplified one when the server samples, else the plain central one. A plan assumes the
 whole population is connected at every round; a round that samples from fewer gets less credit.
@@ -20,7 +20,7 @@ def planned_epsilon(dp: DPConfig, population: int, per_round: int, rounds: int) 
     """The epsilon a central-DP run of `rounds` rounds, `per_round` of `population` devices
     sampled each round, reports at its end."""
     if not dp.central:
-        raise ValueError(f'planning covers the central dp-modes, not dp-mode = "{dp.mode}"')
+        raise ValueError(f'planning covers the central dp-modes, not dp.mode = "{dp.mode}"')
     if not 1 <= per_round <= population:
         raise ValueError(f"{per_round} devices per round out of a population of {population}")
     ledger = PrivacyLedger(dp, population=population, sampled=per_round)

@@ -42,8 +42,8 @@ def test_quick_benchmark_prints_a_table_and_writes_json_and_png(tmp_path):
     assert secure["status"] == "finished:completed" and secure["seconds_per_round"] > 0
     # SecAgg+ sends its masked update as 64-bit integers: twice the float32 update, plus the keys
     assert 1.9 < secure["train_bytes_up_per_device"] / plain["train_bytes_up_per_device"] < 2.5
-    assert "| secure-aggregation |" in out.stdout
-    assert "| corpus | devices |" in out.stdout and "| transfer-dtype |" in out.stdout and "| devices |" in out.stdout
+    assert "| secagg.enabled |" in out.stdout
+    assert "| corpus | devices |" in out.stdout and "| transfer.dtype |" in out.stdout and "| devices |" in out.stdout
     assert "| start-up stage | seconds |" in out.stdout
     assert (tmp_path / "benchmark.png").read_bytes()[:4] == b"\x89PNG"
 

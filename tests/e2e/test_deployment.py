@@ -23,7 +23,7 @@ from task.data import personas
 
 PORT = 39393
 CONNECTION = "fednextword-test"
-TINY = ("vocab-size=2000 seq-len=12 embed-dim=32 num-heads=2 ffn-dim=64 local-epochs=3 learning-rate=0.01 "
+TINY = ("model.vocab-size=2000 model.seq-len=12 model.embed-dim=32 model.num-heads=2 model.ffn-dim=64 local-epochs=3 learning-rate=0.01 "
         "server-eval-devices=0")
 
 
@@ -147,10 +147,10 @@ def test_secure_aggregation_survives_a_device_killed_mid_round(deployment, tmp_p
     run = threading.Thread(target=lambda: result.update(outcome=run_app(
         d["env"], connection=CONNECTION, echo=False,
         run_config=(f"num-server-rounds=2 {TINY} min-available-nodes=2 min-train-nodes=2 min-evaluate-nodes=2 "
-                    "round-timeout=60.0 secure-aggregation=true "
+                    "round-timeout=60.0 secagg.enabled=true "
                     # with 5 devices asked, one declining and one killed, every device must be a
                     # neighbour of every other for 3 shares to survive
-                    f'secagg-num-shares=5 secagg-reconstruction-threshold=3 out-dir="{tmp_path}"'))))
+                    f'secagg.num-shares=5 secagg.reconstruction-threshold=3 out-dir="{tmp_path}"'))))
     run.start()
     deadline = time.monotonic() + 300
     while log.read_text().count("training for secure aggregation, round 1") == joined_before:

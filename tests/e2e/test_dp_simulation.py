@@ -16,7 +16,7 @@ from scripts.local_flower import run_app
 from task.run.checkpoint import latest_checkpoint, load_weights
 from tests.helpers import SMALL_RUN
 
-SMALL = f"{SMALL_RUN} local-epochs=2 learning-rate=0.01 sentences-per-device=100 server-eval-devices=3"
+SMALL = f"{SMALL_RUN} local-epochs=2 learning-rate=0.01 data.sentences-per-device=100 server-eval-devices=3"
 
 
 
@@ -56,9 +56,9 @@ def only_covered_train_fields(metrics) -> bool:
 
 @pytest.mark.parametrize("mode, dtype", [("central-client-clip", "int8"), ("central-server-clip", "float32")])
 def test_fixed_clipping_modes_run_and_report_flowers_epsilon(flower, tmp_path, mode, dtype):
-    dp = {"dp-mode": mode, "dp-noise-multiplier": 0.5, "dp-clipping-norm": 5.0, "dp-delta": 1e-3}
+    dp = {"dp.mode": mode, "dp.noise-multiplier": 0.5, "dp.clipping-norm": 5.0, "dp.delta": 1e-3}
     outcome, metrics, summary = run(flower, tmp_path, " ".join(f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}"
-                                                               for k, v in dp.items()) + f' transfer-dtype="{dtype}"')
+                                                               for k, v in dp.items()) + f' transfer.dtype="{dtype}"')
     assert [r["dp_central_releases"] for r in metrics] == [0, 1, 2]
     expected = [gaussian_epsilon(0.5, n, 1e-3) for n in (1, 2)]
     assert [r["dp_epsilon_central"] for r in metrics[1:]] == pytest.approx(expected, rel=1e-6)
@@ -79,8 +79,8 @@ def test_fixed_clipping_modes_run_and_report_flowers_epsilon(flower, tmp_path, m
 
 
 def test_adaptive_clipping_moves_the_clipping_norm_and_is_accounted(flower, tmp_path):
-    outcome, metrics, _ = run(flower, tmp_path, 'dp-mode="central-adaptive-clip" dp-noise-multiplier=0.3 '
-                                                "dp-clipping-norm=0.5 dp-clipped-count-stddev=0.3 dp-delta=1e-3")
+    outcome, metrics, _ = run(flower, tmp_path, 'dp.mode="central-adaptive-clip" dp.noise-multiplier=0.3 '
+                                                "dp.clipping-norm=0.5 dp.clipped-count-stddev=0.3 dp.delta=1e-3")
     assert [r["dp_central_releases"] for r in metrics] == [0, 1, 2]
     # update noise and count noise together are one Gaussian of z = 0.3 per round (Andrew et al. 2021)
     assert [r["dp_epsilon_central"] for r in metrics[1:]] == pytest.approx(
@@ -99,7 +99,7 @@ def test_local_dp_counts_every_devices_releases_and_composes_with_float16_transf
     outcome, metrics, _ = run(
         flower,
         tmp_path,
-        'dp-mode="local" dp-clipping-norm=1.0 dp-local-epsilon=50 dp-delta=1e-3 transfer-dtype="float16"',
+        'dp.mode="local" dp.clipping-norm=1.0 dp.local-epsilon=50 dp.delta=1e-3 transfer.dtype="float16"',
     )
     assert only_covered_train_fields(metrics)
     # The devices noise first, then send their update in float16: half the float32 model's bytes.
@@ -120,13 +120,13 @@ def test_dpsgd_with_central_dp_and_a_budget_that_stops_the_run(flower, tmp_path)
     # 20 steps a round) 4.37 after one round. A budget of 9 allows round 1 and must refuse round 2,
     # keeping round 1's model. The devices opt in to reporting training metrics (outside DP).
     dp = (
-        'dp-mode="central-client-clip" dp-noise-multiplier=0.6 dp-clipping-norm=5.0 dp-delta=1e-3 '
-        "dp-sgd=true dp-sgd-noise-multiplier=0.8 dp-sgd-clipping-norm=1.0 dp-max-epsilon=9.0 "
-        "dp-report-train-metrics=true"
+        'dp.mode="central-client-clip" dp.noise-multiplier=0.6 dp.clipping-norm=5.0 dp.delta=1e-3 '
+        "dp.sgd=true dp.sgd-noise-multiplier=0.8 dp.sgd-clipping-norm=1.0 dp.max-epsilon=9.0 "
+        "dp.report-train-metrics=true"
     )
     outcome, metrics, summary = run(flower, tmp_path, dp, rounds=3)
     assert [r["round"] for r in metrics] == [0, 1]
-    assert summary["stopped_early"] and "dp-max-epsilon = 9.0" in summary["stopped_early"]
+    assert summary["stopped_early"] and "dp.max-epsilon = 9.0" in summary["stopped_early"]
     assert "Stopped early: privacy budget" in outcome.output
     last = metrics[-1]
     assert last["dp_epsilon_sample"] == pytest.approx(4.37, abs=0.01)
@@ -141,8 +141,8 @@ def test_dpsgd_with_central_dp_and_a_budget_that_stops_the_run(flower, tmp_path)
 
 def test_dp_ftrl_restarts_its_tree_when_every_device_took_part_and_accounts_the_trees(flower, tmp_path):
     # 9 devices, 3 per round: a tree holds 3 rounds of unused devices, so 4 rounds make trees [3, 1].
-    outcome, metrics, summary = run(flower, tmp_path, 'dp-mode="central-ftrl" dp-noise-multiplier=0.5 '
-                                    "dp-clipping-norm=5.0 dp-delta=1e-3 fraction-train=0.34", rounds=4, devices=9)
+    outcome, metrics, summary = run(flower, tmp_path, 'dp.mode="central-ftrl" dp.noise-multiplier=0.5 '
+                                    "dp.clipping-norm=5.0 dp.delta=1e-3 fraction-train=0.34", rounds=4, devices=9)
     assert [(r["dp_trees"], r["dp_rounds_in_tree"]) for r in metrics[1:]] == [(1, 1), (1, 2), (1, 3), (2, 1)]
     # Kairouz et al. 2021: a device in one round of a 3-round tree touches ceil(log2 4) = 2 nodes, of a
     # 1-round tree 1 node; the trees compose: 3 Gaussian mechanisms of multiplier z, where DP-FedAvg

@@ -14,7 +14,7 @@ from task.data import personas
 from task.litert.suggest import Suggester
 from tests.helpers import SMALL_RUN
 
-SMALL = f"{SMALL_RUN} local-epochs=3 learning-rate=0.01 sentences-per-device=120"
+SMALL = f"{SMALL_RUN} local-epochs=3 learning-rate=0.01 data.sentences-per-device=120"
 
 
 
@@ -75,8 +75,8 @@ def test_one_device_with_unusable_text_does_not_stop_the_run(flower, tmp_path):
     (data / "device3.txt").write_text("   \n")  # this device has no usable text
     out = tmp_path / "out"
     outcome = run_app(flower, num_supernodes=4, echo=False,
-                      run_config=f'num-server-rounds=2 {SMALL} data-source="text-dir" data-path="{data}" '
-                                 f'partitioner="natural" server-eval-devices=0 out-dir="{out}"')
+                      run_config=f'num-server-rounds=2 {SMALL} data.source="text-dir" data.path="{data}" '
+                                 f'data.partitioner="natural" server-eval-devices=0 out-dir="{out}"')
     assert outcome.status == "finished:completed", outcome.output[-3000:]
     metrics = rows(out, outcome.run_id)
     for r in metrics[1:]:
@@ -92,8 +92,8 @@ def test_one_device_with_unusable_text_does_not_stop_the_run(flower, tmp_path):
 def test_a_run_where_every_device_fails_ends_with_a_summary_not_a_crash(flower, tmp_path):
     out = tmp_path / "out"
     outcome = run_app(flower, num_supernodes=3, echo=False,
-                      run_config=f'num-server-rounds=1 {SMALL} data-source="text-dir" '
-                                 f'data-path="{tmp_path / "missing"}" server-eval-devices=0 out-dir="{out}"')
+                      run_config=f'num-server-rounds=1 {SMALL} data.source="text-dir" '
+                                 f'data.path="{tmp_path / "missing"}" server-eval-devices=0 out-dir="{out}"')
     assert outcome.status == "finished:completed", outcome.output[-3000:]
     summary = json.loads((out / f"run-{outcome.run_id}" / "summary.json").read_text())
     assert summary["final"] == {} and summary["rounds"] == 1  # a summary, with no model quality to report
@@ -106,9 +106,9 @@ def test_a_population_with_availability_and_stragglers_closes_rounds_at_their_go
     """10 simulated devices over a night (20:00 to 04:00), half of the day charging on Wi-Fi, two
     of them 20 s slow; each round asks 6 and closes at 4 updates (client_app/eligibility.py)."""
     outcome = run_app(flower, num_supernodes=10, echo=False,
-                      run_config=f'num-server-rounds=6 {SMALL} fraction-train=0.4 selection-factor=1.5 '
-                                 'sim-availability="nightly" sim-eligible-share=0.5 sim-hours-per-round=2.0 '
-                                 f'sim-stragglers=0.2 sim-straggler-seconds=20.0 server-eval-devices=4 '
+                      run_config=f'num-server-rounds=6 {SMALL} fraction-train=0.4 participation.selection-factor=1.5 '
+                                 'participation.availability="nightly" participation.eligible-share=0.5 participation.hours-per-round=2.0 '
+                                 f'participation.stragglers=0.2 participation.straggler-seconds=20.0 server-eval-devices=4 '
                                  f'out-dir="{tmp_path}"')
     assert outcome.status == "finished:completed", outcome.output[-3000:]
     metrics = rows(tmp_path, outcome.run_id)

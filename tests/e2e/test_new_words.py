@@ -10,8 +10,8 @@ from task.litert.suggest import Suggester
 # The README's scenario: 1,000 built-in devices, half of them start typing "zorbix" at round 3;
 # discovery before rounds 1, 3, 5, ...; 40 devices train per round (with 20 the word's top-3 rate
 # swung between rounds with how many adopters a round drew).
-SCENARIO = ('new-word="zorbix" new-word-adopters=0.5 new-word-from-round=3 vocab-discovery=true '
-            "vocab-discovery-every=2 num-server-rounds=16 fraction-train=0.04 min-train-nodes=40 "
+SCENARIO = ('discovery.new-word="zorbix" discovery.new-word-adopters=0.5 discovery.new-word-from-round=3 discovery.enabled=true '
+            "discovery.every=2 num-server-rounds=16 fraction-train=0.04 min-train-nodes=40 "
             "min-available-nodes=1000 evaluate-in-train=false fraction-evaluate=0.002 min-evaluate-nodes=2 "
             "server-eval-devices=5 keep-checkpoints=1")
 

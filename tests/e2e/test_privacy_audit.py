@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_audit_runs_a_federation_with_canaries_and_reports_exposure_and_membership(tmp_path):
     out = subprocess.run([sys.executable, "scripts/tools/privacy_audit.py", "--modes", "none", "--devices", "3",
                           "--rounds", "2", "--canaries", "1:20", "--out-dir", str(tmp_path), "--ports", "39691", "39693",
-                          "--run-config", f"{SMALL_RUN} sentences-per-device=60 server-eval-devices=0"],
+                          "--run-config", f"{SMALL_RUN} data.sentences-per-device=60 server-eval-devices=0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "| exposure k=1 r=20 | exposure, never inserted | user AUC |" in out.stdout

@@ -13,8 +13,8 @@ from task.config import Config
 from task.privacy.ledger import PrivacyLedger
 from tests.helpers import SMALL_RUN
 
-SMALL = f"{SMALL_RUN} local-epochs=2 learning-rate=0.01 sentences-per-device=100 server-eval-devices=3"
-DP = 'dp-mode="central-client-clip" dp-noise-multiplier=2.0 dp-clipping-norm=0.5 dp-delta=1e-3'
+SMALL = f"{SMALL_RUN} local-epochs=2 learning-rate=0.01 data.sentences-per-device=100 server-eval-devices=3"
+DP = 'dp.mode="central-client-clip" dp.noise-multiplier=2.0 dp.clipping-norm=0.5 dp.delta=1e-3'
 
 
 # What the server itself observes: who was asked, replied, declined, was late, busy or failed.
@@ -70,8 +70,8 @@ def test_a_resumed_run_continues_the_model_and_the_privacy_budget(flower, tmp_pa
     assert after[:3] == before  # the history is carried over unchanged
     assert after[3]["server_loss"] != before[2]["server_loss"]
     # epsilon after 4 releases, as an uninterrupted 4-round run has it (same computation, 4 releases)
-    cfg = Config.from_run_config({"dp-mode": "central-client-clip", "dp-noise-multiplier": 2.0,
-                                  "dp-clipping-norm": 0.5, "dp-delta": 1e-3})
+    cfg = Config.from_run_config({"dp.mode": "central-client-clip", "dp.noise-multiplier": 2.0,
+                                  "dp.clipping-norm": 0.5, "dp.delta": 1e-3})
     uninterrupted = PrivacyLedger(cfg.dp, 3, 3)
     for _ in range(4):
         uninterrupted.record_central([2.0])

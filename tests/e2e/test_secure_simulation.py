@@ -15,9 +15,9 @@ from task.run.checkpoint import latest_checkpoint, load_weights
 from tests.e2e.test_dp_simulation import TRAIN_COUNTS, gaussian_epsilon
 from tests.helpers import SMALL_RUN
 
-SMALL = f"{SMALL_RUN} local-epochs=2 learning-rate=0.01 sentences-per-device=100 server-eval-devices=3"
-SECURE = ('secure-aggregation=true dp-mode="central-client-clip" dp-noise-multiplier=0.001 dp-clipping-norm=5.0 '
-          "dp-delta=1e-3")
+SMALL = f"{SMALL_RUN} local-epochs=2 learning-rate=0.01 data.sentences-per-device=100 server-eval-devices=3"
+SECURE = ('secagg.enabled=true dp.mode="central-client-clip" dp.noise-multiplier=0.001 dp.clipping-norm=5.0 '
+          "dp.delta=1e-3")
 
 
 def read(tmp_path, run_id):

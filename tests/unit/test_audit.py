@@ -34,19 +34,19 @@ def test_canaries_go_into_k_devices_r_times_and_a_never_inserted_one_is_kept_apa
     assert [(c.devices, c.repeats) for c in planted] == [(range(0, 2), 3), (range(2, 3), 5)]
     assert len({c.secret for c in planted} | {reference}) == 3
     assert planted == canary.planted("2:3,1:5", seed=7)[0]  # the audit knows what it planted
-    cfg = Config.from_run_config({"audit-canaries": "2:3,1:5"})
+    cfg = Config.from_run_config({"audit.canaries": "2:3,1:5"})
     counts = [sum(s[:3] == list(canary.PREFIX) for s in load_device_text(cfg, partition_id=p, num_partitions=4).train)
               for p in range(4)]
     assert counts == [3, 3, 5, 0]
-    with pytest.raises(ConfigError, match="audit-canaries"):
-        Config.from_run_config({"audit-canaries": "2:0"})
+    with pytest.raises(ConfigError, match="audit.canaries"):
+        Config.from_run_config({"audit.canaries": "2:0"})
 
 
 def test_canaries_are_refused_on_a_device_with_real_text(tmp_path):
     (tmp_path / "t.txt").write_text("One sentence here. Another one there.")
-    with pytest.raises(DataError, match="audit-canaries is for simulations") as err:
+    with pytest.raises(DataError, match="audit.canaries is for simulations") as err:
         load_device_text(Config(audit_canaries="1:1"), data_path=str(tmp_path))
-    assert err.value.reason == "audit-canaries refused on a real device"
+    assert err.value.reason == "audit.canaries refused on a real device"
 
 
 def test_a_model_that_memorised_a_canary_ranks_it_first_and_an_untrained_one_does_not():

@@ -66,7 +66,7 @@ def test_a_device_with_huge_text_reads_a_bounded_amount_by_default_and_says_so(t
     dev = load_device_text(cfg, data_path=str(tmp_path))
     assert len(dev.sentences) == cfg.max_sentences > 0
     assert sum(read) <= 4 * files.CHUNK_CHARS  # a few MiB of the 30, not all of it
-    assert any("first 20000 sentences" in n and "max-sentences" in n and str(tmp_path) in n for n in dev.notes)
+    assert any("first 20000 sentences" in n and "data.max-sentences" in n and str(tmp_path) in n for n in dev.notes)
 
     warnings = []
     monkeypatch.setattr(device.log, "warning", lambda msg, *args: warnings.append(msg % args))
@@ -157,7 +157,7 @@ def test_shakespeare_offline_fails_fast_with_a_clear_message(tmp_path, monkeypat
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # and no cached copy
     with pytest.raises(DataError, match="needs the network") as err:
         load_shakespeare()
-    assert "data-source='text-dir'" in str(err.value)
+    assert "data.source='text-dir'" in str(err.value)
 
 
 # --- corpus sources (simulated devices dealt a shared corpus) ------------------------------------

@@ -9,7 +9,10 @@ PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 def run_config_from_pyproject() -> dict:
-    return tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"]
+    """As Flower reads it: each group's keys under their dotted names."""
+    from flwr.common.config import flatten_dict
+
+    return flatten_dict(tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"])
 
 
 def test_pyproject_declares_exactly_the_config_keys_with_the_same_defaults():
@@ -33,22 +36,22 @@ def test_ints_are_accepted_for_float_keys():
         ({"num-server-rounds": 0}, "num-server-rounds"),
         ({"fraction-train": 1.5}, "fraction-train"),
         ({"learning-rate": -0.1}, "learning-rate"),
-        ({"embed-dim": 30, "num-heads": 4}, "num-heads"),
-        ({"data-source": "s3"}, "data-source"),
-        ({"data-source": "corpus"}, "data-path"),
+        ({"model.embed-dim": 30, "model.num-heads": 4}, "model.num-heads"),
+        ({"data.source": "s3"}, "data.source"),
+        ({"data.source": "corpus"}, "data.path"),
         ({"min-available-nodes": 1, "min-train-nodes": 3}, "min-available-nodes"),
         ({"batch-size": "32"}, "batch-size"),
-        ({"seq-len": 2.5}, "seq-len"),
-        ({"transfer-dtype": "bfloat16"}, "transfer-dtype"),
+        ({"model.seq-len": 2.5}, "model.seq-len"),
+        ({"transfer.dtype": "bfloat16"}, "transfer.dtype"),
         ({"server-optimizer": "fedprox"}, "server-optimizer"),
-        ({"server-optimizer": "fedadam", "dp-mode": "central-client-clip"}, "server-optimizer"),
+        ({"server-optimizer": "fedadam", "dp.mode": "central-client-clip"}, "server-optimizer"),
         ({"server-momentum": 1.0}, "server-momentum"),
         ({"learning-rate-schedule": "linear"}, "learning-rate-schedule"),
         ({"learning-rate": 0.001, "final-learning-rate": 0.01}, "final-learning-rate"),  # a schedule that rises
         ({"adam-epsilon": 0.0}, "adam-epsilon"),
-        ({"dp-mode": "central-ftrl", "server-optimizer": "fedavgm"}, "server-optimizer"),
-        ({"model-preset": "tiny"}, "model-preset"),
-        ({"model-preset": "dp-small", "embed-dim": 48}, "embed-dim"),  # conflicts with the preset's 32
+        ({"dp.mode": "central-ftrl", "server-optimizer": "fedavgm"}, "server-optimizer"),
+        ({"model.preset": "tiny"}, "model.preset"),
+        ({"model.preset": "dp-small", "model.embed-dim": 48}, "model.embed-dim"),  # conflicts with the preset's 32
     ],
 )
 def test_bad_values_fail_naming_the_key_and_value(overrides, key):
@@ -57,11 +60,11 @@ def test_bad_values_fail_naming_the_key_and_value(overrides, key):
 
 
 def test_the_dp_small_preset_sets_the_shape_and_keeps_the_other_keys():
-    cfg = Config.from_run_config({"model-preset": "dp-small", "seq-len": 10, "dropout": 0.1})
+    cfg = Config.from_run_config({"model.preset": "dp-small", "model.seq-len": 10, "model.dropout": 0.1})
     assert (cfg.model.vocab_size, cfg.model.embed_dim, cfg.model.num_heads, cfg.model.ffn_dim) == (2000, 32, 2, 64)
     assert (cfg.model.seq_len, cfg.model.dropout) == (10, 0.1)
     assert Config.from_run_config(cfg.to_run_config()) == cfg
-    with pytest.raises(ConfigError, match="'vocab-size'"):  # a preset's shape cannot be edited around it
+    with pytest.raises(ConfigError, match="'model.vocab-size'"):  # a preset's shape cannot be edited around it
         Config(model_preset="dp-small").validate()
 
 
@@ -71,9 +74,9 @@ def test_unknown_keys_are_rejected():
 
 
 @pytest.mark.parametrize("overrides, says", [
-    ("num-heads=3", "'num-heads' = 3 is invalid: expected an integer >= 1 that divides embed-dim (80)"),
+    ("model.num-heads=3", "'model.num-heads' = 3 is invalid: expected an integer >= 1 that divides model.embed-dim (80)"),
     ("nmu-server-rounds=3", "unknown run-config key(s) ['nmu-server-rounds']"),
-    ("dp-mode=local", "quote strings"),
+    ("dp.mode=local", "quote strings"),
 ])
 def test_the_runner_names_a_bad_key_before_flower_starts(overrides, says):
     from scripts.run_simulation import check_run_config

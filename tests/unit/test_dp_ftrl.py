@@ -1,4 +1,4 @@
-"""DP-FTRL (dp-mode "central-ftrl", Kairouz et al. 2021): the tree's noise, its accounting and
+"""DP-FTRL (dp.mode "central-ftrl", Kairouz et al. 2021): the tree's noise, its accounting and
 the once-per-tree participation rule, checked against the paper's properties rather than against
 the code that computes them."""
 
@@ -145,6 +145,6 @@ def test_a_resumed_run_starts_a_new_tree_and_keeps_the_old_ones():
 def test_ftrl_is_a_valid_dp_mode_and_refuses_a_server_optimiser():
     from task.config import ConfigError
 
-    assert Config.from_run_config({"dp-mode": "central-ftrl"}).dp.central
+    assert Config.from_run_config({"dp.mode": "central-ftrl"}).dp.central
     with pytest.raises(ConfigError, match="server-optimizer"):
-        Config.from_run_config({"dp-mode": "central-ftrl", "server-optimizer": "fedadam"})
+        Config.from_run_config({"dp.mode": "central-ftrl", "server-optimizer": "fedadam"})

@@ -104,7 +104,7 @@ def test_dpsgd_with_a_layer_it_cannot_clip_is_refused_before_any_device_trains(t
 
     cfg = Config(model=LSTM, dp=Config().dp.__class__(sgd=True), out_dir=str(tmp_path))
     context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_run_config())
-    with pytest.raises(ConfigError, match=r"'dp-sgd'.*lstm \(LSTM\).*supports Embedding, Dense, LayerNormalization"):
+    with pytest.raises(ConfigError, match=r"'dp.sgd'.*lstm \(LSTM\).*supports Embedding, Dense, LayerNormalization"):
         main(_NoGrid(), context)
     assert not (tmp_path / "run-1" / "metrics.json").exists()  # no round, no epsilon booked
 

@@ -71,7 +71,7 @@ def test_a_device_that_may_not_work_declines_without_importing_tensorflow_or_rea
     reply = decline({"data-path": missing, "metered-network": True}, message_type=message_type)
     assert reply == {"code": NOT_ELIGIBLE, "reason": "not eligible: metered network", "tensorflow": False}
     # A simulated device outside its availability window declines the same way.
-    sim = {**Config().to_run_config(), "sim-availability": "nightly", "sim-eligible-share": 0.05}
+    sim = {**Config().to_run_config(), "participation.availability": "nightly", "participation.eligible-share": 0.05}
     pid = next(p for p in range(100) if not eligibility.simulated_eligible(
         SimConfig(availability="nightly", eligible_share=0.05), 0, p, 1))
     reply = decline({"partition-id": pid, "num-partitions": 100}, sim, message_type)
@@ -139,8 +139,8 @@ def test_the_configured_share_of_simulated_devices_are_stragglers():
     assert not any(eligibility.is_straggler(SimConfig(), 0, p) for p in range(100))
 
 
-@pytest.mark.parametrize("key, value", [("selection-factor", 0.5), ("sim-availability", "sometimes"),
-                                        ("sim-eligible-share", 0.0), ("sim-stragglers", 1.5)])
+@pytest.mark.parametrize("key, value", [("participation.selection-factor", 0.5), ("participation.availability", "sometimes"),
+                                        ("participation.eligible-share", 0.0), ("participation.stragglers", 1.5)])
 def test_bad_participation_settings_are_refused_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=key):
         Config.from_run_config({key: value})

@@ -68,7 +68,7 @@ def _corpus(tmp_path, sentences=200):
 def test_a_corpus_is_read_once_and_a_new_worker_reads_only_its_own_shard(tmp_path, monkeypatch):
     cfg = Config(data_source="corpus", data_path=str(_corpus(tmp_path)), partitioner="natural", max_sentences=4)
     first = load_device_text(cfg, partition_id=0, num_partitions=4)
-    assert len(first.sentences) == 4  # max-sentences holds for corpora too
+    assert len(first.sentences) == 4  # data.max-sentences holds for corpora too
 
     shard_store._OPENED.clear()  # as a new simulation worker process
 

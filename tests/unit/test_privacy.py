@@ -283,21 +283,21 @@ def test_devices_are_sampled_secretly_under_dp_and_reproducibly_without():
 @pytest.mark.parametrize(
     "run_config, key",
     [
-        ({"dp-mode": "central-client-clip", "dp-clipping-norm": 0.0}, "dp-clipping-norm"),  # noise, no clipping
-        ({"dp-mode": "local", "dp-clipping-norm": -1.0}, "dp-clipping-norm"),
-        ({"dp-mode": "central-server-clip", "dp-noise-multiplier": 0.0}, "dp-noise-multiplier"),
-        ({"dp-mode": "central", "dp-noise-multiplier": 1.0}, "dp-mode"),
-        ({"dp-delta": 1.5}, "dp-delta"),
-        ({"dp-sgd": True, "dp-sgd-clipping-norm": 0.0}, "dp-sgd-clipping-norm"),
-        ({"dp-sgd": "yes"}, "dp-sgd"),
-        ({"dp-max-epsilon": -2.0}, "dp-max-epsilon"),
-        ({"dp-max-epsilon": 5.0}, "dp-max-epsilon"),  # a budget with nothing to spend it
-        ({"dp-sgd": True, "dp-sgd-sampling-rate": 0.0}, "dp-sgd-sampling-rate"),
+        ({"dp.mode": "central-client-clip", "dp.clipping-norm": 0.0}, "dp.clipping-norm"),  # noise, no clipping
+        ({"dp.mode": "local", "dp.clipping-norm": -1.0}, "dp.clipping-norm"),
+        ({"dp.mode": "central-server-clip", "dp.noise-multiplier": 0.0}, "dp.noise-multiplier"),
+        ({"dp.mode": "central", "dp.noise-multiplier": 1.0}, "dp.mode"),
+        ({"dp.delta": 1.5}, "dp.delta"),
+        ({"dp.sgd": True, "dp.sgd-clipping-norm": 0.0}, "dp.sgd-clipping-norm"),
+        ({"dp.sgd": "yes"}, "dp.sgd"),
+        ({"dp.max-epsilon": -2.0}, "dp.max-epsilon"),
+        ({"dp.max-epsilon": 5.0}, "dp.max-epsilon"),  # a budget with nothing to spend it
+        ({"dp.sgd": True, "dp.sgd-sampling-rate": 0.0}, "dp.sgd-sampling-rate"),
         (
-            {"dp-mode": "central-adaptive-clip", "dp-noise-multiplier": 2.0, "dp-clipped-count-stddev": 1.0},
-            "dp-noise-multiplier",
+            {"dp.mode": "central-adaptive-clip", "dp.noise-multiplier": 2.0, "dp.clipped-count-stddev": 1.0},
+            "dp.noise-multiplier",
         ),  # the count's noise alone would spend more than the whole budget
-        ({"dp-mode": "central-adaptive-clip", "server-optimizer": "fedadam"}, "server-optimizer"),
+        ({"dp.mode": "central-adaptive-clip", "server-optimizer": "fedadam"}, "server-optimizer"),
     ],
 )
 def test_bad_dp_settings_are_refused_naming_the_key(run_config, key):
@@ -306,16 +306,16 @@ def test_bad_dp_settings_are_refused_naming_the_key(run_config, key):
 
 
 def test_delta_must_be_below_one_over_the_population():
-    cfg = Config.from_run_config({"dp-mode": "central-client-clip", "dp-delta": 0.05, "min-available-nodes": 2})
+    cfg = Config.from_run_config({"dp.mode": "central-client-clip", "dp.delta": 0.05, "min-available-nodes": 2})
     assert population_and_sample(FakeGrid(10), cfg) == (10, 10)
-    with pytest.raises(ConfigError, match="'dp-delta'.*1/50"):
+    with pytest.raises(ConfigError, match="'dp.delta'.*1/50"):
         population_and_sample(FakeGrid(50), cfg)
 
 
 def test_sampling_more_devices_than_exist_is_refused_before_training():
     cfg = Config.from_run_config(
         {
-            "dp-mode": "central-client-clip",
+            "dp.mode": "central-client-clip",
             "min-train-nodes": 8,
             "min-available-nodes": 8,
             "min-evaluate-nodes": 2,

@@ -50,7 +50,7 @@ def test_an_unseen_devices_dpsgd_projection_is_exact_and_the_budget_holds():
     dp = DPConfig(sgd=True, sgd_noise_multiplier=1.0, sgd_sampling_rate=0.1, delta=1e-5, max_epsilon=6.0)
     ledger = PrivacyLedger(dp, population=10, sampled=3, local_epochs=1)
     spent = []
-    with pytest.raises(PrivacyBudgetExceeded, match="dp-max-epsilon = 6.0"):
+    with pytest.raises(PrivacyBudgetExceeded, match="dp.max-epsilon = 6.0"):
         for r in range(100):
             ledger.check_next_round()
             ledger.record_asked_to_train(random.sample(range(10), 3) if r else [0, 1, 2])
@@ -65,7 +65,7 @@ def test_the_budget_stops_before_the_release_that_would_exceed_it():
     dp = DPConfig(mode="central-client-clip", noise_multiplier=1.0, delta=1e-5, max_epsilon=8.0)
     ledger = PrivacyLedger(dp, population=10, sampled=10)
     completed = 0
-    with pytest.raises(PrivacyBudgetExceeded, match="dp-max-epsilon = 8.0"):
+    with pytest.raises(PrivacyBudgetExceeded, match="dp.max-epsilon = 8.0"):
         while True:
             ledger.check_next_round()
             ledger.record_central([1.0])

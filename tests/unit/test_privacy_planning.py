@@ -48,7 +48,7 @@ def test_the_noise_found_is_the_smallest_that_meets_the_target(dp, target):
 
 def test_a_smaller_target_needs_more_noise_and_a_bad_plan_is_refused():
     assert noise_for_epsilon(FEDAVG, 1000, 50, 40, 3.0) > noise_for_epsilon(FEDAVG, 1000, 50, 40, 10.0)
-    with pytest.raises(ValueError, match="dp-mode"):
+    with pytest.raises(ValueError, match="dp.mode"):
         planned_epsilon(DPConfig(mode="local"), 100, 10, 5)
     with pytest.raises(ValueError, match="population"):
         planned_epsilon(FEDAVG, 10, 20, 5)

@@ -209,11 +209,11 @@ def test_too_many_dropouts_release_nothing():
 
 
 @pytest.mark.parametrize("changes, key", [
-    (dict(dp=DPConfig(mode="central-adaptive-clip")), "secure-aggregation"),
-    (dict(dp=DPConfig(mode="central-server-clip")), "secure-aggregation"),
-    (dict(transfer_dtype="int8"), "secure-aggregation"),
-    (dict(selection_factor=1.3), "secure-aggregation"),
-    (dict(dp=DPConfig(mode="central-client-clip", clipping_norm=10.0)), "secagg-clipping-range"),
+    (dict(dp=DPConfig(mode="central-adaptive-clip")), "secagg.enabled"),
+    (dict(dp=DPConfig(mode="central-server-clip")), "secagg.enabled"),
+    (dict(transfer_dtype="int8"), "secagg.enabled"),
+    (dict(selection_factor=1.3), "secagg.enabled"),
+    (dict(dp=DPConfig(mode="central-client-clip", clipping_norm=10.0)), "secagg.clipping-range"),
 ])
 def test_settings_secure_aggregation_cannot_honour_are_refused_by_name(changes, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
@@ -223,9 +223,9 @@ def test_settings_secure_aggregation_cannot_honour_are_refused_by_name(changes, 
 def test_secagg_parameters_are_checked():
     from task.config import SecAggConfig
 
-    for sa, key in ((SecAggConfig(num_shares=2), "secagg-num-shares"),
-                    (SecAggConfig(num_shares=3, reconstruction_threshold=3), "secagg-reconstruction-threshold"),
-                    (SecAggConfig(quantization_range=2**23), "secagg-quantization-range")):
+    for sa, key in ((SecAggConfig(num_shares=2), "secagg.num-shares"),
+                    (SecAggConfig(num_shares=3, reconstruction_threshold=3), "secagg.reconstruction-threshold"),
+                    (SecAggConfig(quantization_range=2**23), "secagg.quantization-range")):
         with pytest.raises(ConfigError, match=f"'{key}'"):
             CFG.replace(secagg=sa).validate()
 
@@ -311,7 +311,7 @@ def test_a_growing_fleet_never_puts_more_devices_in_one_round_than_the_ring_hold
 
 def test_devices_clip_so_that_secaggs_rounding_keeps_their_update_within_the_noises_norm():
     """The server cannot clip the sum again: a device's update after rounding (each value moved by
-    under one step) must still be within dp-clipping-norm. Worst case: every value moved a full
+    under one step) must still be within dp.clipping-norm. Worst case: every value moved a full
     step away from zero."""
     from server_app.privacy import CentralDP
     from server_app.strategy import build_strategy

@@ -1,4 +1,4 @@
-"""transfer-dtype: float16 halves the bytes both ways, int8 quarters the update; both lose little
+"""transfer.dtype: float16 halves the bytes both ways, int8 quarters the update; both lose little
 and keep DP's clipping bound."""
 
 import numpy as np

@@ -127,11 +127,11 @@ def test_discovery_epsilon_is_its_own_ledger_line_composed_with_the_models_and_r
 
 
 @pytest.mark.parametrize("overrides, key", [
-    ({"vocab-discovery": True, "server-optimizer": "fedadam"}, "server-optimizer"),
-    ({"vocab-discovery": True, "dp-mode": "central-ftrl"}, "dp-mode"),
-    ({"new-word": "two words"}, "new-word"),
-    ({"new-word": "zorbix", "data-source": "corpus", "data-path": "x"}, "new-word"),
-    ({"vocab-discovery-max-length": 0}, "vocab-discovery-max-length"),
+    ({"discovery.enabled": True, "server-optimizer": "fedadam"}, "server-optimizer"),
+    ({"discovery.enabled": True, "dp.mode": "central-ftrl"}, "dp.mode"),
+    ({"discovery.new-word": "two words"}, "discovery.new-word"),
+    ({"discovery.new-word": "zorbix", "data.source": "corpus", "data.path": "x"}, "discovery.new-word"),
+    ({"discovery.max-length": 0}, "discovery.max-length"),
 ])
 def test_discovery_settings_that_cannot_work_are_refused(overrides, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
@@ -206,7 +206,7 @@ def test_the_server_discovers_the_word_through_real_device_votes_and_grows_the_m
     assert len(sent[0]) == 8001 and list(inner.config[VOCAB_ADDED]) == ["zorbix"]
     np.testing.assert_array_equal(sent[0][:8000], weights[0])
     assert ledger.report()["epsilon-discovery"] == pytest.approx(growth.plan.spent(7)[0])
-    # The next round is not a discovery round (vocab-discovery-every = 0): no query, same vocabulary.
+    # The next round is not a discovery round (discovery.every = 0): no query, same vocabulary.
     before = grid.asked
     runner.configure_train(2, ArrayRecord(sent), ConfigRecord({"round-offset": 0}), grid)
     assert grid.asked == before and len(ledger.discoveries) == 1
@@ -257,7 +257,7 @@ def test_a_warm_start_from_a_grown_checkpoint_is_refused_with_what_to_do_instead
     fingerprint = model_fingerprint(cfg, default_vocabulary(2000).words)
     grown = grow_weights(build_model(SMALL_MODEL).get_weights(), 2001)
     save_checkpoint(tmp_path / "round-002.npz", Checkpoint(2, grown, {"fingerprint": fingerprint, "vocab_added": ["zorbix"]}))
-    with pytest.raises(ConfigError, match="'init-from'.*1 discovered word.*resume-from"):
+    with pytest.raises(ConfigError, match="'warm-start.init-from'.*1 discovered word.*resume-from"):
         initial_weights(cfg, fingerprint)
 
 

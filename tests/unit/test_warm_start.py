@@ -1,5 +1,5 @@
 """Warm start without Flower: scripts/tools/pretrain.py writes a checkpoint of the model trained on proxy
-text, and `init-from` starts a run from it only if the model shape and vocabulary match (end to
+text, and `warm-start.init-from` starts a run from it only if the model shape and vocabulary match (end to
 end: tests/e2e/test_warm_start_run.py)."""
 
 import numpy as np
@@ -14,7 +14,7 @@ from task.run.checkpoint import load_checkpoint, model_fingerprint
 from tests.helpers import SMALL_MODEL
 
 SMALL = Config(model=SMALL_MODEL)
-SMALL_OVERRIDES = "vocab-size=2000 seq-len=10 embed-dim=16 num-heads=2 ffn-dim=32"
+SMALL_OVERRIDES = "model.vocab-size=2000 model.seq-len=10 model.embed-dim=16 model.num-heads=2 model.ffn-dim=32"
 
 
 def fingerprint(cfg: Config) -> dict:
@@ -47,23 +47,23 @@ def test_init_from_refuses_another_model_shape_vocabulary_or_a_missing_file(pret
     out, _ = pretrained
     wider = Config(model=ModelConfig(vocab_size=2000, seq_len=10, embed_dim=32, num_heads=2, ffn_dim=32),
                    init_from=str(out))
-    with pytest.raises(ConfigError, match=r"'init-from'.*different model shape.*'embed_dim': \(16, 32\)"):
+    with pytest.raises(ConfigError, match=r"'warm-start.init-from'.*different model shape.*'embed_dim': \(16, 32\)"):
         initial_weights(wider, fingerprint(wider))
     cfg = SMALL.replace(init_from=str(out))
     other_words = fingerprint(cfg) | {"vocab_sha256": "0" * 64}
-    with pytest.raises(ConfigError, match="'init-from'.*different vocabulary"):
+    with pytest.raises(ConfigError, match="'warm-start.init-from'.*different vocabulary"):
         initial_weights(cfg, other_words)
     missing = SMALL.replace(init_from=str(tmp_path / "nope.npz"))
-    with pytest.raises(ConfigError, match="'init-from'.*no such checkpoint"):
+    with pytest.raises(ConfigError, match="'warm-start.init-from'.*no such checkpoint"):
         initial_weights(missing, fingerprint(missing))
     (tmp_path / "broken.npz").write_bytes(b"not a checkpoint")
     broken = SMALL.replace(init_from=str(tmp_path / "broken.npz"))
-    with pytest.raises(ConfigError, match="'init-from'.*damaged"):
+    with pytest.raises(ConfigError, match="'warm-start.init-from'.*damaged"):
         initial_weights(broken, fingerprint(broken))
 
 
 def test_init_from_and_resume_from_together_are_refused():
-    with pytest.raises(ConfigError, match="'init-from'"):
+    with pytest.raises(ConfigError, match="'warm-start.init-from'"):
         Config(init_from="a.npz", resume_from="runs/run-1").validate()
 
 
@@ -79,7 +79,7 @@ def test_under_dp_only_a_model_pretrained_on_proxy_text_may_start_a_run(pretrain
                                           state={"fingerprint": fingerprint(SMALL)}))
     for private in (SMALL.replace(dp=DPConfig(mode="central-client-clip")), SMALL.replace(dp=DPConfig(sgd=True)),
                     SMALL.replace(vocab_discovery=True)):
-        with pytest.raises(ConfigError, match="'init-from'.*round 5 of a federated run.*resume-from"):
+        with pytest.raises(ConfigError, match="'warm-start.init-from'.*round 5 of a federated run.*resume-from"):
             initial_weights(private.replace(init_from=str(federated)), fingerprint(private))
         weights, origin = initial_weights(private.replace(init_from=str(out)), fingerprint(private))
         assert "pretrained on" in origin
