@@ -26,13 +26,10 @@ from client_app.cost import CostMeter
 from client_app.eligibility import eligibility_mod, straggler_mod
 from client_app.messages import DEVICE_DATA_UNUSABLE, added_words, config_of, global_round
 from client_app.privacy import dp_mod
-from client_app.secure import secure_aggregation_mod
-from client_app.transfer import transfer_mod_from_config as transfer_mod
 from task.config import EVAL_PREFIX, EVALUATE_FIRST, QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE, Config
 from task.data.device_text import DeviceText, cached_device_text, with_new_word
 from task.data.files import DataError
 from task.data.vocab import run_vocabulary
-from task.discovery.triehh import device_vote, out_of_vocabulary
 from task.privacy.mechanisms import DP_WEIGHT, released_train_metrics, secret_rng
 
 __all__ = ["DEVICE_DATA_UNUSABLE", "app"]
@@ -42,6 +39,25 @@ COMPUTE_SECONDS = "compute-seconds"
 
 log = logging.getLogger("flwr")
 app = ClientApp()
+
+
+def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
+    """secagg.enabled: the rest of the train path inside SecAgg+ (loaded only then)."""
+    if not config_of(context).secure_aggregation:
+        return call_next(msg, context)
+    from client_app.secure import secure_aggregation_mod as secure
+
+    return secure(msg, context, call_next)
+
+
+def transfer_mod(msg: Message, context: Context, call_next) -> Message:
+    """transfer.dtype: decode the model received, encode the update sent (loaded only when asked)."""
+    cfg = config_of(context)
+    if cfg.transfer_dtype == "float32" or cfg.secure_aggregation:
+        return call_next(msg, context)
+    from client_app.transfer import transfer_mod as encoded
+
+    return encoded(cfg.transfer_dtype)(msg, context, call_next)
 
 
 @app.train(mods=[eligibility_mod, secure_aggregation_mod, transfer_mod, straggler_mod, dp_mod])
@@ -91,6 +107,8 @@ def query(msg: Message, context: Context) -> Message:
     """One TrieHH vote (task/discovery/triehh.py): a prefix of one of this device's own words the
     vocabulary lacks, extending the trie the server sent, or none. Nothing else leaves the device.
     No TensorFlow: a query costs a device reading its text and counting words."""
+    from task.discovery.triehh import device_vote, out_of_vocabulary
+
     cfg = config_of(context)
     config = msg.content["config"]
     try:

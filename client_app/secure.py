@@ -107,8 +107,5 @@ def _as_fit(cfg: Config):
 
 
 def secure_aggregation_mod(msg: Message, context: Context, call_next: Handler) -> Message:
-    """With secagg.enabled, the rest of the train path runs inside SecAgg+."""
-    cfg = Config.from_run_config(context.run_config)
-    if not cfg.secure_aggregation:
-        return call_next(msg, context)
-    return secure_train(cfg, call_next)(msg, context)
+    """The rest of the train path inside SecAgg+."""
+    return secure_train(Config.from_run_config(context.run_config), call_next)(msg, context)

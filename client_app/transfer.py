@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from flwr.app import ArrayRecord, Context, Message
 
-from client_app.messages import config_of
 from client_app.privacy import Handler
 from task.transfer import decode_model, encode_update
 
@@ -26,11 +25,3 @@ def transfer_mod(dtype: str):
         return reply
 
     return mod
-
-
-def transfer_mod_from_config(msg: Message, context: Context, call_next: Handler) -> Message:
-    """`transfer_mod` for the run's transfer.dtype (SecAgg+ sends its own masked integers)."""
-    cfg = config_of(context)
-    if cfg.secure_aggregation:
-        return call_next(msg, context)
-    return transfer_mod(cfg.transfer_dtype)(msg, context, call_next)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Set up, then run the tests. No argument: the whole suite (what CI runs: tests/unit and the
-# end-to-end `flwr run .` and deployment tests in tests/e2e, ~30 min on 2 cores).
-# --fast: the unit tests only (tests/unit, a few minutes). Other arguments go to pytest.
+# Set up, then run the tests. No argument: the whole suite (what CI runs). --fast: the core unit
+# tests only (tests/unit). Other arguments go to pytest.
+#   tests/unit          the core, no Flower processes
+#   tests/integration   whole runs of the core in this process (tests/inprocess.py)
+#   tests/features      each opt-in feature: its unit tests and its whole runs
+#   tests/e2e           real `flwr run .`, a real TLS deployment, a device install
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -14,14 +14,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from server_app import privacy, secure
-from server_app.discovery import GrowingVocabulary, VocabularyGrowth
 from server_app.observed_grid import ObservedGrid
 from server_app.rounds import RoundEnd
 from server_app.run_record import RunRecord
 from server_app.run_start import run_start
-from server_app.secure import SecureGrid
 from server_app.strategy import TooFewDevices, build_strategy
-from server_app.transfer_grid import TransferGrid
 from task.config import ROUND_OFFSET, Config
 from task.data.vocab import Vocabulary
 from task.litert.export import export_checked
@@ -40,9 +37,9 @@ def main(grid: Grid, context: Context) -> None:
     inner = build_strategy(cfg, ledger, privacy.train_metrics_aggregator(cfg, start.record.aggregate_train_metrics),
                            start.record.aggregate_evaluate_metrics, last_round=start.rounds_left)
     strategy = privacy.wrap(cfg, inner, ledger, start.resume)  # central DP around it, if asked
-    growth = VocabularyGrowth(cfg, start.vocab, ledger, start.added) if cfg.vocab_discovery or start.added else None
+    growth = _vocabulary_growth(cfg, start, ledger) if cfg.vocab_discovery or start.added else None
     round_end = RoundEnd(cfg, start, observed, ledger, strategy, growth)
-    runner = GrowingVocabulary(strategy, growth, discovery_grid=grid) if growth else strategy
+    runner = growth.around(strategy, grid) if growth else strategy  # discovery rounds before training rounds
     stop_reason = None
     try:
         result = runner.start(grid=_above_the_counts(cfg, observed), initial_arrays=ArrayRecord(start.model.get_weights()),
@@ -71,9 +68,22 @@ def finish(record: RunRecord, model, windows, stop_reason: str | None, assumptio
 
 
 def _above_the_counts(cfg: Config, observed: ObservedGrid):
-    """What the strategy talks to: SecAgg+ or the transfer encoding, both above the byte counts."""
+    """What the strategy talks to: SecAgg+ or the transfer encoding (each loaded only when asked),
+    above the byte counts."""
     if cfg.secure_aggregation:
+        from server_app.secure import SecureGrid
+
         for line in secure.assumptions(cfg):
             log.info("Secure aggregation: %s", line)
         return SecureGrid(observed, cfg.secagg, timeout=cfg.round_timeout)
-    return TransferGrid(observed, cfg.transfer_dtype)
+    if cfg.transfer_dtype != "float32":
+        from server_app.transfer_grid import TransferGrid
+
+        return TransferGrid(observed, cfg.transfer_dtype)
+    return observed
+
+
+def _vocabulary_growth(cfg: Config, start, ledger):
+    from server_app.discovery import VocabularyGrowth  # new-word discovery: loaded only when asked
+
+    return VocabularyGrowth(cfg, start.vocab, ledger, start.added)

@@ -47,6 +47,10 @@ class VocabularyGrowth:
         self.history: list[dict] = []  # one entry per discovery (for the run's record)
 
     @property
+
+    def around(self, strategy: Strategy, grid: Grid) -> GrowingVocabulary:
+        """The run's strategy with this discovery's query rounds before its training rounds."""
+        return GrowingVocabulary(strategy, self, discovery_grid=grid)
     def added(self) -> list[str]:
         return self.vocab.words[self.base_size:]
 

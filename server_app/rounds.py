@@ -3,6 +3,8 @@ federation, and record the round (metrics row, checkpoint with the state to resu
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import time
 from dataclasses import replace
 
@@ -11,7 +13,6 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp.strategy import Strategy
 
 from server_app import privacy
-from server_app.discovery import VocabularyGrowth
 from server_app.observed_grid import ObservedGrid
 from server_app.resume import dp_settings
 from server_app.run_start import RunStart
@@ -23,6 +24,9 @@ from task.data.vocab import UNK_ID, Vocabulary
 from task.discovery.growth import vocabulary_rows
 from task.model import EMBEDDING, build_model
 from task.privacy.ledger import PrivacyLedger
+
+if TYPE_CHECKING:
+    from server_app.discovery import VocabularyGrowth
 
 PROBE_USERS = 20  # late adopters and unseen users the new-word scenario is scored on
 

@@ -13,8 +13,30 @@ from task.config import Config, ModelConfig
 
 # A model small enough for a 2-core CI machine, with every layer type of the default one.
 SMALL_MODEL = ModelConfig(vocab_size=2000, seq_len=10, embed_dim=16, num_heads=2, ffn_dim=32)
-# The same idea as run-config overrides, for end-to-end `flwr run` tests.
+# The same idea as run-config overrides, for end-to-end `flwr run` tests ...
 SMALL_RUN = "model.vocab-size=2000 model.seq-len=12 model.embed-dim=32 model.num-heads=2 model.ffn-dim=64 model.dropout=0.0"
+# ... and as a run config for whole runs in this process (tests/inprocess.py).
+SMALL_RC = {"model.vocab-size": 2000, "model.seq-len": 12, "model.embed-dim": 32, "model.num-heads": 2,
+            "model.ffn-dim": 64, "local-epochs": 2, "learning-rate": 0.01, "data.sentences-per-device": 100,
+            "server-eval-devices": 3}
+# What the server itself observes about training: who was asked, replied, declined, was late,
+# busy or failed, and the bytes. Under DP nothing else about a device's training may be stored.
+TRAIN_COUNTS = {f"train_{k}" for k in ("sampled", "replied", "failed", "not_eligible", "late", "busy", "bytes_sent",
+                                        "bytes_received", "compute_seconds")}
+
+
+def only_covered_train_fields(rows) -> bool:
+    return all(k in TRAIN_COUNTS for r in rows for k in r if k.startswith("train_"))
+
+
+def gaussian_epsilon(z: float, releases: int, delta: float) -> float:
+    """epsilon of `releases` Gaussian mechanisms of multiplier z, by dp-accounting's RDP accountant."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    accountant = rdp.RdpAccountant()
+    accountant.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z), releases))
+    return accountant.get_epsilon(delta)
 
 
 def message(content: RecordDict, message_type: str = "train", *, reply: bool = False, src: int = 1,

@@ -36,7 +36,9 @@ def deployment(tmp_path_factory, monkeypatch_module):
     for i in range(5):
         data.append(root / f"device{i}")
         data[i].mkdir()
-        (data[i] / "messages.txt").write_text("\n".join(personas.device_sentences(i, 80)))
+        # node1 trains on 40x the text of the others, so that the SecAgg+ test's kill lands while it
+        # trains: the margin is its whole training (hundreds of steps), on any machine
+        (data[i] / "messages.txt").write_text("\n".join(personas.device_sentences(i, 3200 if i == 1 else 80)))
     # device4 is on a metered network: it declines every message (client_app/eligibility.py)
     rules = [{"require-charging": False}] * 4 + [{"require-charging": False, "metered-network": True}]
     with local_deployment(root, data, PORT, CONNECTION, device_rules=rules) as d:
@@ -53,25 +55,6 @@ def monkeypatch_module():
 
 def metrics(out_dir, run_id):
     return json.loads((out_dir / f"run-{run_id}" / "metrics.json").read_text())
-
-
-def test_federated_run_over_tls_completes_and_learns(deployment, tmp_path):
-    outcome = run_app(
-        deployment["env"],
-        connection=CONNECTION,
-        echo=False,
-        run_config=(
-            f"num-server-rounds=2 {TINY} min-available-nodes=5 min-train-nodes=5 min-evaluate-nodes=5 "
-            f'out-dir="{tmp_path}"'
-        ),
-    )
-    assert outcome.status == "finished:completed", outcome.output[-3000:]
-    rows = metrics(tmp_path, outcome.run_id)
-    assert all((r["train_replied"], r["eval_replied"]) == (4, 4) for r in rows[1:])
-    # The device on a metered network declined at once, counted apart from failures
-    assert all((r["train_not_eligible"], r["train_failed"], r["eval_not_eligible"]) == (1, 0, 1) for r in rows[1:])
-    assert rows[-1]["eval_loss"] < rows[1]["eval_loss"]
-    print(f"deployment: {outcome.seconds:.0f} s for 2 rounds; per round: {[r['seconds'] for r in rows]}")
 
 
 def start_and_wait(command, env, log, timeout=90):
@@ -135,33 +118,37 @@ def test_the_devices_side_does_not_answer_the_control_api(deployment):
 
 
 def test_secure_aggregation_survives_a_device_killed_mid_round(deployment, tmp_path):
-    """SecAgg+ over TLS; node1 is killed as it starts training in round 1 (its keys and key
-    shares sent, its masked update not yet): the others' sum is still recovered (its masks
-    removed with the shares its neighbours hold), and round 2 goes on without it. Kills node1:
-    runs second to last. (No DP here: central DP asks a fixed number of devices per round, so a
-    lost one stops the run; tests/e2e/test_secure_simulation.py has SecAgg+ with DP.)"""
+    """SecAgg+ over TLS; node1 is killed while it trains in round 1 (its keys and key shares
+    sent, its masked update not yet): the others' sum is still recovered (its masks removed with
+    the shares its neighbours hold), and round 2 goes on without it. Kills node1: runs before the
+    last test. (No DP here: central DP asks a fixed number of devices per round, so a lost one
+    stops the run; tests/features/secagg has SecAgg+ with DP.)"""
     d = deployment
     log = d["state"] / "node1.log"
     joined_before = log.read_text().count("training for secure aggregation, round 1")
+    online = _online_nodes(d["connection"])  # before the run: the kill below must not wait for a CLI call
     result = {}
     run = threading.Thread(target=lambda: result.update(outcome=run_app(
         d["env"], connection=CONNECTION, echo=False,
-        run_config=(f"num-server-rounds=2 {TINY} min-available-nodes=2 min-train-nodes=2 min-evaluate-nodes=2 "
-                    "round-timeout=60.0 secagg.enabled=true "
+        run_config=(f"num-server-rounds=2 {TINY} max-local-steps=0 min-available-nodes=2 min-train-nodes=2 "
+                    "min-evaluate-nodes=2 round-timeout=900.0 secagg.enabled=true "
                     # with 5 devices asked, one declining and one killed, every device must be a
                     # neighbour of every other for 3 shares to survive
                     f'secagg.num-shares=5 secagg.reconstruction-threshold=3 out-dir="{tmp_path}"'))))
     run.start()
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 900
     while log.read_text().count("training for secure aggregation, round 1") == joined_before:
         assert time.monotonic() < deadline and run.is_alive(), "node1 never trained in round 1"
         time.sleep(0.2)
-    killed = _kill_and_wait_until_offline(d, "node1")
-    run.join(timeout=900)
+    _kill_node(d["state"], "node1")
+    masked_before_the_kill = log.read_text().count("update masked for secure aggregation")
+    killed = _wait_until_offline(d, online)
+    run.join(timeout=1800)
     outcome = result["outcome"]
     assert outcome.status == "finished:completed", outcome.output[-3000:]
     rows = metrics(tmp_path, outcome.run_id)
     assert [r["round"] for r in rows] == [0, 1, 2]
+    assert not masked_before_the_kill, "node1 finished training before the kill: the test did not kill it mid-round"
     assert rows[1]["train_replied"] == 3 and rows[1]["train_failed"] == 1 and rows[1]["train_not_eligible"] == 1
     secure = [line for line in outcome.output.splitlines() if "ecure aggregation" in line]
     assert any("the sum of 3 masked updates unmasked" in line for line in secure), secure
@@ -171,41 +158,40 @@ def test_secure_aggregation_survives_a_device_killed_mid_round(deployment, tmp_p
     assert rows[-1]["eval_loss"] < rows[1]["eval_loss"]  # it learns through SecAgg+
 
 
-def test_a_device_killed_mid_run_does_not_stop_the_others(deployment, tmp_path):
-    """Runs last: it kills node2 (node1 is gone already). Minimums of 2 devices let the run go on without it."""
+def test_a_federated_run_over_tls_learns_and_a_device_killed_mid_run_does_not_stop_it(deployment, tmp_path):
+    """Runs last: it kills node2 (node1 is gone already) during round 1. The device on a metered
+    network declines every round, counted apart from failures; minimums of 2 devices let the run go
+    on without node2, and the model still learns over TLS."""
     d = deployment
+    online = _online_nodes(d["connection"])
     result = {}
-    run = threading.Thread(
-        target=lambda: result.update(
-            outcome=run_app(
-                d["env"],
-                connection=CONNECTION,
-                echo=False,
-                run_config=(
-                    f"num-server-rounds=3 {TINY} min-available-nodes=2 min-train-nodes=2 min-evaluate-nodes=2 "
-                    f'round-timeout=90.0 out-dir="{tmp_path}"'
-                ),
-            )
-        )
-    )
+    run = threading.Thread(target=lambda: result.update(outcome=run_app(
+        d["env"], connection=CONNECTION, echo=False,
+        run_config=(f"num-server-rounds=3 {TINY} min-available-nodes=2 min-train-nodes=2 min-evaluate-nodes=2 "
+                    f'round-timeout=900.0 out-dir="{tmp_path}"'))))
     run.start()
-    deadline = time.monotonic() + 300
-    while not list(tmp_path.glob("run-*/metrics.json")) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 900
+    while not list(tmp_path.glob("run-*/metrics.json")):
+        assert time.monotonic() < deadline and run.is_alive(), "the run never recorded its round 0"
         time.sleep(1)  # round 0 is recorded just before round 1 starts
-    time.sleep(4)
-    killed = _kill_and_wait_until_offline(d, "node2")
-    run.join(timeout=900)
+    _kill_node(d["state"], "node2")
+    killed = _wait_until_offline(d, online)
+    run.join(timeout=1800)
     outcome = result["outcome"]
     assert outcome.status == "finished:completed", outcome.output[-3000:]
     rows = metrics(tmp_path, outcome.run_id)
-    assert rows[-1]["round"] == 3
-    # node2 died during round 1: that round records the failure, which device and why; later rounds go on with 2
+    assert [r["round"] for r in rows] == [0, 1, 2, 3]
+    # node2 died during round 1 (or before it was asked): the failure names which device and why,
+    # and later rounds go on with the other two
     failures = [f for r in rows[1:] for f in r["failures"]]
     assert failures and all(re.match(r"node (\d+): (device offline|no reply within round-timeout)", f)
                             for f in failures), failures
     assert {int(re.match(r"node (\d+)", f).group(1)) for f in failures} == {killed}, (failures, killed)
     assert "device failed" in outcome.output
+    assert all((r["train_not_eligible"], r["eval_not_eligible"]) == (1, 1) for r in rows[1:])
     assert rows[-1]["train_replied"] == 2 and rows[-1]["eval_replied"] == 2
+    assert rows[-1]["eval_loss"] < rows[1]["eval_loss"]
+    print(f"deployment: {outcome.seconds:.0f} s for 3 rounds; per round: {[r['seconds'] for r in rows]}")
 
 
 def _online_nodes(connection) -> set[int]:
@@ -214,14 +200,13 @@ def _online_nodes(connection) -> set[int]:
     return {int(n["node-id"]) for n in json.loads(out.stdout).get("nodes", []) if n.get("status") == "online"}
 
 
-def _kill_and_wait_until_offline(d, name) -> int:
-    """Kill a SuperNode; its node id, once the SuperLink lists it offline (its heartbeats stopped)."""
-    before = _online_nodes(d["connection"])
-    _kill_node(d["state"], name)
-    deadline = time.monotonic() + 300
-    while (killed := before - _online_nodes(d["connection"])) == set() and time.monotonic() < deadline:
+def _wait_until_offline(d, online: set[int]) -> int:
+    """The node id of the SuperNode just killed, once the SuperLink lists it offline."""
+    deadline = time.monotonic() + 900
+    while (gone := online - _online_nodes(d["connection"])) == set():
+        assert time.monotonic() < deadline, "the SuperLink never listed the killed SuperNode offline"
         time.sleep(3)
-    (node,) = killed
+    (node,) = gone
     return node
 
 

@@ -1,0 +1,103 @@
+"""How big the template is to a forker: lines in the core and in the opt-in features, what the
+default apps load, run-config keys, and the length of the ServerApp's main.
+
+    .venv/bin/python scripts/benchmarks/core_size.py
+
+Which modules are features comes from the import contract in pyproject.toml
+([tool.importlinter], "the core never imports an opt-in feature"), so the table and the check
+agree. Lines are physical lines of .py files, as `wc -l` counts them.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("task", "client_app", "server_app")
+GOALS = {"default_apps_load": 3000, "main_lines": 40, "flat_keys": 25}  # issue 33
+
+
+def lines(path: Path) -> int:
+    return len(path.read_text().splitlines())
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def features() -> list[str]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (contract,) = [c for c in config["contracts"] if c["name"] == "the core never imports an opt-in feature"]
+    return contract["forbidden_modules"]
+
+
+def is_feature(module: str, feature_modules: list[str]) -> bool:
+    return any(module == f or module.startswith(f + ".") for f in feature_modules)
+
+
+def loaded_by_default_apps() -> tuple[int, int]:
+    """Project lines and modules Python loads for `import server_app.app, client_app.app`."""
+    code = ("import json, sys; import server_app.app, client_app.app; "
+            f"print(json.dumps([m.__file__ for m in list(sys.modules.values()) "
+            f"if getattr(m, '__file__', None) and m.__file__.startswith({str(ROOT)!r})]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    files = [Path(f) for f in json.loads(out.stdout.splitlines()[-1])
+             if f.endswith(".py") and Path(f).relative_to(ROOT).parts[0] in PACKAGES]
+    return sum(lines(f) for f in files), len(files)
+
+
+def main_lines() -> int:
+    tree = ast.parse((ROOT / "server_app" / "app.py").read_text())
+    (main,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main"]
+    return main.end_lineno - main.lineno + 1 + len(main.decorator_list)
+
+
+def keys() -> tuple[int, dict[str, int]]:
+    from flwr.common.config import flatten_dict
+
+    config = flatten_dict(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+    groups: dict[str, int] = {}
+    for key in config:
+        if "." in key:
+            groups[key.split(".")[0]] = groups.get(key.split(".")[0], 0) + 1
+    return sum(1 for k in config if "." not in k), groups
+
+
+def main() -> int:
+    feature_modules = features()
+    core = feature = 0
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            n = lines(path)
+            if is_feature(module_name(path), feature_modules):
+                feature += n
+            else:
+                core += n
+    scripts = sum(lines(p) for p in (ROOT / "scripts").rglob("*.py"))
+    biggest = max((ROOT / "scripts").rglob("*.py"), key=lines)
+    loaded, modules = loaded_by_default_apps()
+    flat, groups = keys()
+    rows = [("core: task/ + client_app/ + server_app/ without the features", f"{core:,}", ""),
+            ("opt-in features (modules named in the import contract)", f"{feature:,}", ""),
+            ("loaded by the default apps (`import server_app.app, client_app.app`)", f"{loaded:,} in {modules} modules",
+             f"goal <= {GOALS['default_apps_load']:,}"),
+            ("scripts/ (largest file)", f"{scripts:,} ({biggest.relative_to(ROOT)}: {lines(biggest)})", "no file > 250"),
+            ("run-config keys: flat / in groups", f"{flat} / {sum(groups.values())} "
+             f"({', '.join(f'{g} {n}' for g, n in groups.items())})", f"flat <= {GOALS['flat_keys']}"),
+            ("ServerApp main (lines with its decorator)", str(main_lines()), f"goal <= {GOALS['main_lines']}"),
+            ("README lines", str(lines(ROOT / "README.md")), "goal <= 250")]
+    print("| measure | now | goal |\n|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

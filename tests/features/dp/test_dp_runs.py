@@ -1,0 +1,124 @@
+"""Every DP mode in a whole run (in this process, tests/inprocess.py), checked through the metrics
+file the ServerApp wrote: epsilon per round, releases, the budget stop. The noise is small on
+purpose (3 devices): these check that each mechanism runs and is accounted, not what accuracy it
+costs (docs/privacy.md has that)."""
+
+import math
+
+import pytest
+
+from task.run.checkpoint import latest_checkpoint, load_weights
+from tests.helpers import SMALL_RC, gaussian_epsilon, only_covered_train_fields
+from tests.inprocess import run_inprocess
+
+
+def model_moved(rows) -> bool:
+    # With 3 devices any real noise swamps the signal, so the loss may rise: check the global model
+    # changed every round (each release adds noise, and a skipped round would leave it unchanged).
+    losses = [r["server_loss"] for r in rows]
+    return all(math.isfinite(x) for x in losses) and len(set(losses)) == len(losses)
+
+
+def float32_bytes(run) -> int:
+    return 4 * sum(w.size for w in load_weights(latest_checkpoint(run.dir)))
+
+
+@pytest.mark.parametrize("mode, dtype", [("central-client-clip", "int8"), ("central-server-clip", "float32")])
+def test_fixed_clipping_modes_run_and_are_accounted(tmp_path, mode, dtype):
+    run = run_inprocess(tmp_path, 3, {**SMALL_RC, "num-server-rounds": 2, "dp.mode": mode, "dp.noise-multiplier": 0.5,
+                                      "dp.clipping-norm": 5.0, "dp.delta": 1e-3, "transfer.dtype": dtype})
+    rows = run.rows
+    assert [r["dp_central_releases"] for r in rows] == [0, 1, 2]
+    expected = [gaussian_epsilon(0.5, n, 1e-3) for n in (1, 2)]
+    assert [r["dp_epsilon_central"] for r in rows[1:]] == pytest.approx(expected, rel=1e-6)
+    assert "central DP: 3/3 updates clipped to 5, noise std 2.5 on their sum, / 3 sampled" in run.output
+    assert "dp_epsilon_central_amplified" not in rows[-1]  # every device trains every round
+    assert only_covered_train_fields(rows)
+    assert run.summary["privacy"]["epsilon_central"] == pytest.approx(expected[-1])
+    assert "population = 3 devices" in run.summary["privacy_assumptions"][0]
+    assert "user-level ε (central" in run.output
+    assert all(r["train_replied"] == 3 for r in rows[1:])
+    assert model_moved(rows)
+    if dtype == "int8":  # devices clip, then send an 8-bit update; the model comes down in float16
+        for row in rows[1:]:
+            # 1 byte per weight + a 4-byte scale per row (the small model's rows are short: 0.31 here)
+            assert 0.25 < row["train_bytes_received"] / row["train_replied"] / float32_bytes(run) < 0.35
+            assert 0.45 < row["train_bytes_sent"] / row["train_sampled"] / float32_bytes(run) < 0.55
+
+
+def test_adaptive_clipping_moves_the_clipping_norm_and_is_accounted(tmp_path):
+    run = run_inprocess(tmp_path, 3, {**SMALL_RC, "num-server-rounds": 2, "dp.mode": "central-adaptive-clip",
+                                      "dp.noise-multiplier": 0.3, "dp.clipping-norm": 0.5,
+                                      "dp.clipped-count-stddev": 0.3, "dp.delta": 1e-3})
+    rows = run.rows
+    assert [r["dp_central_releases"] for r in rows] == [0, 1, 2]
+    # update noise and count noise together are one Gaussian of z = 0.3 per round (Andrew et al. 2021)
+    assert [r["dp_epsilon_central"] for r in rows[1:]] == pytest.approx(
+        [gaussian_epsilon(0.3, n, 1e-3) for n in (1, 2)], rel=1e-6)
+    # each round's row: the norm its release was calibrated to, and the one the next round uses
+    norms, nexts = ([r[key] for r in rows] for key in ("dp_clipping_norm", "dp_clipping_norm_next"))
+    # 2 local epochs move a model far more than 0.5: every update is clipped, so the norm grows
+    assert norms[:2] == [0.5, 0.5] and nexts[0] == 0.5 and nexts[1] > 0.5 and nexts[2] > nexts[1]
+    assert norms[2] == pytest.approx(nexts[1])
+    assert "central DP: 3/3 updates clipped to 0.5" in run.output
+    assert only_covered_train_fields(rows)
+    assert model_moved(rows)
+
+
+def test_local_dp_counts_every_devices_releases_and_composes_with_float16_transfer(tmp_path):
+    run = run_inprocess(tmp_path, 3, {**SMALL_RC, "num-server-rounds": 2, "dp.mode": "local", "dp.clipping-norm": 1.0,
+                                      "dp.local-epsilon": 50.0, "dp.delta": 1e-3, "transfer.dtype": "float16"})
+    rows = run.rows
+    assert only_covered_train_fields(rows)
+    # The devices noise first, then send their update in float16: half the float32 model's bytes.
+    for row in rows[1:]:
+        assert 0.45 < row["train_bytes_received"] / row["train_replied"] / float32_bytes(run) < 0.55
+        assert 0.45 < row["train_bytes_sent"] / row["train_sampled"] / float32_bytes(run) < 0.55
+    per_release = rows[-1]["dp_epsilon_local_per_release"]
+    assert per_release == pytest.approx(50, abs=0.01)  # noise calibrated so one release spends what was asked
+    assert rows[1]["dp_epsilon_local"] == pytest.approx(per_release)
+    assert rows[2]["dp_epsilon_local"] > per_release  # composed over the 2 releases
+    assert "dp_epsilon_central" not in rows[-1]
+    assert model_moved(rows)
+
+
+def test_dpsgd_with_central_dp_and_a_budget_that_stops_the_run(tmp_path):
+    # Central epsilon is 6.67 after one release and 10.43 after two (delta 1e-3); DP-SGD (rate 0.1,
+    # 20 steps a round) 4.37 after one round. A budget of 9 allows round 1 and must refuse round 2,
+    # keeping round 1's model. The devices opt in to reporting training metrics (outside DP).
+    run = run_inprocess(tmp_path, 3, {**SMALL_RC, "num-server-rounds": 3, "dp.mode": "central-client-clip",
+                                      "dp.noise-multiplier": 0.6, "dp.clipping-norm": 5.0, "dp.delta": 1e-3,
+                                      "dp.sgd": True, "dp.sgd-noise-multiplier": 0.8, "dp.sgd-clipping-norm": 1.0,
+                                      "dp.max-epsilon": 9.0, "dp.report-train-metrics": True})
+    rows, summary = run.rows, run.summary
+    assert [r["round"] for r in rows] == [0, 1]
+    assert summary["stopped_early"] and "dp.max-epsilon = 9.0" in summary["stopped_early"]
+    assert "Stopped early: privacy budget" in run.output
+    last = rows[-1]
+    assert last["dp_epsilon_sample"] == pytest.approx(4.37, abs=0.01)
+    assert last["dp_epsilon_central"] == pytest.approx(gaussian_epsilon(0.6, 1, 1e-3))
+    assert "window of up to 13 consecutive words" in " ".join(summary["privacy_assumptions"])
+    assert 0 < last["train_dpsgd_clipped_fraction"] <= 1
+    # the model of round 1, exported and checked (after one noisy round its int8 file may fall short)
+    check = summary["litert_check"]["int8"]
+    name = "model-int8.tflite" if check["fit_to_ship"] else "model-int8-unfit.tflite"
+    assert (run.dir / "final" / "litert" / name).exists() and check["positions"] > 0
+
+
+def test_dp_ftrl_restarts_its_tree_when_every_device_took_part_and_accounts_the_trees(tmp_path):
+    # 9 devices, 3 per round: a tree holds 3 rounds of unused devices, so 4 rounds make trees [3, 1].
+    run = run_inprocess(tmp_path, 9, {**SMALL_RC, "num-server-rounds": 4, "dp.mode": "central-ftrl",
+                                      "dp.noise-multiplier": 0.5, "dp.clipping-norm": 5.0, "dp.delta": 1e-3,
+                                      "fraction-train": 0.34})
+    rows, summary = run.rows, run.summary
+    assert [(r["dp_trees"], r["dp_rounds_in_tree"]) for r in rows[1:]] == [(1, 1), (1, 2), (1, 3), (2, 1)]
+    # Kairouz et al. 2021: a device in one round of a 3-round tree touches ceil(log2 4) = 2 nodes, of a
+    # 1-round tree 1 node; the trees compose: 3 Gaussian mechanisms of multiplier z, where DP-FedAvg
+    # without sampling credit composes one per round (4).
+    assert rows[-1]["dp_epsilon_central"] == pytest.approx(gaussian_epsilon(0.5, 3, 1e-3), rel=1e-6)
+    assert rows[-1]["dp_epsilon_central"] < gaussian_epsilon(0.5, 4, 1e-3)
+    assert "dp_epsilon_central_amplified" not in rows[-1]  # no credit for how devices were picked
+    assert "central DP: 3/3 updates clipped to 5" in run.output
+    assert "DP-FTRL: no credit for sampling" in " ".join(summary["privacy_assumptions"])
+    assert only_covered_train_fields(rows)
+    assert model_moved(rows)
