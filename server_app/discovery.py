@@ -46,11 +46,11 @@ class VocabularyGrowth:
         self.plan = Plan.for_budget(cfg.vocab_discovery_epsilon, cfg.dp.delta, cfg.vocab_discovery_max_length)
         self.history: list[dict] = []  # one entry per discovery (for the run's record)
 
-    @property
-
     def around(self, strategy: Strategy, grid: Grid) -> GrowingVocabulary:
         """The run's strategy with this discovery's query rounds before its training rounds."""
         return GrowingVocabulary(strategy, self, discovery_grid=grid)
+
+    @property
     def added(self) -> list[str]:
         return self.vocab.words[self.base_size:]
 

@@ -44,7 +44,7 @@ def secagg_max_cohort(quantization_range: int) -> int:
     quantisation range, every device weighing 1) and values of at most that range; the server
     sums them modulo 2**32, so k x range must stay below 2**32. Flower 1.42 does not check: at
     1,024 devices (range 2**22) the weight sum wraps to 0, at 1,025 to 2**22, and the "mean" it
-    returns is then the sum (tests/unit/test_secure_aggregation.py shows it with Flower's code)."""
+    returns is then the sum (tests/features/secagg/test_secure_aggregation.py shows it with Flower's code)."""
     return (SECAGG_MODULUS - 1) // quantization_range
 
 

@@ -15,7 +15,7 @@ paper's Theorem 1 as its authors' reference code applies it: sample share
 gamma = (e^eps - 1) / (theta e^eps)). The levels compose; here by basic composition (epsilon and
 delta both add up over the levels run), which is looser than the paper's total, never tighter.
 No library accountant covers this mechanism (dp-accounting has no thresholded-sampling event), so
-the two formulas are written here; tests/unit/test_triehh.py checks them against a brute-force
+the two formulas are written here; tests/features/discovery/test_triehh.py checks them against a brute-force
 computation of the mechanism's privacy loss.
 """
 

@@ -7,11 +7,12 @@ import json
 from scripts.local_flower import run_app
 from task.litert.suggest import Suggester
 
-# The README's scenario: 1,000 built-in devices, half of them start typing "zorbix" at round 3;
+# The scenario of docs/vocabulary-discovery.md to round 10 (its table: 99.5% there, 100% at 16):
+# 1,000 built-in devices, half of them start typing "zorbix" at round 3;
 # discovery before rounds 1, 3, 5, ...; 40 devices train per round (with 20 the word's top-3 rate
 # swung between rounds with how many adopters a round drew).
 SCENARIO = ('discovery.new-word="zorbix" discovery.new-word-adopters=0.5 discovery.new-word-from-round=3 discovery.enabled=true '
-            "discovery.every=2 num-server-rounds=16 fraction-train=0.04 min-train-nodes=40 "
+            "discovery.every=2 num-server-rounds=10 fraction-train=0.04 min-train-nodes=40 "
             "min-available-nodes=1000 evaluate-in-train=false fraction-evaluate=0.002 min-evaluate-nodes=2 "
             "server-eval-devices=5 keep-checkpoints=1")
 
@@ -23,7 +24,7 @@ def test_a_word_half_the_devices_start_typing_is_discovered_and_suggested_to_the
     run_dir = tmp_path / f"run-{outcome.run_id}"
     rows = json.loads((run_dir / "metrics.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert [r["round"] for r in rows] == list(range(17))
+    assert [r["round"] for r in rows] == list(range(11))
     # Before round 3 nobody typed it: the first discovery found nothing and the word cannot be suggested.
     first, second = summary["discoveries"][:2]
     assert (first["round"], first["words"], second["round"], second["words"]) == (1, [], 3, ["zorbix"])

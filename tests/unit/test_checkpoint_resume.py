@@ -1,5 +1,5 @@
 """Watching and resuming runs without Flower: checkpoints (format, damage, pruning), resume
-refusals and the plot command (end to end: tests/e2e/test_record_and_resume.py)."""
+refusals and the plot command (whole runs: tests/integration/test_runs.py)."""
 
 import json
 

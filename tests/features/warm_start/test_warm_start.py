@@ -1,6 +1,6 @@
 """Warm start without Flower: scripts/tools/pretrain.py writes a checkpoint of the model trained on proxy
 text, and `warm-start.init-from` starts a run from it only if the model shape and vocabulary match (end to
-end: tests/e2e/test_warm_start_run.py)."""
+end: tests/features/warm_start/test_warm_start_run.py)."""
 
 import numpy as np
 import pytest
