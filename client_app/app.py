@@ -8,8 +8,8 @@ in full and replies with its category only (no file names or paths); the server 
 
 Each handler is the device's work itself; what a feature adds around it is a mod in the
 handler's list, outermost first, each a no-op unless its run-config key turns it on: may the
-device work now (client_app/eligibility.py, before TensorFlow is imported), SecAgg+
-(client_app/secure.py), the transfer encoding (client_app/transfer.py), a simulated straggler's
+device work now (features/participation/eligibility.py, before TensorFlow is imported), SecAgg+
+(features/secagg/client.py), the transfer encoding (features/transfer/client.py), a simulated straggler's
 delay, and the clipping and noise of the dp.mode (client_app/privacy.py), innermost so that it
 sees the float32 update.
 """
@@ -19,15 +19,34 @@ from __future__ import annotations
 import logging
 import time
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from client_app.cost import CostMeter
-from client_app.eligibility import eligibility_mod, straggler_mod
-from client_app.messages import DEVICE_DATA_UNUSABLE, added_words, config_of, global_round
+from client_app.messages import (
+    DEVICE_DATA_UNUSABLE,
+    added_words,
+    config_of,
+    global_round,
+)
 from client_app.privacy import dp_mod
-from task.config import EVAL_PREFIX, EVALUATE_FIRST, QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE, Config
-from task.data.device_text import DeviceText, cached_device_text, with_new_word
+from task.config import (
+    EVAL_PREFIX,
+    EVALUATE_FIRST,
+    QUERY_DEPTH,
+    QUERY_PREFIXES,
+    QUERY_VOTE,
+    Config,
+)
+from task.data.device_text import DeviceText, cached_device_text
 from task.data.files import DataError
 from task.data.vocab import run_vocabulary
 from task.privacy.mechanisms import DP_WEIGHT, released_train_metrics, secret_rng
@@ -41,11 +60,29 @@ log = logging.getLogger("flwr")
 app = ClientApp()
 
 
+def eligibility_mod(msg: Message, context: Context, call_next) -> Message:
+    """participation: decline at once if this device may not work now (loaded only when asked)."""
+    if not config_of(context).participation:
+        return call_next(msg, context)
+    from features.participation.eligibility import eligibility_mod as eligible
+
+    return eligible(msg, context, call_next)
+
+
+def straggler_mod(msg: Message, context: Context, call_next) -> Message:
+    """participation.stragglers: a simulated slow device replies late (loaded only when asked)."""
+    if not config_of(context).sim.stragglers:
+        return call_next(msg, context)
+    from features.participation.eligibility import straggler_mod as straggle
+
+    return straggle(msg, context, call_next)
+
+
 def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
     """secagg.enabled: the rest of the train path inside SecAgg+ (loaded only then)."""
     if not config_of(context).secure_aggregation:
         return call_next(msg, context)
-    from client_app.secure import secure_aggregation_mod as secure
+    from features.secagg.client import secure_aggregation_mod as secure
 
     return secure(msg, context, call_next)
 
@@ -55,14 +92,16 @@ def transfer_mod(msg: Message, context: Context, call_next) -> Message:
     cfg = config_of(context)
     if cfg.transfer_dtype == "float32" or cfg.secure_aggregation:
         return call_next(msg, context)
-    from client_app.transfer import transfer_mod as encoded
+    from features.transfer.client import transfer_mod as encoded
 
     return encoded(cfg.transfer_dtype)(msg, context, call_next)
 
 
 @app.train(mods=[eligibility_mod, secure_aggregation_mod, transfer_mod, straggler_mod, dp_mod])
 def train(msg: Message, context: Context) -> Message:
-    from task import device  # imports TensorFlow: only once the device has agreed to work
+    from task import (
+        device,  # imports TensorFlow: only once the device has agreed to work
+    )
 
     started = time.perf_counter()
     cfg = config_of(context)
@@ -104,10 +143,10 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 @app.query(mods=[eligibility_mod])
 def query(msg: Message, context: Context) -> Message:
-    """One TrieHH vote (task/discovery/triehh.py): a prefix of one of this device's own words the
+    """One TrieHH vote (features/discovery/triehh.py): a prefix of one of this device's own words the
     vocabulary lacks, extending the trie the server sent, or none. Nothing else leaves the device.
     No TensorFlow: a query costs a device reading its text and counting words."""
-    from task.discovery.triehh import device_vote, out_of_vocabulary
+    from features.discovery.triehh import device_vote, out_of_vocabulary
 
     cfg = config_of(context)
     config = msg.content["config"]
@@ -148,6 +187,8 @@ def _device_text(cfg: Config, context: Context, server_round: int) -> DeviceText
                               num_partitions=int(node.get("num-partitions", 1)),
                               data_path=str(node["data-path"]) if node.get("data-path") else None)
     if cfg.new_word and not node.get("data-path"):  # the new-word scenario: simulated personas only
+        from features.discovery.new_word import with_new_word
+
         text = with_new_word(cfg, text, int(node.get("partition-id", 0)), server_round)
     for note in text.notes:  # files skipped or repaired: in the device's own log, not sent
         log.warning("node %s: %s", context.node_id, note)

@@ -15,7 +15,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from client_app.eligibility import NodeConfigError
+
+class NodeConfigError(ValueError):
+    """A node-config value the ClientApp reads is of the wrong type or out of range."""
+
 
 POWERCAP = Path("/sys/class/powercap")
 DEFAULT_WATTS_PER_BUSY_CORE = 1.5

@@ -3,6 +3,8 @@ round it belongs to, and the words the run's discoveries added."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from flwr.app import Context, Message
 
 from task.config import ROUND_OFFSET, VOCAB_ADDED, Config
@@ -12,13 +14,19 @@ DEVICE_CONFIG_INVALID = 102  # Error code: a node-config value is wrong (the rea
 
 
 def config_of(context: Context) -> Config:
-    return Config.from_run_config(context.run_config)
+    """Parsed and validated once per run config, not once per mod and handler."""
+    return _parsed(tuple(sorted(context.run_config.items())))
+
+
+@lru_cache(maxsize=8)
+def _parsed(run_config: tuple) -> Config:
+    return Config.from_run_config(dict(run_config))
 
 
 def global_round(msg: Message) -> int:
     """The round counted from the run's start (a resumed run's devices keep counting)."""
     config = msg.content.config_records.get("config")
-    if config is None:  # a SecAgg+ setup message: its group id is the round (server_app/secure.py)
+    if config is None:  # a SecAgg+ setup message: its group id is the round (features/secagg/server.py)
         return int(msg.metadata.group_id or 1)
     return int(config.get("server-round", 1)) + int(config.get(ROUND_OFFSET, 0))
 

@@ -30,7 +30,6 @@ from scripts.local_superlink import (  # noqa: F401  (re-exported for scripts an
 )
 
 
-
 @dataclass
 class RunOutcome:
     run_id: int

@@ -13,7 +13,7 @@ import logging
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from server_app import privacy, secure
+from server_app import privacy
 from server_app.observed_grid import ObservedGrid
 from server_app.rounds import RoundEnd
 from server_app.run_record import RunRecord
@@ -53,9 +53,8 @@ def main(grid: Grid, context: Context) -> None:
     if growth:  # the final model's vocabulary: every word it has a row for
         start.record.vocab = Vocabulary(growth.vocab.words[: len(final[0])])
         start.record.discoveries = growth.history
-    assumptions = ledger.assumptions(cfg.model.seq_len) + (secure.assumptions(cfg) if cfg.secure_aggregation else [])
-    assumptions += growth.assumptions() if cfg.vocab_discovery else []
-    finish(start.record, round_end.model_for(final), round_end.check_windows(), stop_reason, assumptions)
+    finish(start.record, round_end.model_for(final), round_end.check_windows(), stop_reason,
+           _assumptions(cfg, ledger, growth))
 
 
 def finish(record: RunRecord, model, windows, stop_reason: str | None, assumptions: list[str]) -> dict:
@@ -71,19 +70,31 @@ def _above_the_counts(cfg: Config, observed: ObservedGrid):
     """What the strategy talks to: SecAgg+ or the transfer encoding (each loaded only when asked),
     above the byte counts."""
     if cfg.secure_aggregation:
-        from server_app.secure import SecureGrid
+        from features.secagg.server import SecureGrid, assumptions
 
-        for line in secure.assumptions(cfg):
+        for line in assumptions(cfg):
             log.info("Secure aggregation: %s", line)
         return SecureGrid(observed, cfg.secagg, timeout=cfg.round_timeout)
     if cfg.transfer_dtype != "float32":
-        from server_app.transfer_grid import TransferGrid
+        from features.transfer.server import TransferGrid
 
         return TransferGrid(observed, cfg.transfer_dtype)
     return observed
 
 
 def _vocabulary_growth(cfg: Config, start, ledger):
-    from server_app.discovery import VocabularyGrowth  # new-word discovery: loaded only when asked
+    from features.discovery.server import (
+        VocabularyGrowth,  # new-word discovery: loaded only when asked
+    )
 
     return VocabularyGrowth(cfg, start.vocab, ledger, start.added)
+
+
+def _assumptions(cfg: Config, ledger, growth) -> list[str]:
+    """What the privacy guarantee rests on, for the run summary: the ledger's, then each feature's."""
+    lines = ledger.assumptions(cfg.model.seq_len)
+    if cfg.secure_aggregation:
+        from features.secagg.server import assumptions
+
+        lines += assumptions(cfg)
+    return lines + (growth.assumptions() if cfg.vocab_discovery else [])

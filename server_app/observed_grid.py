@@ -1,5 +1,5 @@
 """A Grid that counts what each round sent and what came back, and how many bytes; closes a
-training round at its goal when the strategy over-selected (server_app/round_goal.py); and does
+training round at its goal when the strategy over-selected (features/participation/round_goal.py); and does
 not send to a device still busy with an earlier message it was late for.
 
 A device that was late or timed out may still be working. Asking it again before it is done
@@ -12,7 +12,7 @@ results. So such a device is counted as busy, which releases nothing, until its 
 Wrapping the Grid (instead of subclassing FedAvg) keeps the counts right for any strategy,
 including Flower's DP wrappers, which require an unmodified FedAvg inside.
 
-With secure aggregation a training round is four SecAgg+ messages per device (server_app/secure.py):
+With secure aggregation a training round is four SecAgg+ messages per device (features/secagg/server.py):
 every one counts its bytes; the setup message counts the devices asked (and those that declined),
 the collect-masked-vectors message the updates; a device that drops out at any stage before its
 update is in counts as failed.
@@ -35,7 +35,6 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 
-from server_app.round_goal import send_until_goal
 from task.config import NOT_ELIGIBLE, ROUND_GOAL
 
 # Flower's error codes as a reason a device operator can act on (the device's own errors,
@@ -91,7 +90,9 @@ class ObservedGrid:
         pulled = []  # every reply that came back, kept or discarded
         if not messages:
             replies = []
-        elif goal is not None and goal < len(messages):
+        elif goal is not None and goal < len(messages):  # over-selection (participation.selection-factor)
+            from features.participation.round_goal import send_until_goal
+
             replies, late, _ = send_until_goal(self._grid, messages, goal, timeout, pulled=pulled)
         else:
             replies = pulled = list(self._grid.send_and_receive(messages, timeout=timeout))

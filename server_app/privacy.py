@@ -2,7 +2,7 @@
 the noise's calibration honest.
 
 - central-client-clip / central-server-clip / central-adaptive-clip: `CentralDP` below.
-- central-ftrl: `CentralDP` too, with tree-aggregated noise (task/privacy/tree_noise.py): each
+- central-ftrl: `CentralDP` too, with tree-aggregated noise (features/dp_mechanisms/tree_noise.py): each
   round's noise is the difference of two consecutive running-sum noises of the tree.
 - local: plain FedAvg here; each device noises its own update (client_app/privacy.py).
 - dp.sgd: plain FedAvg here, or any of the above; the ledger accounts it from public settings.
@@ -84,7 +84,7 @@ class CentralDP(Strategy):
         SecAgg+'s rounding can lift a clipped update's norm: devices then clip below the norm."""
         if not self.secagg:
             return self.clipping_norm
-        from server_app.secure import device_clipping_norm
+        from features.secagg.server import device_clipping_norm
 
         return device_clipping_norm(self.secagg, self.clipping_norm, sum(int(np.prod(a.shape)) for a in arrays.values()))
 
@@ -124,7 +124,7 @@ class CentralDP(Strategy):
         """This round's share of the tree's noise; a new tree (ledger) starts a new TreeNoise."""
         if self.ledger.trees[-1] == 0:  # the sampler began a new tree for this round
             # TensorFlow and tensorflow-privacy: imported only in this mode
-            from task.privacy.tree_noise import TreeNoise
+            from features.dp_mechanisms.tree_noise import TreeNoise
 
             if self._tree is None:
                 self._tree = TreeNoise([c.shape for c in current], std)

@@ -3,10 +3,9 @@ federation, and record the round (metrics row, checkpoint with the state to resu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord
@@ -18,17 +17,13 @@ from server_app.resume import dp_settings
 from server_app.run_start import RunStart
 from task import train as trainer
 from task.config import Config
-from task.data.device_text import UNSEEN_USER_OFFSET, make_windows, unseen_users_text
-from task.data.new_word import late_adopters, probe_windows
-from task.data.vocab import UNK_ID, Vocabulary
-from task.discovery.growth import vocabulary_rows
+from task.data.device_text import make_windows, unseen_users_text
+from task.data.vocab import Vocabulary, vocabulary_rows
 from task.model import EMBEDDING, build_model
 from task.privacy.ledger import PrivacyLedger
 
 if TYPE_CHECKING:
-    from server_app.discovery import VocabularyGrowth
-
-PROBE_USERS = 20  # late adopters and unseen users the new-word scenario is scored on
+    from features.discovery.server import VocabularyGrowth
 
 
 class RoundEnd:
@@ -100,10 +95,8 @@ class RoundEnd:
             m = trainer.evaluate(model, self.server_x, self.server_y)
             out = {"loss": m.loss, "perplexity": m.perplexity, "top1": m.top1, "top3": m.top3}
         if self.cfg.new_word:  # the scenario's measure: does the model suggest the word to those who never typed it
-            for who, users in (("late_adopters", late_adopters(self.cfg, self.ledger.population, PROBE_USERS)),
-                               ("unseen_users", [UNSEEN_USER_OFFSET + i for i in range(PROBE_USERS)])):
-                x, y = probe_windows(self.cfg, vocab, users)
-                word = vocab.encode([self.cfg.new_word])[0]
-                out[f"new_word_top3_{who}"] = 0.0 if word == UNK_ID else trainer.target_top3(model, x, y, word)
+            from features.discovery.new_word import new_word_scores
+
+            out.update(new_word_scores(self.cfg, model, vocab, self.ledger.population))
         out["seconds"] = time.perf_counter() - started
         return out

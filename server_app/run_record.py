@@ -47,7 +47,7 @@ class RunRecord:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
         self.vocab = vocab
-        self.discoveries: list[dict] = []  # vocabulary discoveries (server_app/discovery.py)
+        self.discoveries: list[dict] = []  # vocabulary discoveries (features/discovery/server.py)
         self.rows: list[dict] = list(previous_rows or [])
         self._aggregated: dict[str, dict] = {}
         self._round_started = time.monotonic()

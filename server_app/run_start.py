@@ -8,8 +8,7 @@ from dataclasses import dataclass, replace
 
 from server_app.resume import ResumePoint, load_resume_point
 from server_app.run_record import RunRecord
-from server_app.warm_start import initial_weights
-from task.config import Config, ConfigError
+from task.config import Config
 from task.data.vocab import Vocabulary, default_vocabulary
 from task.model import build_model
 from task.run.checkpoint import model_fingerprint
@@ -43,8 +42,12 @@ def run_start(cfg: Config, run_id: int) -> RunStart:
     # reproducible; no privacy randomness comes from `seed`
     model = build_model(replace(cfg.model, vocab_size=len(vocab) + len(added)), seed=cfg.seed)
     if cfg.dp.sgd:  # refused before any device trains or any epsilon is booked
-        _require_dpsgd_rules(model)
+        from features.dp_mechanisms.dpsgd import require_rules
+
+        require_rules(model)
     if cfg.init_from:
+        from features.warm_start.server import initial_weights
+
         weights, origin = initial_weights(cfg, fingerprint)
         model.set_weights(weights)
         log.info("%s", origin)
@@ -54,13 +57,3 @@ def run_start(cfg: Config, run_id: int) -> RunStart:
     rounds_left = cfg.num_server_rounds - (resume.round if resume else 0)
     return RunStart(vocab, added, fingerprint, resume, record, model, rounds_left)
 
-
-def _require_dpsgd_rules(model) -> None:
-    from task.privacy.dpsgd import SUPPORTED_LAYERS, unsupported_layers
-
-    missing = unsupported_layers(model)
-    if missing:
-        raise ConfigError(f"run-config key 'dp.sgd' = true: DP-SGD has no per-example gradient rule for layer(s) "
-                          f"{', '.join(missing)} of model {model.name!r}; it supports {SUPPORTED_LAYERS} "
-                          "(task/privacy/dpsgd.py, `registry`). Use user-level DP (dp.mode) with this model, or "
-                          "add a rule")

@@ -8,7 +8,7 @@ Each one picks the devices of a training round itself: under DP from a secret ge
 sample size fixed at the start (the privacy figures take credit for both), else reproducibly
 from the run's seed; and, under DP, asks the privacy ledger first whether the budget allows the
 round and books who was asked. With participation.selection-factor > 1 it asks more devices than the round
-needs and tells the grid how many updates close the round (server_app/round_goal.py).
+needs and tells the grid how many updates close the round (features/participation/round_goal.py).
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ DATA_SOURCES = ("builtin", "text-dir", "corpus", "shakespeare")
 DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "central-ftrl", "local")
 PARTITIONERS = ("iid", "natural", "size-skew")
 ARCHITECTURES = ("transformer", "lstm")  # task/model.py builds each
-TRANSFER_DTYPES = ("float32", "float16", "int8")  # task/transfer.py
+TRANSFER_DTYPES = ("float32", "float16", "int8")  # features/transfer/codec.py
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # Flower's strategies (server_app/strategy.py)
-SIM_AVAILABILITY = ("always", "nightly")  # client_app/eligibility.py
+SIM_AVAILABILITY = ("always", "nightly")  # features/participation/eligibility.py
 LR_SCHEDULES = ("constant", "cosine")  # the devices' learning rate across rounds (task/train.py)
 # Named model shapes (model.preset): each replaces the shape keys left at their defaults.
 # "dp-small" (0.14 M weights, a tenth of the default): under user-level DP the server's noise has
@@ -34,7 +34,7 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "dp-small": {"vocab_size": 2000, "embed_dim": 32, "num_heads": 2, "ffn_dim": 64},
 }
 # dp-modes secure aggregation refuses: the server clips each update itself, or reads each
-# device's norm bit in the clear (server_app/secure.py).
+# device's norm bit in the clear (features/secagg/server.py).
 SECAGG_REFUSED_MODES = ("central-server-clip", "central-adaptive-clip")
 SECAGG_MODULUS = 2**32  # Flower's SecAgg+ ring (its default and maximum)
 
@@ -62,7 +62,7 @@ VOCAB_ADDED = "vocab-added"
 # Query message (vocabulary discovery, TrieHH) config keys: the level asked (1 = first letter) and
 # the trie's prefixes one letter shorter (absent at level 1); the reply's one vote ("" = none).
 QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE = "depth", "prefixes", "vote"
-# Error code of a device's reply that declines a round (client_app/eligibility.py): counted apart
+# Error code of a device's reply that declines a round (features/participation/eligibility.py): counted apart
 # from failures by the server.
 NOT_ELIGIBLE = 101
 
@@ -168,7 +168,7 @@ class Config:
     # (fraction-train x connected, at least min-train-nodes) and close the round as soon as the
     # goal's replies are in; later replies are discarded. 1.0 = wait for every device asked.
     selection_factor: float = 1.0
-    transfer_dtype: str = "float32"  # "float16": half the bytes each way; "int8": updates in 8 bits (task/transfer.py)
+    transfer_dtype: str = "float32"  # "float16": half the bytes each way; "int8": updates in 8 bits (features/transfer/codec.py)
     server_optimizer: str = "fedavg"  # how the server applies the averaged update
     server_learning_rate: float = 1.0  # fedavgm: step on the averaged update; fedadam: Adam's eta
     server_momentum: float = 0.0  # fedavgm only
@@ -193,13 +193,16 @@ class Config:
     model: ModelConfig = ModelConfig()
     # Privacy
     dp: DPConfig = DPConfig()
-    # The server receives only the sum of the updates (SecAgg+, server_app/secure.py); with a
+    # The server receives only the sum of the updates (SecAgg+, features/secagg/server.py); with a
     # dp.mode where devices clip, it adds its noise to that sum.
     secure_aggregation: bool = False
     secagg: SecAggConfig = SecAggConfig()
+    # Participation (features/participation/): part of the app while its group "participation."
+    # is in the run config (pyproject.toml declares it); set by from_run_config, not a key itself.
+    participation: bool = dataclasses.field(default=False, compare=False)
     # Simulated population: availability and stragglers
     sim: SimConfig = SimConfig()
-    # New-word discovery (TrieHH, task/discovery/): before round 1 and, if discovery.every
+    # New-word discovery (TrieHH, features/discovery/): before round 1 and, if discovery.every
     # > 0, before every vocab-discovery-every-th round after it, sampled devices vote on prefixes of
     # the words their text has and the vocabulary lacks; words with enough votes join the
     # vocabulary and the model grows a row for each. Off by default: it needs hundreds of devices
@@ -222,7 +225,7 @@ class Config:
     partitioner: str = "iid"
     sentences_per_device: int = 300
     # Privacy audit (scripts/tools/privacy_audit.py), simulation only: "k:r,..." puts canary i into k_i
-    # devices' training text r_i times (task/audit/canary.py). "" = off.
+    # devices' training text r_i times (features/audit/canary.py). "" = off.
     audit_canaries: str = ""
     max_sentences: int = 20_000  # a device reads at most this much of its text (streamed); 0 = all
     test_fraction: float = 0.2
@@ -233,7 +236,7 @@ class Config:
     keep_checkpoints: int = 5  # newest round checkpoints kept; 0 = all
     resume_from: str = ""  # a run directory (its newest usable checkpoint) or one checkpoint .npz
     # Warm start: a new run from a checkpoint .npz (scripts/tools/pretrain.py on proxy text) or a run
-    # directory's newest checkpoint; only the weights carry over (server_app/warm_start.py).
+    # directory's newest checkpoint; only the weights carry over (features/warm_start/server.py).
     init_from: str = ""
 
     @classmethod
@@ -247,6 +250,7 @@ class Config:
         for key, value in run_config.items():
             owner, field = known[key]
             values[owner][field.name] = _coerce(key, value, field.type)
+        values[cls]["participation"] = any(key.startswith("participation.") for key in run_config)
         model = _apply_preset(values[cls].get("model_preset", ""), values[ModelConfig])
         config = cls(model=model, dp=DPConfig(**values[DPConfig]),
                      sim=SimConfig(**values[SimConfig]), secagg=SecAggConfig(**values[SecAggConfig]), **values[cls])
@@ -256,7 +260,8 @@ class Config:
     def to_run_config(self) -> dict[str, Any]:
         """The flat mapping of run-config keys `from_run_config` reads (for records and tests)."""
         parts = {Config: self, ModelConfig: self.model, DPConfig: self.dp, SimConfig: self.sim, SecAggConfig: self.secagg}
-        return {key: getattr(parts[owner], field.name) for key, (owner, field) in _known_keys().items()}
+        return {key: getattr(parts[owner], field.name) for key, (owner, field) in _known_keys().items()
+                if self.participation or not key.startswith("participation.")}
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -314,12 +319,15 @@ class Config:
         _check("data.path", self.data_path, self.data_source in ("builtin", "shakespeare") or bool(self.data_path),
                f'a path to your text (required when data.source="{self.data_source}")')
         _check("data.partitioner", self.partitioner, self.partitioner in PARTITIONERS, f"one of {list(PARTITIONERS)}")
-        from task.audit.canary import parse as parse_canaries
+        if self.audit_canaries:
+            from features.audit.canary import (
+                parse as parse_canaries,  # the audit: loaded only when asked
+            )
 
-        try:
-            parse_canaries(self.audit_canaries)
-        except ValueError as e:
-            raise ConfigError(f"run-config key 'audit.canaries' = {self.audit_canaries!r}: {e}") from None
+            try:
+                parse_canaries(self.audit_canaries)
+            except ValueError as e:
+                raise ConfigError(f"run-config key 'audit.canaries' = {self.audit_canaries!r}: {e}") from None
         _check("data.max-sentences", self.max_sentences, self.max_sentences >= 0, "an integer >= 0 (0 = no cap)")
         _check("data.sentences-per-device", self.sentences_per_device, self.sentences_per_device >= 10, "an integer >= 10")
         _check("data.test-fraction", self.test_fraction, 0 < self.test_fraction < 1, "a number in (0, 1)")
@@ -474,7 +482,7 @@ _GROUPED = {  # Config's own fields that belong to a group
     "audit_canaries": "audit.canaries",
     "init_from": "warm-start.init-from",
 }
-_NESTED = ("model", "dp", "sim", "secagg")
+_NESTED = ("model", "dp", "sim", "secagg", "participation")  # fields that are not run-config keys themselves
 
 
 def _known_keys() -> dict[str, tuple[type, dataclasses.Field]]:

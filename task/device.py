@@ -19,8 +19,7 @@ from task.baseline import ngram_baseline
 from task.config import Config, ModelConfig
 from task.data.device_text import DeviceText, make_windows
 from task.data.files import DataError
-from task.data.vocab import Vocabulary, run_vocabulary
-from task.discovery.growth import vocabulary_rows
+from task.data.vocab import Vocabulary, run_vocabulary, vocabulary_rows
 from task.model import build_model
 from task.privacy.mechanisms import DP_WEIGHT, dpsgd_steps
 
@@ -42,7 +41,7 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
         if cfg.dp.delta >= 1 / len(x):
             raise DataError(f"{text.name}: dp.delta = {cfg.dp.delta} must be below 1/(training windows) = "
                             f"1/{len(x)} for sample-level DP-SGD", reason="dp.delta too large for the text")
-        from task.privacy.dpsgd import (
+        from features.dp_mechanisms.dpsgd import (
             train_dpsgd,  # imports tensorflow-privacy: only when asked for
         )
 

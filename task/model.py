@@ -16,7 +16,7 @@ The contract (`check_contract`), what the rest of the template relies on:
 - the last two layers are a LayerNormalization named FINAL_NORM and a Dense named OUTPUT over the
   vocabulary, whose kernel and bias are the last two weights (LiteRT export folds the norm into
   the output; new-word discovery grows the first and the last two weights by a row per word);
-- for DP-SGD, every layer with weights needs a rule (task/privacy/dpsgd.py, `unsupported_layers`).
+- for DP-SGD, every layer with weights needs a rule (features/dp_mechanisms/dpsgd.py, `unsupported_layers`).
 To add an architecture: a builder below and its name in ARCHITECTURES; nothing else changes.
 """
 

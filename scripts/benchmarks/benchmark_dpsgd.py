@@ -28,14 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     # Imported after parsing the arguments: TensorFlow takes seconds to import, --help should not.
-    import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
     import tensorflow as tf
+
+    import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
+    from features.dp_mechanisms.dpsgd import make_step
     from task.config import Config
     from task.data import personas
     from task.data.device_text import make_windows
     from task.data.vocab import default_vocabulary
     from task.model import build_model
-    from task.privacy.dpsgd import make_step
     from task.train import MaskedNextWordLoss, compile_model
 
     cfg = Config()

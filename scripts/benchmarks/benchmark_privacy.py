@@ -7,7 +7,7 @@ Every row is a real `flwr run .` on `--population` built-in devices with the dp-
 sampled device doing `--local-steps` steps a round. For each devices-per-round m: the non-private
 run (the reference), then DP-FedAvg (`central-client-clip`; its epsilon credits the server's
 secret sampling) and DP-FTRL (`central-ftrl`; no credit for sampling) with the noise multiplier
-that brings the run's epsilon to each target (task/privacy/planning.py drives the server's own
+that brings the run's epsilon to each target (features/dp_mechanisms/planning.py drives the server's own
 ledger). Epsilon and top-3 are read back from each run: its ledger, and the server's evaluation of
 the final model on unseen users.
 
@@ -36,7 +36,6 @@ from scripts.benchmarks.privacy_plot import MODES, plot  # noqa: E402
 from scripts.local_flower import ROOT, private_flower  # noqa: E402
 
 
-
 @dataclass
 class Row:
     mode: str
@@ -62,8 +61,8 @@ class Row:
 def plan(args) -> list[Row]:
     """Every run, the non-private reference of each setting first; the noise comes from the
     ledger's own accounting of the planned rounds."""
+    from features.dp_mechanisms.planning import noise_for_epsilon
     from task.config import DPConfig
-    from task.privacy.planning import noise_for_epsilon
 
     dp = DPConfig(clipping_norm=args.clip, delta=args.delta)
     rows = []

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from scripts.deployment.deploy import register_device, write_connection
+from scripts.deployment.deploy_keys import make_certs, make_device_key
 from scripts.deployment.processes import (
     BIN,
     _env,
@@ -21,7 +22,6 @@ from scripts.deployment.processes import (
     supernode_command,
     wait_for_port,
 )
-from scripts.deployment.deploy_keys import make_certs, make_device_key
 
 GATEWAY_OFFSET = 50  # the gateway listens on port + 50
 

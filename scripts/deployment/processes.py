@@ -67,7 +67,7 @@ def supernode_command(
     rules: dict | None = None,
 ) -> list[str]:
     """`rules`: the device's eligibility rules and power figure as node-config keys
-    (client_app/eligibility.py, client_app/cost.py), e.g. {"require-charging": False}."""
+    (features/participation/eligibility.py, client_app/cost.py), e.g. {"require-charging": False}."""
     security = ["--insecure"] if insecure else ["--root-certificates", str(ca)]
     if key:
         security += ["--auth-supernode-private-key", str(key)]
@@ -98,7 +98,7 @@ def _toml(value) -> str:
 def parse_rules(pairs: list[str]) -> dict:
     """--rule KEY=VALUE pairs, checked as the device will check them, so a typo fails here."""
     from client_app.cost import watts_per_busy_core
-    from client_app.eligibility import DeviceRules
+    from features.participation.eligibility import DeviceRules
 
     rules = {}
     for pair in pairs:

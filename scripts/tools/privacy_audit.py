@@ -5,7 +5,7 @@
     .venv/bin/python scripts/tools/privacy_audit.py --run-dir runs/run-123   # audit a finished run only
 
 Each mode is a real `flwr run .` on the built-in data with canaries planted in some devices'
-training text (`audit.canaries`, task/audit/canary.py). Then, on the model each run produced:
+training text (`audit.canaries`, features/audit/canary.py). Then, on the model each run produced:
 canary exposure (Carlini et al. 2019) for each (devices k, repeats r) and for a canary never
 inserted, and a loss-based membership attack at the user level (the devices that trained vs
 personas that never did) and at the sample level (windows trained on vs held out).
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 runs[name] = (run_dir, json.loads((run_dir / "summary.json").read_text()))
 
-    from task.audit.audit import (
+    from features.audit.audit import (
         audit_run,  # TensorFlow: after the runs, not in Flower's way
     )
 

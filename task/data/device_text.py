@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from task.audit.canary import device_canaries
 from task.config import Config
-from task.data import new_word, personas
+from task.data import personas
 from task.data.files import DataError, Sentences, read_sentences, text_files
 from task.data.partition import partition_sentences
 from task.data.text import split_sentences
@@ -73,6 +72,10 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
         if data_path:  # an audit plants secrets in simulated text, never in a person's
             raise DataError(f"{name}: audit.canaries is for simulations; refused on a device with a real data-path",
                             reason="audit.canaries refused on a real device")
+        from features.audit.canary import (
+            device_canaries,  # the audit: loaded only when asked
+        )
+
         train = train + device_canaries(cfg.audit_canaries, cfg.seed, partition_id)
     return DeviceText(name, sentences, train, test, notes)
 
@@ -98,17 +101,6 @@ def cached_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: in
     while len(_READ) > READ_CACHE_SIZE:
         _READ.popitem(last=False)
     return text
-
-
-def with_new_word(cfg: Config, text: DeviceText, partition_id: int, server_round: int) -> DeviceText:
-    """A simulated adopter's text in the new-word scenario (task/data/new_word.py): from
-    discovery.new-word-from-round on it also holds messages with the word, in training and held-out text
-    alike. Everyone else's text is unchanged."""
-    if not new_word.adopted(cfg, partition_id, server_round):
-        return text
-    n_train, n_test = (max(1, round(new_word.RATE * len(part))) for part in (text.train, text.test))
-    extra = new_word.sentences(cfg.new_word, partition_id, n_train + n_test, cfg.seed)
-    return replace(text, train=text.train + extra[:n_train], test=text.test + extra[n_train:])
 
 
 def split_train_test(sentences: Sentences, test_fraction: float, seed: int) -> tuple[Sentences, Sentences]:

@@ -4,7 +4,7 @@ Devices must agree on word ids without the server ever seeing their text, so the
 not counted from user data: it is the top of a base dictionary shipped with the code
 (`base_dictionary.json`, English word frequencies from the `wordfreq` package). Swap it by saving
 another `Vocabulary` as JSON and pointing the model export at it. Words discovered federatedly
-(task/discovery/) are appended after the base words: a run's vocabulary is the base dictionary's
+(features/discovery/) are appended after the base words: a run's vocabulary is the base dictionary's
 top plus the words its discoveries added, in the order they were added (`run_vocabulary`).
 """
 
@@ -87,3 +87,9 @@ def run_vocabulary(size: int, added: tuple[str, ...] = ()) -> Vocabulary:
     its discoveries added, in order."""
     base = default_vocabulary(size)
     return base.extended(added) if added else base
+
+
+def vocabulary_rows(weights: list) -> int:
+    """How many words a model's weights hold: the rows of its first weight, the token embedding
+    (the model contract, task/model.py), read without TensorFlow."""
+    return int(weights[0].shape[0])

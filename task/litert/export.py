@@ -8,7 +8,7 @@ position instead of `seq_len` (the largest cost of the model).
 
 Variants: float32 (reference), float16 (half the size), int8 (the embedding table and output
 layer, 96% of the weights, in 8 bits per weight with 16 for the most frequent words' rows:
-task/quantize.py; the Transformer block in float16).
+task/litert/quantize.py; the Transformer block in float16).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ What each figure means (delta is the run's dp.delta):
   mechanism of sensitivity 2 x clipping norm, its noise calibrated so that one release's RDP
   epsilon is exactly dp.local-epsilon.
 - discovery: user level, add or remove one device, TrieHH's (epsilon, delta) for the query levels
-  each vocabulary discovery ran (task/discovery/triehh.py), added up over discoveries.
+  each vocabulary discovery ran (features/discovery/triehh.py), added up over discoveries.
 - with-discovery: the model's and discovery's figures together, under one relation (add or
   remove one device): the model's add/remove figure (central without amplification; DP-FTRL's
   zero-out figure, which with the fixed denominator is removal; local) plus discovery's, epsilons

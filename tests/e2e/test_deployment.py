@@ -39,7 +39,7 @@ def deployment(tmp_path_factory, monkeypatch_module):
         # node1 trains on 40x the text of the others, so that the SecAgg+ test's kill lands while it
         # trains: the margin is its whole training (hundreds of steps), on any machine
         (data[i] / "messages.txt").write_text("\n".join(personas.device_sentences(i, 3200 if i == 1 else 80)))
-    # device4 is on a metered network: it declines every message (client_app/eligibility.py)
+    # device4 is on a metered network: it declines every message (features/participation/eligibility.py)
     rules = [{"require-charging": False}] * 4 + [{"require-charging": False, "metered-network": True}]
     with local_deployment(root, data, PORT, CONNECTION, device_rules=rules) as d:
         yield {**d, "env": env, "data": data, "rogue": deploy.make_device_key(root / "keys", "rogue")[0]}

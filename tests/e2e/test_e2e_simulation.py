@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from scripts.tools.export_litert import main as export_main
 from scripts.local_flower import run_app
+from scripts.tools.export_litert import main as export_main
 from task.litert.suggest import Suggester
 from tests.helpers import SMALL_RUN
 

@@ -109,20 +109,26 @@ def test_scoring_first_passes_flowers_clipping_mods_in_every_dp_mode():
 
 
 def test_under_dp_no_evaluation_reply_tells_how_long_the_device_computed():
-    """Scoring time follows the size of the device's text, which no noise covers."""
+    """Scoring time follows the size of the device's text, which no noise covers. (DP-SGD:
+    tests/features/dp/test_dpsgd.py.)"""
+    from dataclasses import replace
+
+    assert_no_timing_is_sent(replace(CFG.dp, mode="central-client-clip"))
+
+
+def assert_no_timing_is_sent(dp) -> None:
     from dataclasses import replace
 
     from task.config import EVALUATE_FIRST
 
     weights = build_model(CFG.model).get_weights()
     node = {"partition-id": 0, "num-partitions": 5}
-    for dp in (replace(CFG.dp, mode="central-client-clip"), replace(CFG.dp, sgd=True, delta=1e-4)):
-        cfg = replace(CFG, dp=dp)
-        for kind, config in (("evaluate", {"server-round": 1}), ("train", {"server-round": 1, EVALUATE_FIRST: True,
-                                                                           "clipping_norm": 1.0})):
-            reply = app(message(RecordDict({"arrays": ArrayRecord(weights), "config": ConfigRecord(config)}), kind),
-                        context(cfg, node))
-            assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
-            sent = set(reply.content["metrics"])
-            assert "eval-top3" in sent or "top3" in sent
-            assert not {k for k in sent if "seconds" in k or "energy" in k or "memory" in k}, (kind, sorted(sent))
+    cfg = replace(CFG, dp=dp)
+    for kind, config in (("evaluate", {"server-round": 1}), ("train", {"server-round": 1, EVALUATE_FIRST: True,
+                                                                       "clipping_norm": 1.0})):
+        reply = app(message(RecordDict({"arrays": ArrayRecord(weights), "config": ConfigRecord(config)}), kind),
+                    context(cfg, node))
+        assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+        sent = set(reply.content["metrics"])
+        assert "eval-top3" in sent or "top3" in sent
+        assert not {k for k in sent if "seconds" in k or "energy" in k or "memory" in k}, (kind, sorted(sent))

@@ -77,21 +77,3 @@ def test_a_superlink_open_to_the_network_is_refused_unless_asked_for(tmp_path):
                           "--state", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "would open the Control API to the network" in out.stderr
     assert "--public HOST:PORT" in out.stderr
-
-
-def test_device_rules_reach_the_supernodes_node_config_as_the_device_reads_them(tmp_path):
-    from flwr.common.config import parse_config_args
-
-    from client_app.eligibility import DeviceRules
-    from scripts.deployment import deploy
-
-    rules = deploy.parse_rules(["require-charging=false", "min-battery=30", "watts-per-busy-core=2.5"])
-    command = deploy.supernode_command("127.0.0.1:9095", tmp_path, None, None, insecure=True, rules=rules)
-    node_config = parse_config_args([command[command.index("--node-config") + 1]])  # as flower-supernode does
-    assert node_config == {"data-path": str(tmp_path.resolve()), "require-charging": False, "min-battery": 30,
-                           "watts-per-busy-core": 2.5}
-    assert DeviceRules.from_node_config(node_config) == DeviceRules(require_charging=False, min_battery=30)
-    for bad, named in ((["min-batery=30"], "min-batery"), (["min-battery=high"], "min-battery"),
-                       (["watts-per-busy-core=-1"], "watts-per-busy-core")):
-        with pytest.raises(ValueError, match=named):
-            deploy.parse_rules(bad)

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from task.config import Config, ConfigError, ModelConfig
+from task.config import Config, ModelConfig
 from task.data.vocab import default_vocabulary
 from task.litert import export
 from task.model import build_model, check_contract
@@ -91,22 +91,6 @@ def test_an_export_that_raises_still_leaves_the_model_and_the_summary(tmp_path, 
     assert saved["litert"] == {} and summary["stopped_early"] is None
     assert all("disconnected" in r["error"] and not r["fit_to_ship"] for r in saved["litert_check"].values())
 
-
-class _NoGrid:
-    def get_node_ids(self):
-        raise AssertionError("the server asked for devices before refusing the config")
-
-
-def test_dpsgd_with_a_layer_it_cannot_clip_is_refused_before_any_device_trains(tmp_path):
-    from flwr.app import Context, RecordDict
-
-    from server_app.app import main
-
-    cfg = Config(model=LSTM, dp=Config().dp.__class__(sgd=True), out_dir=str(tmp_path))
-    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_run_config())
-    with pytest.raises(ConfigError, match=r"'dp.sgd'.*lstm \(LSTM\).*supports Embedding, Dense, LayerNormalization"):
-        main(_NoGrid(), context)
-    assert not (tmp_path / "run-1" / "metrics.json").exists()  # no round, no epsilon booked
 
 
 def test_the_lstm_trains_on_a_device_under_user_level_dp_and_its_update_is_clipped():

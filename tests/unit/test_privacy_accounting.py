@@ -149,29 +149,6 @@ def test_the_budget_covers_discovery_before_it_runs_and_before_each_round():
         ledger.check_next_round(sampled_from=1000)
 
 
-def test_planning_and_the_budget_stop_bound_the_same_figure():
-    """Planning calibrates to the amplified figure when the server samples: a run planned to reach
-    the budget must not be stopped earlier by the plain central figure."""
-    from task.privacy.planning import noise_for_epsilon, planned_epsilon
-
-    rounds, target = 20, 3.0
-    dp = DPConfig(mode="central-client-clip", max_epsilon=target)
-    z = noise_for_epsilon(dp, population=1000, per_round=10, rounds=rounds, target=target)
-    dp = DPConfig(mode="central-client-clip", noise_multiplier=z, max_epsilon=target)
-    ledger = PrivacyLedger(dp, population=1000, sampled=10)
-    for _ in range(rounds):
-        ledger.check_next_round(sampled_from=1000)
-        ledger.record_asked_to_train(list(range(10)), sampled_from=1000)
-        ledger.record_central([z])
-    assert ledger.model_epsilon() == pytest.approx(planned_epsilon(dp, 1000, 10, rounds)) and ledger.model_epsilon() <= target
-    assert ledger.central_epsilon() > target  # the figure the stop used to bound would have stopped it early
-    with pytest.raises(PrivacyBudgetExceeded, match="the model's user-level epsilon"):
-        for _ in range(rounds):  # and the stop still holds the planned figure at the budget
-            ledger.check_next_round(sampled_from=1000)
-            ledger.record_asked_to_train(list(range(10)), sampled_from=1000)
-            ledger.record_central([z])
-    assert ledger.model_epsilon() <= target
-
 
 def test_a_round_sampled_from_fewer_connected_devices_is_credited_with_fewer():
     """A population of 1,000 at the start, and 100 connected in one round: that round's sample is

@@ -30,7 +30,7 @@ def test_dp_ftrl_is_never_labelled_add_or_remove():
 
 def test_the_docs_no_longer_promise_what_the_code_does_not_do():
     flat = " ".join(PRIVACY.split())
-    assert "Not covered: secure aggregation" not in flat  # it is covered (server_app/secure.py)
+    assert "Not covered: secure aggregation" not in flat  # it is covered (features/secagg/server.py)
     assert "asks exactly the sampled number" not in flat  # over-selection asks `selected`
     assert "of `population` devices" not in flat  # the sample is out of those connected that round
     assert "from_non_deterministic_state`)," not in flat  # no longer a source of secret randomness

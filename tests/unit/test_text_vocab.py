@@ -57,17 +57,3 @@ def test_default_vocabulary_covers_the_builtin_corpus():
     vocab = default_vocabulary(8000)
     missing = [w for w in personas.vocabulary_words() if w not in vocab]
     assert not missing
-
-
-def test_a_corpus_own_unk_marker_is_the_vocabularys_unk_and_never_an_unknown_word():
-    """WikiText marks removed rare words with "<unk>": it must read as <unk>, not as a word "unk"
-    that a device could vote for as new (task/discovery/triehh.py)."""
-    from task.data.text import tokenise
-    from task.data.vocab import UNK_ID, default_vocabulary
-    from task.discovery.triehh import out_of_vocabulary
-
-    tokens = tokenise("The <unk> of Manila , 1999 <UNK> .")
-    assert tokens == ["the", "<unk>", "of", "manila", "1999", "<unk>"]
-    vocab = default_vocabulary(8000)
-    assert vocab.encode(tokens)[1] == UNK_ID
-    assert "<unk>" not in out_of_vocabulary([tokens], vocab)

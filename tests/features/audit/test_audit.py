@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from task.audit import canary, membership
+from features.audit import canary, membership
 from task.config import Config, ConfigError
 from task.data.device_text import load_device_text
 from task.data.files import DataError
@@ -50,7 +50,7 @@ def test_canaries_are_refused_on_a_device_with_real_text(tmp_path):
 
 
 def test_a_model_that_memorised_a_canary_ranks_it_first_and_an_untrained_one_does_not():
-    from task.audit.audit import secret_log_perplexities
+    from features.audit.audit import secret_log_perplexities
     from task.data.device_text import make_windows
     from task.data.vocab import default_vocabulary
     from task.model import build_model

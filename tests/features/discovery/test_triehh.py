@@ -1,4 +1,4 @@
-"""TrieHH (task/discovery/triehh.py): its privacy formulas against a brute-force computation of
+"""TrieHH (features/discovery/triehh.py): its privacy formulas against a brute-force computation of
 the mechanism, and its voting and threshold against what the paper specifies."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from task.discovery.triehh import (
+from features.discovery.triehh import (
     END,
     Discovery,
     Plan,
@@ -99,7 +99,7 @@ def test_one_moved_vote_changes_neither_the_released_words_nor_their_order():
 
 
 def test_a_cap_picks_words_at_random_whatever_their_votes():
-    from task.discovery.triehh import capped
+    from features.discovery.triehh import capped
 
     words = ["delta", "alpha", "charlie", "bravo"]
     picks = [tuple(capped(words, 2, np.random.default_rng(s))) for s in range(400)]
@@ -107,3 +107,17 @@ def test_a_cap_picks_words_at_random_whatever_their_votes():
     counts = Counter(w for p in picks for w in p)
     assert set(counts) == set(words) and min(counts.values()) > 150  # each ~200 of 800 (binomial sd 12)
     assert capped(words, 10, np.random.default_rng(0)) == sorted(words)
+
+
+def test_a_corpus_own_unk_marker_is_the_vocabularys_unk_and_never_an_unknown_word():
+    """WikiText marks removed rare words with "<unk>": it must read as <unk>, not as a word "unk"
+    that a device could vote for as new (features/discovery/triehh.py)."""
+    from features.discovery.triehh import out_of_vocabulary
+    from task.data.text import tokenise
+    from task.data.vocab import UNK_ID, default_vocabulary
+
+    tokens = tokenise("The <unk> of Manila , 1999 <UNK> .")
+    assert tokens == ["the", "<unk>", "of", "manila", "1999", "<unk>"]
+    vocab = default_vocabulary(8000)
+    assert vocab.encode(tokens)[1] == UNK_ID
+    assert "<unk>" not in out_of_vocabulary([tokens], vocab)

@@ -11,6 +11,8 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from client_app.app import app
+from features.discovery import new_word
+from features.discovery.growth import grow_weights
 from task.config import (
     QUERY_DEPTH,
     QUERY_PREFIXES,
@@ -20,10 +22,8 @@ from task.config import (
     ConfigError,
     ModelConfig,
 )
-from task.data import new_word
-from task.data.device_text import load_device_text, with_new_word
+from task.data.device_text import load_device_text
 from task.data.vocab import UNK_ID, default_vocabulary, run_vocabulary
-from task.discovery.growth import grow_weights
 from task.model import build_model
 from task.privacy.ledger import PrivacyLedger
 from tests.helpers import SMALL_MODEL, context, message
@@ -100,12 +100,12 @@ def test_the_scenario_gives_adopters_the_word_in_context_from_its_round_and_nobo
     adopters = [i for i in range(500) if new_word.is_adopter(i, cfg.seed, 0.4)]
     assert 0.34 < len(adopters) / 500 < 0.46
     base = load_device_text(cfg, partition_id=adopters[0], num_partitions=500)
-    assert with_new_word(cfg, base, adopters[0], 2) is base
-    later = with_new_word(cfg, base, adopters[0], 3)
+    assert new_word.with_new_word(cfg, base, adopters[0], 2) is base
+    later = new_word.with_new_word(cfg, base, adopters[0], 3)
     count = lambda part: sum(s.count("zorbix") for s in part)  # noqa: E731
     assert count(later.train) >= 0.1 * len(base.train) and count(later.test) >= 1
     late = next(i for i in range(500) if i not in adopters)
-    assert count(with_new_word(cfg, load_device_text(cfg, partition_id=late, num_partitions=500), late, 9).train) == 0
+    assert count(new_word.with_new_word(cfg, load_device_text(cfg, partition_id=late, num_partitions=500), late, 9).train) == 0
     # every other word of its messages is in the default vocabulary: only the new word is unknown
     vocab = default_vocabulary(8000)
     words = {w for s in new_word.sentences("zorbix", 1, 200, 0) for w in s} - {"zorbix"}
@@ -181,7 +181,7 @@ class ClientAppGrid:
 
 
 def test_the_server_discovers_the_word_through_real_device_votes_and_grows_the_model_it_sends():
-    from server_app.discovery import GrowingVocabulary, VocabularyGrowth
+    from features.discovery.server import GrowingVocabulary, VocabularyGrowth
 
     cfg = Config(sentences_per_device=20, new_word="zorbix", new_word_adopters=0.9, vocab_discovery=True,
                  vocab_discovery_epsilon=20.0, vocab_discovery_max_length=8,  # 1/8 asked per level: ~22 votes vs theta 7
@@ -250,7 +250,7 @@ def test_any_checkpoint_of_a_grown_run_exports_with_the_words_it_had(tmp_path):
 
 
 def test_a_warm_start_from_a_grown_checkpoint_is_refused_with_what_to_do_instead(tmp_path):
-    from server_app.warm_start import initial_weights
+    from features.warm_start.server import initial_weights
     from task.run.checkpoint import Checkpoint, model_fingerprint, save_checkpoint
 
     cfg = Config(model=SMALL_MODEL, init_from=str(tmp_path / "round-002.npz"))
@@ -262,7 +262,7 @@ def test_a_warm_start_from_a_grown_checkpoint_is_refused_with_what_to_do_instead
 
 
 def test_a_discovery_the_budget_cannot_pay_for_is_not_run():
-    from server_app.discovery import VocabularyGrowth
+    from features.discovery.server import VocabularyGrowth
     from task.privacy.ledger import PrivacyBudgetExceeded
 
     cfg = Config(vocab_discovery=True, vocab_discovery_epsilon=8.0,

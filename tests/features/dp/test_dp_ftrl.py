@@ -30,7 +30,7 @@ def ftrl(population=4, sampled=4, z=1.0, clip=2.0, **dp):
 def test_the_noise_on_the_running_sum_grows_with_the_set_bits_of_t_not_with_t():
     """Tree aggregation: the running sum after t rounds is noised by one node per set bit of t
     (variance popcount(t) std^2); fresh noise every round would give t std^2."""
-    from task.privacy.tree_noise import TreeNoise
+    from features.dp_mechanisms.tree_noise import TreeNoise
 
     std, d = 2.0, 100_000
     tree = TreeNoise([(d,)], std)
@@ -46,7 +46,7 @@ def test_the_noise_on_the_running_sum_grows_with_the_set_bits_of_t_not_with_t():
 
 
 def test_the_tree_noise_is_secret_whatever_every_global_generator_is_seeded_to():
-    from task.privacy.tree_noise import TreeNoise
+    from features.dp_mechanisms.tree_noise import TreeNoise
 
     draws = []
     for _ in range(2):

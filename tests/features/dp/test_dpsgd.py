@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from task.config import Config
+from task.config import Config, ConfigError, ModelConfig
 from task.model import build_model
 from tests.helpers import SMALL_MODEL as SMALL
 from tests.helpers import seed_every_global_generator
@@ -15,7 +15,7 @@ from tests.helpers import seed_every_global_generator
 def test_fast_clipping_equals_clipping_each_examples_own_gradient():
     import tensorflow as tf
 
-    from task.privacy.dpsgd import clipped_gradient_sum, registry
+    from features.dp_mechanisms.dpsgd import clipped_gradient_sum, registry
     from task.train import MaskedNextWordLoss
 
     model = build_model(Config().model)  # the default model: every layer type it has
@@ -42,7 +42,7 @@ def test_fast_clipping_equals_clipping_each_examples_own_gradient():
 def test_a_dpsgd_step_adds_fresh_noise_of_std_z_c_over_the_public_denominator():
     import tensorflow as tf
 
-    from task.privacy.dpsgd import make_step
+    from features.dp_mechanisms.dpsgd import make_step
 
     z, clip, denominator = 1.3, 0.7, 16.0
     moves = []
@@ -63,8 +63,8 @@ def test_a_dpsgd_step_adds_fresh_noise_of_std_z_c_over_the_public_denominator():
 
 
 def test_dpsgd_trains_the_real_model_with_the_public_plan():
+    from features.dp_mechanisms.dpsgd import train_dpsgd
     from task import train as trainer
-    from task.privacy.dpsgd import train_dpsgd
 
     rng = np.random.default_rng(1)
     x = rng.integers(4, 50, (64, SMALL.seq_len)).astype(np.int32)  # target = input: a copy task
@@ -93,8 +93,8 @@ def test_the_dpsgd_noise_generator_state_is_os_entropy_all_of_it(monkeypatch):
 
     import tensorflow as tf
 
+    from features.dp_mechanisms.dpsgd import make_step
     from task.privacy import mechanisms
-    from task.privacy.dpsgd import make_step
 
     drawn, real = [], secrets.randbits
 
@@ -112,7 +112,7 @@ def test_the_dpsgd_noise_generator_state_is_os_entropy_all_of_it(monkeypatch):
 
 def test_the_dpsgd_release_is_divided_by_a_constant_that_does_not_depend_on_the_data(monkeypatch):
     """Dividing by q x len(x) would rescale the whole release when one window is added."""
-    from task.privacy import dpsgd
+    from features.dp_mechanisms import dpsgd
 
     built = []
 
@@ -127,3 +127,31 @@ def test_the_dpsgd_release_is_divided_by_a_constant_that_does_not_depend_on_the_
         dpsgd.train_dpsgd(build_model(SMALL), x, x, sampling_rate=0.25, steps=0, learning_rate=0.01,
                           clipping_norm=1.0, noise_multiplier=1.0, batch_size=16)
     assert built[0] == built[1] and built[0]["denominator"] == 16.0
+
+
+LSTM = ModelConfig(architecture="lstm", vocab_size=2000, seq_len=10, embed_dim=16, ffn_dim=32)
+
+
+class _NoGrid:
+    def get_node_ids(self):
+        raise AssertionError("the server asked for devices before refusing the config")
+
+
+def test_dpsgd_with_a_layer_it_cannot_clip_is_refused_before_any_device_trains(tmp_path):
+    from flwr.app import Context, RecordDict
+
+    from server_app.app import main
+
+    cfg = Config(model=LSTM, dp=Config().dp.__class__(sgd=True), out_dir=str(tmp_path))
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=cfg.to_run_config())
+    with pytest.raises(ConfigError, match=r"'dp.sgd'.*lstm \(LSTM\).*supports Embedding, Dense, LayerNormalization"):
+        main(_NoGrid(), context)
+    assert not (tmp_path / "run-1" / "metrics.json").exists()  # no round, no epsilon booked
+
+
+def test_under_dpsgd_no_evaluation_reply_tells_how_long_the_device_computed():
+    from dataclasses import replace
+
+    from tests.unit.test_client_app import CFG, assert_no_timing_is_sent
+
+    assert_no_timing_is_sent(replace(CFG.dp, sgd=True, delta=1e-4))

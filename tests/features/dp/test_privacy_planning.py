@@ -1,4 +1,4 @@
-"""Planning a private run (task/privacy/planning.py): the epsilon it predicts and the noise it
+"""Planning a private run (features/dp_mechanisms/planning.py): the epsilon it predicts and the noise it
 picks, checked against the exact Gaussian mechanism and against the properties the plan relies on.
 That a real run reports the planned figure is checked end to end by the privacy benchmark's smoke
 run (tests/e2e/test_benchmark.py)."""
@@ -9,8 +9,9 @@ import math
 
 import pytest
 
+from features.dp_mechanisms.planning import noise_for_epsilon, planned_epsilon
 from task.config import DPConfig
-from task.privacy.planning import noise_for_epsilon, planned_epsilon
+from task.privacy.ledger import PrivacyBudgetExceeded, PrivacyLedger
 from tests.helpers import analytic_gaussian_epsilon
 
 FEDAVG = DPConfig(mode="central-client-clip", delta=1e-5)
@@ -52,3 +53,27 @@ def test_a_smaller_target_needs_more_noise_and_a_bad_plan_is_refused():
         planned_epsilon(DPConfig(mode="local"), 100, 10, 5)
     with pytest.raises(ValueError, match="population"):
         planned_epsilon(FEDAVG, 10, 20, 5)
+
+
+def test_planning_and_the_budget_stop_bound_the_same_figure():
+    """Planning calibrates to the amplified figure when the server samples: a run planned to reach
+    the budget must not be stopped earlier by the plain central figure."""
+    from features.dp_mechanisms.planning import noise_for_epsilon, planned_epsilon
+
+    rounds, target = 20, 3.0
+    dp = DPConfig(mode="central-client-clip", max_epsilon=target)
+    z = noise_for_epsilon(dp, population=1000, per_round=10, rounds=rounds, target=target)
+    dp = DPConfig(mode="central-client-clip", noise_multiplier=z, max_epsilon=target)
+    ledger = PrivacyLedger(dp, population=1000, sampled=10)
+    for _ in range(rounds):
+        ledger.check_next_round(sampled_from=1000)
+        ledger.record_asked_to_train(list(range(10)), sampled_from=1000)
+        ledger.record_central([z])
+    assert ledger.model_epsilon() == pytest.approx(planned_epsilon(dp, 1000, 10, rounds)) and ledger.model_epsilon() <= target
+    assert ledger.central_epsilon() > target  # the figure the stop used to bound would have stopped it early
+    with pytest.raises(PrivacyBudgetExceeded, match="the model's user-level epsilon"):
+        for _ in range(rounds):  # and the stop still holds the planned figure at the budget
+            ledger.check_next_round(sampled_from=1000)
+            ledger.record_asked_to_train(list(range(10)), sampled_from=1000)
+            ledger.record_central([z])
+    assert ledger.model_epsilon() <= target

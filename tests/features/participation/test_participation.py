@@ -12,17 +12,17 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from client_app import eligibility
-from client_app.eligibility import (
+from features.participation import eligibility
+from features.participation.eligibility import (
     DeviceRules,
     NodeConfigError,
     PowerState,
     read_power_state,
     refusal,
 )
+from features.participation.round_goal import send_until_goal
 from server_app.observed_grid import ObservedGrid
 from server_app.privacy import CentralDP
-from server_app.round_goal import send_until_goal
 from task.config import (
     NOT_ELIGIBLE,
     ROUND_GOAL,
@@ -58,7 +58,7 @@ print(json.dumps({"code": reply.error.code if reply.has_error() else None,
 
 def decline(node_config: dict, run_config: dict | None = None, message_type: str = "train") -> dict:
     """The real ClientApp in a fresh interpreter, so what it imports is visible."""
-    run_config = run_config or Config().to_run_config()
+    run_config = run_config or Config(participation=True).to_run_config()
     out = subprocess.run([sys.executable, "-c", DECLINE, json.dumps(node_config), json.dumps(run_config), message_type],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -71,7 +71,7 @@ def test_a_device_that_may_not_work_declines_without_importing_tensorflow_or_rea
     reply = decline({"data-path": missing, "metered-network": True}, message_type=message_type)
     assert reply == {"code": NOT_ELIGIBLE, "reason": "not eligible: metered network", "tensorflow": False}
     # A simulated device outside its availability window declines the same way.
-    sim = {**Config().to_run_config(), "participation.availability": "nightly", "participation.eligible-share": 0.05}
+    sim = {**Config(participation=True).to_run_config(), "participation.availability": "nightly", "participation.eligible-share": 0.05}
     pid = next(p for p in range(100) if not eligibility.simulated_eligible(
         SimConfig(availability="nightly", eligible_share=0.05), 0, p, 1))
     reply = decline({"partition-id": pid, "num-partitions": 100}, sim, message_type)
@@ -341,3 +341,21 @@ def test_the_run_record_keeps_participation_and_cost_per_round_and_over_the_run(
 class _TinyModel:
     def save(self, path):
         Path(path).write_bytes(b"model")
+
+
+def test_device_rules_reach_the_supernodes_node_config_as_the_device_reads_them(tmp_path):
+    from flwr.common.config import parse_config_args
+
+    from features.participation.eligibility import DeviceRules
+    from scripts.deployment import deploy
+
+    rules = deploy.parse_rules(["require-charging=false", "min-battery=30", "watts-per-busy-core=2.5"])
+    command = deploy.supernode_command("127.0.0.1:9095", tmp_path, None, None, insecure=True, rules=rules)
+    node_config = parse_config_args([command[command.index("--node-config") + 1]])  # as flower-supernode does
+    assert node_config == {"data-path": str(tmp_path.resolve()), "require-charging": False, "min-battery": 30,
+                           "watts-per-busy-core": 2.5}
+    assert DeviceRules.from_node_config(node_config) == DeviceRules(require_charging=False, min_battery=30)
+    for bad, named in ((["min-batery=30"], "min-batery"), (["min-battery=high"], "min-battery"),
+                       (["watts-per-busy-core=-1"], "watts-per-busy-core")):
+        with pytest.raises(ValueError, match=named):
+            deploy.parse_rules(bad)

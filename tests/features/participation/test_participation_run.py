@@ -1,6 +1,6 @@
 """Participation in a whole run (in this process, tests/inprocess.py): 10 simulated devices over a
 night (20:00 to 04:00), half of the day charging on Wi-Fi, two of them stragglers; each round asks
-6 and closes at 4 updates (client_app/eligibility.py, server_app/round_goal.py). In this process
+6 and closes at 4 updates (features/participation/eligibility.py, features/participation/round_goal.py). In this process
 every reply is in as soon as a round's messages are sent, so which replies arrive after the goal
 does not depend on the machine's speed; the counts below hold on any machine."""
 

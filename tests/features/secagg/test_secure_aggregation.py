@@ -1,5 +1,5 @@
-"""Secure aggregation: the real SecAgg+ workflow (server_app/secure.py) against the real SecAgg+
-mod on each device (client_app/secure.py), in one process. Messages cross a serialisation round
+"""Secure aggregation: the real SecAgg+ workflow (features/secagg/server.py) against the real SecAgg+
+mod on each device (features/secagg/client.py), in one process. Messages cross a serialisation round
 trip, as on the network, and each device keeps its own Context between them, as a SuperNode does.
 
 What must hold (Bell et al. 2020): what the server receives from one device is unrelated to that
@@ -35,9 +35,9 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 from flwr.supercore.task_identity import TaskIdentity
 
 from client_app.privacy import with_mods
-from client_app.secure import secure_train, stage
+from features.secagg.client import secure_train, stage
+from features.secagg.server import SecureGrid, quantisation_step
 from server_app.observed_grid import ObservedGrid
-from server_app.secure import SecureGrid, quantisation_step
 from task.config import NOT_ELIGIBLE, Config, ConfigError, DPConfig
 from task.privacy.mechanisms import DP_WEIGHT
 from tests.helpers import message
@@ -168,7 +168,7 @@ def test_what_reaches_the_server_from_one_device_is_unrelated_to_its_update():
 
 
 @pytest.mark.parametrize("dies_at, how", [
-    (Stage.SETUP, "declines"),  # not eligible: replies at once, never takes part (a Flower bug, server_app/secure.py)
+    (Stage.SETUP, "declines"),  # not eligible: replies at once, never takes part (a Flower bug, features/secagg/server.py)
     (Stage.SHARE_KEYS, "dies"),  # keys sent, shares not: nobody masked with it (the same Flower bug)
     (Stage.COLLECT_MASKED_VECTORS, "dies"),  # shares sent, no masked update: its masks are removed
     (Stage.COLLECT_MASKED_VECTORS, "fails"),  # its training fails: an error reply, then as above
@@ -237,7 +237,7 @@ def test_masks_are_as_hard_to_guess_as_their_256_bit_seed():
 
     from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
 
-    from task.privacy.masks import mask
+    from features.secagg.masks import mask
 
     seed = bytes(range(32))
     swapped = seed[4:8] + seed[0:4] + seed[8:]
@@ -260,7 +260,10 @@ def test_flowers_secagg_sum_wraps_past_1023_devices_at_the_default_range(devices
     """Flower's own quantisation and weight factor, summed modulo 2**32 as its workflow does: each
     device adds the factor 2**22, so 1,024 devices wrap the weight sum to 0 and 1,025 to 2**22,
     and the "mean" is then the sum. What task.config.secagg_max_cohort guards against."""
-    from flwr.common.secure_aggregation.ndarrays_arithmetic import factor_combine, factor_extract
+    from flwr.common.secure_aggregation.ndarrays_arithmetic import (
+        factor_combine,
+        factor_extract,
+    )
     from flwr.common.secure_aggregation.quantization import dequantize
 
     from task.config import secagg_max_cohort

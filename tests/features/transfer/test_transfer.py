@@ -14,10 +14,15 @@ from flwr.app import (
 from flwr.common.serde import message_to_proto
 
 from client_app.app import app
-from server_app.transfer_grid import TransferGrid
+from features.transfer.codec import (
+    decode_model,
+    decode_update,
+    encode_model,
+    encode_update,
+)
+from features.transfer.server import TransferGrid
 from task.config import Config, DPConfig
 from task.model import build_model
-from task.transfer import decode_model, decode_update, encode_model, encode_update
 from tests.helpers import SMALL_MODEL, l2, message
 
 SMALL = SMALL_MODEL

@@ -5,8 +5,8 @@ end: tests/features/warm_start/test_warm_start_run.py)."""
 import numpy as np
 import pytest
 
+from features.warm_start.server import initial_weights
 from scripts.tools.pretrain import pretrain
-from server_app.warm_start import initial_weights
 from task.config import Config, ConfigError, ModelConfig
 from task.data import personas
 from task.data.vocab import default_vocabulary

@@ -1,5 +1,5 @@
 """The server's side of `transfer.dtype`: a Grid that encodes the model it sends and turns each
-device's encoded update back into float32 weights (task/transfer.py).
+device's encoded update back into float32 weights (features/transfer/codec.py).
 
 Sitting between the strategy and the Grid, it is invisible to FedAvg and to Flower's DP
 wrappers: they send and receive float32 weights as usual. The ObservedGrid beneath it counts
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from flwr.app import ArrayRecord, Message
 
-from task.transfer import decode_model, decode_update, encode_model
+from features.transfer.codec import decode_model, decode_update, encode_model
 
 
 class TransferGrid:

@@ -4,8 +4,8 @@ need them, the vocabulary and the model grown with what they find.
 `GrowingVocabulary` wraps the run's strategy. Before round 1 (and every discovery.every
 rounds after it) it runs one discovery: a query message per level to each connected device
 sampled with probability gamma from a secret generator, one vote back from each
-(client_app/app.py, `query`), prefixes with theta votes kept (task/discovery/triehh.py). New
-words are appended to the vocabulary, the global model gains their rows (task/discovery/growth.py)
+(client_app/app.py, `query`), prefixes with theta votes kept (features/discovery/triehh.py). New
+words are appended to the vocabulary, the global model gains their rows (features/discovery/growth.py)
 before the round's model is sent, and every train / evaluate message tells the devices the words
 added. The epsilon of each discovery goes into the privacy ledger.
 """
@@ -19,6 +19,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from features.discovery.growth import grow_weights
+from features.discovery.triehh import Discovery, Plan, capped
 from task.config import (
     QUERY_DEPTH,
     QUERY_PREFIXES,
@@ -27,9 +29,7 @@ from task.config import (
     VOCAB_ADDED,
     Config,
 )
-from task.data.vocab import Vocabulary
-from task.discovery.growth import grow_weights, vocabulary_rows
-from task.discovery.triehh import Discovery, Plan, capped
+from task.data.vocab import Vocabulary, vocabulary_rows
 from task.privacy.ledger import PrivacyLedger
 from task.privacy.mechanisms import secret_rng
 

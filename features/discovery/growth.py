@@ -35,8 +35,3 @@ def grow_weights(weights: list[np.ndarray], new_size: int) -> list[np.ndarray]:
     grown[-2] = np.concatenate([kernel, np.repeat(kernel[:, UNK_ID : UNK_ID + 1], extra, axis=1)], axis=1)
     grown[-1] = np.concatenate([bias, np.repeat(bias[UNK_ID : UNK_ID + 1], extra)])
     return grown
-
-
-def vocabulary_rows(weights: list[np.ndarray]) -> int:
-    """How many words a model's weights hold."""
-    return int(weights[0].shape[0])

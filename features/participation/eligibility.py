@@ -22,16 +22,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from client_app.cost import NodeConfigError
 from task.config import SimConfig
 
 POWER_SUPPLY = Path("/sys/class/power_supply")
 SIM_START_HOUR = 20.0  # round 1 of a simulated day starts in the evening
 NIGHT = 22.0  # nightly windows start around this hour, spread by a couple of hours
 NIGHT_CHARGERS = 0.75  # the others charge at some other time of day (at work, in the car)
-
-
-class NodeConfigError(ValueError):
-    """A node-config value this module reads is of the wrong type or out of range."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +142,7 @@ def check(sim: SimConfig, seed: int, node_config: Mapping, server_round: int) ->
 
 def eligibility_mod(msg, context, call_next):
     """Decline at once, before TensorFlow or the text, if this device may not work now. Under
-    SecAgg+ a round is four messages: the device decides at the first one (client_app/secure.py)."""
+    SecAgg+ a round is four messages: the device decides at the first one (features/secagg/client.py)."""
     import logging
 
     from flwr.app import Error, Message
@@ -155,7 +152,7 @@ def eligibility_mod(msg, context, call_next):
 
     cfg = config_of(context)
     if cfg.secure_aggregation and msg.metadata.message_type.startswith("train"):
-        from client_app.secure import is_setup
+        from features.secagg.client import is_setup
 
         if not is_setup(msg):
             return call_next(msg, context)

@@ -40,6 +40,7 @@ from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions import
     multi_head_attention,
 )
 
+from task.config import ConfigError  # noqa: E402
 from task.privacy.mechanisms import secret_rng, secret_tf_generator  # noqa: E402
 from task.train import MaskedNextWordLoss, Metrics, metrics_after_training  # noqa: E402
 
@@ -184,3 +185,13 @@ def train_dpsgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, sampling
     metrics = metrics_after_training(model, x, y, report_batch_size, loss_sum / max(examples, 1))
     return metrics, DPSGDStats(sampling_rate=q, steps=steps, clipped_fraction=clipped / max(examples, 1),
                                seconds=time.perf_counter() - start)
+
+
+def require_rules(model) -> None:
+    """Refuse, by name, a model with a layer DP-SGD has no per-example gradient rule for."""
+    missing = unsupported_layers(model)
+    if missing:
+        raise ConfigError(f"run-config key 'dp.sgd' = true: DP-SGD has no per-example gradient rule for layer(s) "
+                          f"{', '.join(missing)} of model {model.name!r}; it supports {SUPPORTED_LAYERS} "
+                          "(features/dp_mechanisms/dpsgd.py, `registry`). Use user-level DP (dp.mode) with this model, or "
+                          "add a rule")

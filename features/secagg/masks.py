@@ -6,7 +6,7 @@ folding the seed to 32 bits by XOR (`flwr.common.secure_aggregation.secaggplus_u
 mask. The protocol's proofs (Bonawitz et al. 2017, Bell et al. 2020) assume a secure pseudorandom
 generator on the whole seed. `mask` expands the whole seed with SHAKE-256, an extendable-output
 function, so a mask is as hard to guess as its seed. Both sides of a run must use it (the
-ClientApp and the ServerApp each install it: client_app/secure.py, server_app/secure.py), or the
+ClientApp and the ServerApp each install it: features/secagg/client.py, features/secagg/server.py), or the
 masks do not cancel.
 """
 

@@ -1,5 +1,5 @@
 """The device's side of `transfer.dtype`: a mod that decodes the model it receives and encodes
-the update it sends (task/transfer.py).
+the update it sends (features/transfer/codec.py).
 
 It is the outermost mod, so the DP mods inside it clip and noise the float32 update first.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, Message
 
 from client_app.privacy import Handler
-from task.transfer import decode_model, encode_update
+from features.transfer.codec import decode_model, encode_update
 
 
 def transfer_mod(dtype: str):

@@ -12,7 +12,7 @@ Devices send their update (new weights minus the model they received), not their
 clipped update's values lie within +-dp-clipping-norm, so SecAgg+'s value clipping at
 +-secagg-clipping-range loses nothing and its quantisation step is small against them. Every
 device weighs 1 (max_weight = 1): a device's weight would otherwise be its window count, a fact
-about its text the server could read in the clear. Masks come from task/privacy/masks.py, not
+about its text the server could read in the clear. Masks come from features/secagg/masks.py, not
 Flower's 32-bit-seeded generator (that module says why).
 """
 
@@ -41,15 +41,21 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
 
-from task.config import ROUND_OFFSET, Config, ConfigError, SecAggConfig, secagg_max_cohort
-from task.privacy import masks
+from features.secagg import masks
+from task.config import (
+    ROUND_OFFSET,
+    Config,
+    ConfigError,
+    SecAggConfig,
+    secagg_max_cohort,
+)
 
 # The workflow calls the generator by the name it imported; the ClientApp replaces its own too.
 importlib.import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow").pseudo_rand_gen = masks.mask
 
 log = logging.getLogger("flwr")
 
-MAX_WEIGHT = 1.0  # every device sends num_examples = 1 (client_app/secure.py)
+MAX_WEIGHT = 1.0  # every device sends num_examples = 1 (features/secagg/client.py)
 MODULUS_RANGE = 2**32  # the library's default and its maximum
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
-from task.audit import canary, membership
+from features.audit import canary, membership
 from task.config import Config
 from task.data import personas
 from task.data.device_text import load_device_text, make_windows

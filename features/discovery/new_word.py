@@ -4,7 +4,7 @@ messaging app, that some users start typing while others never have.
 From round `discovery.new-word-from-round` on, each adopter persona (a share `discovery.new-word-adopters` of them,
 fixed by the persona id and seed) also types messages with the word in its own contexts (below),
 dressed in the persona's habits (greeting, filler, sign-off). The word is in no dictionary, so
-until the federation discovers it (task/discovery/) it reaches the model as <unk> and can never
+until the federation discovers it (features/discovery/) it reaches the model as <unk> and can never
 be suggested. Late adopters (the other personas) and unseen users never type it: whether the
 global model suggests it to them in its contexts is what the scenario measures (`probe_windows`).
 """
@@ -12,12 +12,14 @@ global model suggests it to them in its contexts is what the scenario measures (
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 
+from task.data.device_text import UNSEEN_USER_OFFSET, DeviceText
 from task.data.personas import _decorate, persona
 from task.data.text import split_sentences
-from task.data.vocab import Vocabulary
+from task.data.vocab import UNK_ID, Vocabulary
 
 # Every other word here is in the base dictionary's top 8,000 (tests/unit/test_new_word.py).
 TEMPLATES = (
@@ -66,3 +68,31 @@ def probe_windows(cfg, vocab: Vocabulary, users: list[int]) -> tuple[np.ndarray,
 
     texts = [s for u in users for s in sentences(cfg.new_word, u, PROBE_MESSAGES, cfg.seed + 7919)]
     return make_windows(texts, vocab, cfg.model.seq_len)
+
+
+def with_new_word(cfg, text: DeviceText, partition_id: int, server_round: int) -> DeviceText:
+    """A simulated adopter's text in the new-word scenario: from
+    discovery.new-word-from-round on it also holds messages with the word, in training and held-out text
+    alike. Everyone else's text is unchanged."""
+    if not adopted(cfg, partition_id, server_round):
+        return text
+    n_train, n_test = (max(1, round(RATE * len(part))) for part in (text.train, text.test))
+    extra = sentences(cfg.new_word, partition_id, n_train + n_test, cfg.seed)
+    return replace(text, train=text.train + extra[:n_train], test=text.test + extra[n_train:])
+
+
+PROBE_USERS = 20  # late adopters, and unseen users, the server scores the word on
+
+
+def new_word_scores(cfg, model, vocab: Vocabulary, population: int) -> dict[str, float]:
+    """The scenario's measure, for the server's evaluation: how often the model suggests the word
+    (top 3) to late adopters and to unseen users, who never typed it."""
+    from task import train as trainer
+
+    word = vocab.encode([cfg.new_word])[0]
+    out = {}
+    for who, users in (("late_adopters", late_adopters(cfg, population, PROBE_USERS)),
+                       ("unseen_users", [UNSEEN_USER_OFFSET + i for i in range(PROBE_USERS)])):
+        x, y = probe_windows(cfg, vocab, users)
+        out[f"new_word_top3_{who}"] = 0.0 if word == UNK_ID else trainer.target_top3(model, x, y, word)
+    return out

@@ -1,12 +1,12 @@
 """The device's side of `secagg.enabled`: Flower's `secaggplus_mod` masks the update before it
-leaves the device, so the server can only recover the sum of the updates (server_app/secure.py).
+leaves the device, so the server can only recover the sum of the updates (features/secagg/server.py).
 
 A SecAgg+ round is four train messages: setup (keys), share keys, collect masked vectors (the
 one that trains) and unmask (shares that remove the masks of the sum). `secaggplus_mod` handles
 them and speaks Flower's legacy FitIns/FitRes layout; `_as_fit` translates between that layout
 and the one the rest of the ClientApp uses, and sends the clipped update (new weights minus the
-model received) with weight 1 (server_app/secure.py says why). Masks come from
-task/privacy/masks.py, not Flower's 32-bit-seeded generator (that module says why).
+model received) with weight 1 (features/secagg/server.py says why). Masks come from
+features/secagg/masks.py, not Flower's 32-bit-seeded generator (that module says why).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
 from flwr.compat.common import recorddict_compat as compat
 
 from client_app.privacy import Handler, with_mods
+from features.secagg import masks
 from task.config import Config
-from task.privacy import masks
 
 # Flower's mod calls the generator by the name it imported; the ServerApp replaces its own too.
 importlib.import_module("flwr.client.mod.secure_aggregation.secaggplus_mod").pseudo_rand_gen = masks.mask

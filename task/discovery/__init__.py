@@ -1,2 +1,0 @@
-"""Private federated discovery of words the vocabulary lacks (TrieHH), and growing the model
-and vocabulary to hold them."""
