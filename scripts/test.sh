@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up, then run the tests. No argument: the whole suite (what CI runs). --fast: the core unit
 # tests only (tests/unit). Other arguments go to pytest as they are.
-# The tests without Flower processes run on two workers (pytest-xdist); the end-to-end tests run one
-# at a time (each starts real Flower processes).
+# Three pytest-xdist workers: one runs the end-to-end tests one after another (each starts real
+# Flower processes: never two at a time), the other two everything else.
 #   tests/unit          the core, no Flower processes
 #   tests/integration   whole runs of the core in this process (tests/inprocess.py)
 #   tests/features      each opt-in feature: its unit tests and its whole runs
@@ -17,7 +17,5 @@ fi
 if [[ $# -gt 0 ]]; then
     exec .venv/bin/python -m pytest -q "$@"
 fi
-status=0  # both parts run; the suite fails if either does
-.venv/bin/python -m pytest -q -n 2 --durations=10 tests/unit tests/integration tests/features || status=$?
-.venv/bin/python -m pytest -q --durations=10 tests/e2e || status=$?  # the 10 slowest at the end
-exit "$status"
+# tests/e2e first, so that its worker starts on them at once; the 15 slowest tests at the end
+exec .venv/bin/python -m pytest -q -n 3 --dist loadgroup --durations=15 tests/e2e tests/unit tests/integration tests/features

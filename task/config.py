@@ -272,53 +272,53 @@ class Config:
 
     def validate(self) -> None:
         m = self.model
-        _check("num-server-rounds", self.num_server_rounds, self.num_server_rounds >= 1, "an integer >= 1")
-        _check("fraction-train", self.fraction_train, 0 < self.fraction_train <= 1, "a number in (0, 1]")
-        _check("fraction-evaluate", self.fraction_evaluate, 0 <= self.fraction_evaluate <= 1, "a number in [0, 1]")
+        check("num-server-rounds", self.num_server_rounds, self.num_server_rounds >= 1, "an integer >= 1")
+        check("fraction-train", self.fraction_train, 0 < self.fraction_train <= 1, "a number in (0, 1]")
+        check("fraction-evaluate", self.fraction_evaluate, 0 <= self.fraction_evaluate <= 1, "a number in [0, 1]")
         for key in ("min-train-nodes", "min-evaluate-nodes", "min-available-nodes"):
             value = getattr(self, key.replace("-", "_"))
-            _check(key, value, value >= 1, "an integer >= 1")
-        _check("min-available-nodes", self.min_available_nodes,
+            check(key, value, value >= 1, "an integer >= 1")
+        check("min-available-nodes", self.min_available_nodes,
                self.min_available_nodes >= max(self.min_train_nodes, self.min_evaluate_nodes),
                f">= min-train-nodes ({self.min_train_nodes}) and min-evaluate-nodes ({self.min_evaluate_nodes})")
-        _check("round-timeout", self.round_timeout, self.round_timeout > 0, "a number of seconds > 0")
-        _check("participation.selection-factor", self.selection_factor, 1 <= self.selection_factor <= 10,
+        check("round-timeout", self.round_timeout, self.round_timeout > 0, "a number of seconds > 0")
+        check("participation.selection-factor", self.selection_factor, 1 <= self.selection_factor <= 10,
                "a number in [1, 10] (devices asked per device needed; 1 = no over-selection)")
-        _check("transfer.dtype", self.transfer_dtype, self.transfer_dtype in TRANSFER_DTYPES,
+        check("transfer.dtype", self.transfer_dtype, self.transfer_dtype in TRANSFER_DTYPES,
                f"one of {list(TRANSFER_DTYPES)}")
-        _check("server-optimizer", self.server_optimizer, self.server_optimizer in SERVER_OPTIMIZERS,
+        check("server-optimizer", self.server_optimizer, self.server_optimizer in SERVER_OPTIMIZERS,
                f"one of {list(SERVER_OPTIMIZERS)}")
-        _check("server-learning-rate", self.server_learning_rate, self.server_learning_rate > 0, "a number > 0")
-        _check("server-momentum", self.server_momentum, 0 <= self.server_momentum < 1, "a number in [0, 1)")
-        _check("local-epochs", self.local_epochs, self.local_epochs >= 1, "an integer >= 1")
-        _check("max-local-steps", self.max_local_steps, self.max_local_steps >= 0, "an integer >= 0 (0 = no cap)")
-        _check("batch-size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
-        _check("learning-rate", self.learning_rate, 0 < self.learning_rate < 1, "a number in (0, 1)")
-        _check("client-optimizer", self.client_optimizer, self.client_optimizer in ("adam", "sgd"), '"adam" or "sgd"')
-        _check("adam-epsilon", self.adam_epsilon, 0 < self.adam_epsilon < 1, "a number in (0, 1)")
-        _check("learning-rate-schedule", self.learning_rate_schedule, self.learning_rate_schedule in LR_SCHEDULES,
+        check("server-learning-rate", self.server_learning_rate, self.server_learning_rate > 0, "a number > 0")
+        check("server-momentum", self.server_momentum, 0 <= self.server_momentum < 1, "a number in [0, 1)")
+        check("local-epochs", self.local_epochs, self.local_epochs >= 1, "an integer >= 1")
+        check("max-local-steps", self.max_local_steps, self.max_local_steps >= 0, "an integer >= 0 (0 = no cap)")
+        check("batch-size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
+        check("learning-rate", self.learning_rate, 0 < self.learning_rate < 1, "a number in (0, 1)")
+        check("client-optimizer", self.client_optimizer, self.client_optimizer in ("adam", "sgd"), '"adam" or "sgd"')
+        check("adam-epsilon", self.adam_epsilon, 0 < self.adam_epsilon < 1, "a number in (0, 1)")
+        check("learning-rate-schedule", self.learning_rate_schedule, self.learning_rate_schedule in LR_SCHEDULES,
                f"one of {list(LR_SCHEDULES)}")
-        _check("final-learning-rate", self.final_learning_rate, 0 < self.final_learning_rate <= self.learning_rate,
+        check("final-learning-rate", self.final_learning_rate, 0 < self.final_learning_rate <= self.learning_rate,
                f"a number in (0, learning-rate = {self.learning_rate:g}]")
-        _check("model.preset", self.model_preset, self.model_preset in MODEL_PRESETS, f"one of {list(MODEL_PRESETS)}")
+        check("model.preset", self.model_preset, self.model_preset in MODEL_PRESETS, f"one of {list(MODEL_PRESETS)}")
         for field_name, value in MODEL_PRESETS[self.model_preset].items():
             key = "model." + field_name.replace("_", "-")
-            _check(key, getattr(m, field_name), getattr(m, field_name) == value,
+            check(key, getattr(m, field_name), getattr(m, field_name) == value,
                    f'{value} with model.preset = "{self.model_preset}"')
-        _check("model.architecture", m.architecture, m.architecture in ARCHITECTURES, f"one of {list(ARCHITECTURES)}")
-        _check("model.vocab-size", m.vocab_size, 100 <= m.vocab_size <= 20004,
+        check("model.architecture", m.architecture, m.architecture in ARCHITECTURES, f"one of {list(ARCHITECTURES)}")
+        check("model.vocab-size", m.vocab_size, 100 <= m.vocab_size <= 20004,
                "an integer in [100, 20004] (base dictionary + 4 special tokens)")
-        _check("model.seq-len", m.seq_len, 2 <= m.seq_len <= 256, "an integer in [2, 256]")
-        _check("model.embed-dim", m.embed_dim, m.embed_dim >= 8, "an integer >= 8")
-        _check("model.num-heads", m.num_heads, m.num_heads >= 1 and m.embed_dim % m.num_heads == 0,
+        check("model.seq-len", m.seq_len, 2 <= m.seq_len <= 256, "an integer in [2, 256]")
+        check("model.embed-dim", m.embed_dim, m.embed_dim >= 8, "an integer >= 8")
+        check("model.num-heads", m.num_heads, m.num_heads >= 1 and m.embed_dim % m.num_heads == 0,
                f"an integer >= 1 that divides model.embed-dim ({m.embed_dim})")
-        _check("model.num-blocks", m.num_blocks, m.num_blocks >= 1, "an integer >= 1")
-        _check("model.ffn-dim", m.ffn_dim, m.ffn_dim >= 1, "an integer >= 1")
-        _check("model.dropout", m.dropout, 0 <= m.dropout < 1, "a number in [0, 1)")
-        _check("data.source", self.data_source, self.data_source in DATA_SOURCES, f"one of {list(DATA_SOURCES)}")
-        _check("data.path", self.data_path, self.data_source in ("builtin", "shakespeare") or bool(self.data_path),
+        check("model.num-blocks", m.num_blocks, m.num_blocks >= 1, "an integer >= 1")
+        check("model.ffn-dim", m.ffn_dim, m.ffn_dim >= 1, "an integer >= 1")
+        check("model.dropout", m.dropout, 0 <= m.dropout < 1, "a number in [0, 1)")
+        check("data.source", self.data_source, self.data_source in DATA_SOURCES, f"one of {list(DATA_SOURCES)}")
+        check("data.path", self.data_path, self.data_source in ("builtin", "shakespeare") or bool(self.data_path),
                f'a path to your text (required when data.source="{self.data_source}")')
-        _check("data.partitioner", self.partitioner, self.partitioner in PARTITIONERS, f"one of {list(PARTITIONERS)}")
+        check("data.partitioner", self.partitioner, self.partitioner in PARTITIONERS, f"one of {list(PARTITIONERS)}")
         if self.audit_canaries:
             from features.audit.canary import (
                 parse as parse_canaries,  # the audit: loaded only when asked
@@ -328,123 +328,72 @@ class Config:
                 parse_canaries(self.audit_canaries)
             except ValueError as e:
                 raise ConfigError(f"run-config key 'audit.canaries' = {self.audit_canaries!r}: {e}") from None
-        _check("data.max-sentences", self.max_sentences, self.max_sentences >= 0, "an integer >= 0 (0 = no cap)")
-        _check("data.sentences-per-device", self.sentences_per_device, self.sentences_per_device >= 10, "an integer >= 10")
-        _check("data.test-fraction", self.test_fraction, 0 < self.test_fraction < 1, "a number in (0, 1)")
-        _check("server-eval-devices", self.server_eval_devices, self.server_eval_devices >= 0, "an integer >= 0")
-        _check("out-dir", self.out_dir, bool(self.out_dir.strip()), "a non-empty path")
-        _check("keep-checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 0, "an integer >= 0 (0 = keep all)")
-        _check("warm-start.init-from", self.init_from, not (self.init_from and self.resume_from),
+        check("data.max-sentences", self.max_sentences, self.max_sentences >= 0, "an integer >= 0 (0 = no cap)")
+        check("data.sentences-per-device", self.sentences_per_device, self.sentences_per_device >= 10, "an integer >= 10")
+        check("data.test-fraction", self.test_fraction, 0 < self.test_fraction < 1, "a number in (0, 1)")
+        check("server-eval-devices", self.server_eval_devices, self.server_eval_devices >= 0, "an integer >= 0")
+        check("out-dir", self.out_dir, bool(self.out_dir.strip()), "a non-empty path")
+        check("keep-checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 0, "an integer >= 0 (0 = keep all)")
+        check("warm-start.init-from", self.init_from, not (self.init_from and self.resume_from),
                '"" when resume-from is set (a resume continues its own model)')
-        self._validate_discovery()
         self._validate_dp()
-        self._validate_sim()
-        self._validate_secagg()
+        # Each feature checks its own keys, and what it refuses of the others, when it is on or one
+        # of its keys is set.
+        if self._set("discovery."):
+            from features.discovery.config import validate as validate_discovery
 
-    def _validate_discovery(self) -> None:
-        _check("discovery.every", self.vocab_discovery_every, self.vocab_discovery_every >= 0,
-               "an integer >= 0 (0 = only before the first round)")
-        _check("discovery.epsilon", self.vocab_discovery_epsilon, self.vocab_discovery_epsilon > 0, "a number > 0")
-        _check("discovery.max-length", self.vocab_discovery_max_length,
-               1 <= self.vocab_discovery_max_length <= 40, "an integer in [1, 40] (letters)")
-        _check("discovery.max-words", self.vocab_discovery_max_words, self.vocab_discovery_max_words >= 1,
-               "an integer >= 1")
-        if self.vocab_discovery:
-            for key, ok, why in (
-                ("server-optimizer", self.server_optimizer == "fedavg", "its momentum / moments have no rows for new words"),
-                ("dp.mode", self.dp.mode != "central-ftrl", "the tree's running noise has no rows for new words"),
-                ("secagg.enabled", not self.secure_aggregation, "SecAgg+ fixes the update's length per run"),
-            ):
-                value = {"server-optimizer": self.server_optimizer, "dp.mode": self.dp.mode,
-                         "secagg.enabled": self.secure_aggregation}[key]
-                _check(key, value, ok, f"not this value with discovery.enabled = true ({why})")
-        if self.new_word:
-            from task.data.text import tokenise
+            validate_discovery(self)
+        if self.participation:
+            from features.participation.config import validate as validate_participation
 
-            _check("discovery.new-word", self.new_word, tokenise(self.new_word) == [self.new_word],
-                   "one lower-case word (letters, digits, apostrophes)")
-            _check("discovery.new-word", self.new_word, self.data_source == "builtin", 'used with data.source = "builtin" only')
-            _check("discovery.new-word-adopters", self.new_word_adopters, 0 < self.new_word_adopters < 1, "a share in (0, 1)")
-            _check("discovery.new-word-from-round", self.new_word_from_round, self.new_word_from_round >= 1, "a round >= 1")
+            validate_participation(self)
+        if self._set("secagg."):
+            from features.secagg.config import validate as validate_secagg
 
-    def _validate_sim(self) -> None:
-        sim = self.sim
-        _check("participation.availability", sim.availability, sim.availability in SIM_AVAILABILITY,
-               f"one of {list(SIM_AVAILABILITY)}")
-        _check("participation.eligible-share", sim.eligible_share, 0 < sim.eligible_share <= 1, "a number in (0, 1]")
-        _check("participation.hours-per-round", sim.hours_per_round, 0 <= sim.hours_per_round <= 24, "a number of hours in [0, 24]")
-        _check("participation.stragglers", sim.stragglers, 0 <= sim.stragglers <= 1, "a share in [0, 1]")
-        _check("participation.straggler-seconds", sim.straggler_seconds, sim.straggler_seconds >= 0, "a number of seconds >= 0")
+            validate_secagg(self)
 
-    def _validate_secagg(self) -> None:
-        if not self.secure_aggregation:
-            return
-        sa, dp = self.secagg, self.dp
-        _check("secagg.enabled", dp.mode, dp.mode not in SECAGG_REFUSED_MODES,
-               f"a dp.mode other than {list(SECAGG_REFUSED_MODES)} with secagg.enabled = true (got dp.mode="
-               f'"{dp.mode}": the server would need each device\'s update, or its norm bit, in the clear; use '
-               '"central-client-clip")')
-        _check("secagg.enabled", self.transfer_dtype, self.transfer_dtype == "float32",
-               'transfer.dtype = "float32" with secagg.enabled = true (SecAgg+ sends its own masked '
-               "integers; float16/int8 encodings do not compose with the masks)")
-        _check("secagg.enabled", self.selection_factor, self.selection_factor == 1,
-               "participation.selection-factor = 1 with secagg.enabled = true (SecAgg+ sums every device that finishes; it "
-               "cannot keep only the first round-goal updates)")
-        _check("secagg.num-shares", sa.num_shares, sa.num_shares > 2, "an integer > 2")
-        _check("secagg.reconstruction-threshold", sa.reconstruction_threshold,
-               2 <= sa.reconstruction_threshold < sa.num_shares,
-               f"an integer in [2, secagg.num-shares = {sa.num_shares})")
-        _check("secagg.clipping-range", sa.clipping_range, sa.clipping_range > 0, "a number > 0")
-        if dp.mode in ("central-client-clip", "central-ftrl", "local"):
-            # A clipped update's largest value is at most its norm: then SecAgg+'s own clip loses nothing.
-            _check("secagg.clipping-range", sa.clipping_range, sa.clipping_range >= dp.clipping_norm,
-                   f">= dp.clipping-norm = {dp.clipping_norm:g} (else SecAgg+ clips update values the DP "
-                   "clipping already bounded, and the sum is no longer the clipped sum)")
-        _check("secagg.quantization-range", sa.quantization_range, 2 <= sa.quantization_range <= 2**22,
-               "an integer in [2, 4194304] (the masks live modulo 2**32; 2**22 levels leave room for "
-               "1023 devices' sum)")
-        _check("min-train-nodes", self.min_train_nodes,
-               self.min_train_nodes <= secagg_max_cohort(sa.quantization_range),
-               f"at most {secagg_max_cohort(sa.quantization_range)} with secagg.enabled = true and "
-               f"secagg.quantization-range = {sa.quantization_range} (devices x range must stay below 2**32)")
+    def _set(self, group: str) -> bool:
+        """Is any key of this group away from its default?"""
+        mine, defaults = self.to_run_config(), _DEFAULTS.to_run_config()
+        return any(mine[key] != defaults[key] for key in mine if key.startswith(group))
 
     def _validate_dp(self) -> None:
         dp = self.dp
-        _check("dp.mode", dp.mode, dp.mode in DP_MODES, f"one of {list(DP_MODES)}")
+        check("dp.mode", dp.mode, dp.mode in DP_MODES, f"one of {list(DP_MODES)}")
         if dp.mode != "none":
-            _check("dp.clipping-norm", dp.clipping_norm, dp.clipping_norm > 0,
+            check("dp.clipping-norm", dp.clipping_norm, dp.clipping_norm > 0,
                    "a number > 0 (noise is only meaningful relative to a bound on each update)")
         if dp.central:
-            _check("dp.noise-multiplier", dp.noise_multiplier, dp.noise_multiplier > 0,
+            check("dp.noise-multiplier", dp.noise_multiplier, dp.noise_multiplier > 0,
                    "a number > 0 (with no noise, clipping alone gives no privacy)")
-        _check("dp.delta", dp.delta, 0 < dp.delta < 1, "a number in (0, 1), and below 1/population")
-        _check("dp.max-epsilon", dp.max_epsilon, dp.max_epsilon >= 0, "a number >= 0 (0 = no budget)")
-        _check("dp.max-epsilon", dp.max_epsilon, dp.max_epsilon == 0 or dp.enabled or self.vocab_discovery,
+        check("dp.delta", dp.delta, 0 < dp.delta < 1, "a number in (0, 1), and below 1/population")
+        check("dp.max-epsilon", dp.max_epsilon, dp.max_epsilon >= 0, "a number >= 0 (0 = no budget)")
+        check("dp.max-epsilon", dp.max_epsilon, dp.max_epsilon == 0 or dp.enabled or self.vocab_discovery,
                '0 unless a dp.mode other than "none", dp.sgd or discovery.enabled is on (there is no epsilon to budget)')
         if dp.mode == "central-adaptive-clip":
-            _check("dp.target-quantile", dp.target_quantile, 0 < dp.target_quantile < 1, "a number in (0, 1)")
-            _check("dp.clip-lr", dp.clip_lr, dp.clip_lr > 0, "a number > 0")
-            _check("dp.clipped-count-stddev", dp.clipped_count_stddev, dp.clipped_count_stddev >= 0,
+            check("dp.target-quantile", dp.target_quantile, 0 < dp.target_quantile < 1, "a number in (0, 1)")
+            check("dp.clip-lr", dp.clip_lr, dp.clip_lr > 0, "a number > 0")
+            check("dp.clipped-count-stddev", dp.clipped_count_stddev, dp.clipped_count_stddev >= 0,
                    "a number >= 0 (0 = sampled devices / 20)")
             if dp.clipped_count_stddev > 0:
-                _check("dp.noise-multiplier", dp.noise_multiplier, dp.noise_multiplier < 2 * dp.clipped_count_stddev,
+                check("dp.noise-multiplier", dp.noise_multiplier, dp.noise_multiplier < 2 * dp.clipped_count_stddev,
                        f"below 2 x dp.clipped-count-stddev = {2 * dp.clipped_count_stddev:g} with adaptive clipping "
                        "(the clipped-count noise spends part of the budget; Andrew et al. 2021)")
         if dp.mode == "local":
-            _check("dp.local-epsilon", dp.local_epsilon, dp.local_epsilon > 0, "a number > 0")
+            check("dp.local-epsilon", dp.local_epsilon, dp.local_epsilon > 0, "a number > 0")
         if dp.sgd:
-            _check("dp.sgd-noise-multiplier", dp.sgd_noise_multiplier, dp.sgd_noise_multiplier > 0,
+            check("dp.sgd-noise-multiplier", dp.sgd_noise_multiplier, dp.sgd_noise_multiplier > 0,
                    "a number > 0 (with no noise, clipping alone gives no privacy)")
-            _check("dp.sgd-clipping-norm", dp.sgd_clipping_norm, dp.sgd_clipping_norm > 0, "a number > 0")
-            _check("dp.sgd-sampling-rate", dp.sgd_sampling_rate, 0 < dp.sgd_sampling_rate <= 1, "a number in (0, 1]")
+            check("dp.sgd-clipping-norm", dp.sgd_clipping_norm, dp.sgd_clipping_norm > 0, "a number > 0")
+            check("dp.sgd-sampling-rate", dp.sgd_sampling_rate, 0 < dp.sgd_sampling_rate <= 1, "a number in (0, 1]")
         if dp.central:
-            _check("server-optimizer", self.server_optimizer, self.server_optimizer == "fedavg",
+            check("server-optimizer", self.server_optimizer, self.server_optimizer == "fedavg",
                    f'"fedavg" with dp.mode="{dp.mode}" (the noise is calibrated to the average of the clipped '
                    "updates; a server optimiser applied before the noise would change its sensitivity)")
 
     def validate_population(self, population: int, sampled: int) -> None:
         """Checks that need the number of devices, known only once they connect."""
-        _check("min-train-nodes", sampled, sampled <= population,
+        check("min-train-nodes", sampled, sampled <= population,
                f"at most the {population} connected devices (the round would sample {sampled})")
         if self.secure_aggregation:
             most = secagg_max_cohort(self.secagg.quantization_range)
@@ -456,10 +405,10 @@ class Config:
                     f"at most {most} devices fit in one round (devices x range must stay below 2**32, the ring "
                     f"SecAgg+ sums in); lower fraction-train or secagg.quantization-range")
         if self.dp.mode != "none":
-            _check("dp.delta", self.dp.delta, self.dp.delta < 1 / population,
+            check("dp.delta", self.dp.delta, self.dp.delta < 1 / population,
                    f"below 1/population = 1/{population}; a larger delta allows leaking one device outright")
         if self.dp.mode == "central-adaptive-clip" and self.dp.clipped_count_stddev == 0:
-            _check("dp.noise-multiplier", self.dp.noise_multiplier, self.dp.noise_multiplier < sampled / 10,
+            check("dp.noise-multiplier", self.dp.noise_multiplier, self.dp.noise_multiplier < sampled / 10,
                    f"below 2 x dp.clipped-count-stddev = 2 x {sampled}/20 with adaptive clipping (the clipped-count "
                    "noise spends part of the budget); raise dp.clipped-count-stddev")
 
@@ -524,6 +473,10 @@ def _coerce(key: str, value: Any, type_name: str) -> Any:
     return value
 
 
-def _check(key: str, value: Any, ok: bool, allowed: str) -> None:
+def check(key: str, value: Any, ok: bool, allowed: str) -> None:
+    """Refuse a run-config value, naming the key, the value and what is allowed."""
     if not ok:
         raise ConfigError(f"run-config key '{key}' = {value!r} is invalid: expected {allowed}")
+
+
+_DEFAULTS = Config()

@@ -27,7 +27,6 @@ import numpy as np
 from task.config import Config
 from task.data import personas
 from task.data.files import DataError, Sentences, read_sentences, text_files
-from task.data.partition import partition_sentences
 from task.data.text import split_sentences
 from task.data.vocab import PAD_ID, Vocabulary
 
@@ -57,7 +56,9 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
             where = f"persona {partition_id}"
             sentences = [s for line in personas.device_sentences(partition_id, cfg.sentences_per_device, cfg.seed)
                          for s in split_sentences(line)]
-        else:
+        else:  # a corpus dealt to devices (Flower Datasets' partitioners): loaded only for these sources
+            from task.data.partition import partition_sentences
+
             where, sentences = partition_sentences(cfg, partition_id, num_partitions, notes)
         name = f"partition {partition_id}/{num_partitions} of data.source={cfg.data_source} ({where})"
     if cap and len(sentences) > cap:
