@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up, then run the tests. No argument: the whole suite (what CI runs). --fast: the core unit
 # tests only (tests/unit). Other arguments go to pytest as they are.
-# Three pytest-xdist workers: one runs the end-to-end tests one after another (each starts real
-# Flower processes: never two at a time), the other two everything else.
+# The end-to-end tests run one after another (each starts real Flower processes: never two at a
+# time) while two pytest-xdist workers run everything else beside them; the e2e log follows.
 #   tests/unit          the core, no Flower processes
 #   tests/integration   whole runs of the core in this process (tests/inprocess.py)
 #   tests/features      each opt-in feature: its unit tests and its whole runs
@@ -17,5 +17,14 @@ fi
 if [[ $# -gt 0 ]]; then
     exec .venv/bin/python -m pytest -q "$@"
 fi
-# tests/e2e first, so that its worker starts on them at once; the 15 slowest tests at the end
-exec .venv/bin/python -m pytest -q -n 3 --dist loadgroup --durations=15 tests/e2e tests/unit tests/integration tests/features
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+.venv/bin/python -m pytest -q --durations=10 --basetemp="$scratch/e2e" tests/e2e >"$scratch/e2e.log" 2>&1 &
+e2e=$!
+status=0
+.venv/bin/python -m pytest -q -n 2 --durations=10 --basetemp="$scratch/rest" tests/unit tests/integration tests/features \
+    || status=$?
+wait "$e2e" || status=$?
+echo "---------------- tests/e2e ----------------"
+cat "$scratch/e2e.log"
+exit "$status"

@@ -33,7 +33,7 @@ def _started_here(base: str) -> list[psutil.Process]:
 @pytest.fixture(scope="session", autouse=True)
 def no_process_left_behind(tmp_path_factory):
     """Every SuperLink, SuperNode, gateway, simulation and ClientApp a test starts is stopped."""
-    base = str(tmp_path_factory.getbasetemp())
+    base = str(tmp_path_factory.getbasetemp()) + os.sep  # "pytest-8/", never a prefix of "pytest-81"
     yield
     deadline = time.monotonic() + 30
     while (left := _started_here(base)) and time.monotonic() < deadline:
@@ -43,3 +43,4 @@ def no_process_left_behind(tmp_path_factory):
         for proc in left:
             proc.kill()
         pytest.fail("processes started by the tests were left running:\n" + "\n".join(names), pytrace=False)
+

@@ -11,10 +11,3 @@ def flower(tmp_path_factory):
     with private_flower(tmp_path_factory.mktemp("flwr-home"), 39191, 39193, must_stop=True) as env:
         yield env
 
-
-def pytest_collection_modifyitems(items):
-    """Under pytest-xdist (scripts/test.sh), every end-to-end test goes to one worker, in order:
-    one real Flower job at a time, while the other workers run the tests without Flower processes."""
-    for item in items:
-        if "e2e" in item.path.parts:
-            item.add_marker(pytest.mark.xdist_group("e2e"))
