@@ -19,33 +19,13 @@ from __future__ import annotations
 import logging
 import time
 
-from flwr.app import (
-    ArrayRecord,
-    ConfigRecord,
-    Context,
-    Error,
-    Message,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client_app.cost import CostMeter
-from client_app.messages import (
-    DEVICE_DATA_UNUSABLE,
-    added_words,
-    config_of,
-    global_round,
-)
+from client_app.messages import DEVICE_DATA_UNUSABLE, added_words, config_of, global_round
 from client_app.privacy import dp_mod
-from task.config import (
-    EVAL_PREFIX,
-    EVALUATE_FIRST,
-    QUERY_DEPTH,
-    QUERY_PREFIXES,
-    QUERY_VOTE,
-    Config,
-)
+from task.config import EVAL_PREFIX, EVALUATE_FIRST, QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE, Config
 from task.data.device_text import DeviceText, cached_device_text
 from task.data.files import DataError
 from task.data.vocab import run_vocabulary
@@ -99,9 +79,7 @@ def transfer_mod(msg: Message, context: Context, call_next) -> Message:
 
 @app.train(mods=[eligibility_mod, secure_aggregation_mod, transfer_mod, straggler_mod, dp_mod])
 def train(msg: Message, context: Context) -> Message:
-    from task import (
-        device,  # imports TensorFlow: only once the device has agreed to work
-    )
+    from task import device  # imports TensorFlow: only once the device has agreed to work
 
     started = time.perf_counter()
     cfg = config_of(context)

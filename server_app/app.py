@@ -83,9 +83,7 @@ def _above_the_counts(cfg: Config, observed: ObservedGrid):
 
 
 def _vocabulary_growth(cfg: Config, start, ledger):
-    from features.discovery.server import (
-        VocabularyGrowth,  # new-word discovery: loaded only when asked
-    )
+    from features.discovery.server import VocabularyGrowth  # new-word discovery: loaded only when asked
 
     return VocabularyGrowth(cfg, start.vocab, ledger, start.added)
 

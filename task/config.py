@@ -320,9 +320,7 @@ class Config:
                f'a path to your text (required when data.source="{self.data_source}")')
         check("data.partitioner", self.partitioner, self.partitioner in PARTITIONERS, f"one of {list(PARTITIONERS)}")
         if self.audit_canaries:
-            from features.audit.canary import (
-                parse as parse_canaries,  # the audit: loaded only when asked
-            )
+            from features.audit.canary import parse as parse_canaries  # the audit: loaded only when asked
 
             try:
                 parse_canaries(self.audit_canaries)

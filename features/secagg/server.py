@@ -42,13 +42,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.server.workflow.constant import Key as WorkflowKey
 
 from features.secagg import masks
-from task.config import (
-    ROUND_OFFSET,
-    Config,
-    ConfigError,
-    SecAggConfig,
-    secagg_max_cohort,
-)
+from task.config import ROUND_OFFSET, Config, ConfigError, SecAggConfig, secagg_max_cohort
 
 # The workflow calls the generator by the name it imported; the ClientApp replaces its own too.
 importlib.import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow").pseudo_rand_gen = masks.mask

@@ -23,12 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.benchmarks.benchmark_runs import (  # noqa: E402
-    WIKITEXT,
-    FederatedRun,
-    Scenario,
-    federated,
-)
+from scripts.benchmarks.benchmark_runs import WIKITEXT, FederatedRun, Scenario, federated  # noqa: E402
 from scripts.local_flower import ROOT, private_flower  # noqa: E402
 from scripts.tools.pretrain import pretrain  # noqa: E402
 

@@ -29,12 +29,7 @@ import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from scripts.deployment.deploy_keys import (  # noqa: E402
-    DEPLOY_HOME,
-    check_private,
-    make_certs,
-    make_device_key,
-)
+from scripts.deployment.deploy_keys import DEPLOY_HOME, check_private, make_certs, make_device_key  # noqa: E402
 from scripts.deployment.processes import (  # noqa: E402  (tests use them through this module)
     BIN,
     LOOPBACK,

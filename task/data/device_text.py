@@ -73,9 +73,7 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
         if data_path:  # an audit plants secrets in simulated text, never in a person's
             raise DataError(f"{name}: audit.canaries is for simulations; refused on a device with a real data-path",
                             reason="audit.canaries refused on a real device")
-        from features.audit.canary import (
-            device_canaries,  # the audit: loaded only when asked
-        )
+        from features.audit.canary import device_canaries  # the audit: loaded only when asked
 
         train = train + device_canaries(cfg.audit_canaries, cfg.seed, partition_id)
     return DeviceText(name, sentences, train, test, notes)

@@ -260,10 +260,7 @@ def test_flowers_secagg_sum_wraps_past_1023_devices_at_the_default_range(devices
     """Flower's own quantisation and weight factor, summed modulo 2**32 as its workflow does: each
     device adds the factor 2**22, so 1,024 devices wrap the weight sum to 0 and 1,025 to 2**22,
     and the "mean" is then the sum. What task.config.secagg_max_cohort guards against."""
-    from flwr.common.secure_aggregation.ndarrays_arithmetic import (
-        factor_combine,
-        factor_extract,
-    )
+    from flwr.common.secure_aggregation.ndarrays_arithmetic import factor_combine, factor_extract
     from flwr.common.secure_aggregation.quantization import dequantize
 
     from task.config import secagg_max_cohort

@@ -14,12 +14,7 @@ from flwr.app import (
 from flwr.common.serde import message_to_proto
 
 from client_app.app import app
-from features.transfer.codec import (
-    decode_model,
-    decode_update,
-    encode_model,
-    encode_update,
-)
+from features.transfer.codec import decode_model, decode_update, encode_model, encode_update
 from features.transfer.server import TransferGrid
 from task.config import Config, DPConfig
 from task.model import build_model
