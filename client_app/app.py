@@ -23,7 +23,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from client_app.cost import CostMeter
-from client_app.messages import DEVICE_DATA_UNUSABLE, added_words, config_of, global_round
+from client_app.messages import DEVICE_DATA_UNUSABLE, added_words, config_of, global_round, personal_point
 from client_app.privacy import dp_mod
 from task.config import EVAL_PREFIX, EVALUATE_FIRST, QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE, Config
 from task.data.device_text import DeviceText, cached_device_text
@@ -89,7 +89,7 @@ def train(msg: Message, context: Context) -> Message:
         with CostMeter(context.node_config) as meter:
             text = _device_text(cfg, context, server_round)
             if msg.content["config"].get(EVALUATE_FIRST, False):  # the received model's score, as evaluate gives it
-                score = _score(cfg, text, received, added, context)
+                score = _score(cfg, text, received, msg, context)
             arrays, metrics = device.train_round(cfg, text, received, server_round=server_round, added=added)
     except DataError as e:
         return _error_reply(msg, context, e)
@@ -103,14 +103,13 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate(mods=[eligibility_mod, transfer_mod, straggler_mod])
 def evaluate(msg: Message, context: Context) -> Message:
-    from task import device
 
     started = time.perf_counter()
     cfg = config_of(context)
     try:
         with CostMeter(context.node_config) as meter:
             text = _device_text(cfg, context, global_round(msg))
-            metrics = device.evaluate_round(cfg, text, msg.content["arrays"].to_numpy_ndarrays(), added_words(msg))
+            metrics = _scores(cfg, text, msg.content["arrays"].to_numpy_ndarrays(), msg, context)
     except DataError as e:
         return _error_reply(msg, context, e)
     _add_compute_seconds(cfg, metrics, started)
@@ -137,14 +136,24 @@ def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({QUERY_VOTE: ConfigRecord({QUERY_VOTE: vote or ""})}), reply_to=msg)
 
 
-def _score(cfg: Config, text: DeviceText, weights, added: tuple[str, ...], context: Context) -> dict | None:
+def _scores(cfg: Config, text: DeviceText, weights, msg: Message, context: Context) -> dict:
+    """The model's scores on the held-out text, shared and personalised (every grid point, with the
+    device's fold so the server can cross-fit: task/personal.py)."""
+    from task import device
+    from task.personal import DEFAULT_POINT, FOLD
+
+    fold, point = personal_point(msg, context)
+    metrics = device.evaluate_round(cfg, text, weights, added_words(msg),
+                                    personal_point=DEFAULT_POINT if point is None else point)
+    return {**metrics, FOLD: fold}
+
+
+def _score(cfg: Config, text: DeviceText, weights, msg: Message, context: Context) -> dict | None:
     """The received model's score on the held-out text, as an evaluate message would give it; a
     device whose test text cannot be scored still trains."""
-    from task import device
-
     started = time.perf_counter()
     try:
-        metrics = device.evaluate_round(cfg, text, weights, added)
+        metrics = _scores(cfg, text, weights, msg, context)
     except DataError as e:
         log.warning("node %s: not scored: %s", context.node_id, e)
         return None

@@ -35,7 +35,8 @@ def main(grid: Grid, context: Context) -> None:
     observed = ObservedGrid(grid)  # counts who replied, declined, failed, and the bytes
     ledger = privacy.ledger_for(cfg, grid, start.resume)
     inner = build_strategy(cfg, ledger, privacy.train_metrics_aggregator(cfg, start.record.aggregate_train_metrics),
-                           start.record.aggregate_evaluate_metrics, last_round=start.rounds_left)
+                           start.record.aggregate_evaluate_metrics, last_round=start.rounds_left,
+                           personal_mix=lambda: start.record.personal_mix)
     strategy = privacy.wrap(cfg, inner, ledger, start.resume)  # central DP around it, if asked
     growth = _vocabulary_growth(cfg, start, ledger) if cfg.vocab_discovery or start.added else None
     round_end = RoundEnd(cfg, start, observed, ledger, strategy, growth)

@@ -29,6 +29,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from server_app.observed_grid import PhaseCounts
 from task.config import EVAL_PREFIX, Config
 from task.data.vocab import Vocabulary
+from task.personal import DEFAULT_POINT, cross_fitted, without_personal
 from task.run.checkpoint import Checkpoint, checkpoint_path, prune, save_checkpoint
 from task.run.files import atomic_write
 from task.run.plots import plot_participation, plot_runs
@@ -54,6 +55,7 @@ class RunRecord:
         self._participants: set[int] = set()  # devices that replied with an update or a score, this run
         self._asked: set[int] = set()  # devices asked at least once, this run
         self._cost = CostTotals()  # what the devices spent, this run
+        self.personal_mix = [DEFAULT_POINT, DEFAULT_POINT]  # per fold of devices: task/personal.py
         _write_json(run_dir / "config.json", cfg.to_run_config())
         vocab.save(run_dir / "vocab.json")
 
@@ -74,14 +76,22 @@ class RunRecord:
             if split[True]:
                 scores.append(split[True])
         if scores:
-            self._aggregated["eval-before"] = {**aggregate_metricrecords(scores, "num-examples"),
-                                               "replied": len(scores)}
+            self._aggregated["eval-before"] = {**self._scores(scores), "replied": len(scores)}
         return self._keep("train", aggregate_metricrecords(training, weight_key))
 
     def aggregate_evaluate_metrics(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
-        # Always per scored word, also when DP makes training weights equal: evaluation metrics
-        # are comparable across runs (they are not covered by the DP guarantee either way).
-        return self._keep("eval", aggregate_metricrecords(records, "num-examples"))
+        return self._keep("eval", MetricRecord(self._scores(records)))
+
+    def _scores(self, records: list[RecordDict]) -> dict:
+        """Always per scored word, also when DP makes training weights equal: evaluation metrics
+        are comparable across runs (they are not covered by the DP guarantee either way). The
+        personal mix's per-point scores become its cross-fitted ones, and the points the next
+        round's devices use (task/personal.py)."""
+        devices = [{k: v for m in r.metric_records.values() for k, v in m.items()} for r in records]
+        personal, self.personal_mix = cross_fitted(devices)
+        plain = [RecordDict({name: MetricRecord(without_personal(dict(m))) for name, m in r.metric_records.items()})
+                 for r in records]
+        return {**aggregate_metricrecords(plain, "num-examples"), **personal}
 
     def _keep(self, phase: str, metrics: MetricRecord) -> MetricRecord:
         self._aggregated[phase] = dict(metrics)
@@ -209,6 +219,7 @@ def summary_lines(summary: dict) -> list[str]:
             f"  Federated evaluation on the devices' held-out text: loss {f['eval_loss']:.3f}, "
             f"perplexity {f['eval_perplexity']:.1f}, top-1 {f['eval_top1']:.1%}, top-3 {f['eval_top3']:.1%}"
             + _savings(f, "eval_keystroke_savings"),
+            *personal_lines(f),
             f"  Baselines on the same text (each device counting its own training text): "
             f"bigram top-3 {f['eval_baseline_bigram_top3']:.1%}{_savings(f, 'eval_baseline_bigram_keystroke_savings')}, "
             f"most-frequent-words top-3 {f['eval_baseline_unigram_top3']:.1%}"
@@ -340,12 +351,23 @@ def _round_line(row: dict) -> str:
     return " ".join(parts)
 
 
+def personal_lines(f: dict) -> list[str]:
+    """Shared against personalised (task/personal.py) against the device's own bigram."""
+    if "eval_personal_top3" not in f:
+        return []
+    return [f"  Personalised on each device (the model mixed with the user's own counts): top-1 "
+            f"{f['eval_personal_top1']:.1%}, top-3 {f['eval_personal_top3']:.1%}"
+            f"{_savings(f, 'eval_personal_keystroke_savings')}; it lowered the top-3 of "
+            f"{f['eval_personal_hurt']:.0%} of the devices"]
+
+
 def _eval_part(row: dict) -> str:
     part = f"eval {row['eval_replied']}/{row['eval_sampled']} devices"
     if "eval_loss" in row:
         part += (f" loss {row['eval_loss']:.3f} ppl {row['eval_perplexity']:.1f} top-1 {row['eval_top1']:.1%} "
                  f"top-3 {row['eval_top3']:.1%}{_savings(row, 'eval_keystroke_savings')} "
-                 f"(bigram baseline top-3 {row['eval_baseline_bigram_top3']:.1%})")
+                 + (f"personalised top-3 {row['eval_personal_top3']:.1%} " if "eval_personal_top3" in row else "")
+                 + f"(bigram baseline top-3 {row['eval_baseline_bigram_top3']:.1%})")
     return part
 
 

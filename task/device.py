@@ -20,7 +20,9 @@ from task.config import Config, ModelConfig
 from task.data.device_text import DeviceText, make_windows
 from task.data.files import DataError
 from task.data.vocab import Vocabulary, run_vocabulary, vocabulary_rows
+from task.keystrokes import PrefixIndex
 from task.model import build_model
+from task.personal import DEFAULT_POINT, PersonalCounts, score_personal
 from task.privacy.mechanisms import DP_WEIGHT, dpsgd_steps
 
 Weights = list[np.ndarray]
@@ -41,9 +43,7 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
         if cfg.dp.delta >= 1 / len(x):
             raise DataError(f"{text.name}: dp.delta = {cfg.dp.delta} must be below 1/(training windows) = "
                             f"1/{len(x)} for sample-level DP-SGD", reason="dp.delta too large for the text")
-        from features.dp_mechanisms.dpsgd import (
-            train_dpsgd,  # imports tensorflow-privacy: only when asked for
-        )
+        from features.dp_mechanisms.dpsgd import train_dpsgd  # imports tensorflow-privacy: only when asked for
 
         m, stats = train_dpsgd(model, x, y, sampling_rate=cfg.dp.sgd_sampling_rate,
                                steps=dpsgd_steps(cfg.local_epochs, cfg.dp.sgd_sampling_rate, cfg.max_local_steps),
@@ -66,18 +66,23 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
                                  "num-examples": m.num_examples, DP_WEIGHT: 1, **extra}
 
 
-def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple[str, ...] = ()) -> dict:
-    """Score the received global model on the device's held-out text, next to local baselines."""
+def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple[str, ...] = (),
+                   personal_point: int = DEFAULT_POINT) -> dict:
+    """Score the received global model on the device's held-out text, next to local baselines and
+    to the model mixed with the user's own counts (task/personal.py; keystrokes at `personal_point`)."""
     vocab = run_vocabulary(cfg.model.vocab_size, added)
     x, y = _windows(cfg, vocab, text.test, text.name, "test")
-    m = trainer.evaluate(_model(cfg, vocab, weights), x, y, vocab=vocab)
+    model = _model(cfg, vocab, weights)
+    m = trainer.evaluate(model, x, y, vocab=vocab)
     if m.num_examples == 0:
         raise DataError(f"{text.name}: its test text has no in-vocabulary word to score", reason="too little text")
     train_x, train_y = make_windows(text.train, vocab, cfg.model.seq_len)
     baseline = ngram_baseline(train_x, train_y, x, y, vocab)
+    personal = score_personal(lambda xb: model(tf.constant(xb), training=False), x, y,
+                              PersonalCounts.from_windows(train_x, train_y, len(vocab)), PrefixIndex(vocab), personal_point)
     return {"loss": m.loss, "top1": m.top1, "top3": m.top3, "keystroke-savings": m.keystroke_savings,
             "num-examples": m.num_examples, DP_WEIGHT: 1,
-            **{f"baseline-{k.replace('_', '-')}": v for k, v in baseline.items()}}
+            **{f"baseline-{k.replace('_', '-')}": v for k, v in baseline.items()}, **personal.as_metrics()}
 
 
 def _windows(cfg: Config, vocab: Vocabulary, sentences, name: str, part: str) -> tuple[np.ndarray, np.ndarray]:

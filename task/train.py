@@ -1,9 +1,10 @@
 """Local training and evaluation of the next-word model on one device's windows.
 
-What is scored: a target counts for accuracy only if it is a real in-vocabulary word, never
-<pad>, <unk> or <eos>: a keyboard suggests words, and easy special-token targets would inflate
-accuracy. The loss (and so perplexity) is over <pad>/<unk>-free targets, <eos> included, so the
-model also learns where sentences end. Perplexity = exp(mean token loss).
+What is scored: what the keyboard would show. A target counts for accuracy only if it is a real
+in-vocabulary word, never <pad>, <unk> or <eos>, and the top-1/top-3 are taken over words only, as
+the suggestion CLI shows them (a slot spent on <eos> is one the user never sees). The loss (and
+so perplexity) is over <pad>/<unk>-free targets, <eos> included, so the model also learns where
+sentences end. Perplexity = exp(mean token loss).
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def target_top3(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, word: int, 
         yb = y[start : start + batch_size]
         if not (yb == word).any():
             continue
-        top3 = tf.math.top_k(model(tf.constant(x[start : start + batch_size]), training=False), k=3).indices.numpy()
+        logits = model(tf.constant(x[start : start + batch_size]), training=False)
+        top3 = tf.math.top_k(shown(logits), k=3).indices.numpy()
         at = yb == word
         hits += int((top3[at] == word).any(axis=-1).sum())
         total += int(at.sum())
@@ -136,11 +138,17 @@ def _batch_stats(logits, y):
     loss_mask = tf.cast(_loss_mask(y), tf.float32)
     score_mask = tf.cast(y >= FIRST_WORD_ID, tf.float32)
     nll = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-    top3 = tf.math.top_k(logits, k=3).indices
+    top3 = tf.math.top_k(shown(logits), k=3).indices
     hit = tf.cast(tf.equal(top3, y[..., None]), tf.float32)
     return (tf.reduce_sum(nll * loss_mask), tf.reduce_sum(loss_mask),
             tf.reduce_sum(hit[..., 0] * score_mask), tf.reduce_sum(tf.reduce_max(hit, -1) * score_mask),
             tf.reduce_sum(score_mask))
+
+
+def shown(logits):
+    """The logits of what a keyboard can suggest: special tokens never fill a suggestion slot."""
+    special = tf.range(tf.shape(logits)[-1]) < FIRST_WORD_ID
+    return tf.where(special, tf.constant(-1e9, logits.dtype), logits)
 
 
 def _loss_mask(y_true):

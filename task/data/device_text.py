@@ -7,8 +7,7 @@ Where a device's text comes from:
 
 Files are read by task.data.files (streamed; unusable files skipped with a note).
 
-Each device holds out `data.test-fraction` of its sentences for evaluation, chosen from (seed,
-sentence index) alone, so it is deterministic and needs no second pass over the text.
+Each device holds out the last `data.test-fraction` of its sentences (in file order) for evaluation.
 
 Training examples are next-word targets at every position of a sentence window:
 x = <bos> w1 .. w(T-1), y = w1 .. wT (<eos> at the end), padded with <pad> on the right.
@@ -16,8 +15,6 @@ x = <bos> w1 .. w(T-1), y = w1 .. wT (<eos> at the end), padded with <pad> on th
 
 from __future__ import annotations
 
-import math
-import random
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -68,7 +65,7 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
         raise DataError(f"{name}: {len(sentences)} sentence(s) of text; need at least 2 "
                         "(one to train on, one to evaluate on)" + (f" [{'; '.join(notes)}]" if notes else ""),
                         reason="too little text" + (f" ({len(notes)} file(s) skipped or repaired)" if notes else ""))
-    train, test = split_train_test(sentences, cfg.test_fraction, seed=cfg.seed)
+    train, test = split_train_test(sentences, cfg.test_fraction)
     if cfg.audit_canaries:
         if data_path:  # an audit plants secrets in simulated text, never in a person's
             raise DataError(f"{name}: audit.canaries is for simulations; refused on a device with a real data-path",
@@ -102,17 +99,12 @@ def cached_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: in
     return text
 
 
-def split_train_test(sentences: Sentences, test_fraction: float, seed: int) -> tuple[Sentences, Sentences]:
-    """Hold out `test_fraction` of the sentences, spread evenly (in any prefix the share is
-    exact to one sentence), from a seeded offset; at least one sentence on each side."""
-    u = random.Random(f"split:{seed}").random()
-    is_test = [math.floor((i + 1) * test_fraction + u) > math.floor(i * test_fraction + u)
-               for i in range(len(sentences))]
-    if not any(is_test):
-        is_test[-1] = True
-    if all(is_test):
-        is_test[0] = False
-    return ([s for s, t in zip(sentences, is_test) if not t], [s for s, t in zip(sentences, is_test) if t])
+def split_train_test(sentences: Sentences, test_fraction: float) -> tuple[Sentences, Sentences]:
+    """Hold out the last `test_fraction` of the sentences: a keyboard learns from what its user
+    typed before and is scored on what they type next (and personal counts, task/personal.py,
+    must not see the sentences next to a test sentence). At least one sentence on each side."""
+    n_test = min(max(round(len(sentences) * test_fraction), 1), len(sentences) - 1)
+    return list(sentences[: len(sentences) - n_test]), list(sentences[len(sentences) - n_test :])
 
 
 def make_windows(sentences: Sentences, vocab: Vocabulary, seq_len: int) -> tuple[np.ndarray, np.ndarray]:

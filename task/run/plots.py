@@ -28,7 +28,8 @@ def plot_runs(runs: Mapping[str, Sequence[dict]], out: Path) -> Path:
     panels = 3 if with_dp else 2
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.8))
     for label, rows in runs.items():
-        for key, source, style in (("eval", "devices", "-"), ("server", "server", "--")):
+        for key, source, style in (("eval", "devices", "-"), ("server", "server", "--"),
+                                   ("eval_personal", "personalised", "-."), ("eval_baseline_bigram", "own bigram", ":")):
             for ax, metric in zip(axes, ("loss", "top3")):
                 points = [(r["round"], r[f"{key}_{metric}"]) for r in rows if f"{key}_{metric}" in r]
                 if points:

@@ -26,7 +26,10 @@ def exported(tmp_path_factory):
     x, y = make_windows([s for t in texts for s in t.train], vocab, MODEL.seq_len)
     model = build_model(MODEL)
     train(model, x, y, epochs=3, batch_size=32, learning_rate=0.01)
-    test_x, _ = make_windows([s for t in texts for s in t.test], vocab, MODEL.seq_len)
+    # ~3,000 positions of eight users the model never saw: the int8 share below then has a standard
+    # error of 0.15% (on the ~1,000 positions of the four users' held-out text it was 0.35%)
+    unseen = [load_device_text(CFG, partition_id=i, num_partitions=12) for i in range(4, 12)]
+    test_x, _ = make_windows([s for t in unseen for s in t.train + t.test], vocab, MODEL.seq_len)
     paths = export_litert(model, vocab, tmp_path_factory.mktemp("litert"))
     return model, vocab, paths, test_x
 
@@ -54,8 +57,8 @@ def test_float32_matches_keras_up_to_ties(exported):
 
 def test_int8_top3_agrees_with_keras_on_99_percent_of_positions(exported):
     model, _, paths, test_x = exported
-    share, _, total = top3_agreement(model, Suggester.from_files(paths["int8"]), test_x[:150])
-    assert total > 500
+    share, _, total = top3_agreement(model, Suggester.from_files(paths["int8"]), test_x[:400])
+    assert total > 2500
     assert share >= 0.99
 
 

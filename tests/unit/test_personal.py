@@ -1,0 +1,127 @@
+"""The personal mix (task/personal.py): the shared model for a new user, the user's own words once
+they have typed them, tuned without looking at the text it is scored on, and nothing new sent."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from task.config import ModelConfig
+from task.data.device_text import make_windows
+from task.data.vocab import EOS_ID, FIRST_WORD_ID, default_vocabulary
+from task.keystrokes import PrefixIndex
+from task.model import build_model
+from task.personal import FOLD, GRID, PersonalCounts, cross_fitted, score_personal, without_personal, word_probabilities
+from task.train import evaluate, train
+
+MODEL = ModelConfig(vocab_size=2000, seq_len=10, embed_dim=16, num_heads=2, ffn_dim=32)
+VOCAB = default_vocabulary(MODEL.vocab_size)
+
+
+def predictor(model):
+    return lambda xb: model(tf.constant(xb), training=False)
+
+
+def test_a_user_without_text_gets_exactly_the_shared_models_suggestions():
+    """With no counts every grid point is the shared model: its top-1/top-3 equal the shared
+    evaluation's, which ranks with TensorFlow over the words a keyboard shows (task/train.py)."""
+    tf.keras.utils.set_random_seed(1)
+    model = build_model(MODEL)
+    x, y = make_windows([s.split() for s in ["the day was long and the night was cold"] * 20], VOCAB, MODEL.seq_len)
+    train(model, x, y, epochs=1, batch_size=8, learning_rate=0.01)
+    test_x, test_y = make_windows([["a", "long", "day", "and", "a", "cold", "night"]] * 5, VOCAB, MODEL.seq_len)
+    empty = PersonalCounts.from_windows(np.zeros((0, MODEL.seq_len), np.int32), np.zeros((0, MODEL.seq_len), np.int32),
+                                        len(VOCAB))
+    shared = evaluate(model, test_x, test_y)
+    personal = score_personal(predictor(model), test_x, test_y, empty, PrefixIndex(VOCAB), point=0)
+    assert personal.scored == shared.num_examples
+    assert np.all(personal.top1 / personal.scored == pytest.approx(shared.top1))
+    assert np.all(personal.top3 / personal.scored == pytest.approx(shared.top3))
+
+
+def test_the_mix_is_a_distribution_over_words_and_the_users_pairs_win_once_typed_often():
+    sentences = [["my", "dog", "is", "called", "jack"]] * 30
+    x, y = make_windows(sentences, VOCAB, MODEL.seq_len)
+    counts = PersonalCounts.from_windows(x, y, len(VOCAB))
+    logits = np.random.default_rng(0).normal(size=(4, len(VOCAB)))
+    logits[:, EOS_ID] = 50.0  # a model sure the sentence ends
+    p_model = word_probabilities(logits)
+    assert p_model[:, :FIRST_WORD_ID].sum() == 0 and np.allclose(p_model.sum(axis=1), 1)
+    prev = np.array(VOCAB.encode(["my", "called", "the", "the"]))
+    for kappa, mu in GRID:
+        p = counts.mix(p_model, counts.pair_rows(prev), kappa, mu)
+        assert np.allclose(p.sum(axis=1), 1) and p[:, :FIRST_WORD_ID].sum() == 0
+        assert p[0].argmax() == VOCAB.encode(["dog"])[0] and p[1].argmax() == VOCAB.encode(["jack"])[0]  # 30 times each
+    # a context the user never typed keeps the model's ranking of the words they never typed
+    never = [w for w in range(FIRST_WORD_ID, len(VOCAB)) if counts.words[w] == 0]
+    p = counts.mix(p_model, counts.pair_rows(prev), *GRID[0])
+    assert np.argsort(p[2, never])[-5:].tolist() == np.argsort(p_model[2, never])[-5:].tolist()
+
+
+def test_personal_suggestions_beat_the_untrained_shared_model_on_the_users_own_phrases():
+    model = build_model(MODEL)
+    x, y = make_windows([["see", "you", "at", "the", "station", "tonight"]] * 30, VOCAB, MODEL.seq_len)
+    test_x, test_y = make_windows([["see", "you", "at", "the", "station", "tonight"]] * 3, VOCAB, MODEL.seq_len)
+    score = score_personal(predictor(model), test_x, test_y, PersonalCounts.from_windows(x, y, len(VOCAB)),
+                           PrefixIndex(VOCAB), point=3)
+    shared = evaluate(model, test_x, test_y, vocab=VOCAB)
+    assert score.top1.min() / score.scored == 1.0 > shared.top1
+    assert score.keystroke_savings > shared.keystroke_savings + 0.3
+
+
+def test_the_keyboard_never_spends_a_suggestion_on_a_special_token():
+    """Scored as the keyboard shows it: a model that ranks <eos> first everywhere scores exactly
+    as the same model without that preference."""
+    tf.keras.utils.set_random_seed(2)
+    model = build_model(MODEL)
+    x, y = make_windows([s.split() for s in ["we went to the market and bought bread"] * 20], VOCAB, MODEL.seq_len)
+    train(model, x, y, epochs=1, batch_size=8, learning_rate=0.01)
+    before = evaluate(model, x, y, vocab=VOCAB)
+    bias = model.layers[-1].bias
+    bias.assign(tf.tensor_scatter_nd_update(bias, [[EOS_ID]], [100.0]))
+    after = evaluate(model, x, y, vocab=VOCAB)
+    assert (after.top1, after.top3, after.keystroke_savings) == (before.top1, before.top3, before.keystroke_savings)
+    assert before.top3 > 0
+
+
+def device(fold: int, best_point: int, top3: float, shared: float, n: int = 100) -> dict:
+    scores = {f"personal-top3-{i}": top3 if i == best_point else top3 - 0.1 for i in range(len(GRID))}
+    scores |= {f"personal-top1-{i}": scores[f"personal-top3-{i}"] / 2 for i in range(len(GRID))}
+    return {FOLD: fold, "num-examples": n, "top3": shared, "personal-keystroke-savings": 0.5, **scores}
+
+
+def test_each_half_of_the_devices_is_scored_at_the_point_the_other_half_chose():
+    """If a device were scored at the point its own text picked, both halves would score 0.6."""
+    devices = [device(0, best_point=3, top3=0.6, shared=0.45), device(0, best_point=3, top3=0.6, shared=0.45),
+               device(1, best_point=5, top3=0.6, shared=0.55)]
+    metrics, chosen = cross_fitted(devices)
+    assert chosen == [5, 3]  # fold 0 uses fold 1's best, and the other way round
+    assert metrics["personal-top3"] == pytest.approx(0.5)  # every device at a point it did not pick
+    assert metrics["personal-top1"] == pytest.approx(0.25)
+    assert metrics["personal-hurt"] == pytest.approx(1 / 3)  # the fold-1 device: 0.5 < 0.55
+    assert set(without_personal(devices[0])) == {"num-examples", "top3", "personal-keystroke-savings"}
+
+
+def test_under_dp_the_personal_scores_leave_only_as_the_declared_evaluation_scores():
+    """docs/privacy.md: under DP a train reply carries the update, its weight and the evaluation
+    scores (`eval-*`, not covered). The personal counts stay on the device: no metric is a count."""
+    from dataclasses import replace
+
+    from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+    from client_app.app import app
+    from task.config import EVAL_PREFIX, EVALUATE_FIRST, Config
+    from task.privacy.mechanisms import DP_WEIGHT
+    from tests.helpers import context, message
+
+    cfg = Config(sentences_per_device=40, model=MODEL)
+    cfg = replace(cfg, dp=replace(cfg.dp, mode="central-client-clip"))
+    config = ConfigRecord({"server-round": 1, EVALUATE_FIRST: True, "clipping_norm": 1.0})
+    reply = app(message(RecordDict({"arrays": ArrayRecord(build_model(MODEL).get_weights()), "config": config}),
+                        "train"), context(cfg, {"partition-id": 0, "num-partitions": 5}))
+    assert not reply.has_error()
+    sent = dict(reply.content["metrics"])
+    assert {k for k in sent if not k.startswith(EVAL_PREFIX)} == {DP_WEIGHT}
+    personal = {k.removeprefix(EVAL_PREFIX) for k in sent if "personal" in k}
+    expected = {FOLD, "personal-keystroke-savings"} | {f"personal-top{k}-{i}" for k in (1, 3) for i in range(len(GRID))}
+    assert personal == expected
+    assert all(0 <= sent[EVAL_PREFIX + k] <= 1 for k in expected)  # shares, not counts
