@@ -86,9 +86,13 @@ class PersonalScore:
 
 
 def score_personal(predict, x: np.ndarray, y: np.ndarray, counts: PersonalCounts, index: PrefixIndex,
-                   point: int, batch_size: int = 256) -> PersonalScore:
+                   point: int, batch_size: int = 32) -> PersonalScore:
     """Score the mixed suggestions on held-out windows. `predict(x)` gives the model's logits
-    [batch, seq_len, vocabulary]; keystroke savings are counted at grid point `point` only."""
+    [batch, seq_len, vocabulary]; keystroke savings are counted at grid point `point` only.
+
+    The top 3 of a mix lie among the user's own words and the model's top 3 of the others (a word
+    the user never typed keeps the model's order), so every grid point ranks only those."""
+    own = np.flatnonzero(counts.words)
     top1, top3 = np.zeros(len(GRID)), np.zeros(len(GRID))
     scored = 0
     strokes = KeystrokeCount()
@@ -101,15 +105,22 @@ def score_personal(predict, x: np.ndarray, y: np.ndarray, counts: PersonalCounts
         p_model = word_probabilities(logits.reshape(-1, logits.shape[-1])[at])
         prev, target = xb[at], yb[at]
         rows = counts.pair_rows(prev)
+        typed = rows.sum(axis=1, keepdims=True)
+        others = p_model.copy()
+        others[:, own] = -1.0
+        others_top = np.argpartition(-others, 2, axis=1)[:, :3]
+        ids = np.concatenate([np.broadcast_to(own, (len(target), len(own))), others_top], axis=1)
         scored += len(target)
         for i, (kappa, mu) in enumerate(GRID):
-            p = counts.mix(p_model, rows, kappa, mu)
-            best = np.argpartition(-p, 3, axis=1)[:, :3]
-            ranked = np.take_along_axis(best, np.argsort(-np.take_along_axis(p, best, 1), axis=1), 1)
+            q_own = (counts.words[own] + mu * p_model[:, own]) / (counts.words.sum() + mu)
+            q_others = mu * np.take_along_axis(p_model, others_top, 1) / (counts.words.sum() + mu)
+            p = np.concatenate([rows[:, own] + kappa * q_own, kappa * q_others], axis=1) / (typed + kappa)
+            best = np.argpartition(-p, 2, axis=1)[:, :3]
+            ranked = np.take_along_axis(ids, np.take_along_axis(best, np.argsort(-np.take_along_axis(p, best, 1), 1), 1), 1)
             top1[i] += np.count_nonzero(ranked[:, 0] == target)
             top3[i] += np.count_nonzero((ranked == target[:, None]).any(axis=1))
             if i == point:
-                strokes.add(p, target, index)
+                strokes.add(counts.mix(p_model, rows, kappa, mu), target, index)
     return PersonalScore(top1, top3, scored, strokes.savings)
 
 

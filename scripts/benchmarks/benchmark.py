@@ -139,7 +139,9 @@ def quality_row(scenario: Scenario, fed: FederatedRun, central: dict) -> dict:
         "passes": scenario.passes,
         "status": fed.status,
         "federated": {k: last.get(f"eval_{k}") for k in ("top1", "top3", "perplexity", "keystroke_savings",
-                                                          "baseline_bigram_top3", "baseline_bigram_keystroke_savings")},
+                                                          "baseline_bigram_top3", "baseline_bigram_keystroke_savings",
+                                                          "personal_top1", "personal_top3", "personal_keystroke_savings",
+                                                          "personal_hurt")},
         "centralised": central,
     }
     if last.get("eval_top3") and central["top3"]:

@@ -39,6 +39,17 @@ def print_tables(r: Results) -> None:
                 f"{_pct(f.get('baseline_bigram_top3'))} | {_pct(f.get('keystroke_savings'))} / {_pct(c.get('keystroke_savings'))} / "
                 f"{_pct(f.get('baseline_bigram_keystroke_savings'))} |"
             )
+        print("\n| corpus | top-3: shared / personalised / own bigram | personalised / bigram top-3 | "
+              "keystroke savings: shared / personalised / own bigram | devices the mix hurt |")
+        print("|---|---|---|---|---|")
+        for q in r.quality:
+            f = q["federated"]
+            ratio = (f["personal_top3"] / f["baseline_bigram_top3"]
+                     if f.get("personal_top3") and f.get("baseline_bigram_top3") else None)
+            print(f"| {q['corpus']} | {_pct(f.get('top3'))} / {_pct(f.get('personal_top3'))} / "
+                  f"{_pct(f.get('baseline_bigram_top3'))} | {'—' if ratio is None else f'{ratio:.2f}×'} | "
+                  f"{_pct(f.get('keystroke_savings'))} / {_pct(f.get('personal_keystroke_savings'))} / "
+                  f"{_pct(f.get('baseline_bigram_keystroke_savings'))} | {_pct(f.get('personal_hurt'))} |")
     if r.overhead:
         o = r.overhead
         print(

@@ -11,6 +11,7 @@ than the model's window keeps its most recent words; empty text gives sentence s
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,24 +56,45 @@ class Suggester:
         ids = [BOS_ID, *self.vocab.encode(words)]
         return ids[-self.seq_len :]
 
-    def suggest(self, text: str, k: int = 3) -> list[Suggestion]:
-        """The k most likely next words after the text typed so far."""
-        return self.suggest_after_ids(self.context_ids(text), k)
+    def suggest(self, text: str, k: int = 3, personal: Personal | None = None, prefix: str = "") -> list[Suggestion]:
+        """The k most likely next words after the text typed so far; with `personal`, mixed with
+        the user's own counts (task/litert/my_words.py), so their own words can be suggested; with
+        `prefix`, only words that begin with it (the word being typed)."""
+        ids = self.context_ids(text)
+        if personal is None:
+            return self.suggest_after_ids(ids, k, prefix)
+        my_words, kappa, mu = personal
+        words, probs = my_words.probabilities(self.vocab, self.probabilities(ids), _current_sentence(text), kappa, mu)
+        return _top(words, probs, k, prefix)
 
-    def suggest_after_ids(self, ids: list[int], k: int = 3) -> list[Suggestion]:
-        """The k most likely next words after a context of word ids (starting with <bos>)."""
-        if k < 1:
-            raise ValueError(f"k = {k}: ask for at least one suggestion")
+    def probabilities(self, ids: list[int]) -> np.ndarray:
+        """The model's next-word probabilities after a context of word ids (starting with <bos>)."""
         ids = list(ids)[-self.seq_len :]
         tokens = np.full((1, self.seq_len), PAD_ID, np.int32)
         tokens[0, : len(ids)] = ids
-        probs = self._run(tokens=tokens, last_index=np.array([len(ids) - 1], np.int32))["probabilities"][0]
-        probs = probs.copy()
-        probs[:FIRST_WORD_ID] = -1.0  # never suggest <pad>, <unk>, <bos>, <eos>
-        k = min(k, len(probs) - FIRST_WORD_ID)
-        top = np.argpartition(-probs, k - 1)[:k]  # O(V), then sort only the k winners
-        best = top[np.argsort(-probs[top], kind="stable")]
-        return [Suggestion(self.vocab.words[i], float(probs[i]), int(i)) for i in best]
+        return self._run(tokens=tokens, last_index=np.array([len(ids) - 1], np.int32))["probabilities"][0].copy()
+
+    def suggest_after_ids(self, ids: list[int], k: int = 3, prefix: str = "") -> list[Suggestion]:
+        """The k most likely next words after a context of word ids (starting with <bos>)."""
+        return _top(self.vocab.words, self.probabilities(ids), k, prefix)
+
+
+Personal = tuple  # (MyWords, kappa, mu): the user's counts and the mix's weights (task/personal.py)
+
+
+def _top(words: list[str], probs: np.ndarray, k: int, prefix: str = "") -> list[Suggestion]:
+    if k < 1:
+        raise ValueError(f"k = {k}: ask for at least one suggestion")
+    probs = probs.astype(np.float64)
+    probs[:FIRST_WORD_ID] = -1.0  # never suggest <pad>, <unk>, <bos>, <eos>
+    if prefix:
+        probs[[i for i, w in enumerate(words) if not w.startswith(prefix)]] = -1.0
+    k = min(k, int(np.count_nonzero(probs >= 0)))
+    if k == 0:
+        return []
+    top = np.argpartition(-probs, k - 1)[:k]  # O(V), then sort only the k winners
+    best = top[np.argsort(-probs[top], kind="stable")]
+    return [Suggestion(words[i], float(probs[i]), int(i)) for i in best]
 
 
 def _current_sentence(text: str) -> list[str]:
@@ -102,15 +124,61 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a .tflite file exported by task.litert.export")
     parser.add_argument("--vocab", help="vocab.json (default: beside the model)")
     parser.add_argument("-k", type=int, default=3, help="number of suggestions")
+    parser.add_argument("--my-text", type=Path, help="a folder (or file) of your own text: suggestions mix in "
+                        "your own word counts (kept on this device, in --counts)")
+    parser.add_argument("--counts", type=Path, help="where your counts are kept between sessions "
+                        "(default ~/.fednextword/my-words.json when --my-text or --interactive is given)")
+    parser.add_argument("--mix", help="KAPPA,MU of the personal mix (task/personal.py; default: the run's "
+                        "choice in personal.json beside the model)")
+    parser.add_argument("--interactive", action="store_true", help="type and watch the suggestions change")
     args = parser.parse_args(argv)
     try:
         suggester = Suggester.from_files(args.model, args.vocab)
+        personal, save = _personal(args)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for s in suggester.suggest(args.text, k=max(1, args.k)):
+    if args.interactive:
+        from task.litert.interactive import run
+
+        run(suggester, personal, save)
+        return 0
+    for s in suggester.suggest(args.text, k=max(1, args.k), personal=personal):
         print(f"{s.word}\t{s.probability:.3f}")
+    save()
     return 0
+
+
+def _personal(args) -> tuple[Personal | None, object]:
+    """(the user's counts and mix weights, or None; a function that saves the counts)."""
+    if not (args.my_text or args.interactive or args.counts):
+        return None, lambda: None
+    from task.litert.my_words import MyWords
+
+    counts = args.counts or Path.home() / ".fednextword" / "my-words.json"
+    my_words = MyWords.load(counts)
+    if args.my_text:
+        for note in my_words.read_folder(args.my_text):
+            print(f"note: {note}", file=sys.stderr)
+    return (my_words, *_mix(args)), lambda: my_words.save(counts)
+
+
+def _mix(args) -> tuple[float, float]:
+    from task.personal import DEFAULT_POINT, GRID
+
+    if args.mix:
+        try:
+            kappa, mu = (float(v) for v in args.mix.split(","))
+        except ValueError:
+            raise ValueError(f"--mix {args.mix!r}: expected KAPPA,MU, two positive numbers such as 2,1000") from None
+        if kappa <= 0 or mu <= 0:
+            raise ValueError(f"--mix {args.mix!r}: KAPPA and MU must be positive")
+        return kappa, mu
+    chosen = Path(args.model).with_name("personal.json")
+    if chosen.is_file():
+        data = json.loads(chosen.read_text())
+        return float(data["kappa"]), float(data["mu"])
+    return GRID[DEFAULT_POINT]
 
 
 if __name__ == "__main__":

@@ -125,3 +125,22 @@ def test_under_dp_the_personal_scores_leave_only_as_the_declared_evaluation_scor
     expected = {FOLD, "personal-keystroke-savings"} | {f"personal-top{k}-{i}" for k in (1, 3) for i in range(len(GRID))}
     assert personal == expected
     assert all(0 <= sent[EVAL_PREFIX + k] <= 1 for k in expected)  # shares, not counts
+
+
+def test_ranking_only_the_users_words_and_the_models_top_three_gives_the_full_mixs_ranking():
+    """score_personal ranks a shortlist; a brute-force ranking of the whole mix must agree."""
+    rng = np.random.default_rng(3)
+    sentences = [[VOCAB.words[i] for i in rng.integers(FIRST_WORD_ID, 60, size=8)] for _ in range(40)]
+    x, y = make_windows(sentences, VOCAB, MODEL.seq_len)
+    counts = PersonalCounts.from_windows(x[:30], y[:30], len(VOCAB))
+    logits = rng.normal(size=(len(x) - 30, MODEL.seq_len, len(VOCAB)))
+    score = score_personal(lambda xb: logits[: len(xb)] if len(xb) == len(logits) else None, x[30:], y[30:], counts,
+                           PrefixIndex(VOCAB), point=0, batch_size=len(x))
+    at = y[30:].reshape(-1) >= FIRST_WORD_ID
+    p_model = word_probabilities(logits.reshape(-1, len(VOCAB))[at])
+    target, rows = y[30:].reshape(-1)[at], counts.pair_rows(x[30:].reshape(-1)[at])
+    for i, (kappa, mu) in enumerate(GRID):
+        ranked = np.argsort(-counts.mix(p_model, rows, kappa, mu), axis=1)[:, :3]
+        assert score.top1[i] == np.count_nonzero(ranked[:, 0] == target)
+        assert score.top3[i] == np.count_nonzero((ranked == target[:, None]).any(axis=1))
+    assert score.top3.max() > score.top3.min()  # the grid points do differ here
