@@ -29,7 +29,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from server_app.observed_grid import PhaseCounts
 from task.config import EVAL_PREFIX, Config
 from task.data.vocab import Vocabulary
-from task.personal import DEFAULT_POINT, cross_fitted, without_personal
+from task.personal import DEFAULT_POINT, GRID, cross_fitted, without_personal
 from task.run.checkpoint import Checkpoint, checkpoint_path, prune, save_checkpoint
 from task.run.files import atomic_write
 from task.run.plots import plot_participation, plot_runs
@@ -56,6 +56,7 @@ class RunRecord:
         self._asked: set[int] = set()  # devices asked at least once, this run
         self._cost = CostTotals()  # what the devices spent, this run
         self.personal_mix = [DEFAULT_POINT, DEFAULT_POINT]  # per fold of devices: task/personal.py
+        self.personal_point = DEFAULT_POINT  # the best over all devices: what the exported keyboard mixes with
         _write_json(run_dir / "config.json", cfg.to_run_config())
         vocab.save(run_dir / "vocab.json")
 
@@ -88,7 +89,7 @@ class RunRecord:
         personal mix's per-point scores become its cross-fitted ones, and the points the next
         round's devices use (task/personal.py)."""
         devices = [{k: v for m in r.metric_records.values() for k, v in m.items()} for r in records]
-        personal, self.personal_mix = cross_fitted(devices)
+        personal, self.personal_mix, self.personal_point = cross_fitted(devices)
         plain = [RecordDict({name: MetricRecord(without_personal(dict(m))) for name, m in r.metric_records.items()})
                  for r in records]
         return {**aggregate_metricrecords(plain, "num-examples"), **personal}
@@ -200,7 +201,10 @@ class RunRecord:
             "vocab_added": self.vocab.words[self.cfg.model.vocab_size:],
             "discoveries": self.discoveries,
             "device_cost": self._cost.summary(len(self._asked), len(self._participants)),
+            "personal_mix": dict(zip(("kappa", "mu"), GRID[self.personal_point])),
         }
+        if summary["litert"]:  # beside the exported files: the suggestion CLI's default mix
+            _write_json(final / "litert" / "personal.json", summary["personal_mix"])
         _write_json(self.dir / "summary.json", summary)
         for line in summary_lines(summary):
             log.info("%s", line)

@@ -128,27 +128,20 @@ FOLD = "personal-fold"  # which half of the devices a device is in (its node id'
 _PER_POINT = ("personal-top1-", "personal-top3-")
 
 
-def cross_fitted(devices: list[dict]) -> tuple[dict[str, float], list[int]]:
+def cross_fitted(devices: list[dict]) -> tuple[dict[str, float], list[int], int]:
     """The personalised scores of one evaluation, from every device's scores of every grid point.
 
     Two-fold cross-fitting over devices (as Motley, Wu et al. 2022, picks one mixing weight on
     validation clients): a device is scored at the point that the *other* fold's devices scored
     best, so no device's reported score was tuned on its own test text. Returns the metrics
     (top-1, top-3 and keystroke savings weighted per scored word, and `personal-hurt`, the share
-    of devices whose top-3 the mix lowered) and the point each fold uses for keystrokes next time.
+    of devices whose top-3 the mix lowered), the point each fold uses for keystrokes next time, and
+    the point all devices scored best (what a deployed keyboard uses: task/litert/suggest.py).
     """
     scored = [d for d in devices if "personal-top3-0" in d]
-    best = []
-    for fold in (0, 1):
-        others = [d for d in scored if int(d[FOLD]) != fold]
-        if not others:
-            best.append(DEFAULT_POINT)
-            continue
-        weight = np.array([d["num-examples"] for d in others], np.float64)
-        top3 = np.array([[d[f"personal-top3-{i}"] for i in range(len(GRID))] for d in others])
-        best.append(int(np.argmax(weight @ top3)))
+    best = [_best_point([d for d in scored if int(d[FOLD]) != fold]) for fold in (0, 1)]
     if not scored:
-        return {}, best
+        return {}, best, DEFAULT_POINT
     weight = np.array([d["num-examples"] for d in scored], np.float64)
     point = [best[int(d[FOLD])] for d in scored]
     top1 = np.array([d[f"personal-top1-{p}"] for d, p in zip(scored, point)])
@@ -156,7 +149,17 @@ def cross_fitted(devices: list[dict]) -> tuple[dict[str, float], list[int]]:
     savings = np.array([d["personal-keystroke-savings"] for d in scored])
     hurt = np.mean([t < d["top3"] for d, t in zip(scored, top3)])
     return ({"personal-top1": float(weight @ top1 / weight.sum()), "personal-top3": float(weight @ top3 / weight.sum()),
-             "personal-keystroke-savings": float(weight @ savings / weight.sum()), "personal-hurt": float(hurt)}, best)
+             "personal-keystroke-savings": float(weight @ savings / weight.sum()), "personal-hurt": float(hurt)},
+            best, _best_point(scored))
+
+
+def _best_point(devices: list[dict]) -> int:
+    """The grid point with the best top-3 over `devices`, per scored word."""
+    if not devices:
+        return DEFAULT_POINT
+    weight = np.array([d["num-examples"] for d in devices], np.float64)
+    top3 = np.array([[d[f"personal-top3-{i}"] for i in range(len(GRID))] for d in devices])
+    return int(np.argmax(weight @ top3))
 
 
 def without_personal(metrics: dict) -> dict:

@@ -68,7 +68,38 @@ def main() -> int:
             p50, p95 = np.percentile(times, [50, 95]) * 1000
             print(f"{variant:<9} {paths[variant].stat().st_size / 1e6:>8.2f} {p50:>7.3f} {p95:>7.3f} "
                   f"{share:>9.2%} of {total}" + (f" (+{ties} ties)" if ties else ""))
+        print(personal_row(Suggester.from_files(paths["int8"]), texts[0], args.calls))
     return 0
+
+
+def personal_row(suggester, text, calls: int) -> str:
+    """int8 with one user's own counts mixed in (task/litert/my_words.py): latency, and the memory
+    and file size of the counts, built from that user's training text."""
+    import json
+    import tracemalloc
+
+    from task.litert.my_words import MyWords
+    from task.personal import DEFAULT_POINT, GRID
+
+    tracemalloc.start()
+    my_words = MyWords()
+    for sentence in text.train:
+        my_words.learn(sentence)
+    memory = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    personal = (my_words, *GRID[DEFAULT_POINT])
+    contexts = [" ".join(s[: len(s) // 2 + 1]) for s in text.test]
+    for context in contexts[:50]:
+        suggester.suggest(context, personal=personal)  # warm-up
+    times = []
+    for i in range(calls):
+        start = time.perf_counter()
+        suggester.suggest(contexts[i % len(contexts)], personal=personal)
+        times.append(time.perf_counter() - start)
+    p50, p95 = np.percentile(times, [50, 95]) * 1000
+    saved = len(json.dumps({"words": my_words.words, "pairs": my_words.pairs}, ensure_ascii=False).encode())
+    return (f"{'int8+own':<9} {'':>8} {p50:>7.3f} {p95:>7.3f}   counts of {len(text.train)} sentences "
+            f"({len(my_words.words)} words): {memory / 1e6:.2f} MB in memory, {saved / 1e3:.0f} kB saved")
 
 
 if __name__ == "__main__":

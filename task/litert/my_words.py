@@ -60,12 +60,7 @@ class MyWords:
                       mu: float) -> tuple[list[str], np.ndarray]:
         """(words, mixed probabilities): the vocabulary's words followed by the user's own words it
         lacks (which the model gives 0), after `context` (the current sentence's words)."""
-        own = sorted(w for w in self.words if w not in vocab)
-        words = vocab.words + own
-        ids = {w: i for i, w in enumerate(words)}
-        counts = np.zeros(len(words))
-        for w, n in self.words.items():
-            counts[ids[w]] = n
+        words, ids, counts = self._columns(vocab)
         row = np.zeros((1, len(words)))
         for w, n in self.pairs.get(context[-1] if context else BOS, {}).items():
             row[0, ids[w]] = n
@@ -74,6 +69,18 @@ class MyWords:
         p[0, :FIRST_WORD_ID] = 0.0
         p /= p.sum()
         return words, PersonalCounts(counts, {}).mix(p, row, kappa, mu)[0]
+
+    def _columns(self, vocab: Vocabulary) -> tuple[list[str], dict[str, int], np.ndarray]:
+        """The word list, its ids and the word counts as a vector: rebuilt only after learning."""
+        key = (id(vocab), sum(self.words.values()), len(self.words))
+        if getattr(self, "_cached", (None,))[0] != key:
+            words = vocab.words + sorted(w for w in self.words if w not in vocab)
+            ids = {w: i for i, w in enumerate(words)}
+            counts = np.zeros(len(words))
+            for w, n in self.words.items():
+                counts[ids[w]] = n
+            self._cached = (key, (words, ids, counts))
+        return self._cached[1]
 
     def save(self, path: Path) -> None:
         data = {"format": FORMAT, "words": self.words, "pairs": self.pairs, "files": self.files}

@@ -154,3 +154,84 @@ def test_exporting_leaves_the_apps_logging_as_it_was(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "root handlers 0" in out.stdout
+
+
+MY_TEXT = "I met Zorblax at the harbour today. Zorblax says hi.\n" * 12  # a name the vocabulary lacks
+
+
+def test_the_users_own_words_are_suggested_from_their_folder_and_kept_between_sessions(exported, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text(MY_TEXT)
+    counts = tmp_path / "my-words.json"
+    assert "zorblax" not in exported[1]
+    model = str(exported[2]["int8"])
+    plain = run_cli("--model", model, "I met")
+    assert "zorblax" not in plain.stdout
+    first = run_cli("--model", model, "--my-text", str(tmp_path / "mine"), "--counts", str(counts), "I met")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[0].split("\t")[0] == "zorblax"  # typed 12 times after "met"
+    saved = counts.read_text()
+    again = run_cli("--model", model, "--counts", str(counts), "I met")  # next session, no folder given
+    assert again.stdout == first.stdout
+    reread = run_cli("--model", model, "--my-text", str(tmp_path / "mine"), "--counts", str(counts), "I met")
+    assert reread.returncode == 0 and counts.read_text() == saved  # a folder read before adds nothing
+    assert "harbour" in saved and str(tmp_path / "mine" / "notes.txt") in saved
+
+
+def test_a_bad_counts_file_or_mix_is_a_clear_error_and_is_left_alone(exported, tmp_path):
+    counts = tmp_path / "my-words.json"
+    counts.write_text("{not json")
+    model = str(exported[2]["int8"])
+    out = run_cli("--model", model, "--counts", str(counts), "hi")
+    assert out.returncode == 2 and str(counts) in out.stderr and "Traceback" not in out.stderr
+    assert counts.read_text() == "{not json"
+    out = run_cli("--model", model, "--counts", str(tmp_path / "new.json"), "--mix", "2", "hi")
+    assert out.returncode == 2 and "--mix" in out.stderr and "KAPPA,MU" in out.stderr
+
+
+def test_interactive_mode_updates_the_suggestions_as_the_user_types_and_learns_their_new_words(exported, tmp_path):
+    """A real terminal (a pty): typing a prefix narrows the suggestions, Tab takes the first, and a
+    word first typed in this session is suggested once its line is entered."""
+    import os
+    import pty
+    import time
+
+    counts = tmp_path / "my-words.json"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI on the pty
+        os.execv(sys.executable, [sys.executable, "-m", "task.litert.suggest", "--model", str(exported[2]["int8"]),
+                                  "--counts", str(counts), "--interactive"])
+    seen = b""
+
+    def until(text: bytes, deadline: float = 120) -> bytes:
+        nonlocal seen
+        end = time.monotonic() + deadline
+        while text not in seen:
+            assert time.monotonic() < end, f"no {text!r} in {seen[-600:]!r}"
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:
+                break
+        return seen
+
+    try:
+        until(b"Ctrl-D quits")
+        for line in ["I met Quorbly today.", "Quorbly waved."] * 4:
+            os.write(fd, line.encode() + b"\r")
+        until(b"> Quorbly waved.")
+        os.write(fd, b"I met q")  # the word being typed: only words beginning with it
+        screen = until(b"> I met q").rsplit(b"\r", 1)[-1]
+        assert b"quorbly" in screen.split(b"]")[0], screen
+        os.write(fd, b"\t")
+        until(b"> I met quorbly ")
+        os.write(fd, b"\x04")
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        os.close(fd)
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+    assert '"quorbly": 9' in counts.read_text()  # 8 lines and the accepted suggestion, saved at exit

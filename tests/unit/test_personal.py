@@ -93,8 +93,9 @@ def test_each_half_of_the_devices_is_scored_at_the_point_the_other_half_chose():
     """If a device were scored at the point its own text picked, both halves would score 0.6."""
     devices = [device(0, best_point=3, top3=0.6, shared=0.45), device(0, best_point=3, top3=0.6, shared=0.45),
                device(1, best_point=5, top3=0.6, shared=0.55)]
-    metrics, chosen = cross_fitted(devices)
+    metrics, chosen, overall = cross_fitted(devices)
     assert chosen == [5, 3]  # fold 0 uses fold 1's best, and the other way round
+    assert overall == 3  # two devices of three scored best there: the deployed keyboard's mix
     assert metrics["personal-top3"] == pytest.approx(0.5)  # every device at a point it did not pick
     assert metrics["personal-top1"] == pytest.approx(0.25)
     assert metrics["personal-hurt"] == pytest.approx(1 / 3)  # the fold-1 device: 0.5 < 0.55
