@@ -201,7 +201,7 @@ class RunRecord:
             "vocab_added": self.vocab.words[self.cfg.model.vocab_size:],
             "discoveries": self.discoveries,
             "device_cost": self._cost.summary(len(self._asked), len(self._participants)),
-            "personal_mix": dict(zip(("kappa", "mu"), GRID[self.personal_point])),
+            "personal_mix": dict(zip(("kappa2", "mu", "kappa3"), GRID[self.personal_point])),
         }
         if summary["litert"]:  # beside the exported files: the suggestion CLI's default mix
             _write_json(final / "litert" / "personal.json", summary["personal_mix"])
@@ -362,7 +362,9 @@ def personal_lines(f: dict) -> list[str]:
     return [f"  Personalised on each device (the model mixed with the user's own counts): top-1 "
             f"{f['eval_personal_top1']:.1%}, top-3 {f['eval_personal_top3']:.1%}"
             f"{_savings(f, 'eval_personal_keystroke_savings')}; it lowered the top-3 of "
-            f"{f['eval_personal_hurt']:.0%} of the devices"]
+            f"{f['eval_personal_hurt']:.0%} of the devices",
+            f"  Top-3 over every word typed (those the vocabulary lacks too): shared {f['eval_all_top3']:.1%}, "
+            f"personalised {f['eval_personal_all_top3']:.1%}"]
 
 
 def _eval_part(row: dict) -> str:

@@ -78,10 +78,16 @@ def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple
         raise DataError(f"{text.name}: its test text has no in-vocabulary word to score", reason="too little text")
     train_x, train_y = make_windows(text.train, vocab, cfg.model.seq_len)
     baseline = ngram_baseline(train_x, train_y, x, y, vocab)
-    personal = score_personal(lambda xb: model(tf.constant(xb), training=False), x, y,
-                              PersonalCounts.from_windows(train_x, train_y, len(vocab)), PrefixIndex(vocab), personal_point)
+    # the personal dictionary: the words of the user's own training text that the vocabulary lacks
+    own = vocab.extended(sorted({w for s in text.train for w in s if w not in vocab}))
+    own_x, own_y = make_windows(text.train, own, cfg.model.seq_len)
+    test_x, test_y = make_windows(text.test, own, cfg.model.seq_len)
+    personal = score_personal(lambda xb: model(tf.constant(xb), training=False), test_x, test_y,
+                              PersonalCounts.from_windows(own_x, own_y, len(own)), PrefixIndex(own), personal_point,
+                              model_words=len(vocab))
+    every_word = m.top3 * m.num_examples / max(personal.all_scored, 1)  # the shared model never suggests the rest
     return {"loss": m.loss, "top1": m.top1, "top3": m.top3, "keystroke-savings": m.keystroke_savings,
-            "num-examples": m.num_examples, DP_WEIGHT: 1,
+            "num-examples": m.num_examples, DP_WEIGHT: 1, "all-top3": every_word,
             **{f"baseline-{k.replace('_', '-')}": v for k, v in baseline.items()}, **personal.as_metrics()}
 
 

@@ -87,7 +87,7 @@ def personal_row(suggester, text, calls: int) -> str:
         my_words.learn(sentence)
     memory = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    personal = (my_words, *GRID[DEFAULT_POINT])
+    personal = (my_words, GRID[DEFAULT_POINT])
     contexts = [" ".join(s[: len(s) // 2 + 1]) for s in text.test]
     for context in contexts[:50]:
         suggester.suggest(context, personal=personal)  # warm-up

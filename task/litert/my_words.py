@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from task.data.files import DataError, iter_file_sentences, text_files
-from task.data.vocab import BOS, FIRST_WORD_ID, SPECIALS, Vocabulary
+from task.data.vocab import BOS, FIRST_WORD_ID, PAD, SPECIALS, Vocabulary
 from task.personal import PersonalCounts
 from task.run.files import atomic_write
 
@@ -26,17 +26,19 @@ FORMAT = 1
 
 class MyWords:
     def __init__(self, words: Counter | None = None, pairs: dict[str, Counter] | None = None,
-                 files: dict[str, list] | None = None):
+                 triples: dict[str, Counter] | None = None, files: dict[str, list] | None = None):
         self.words = words or Counter()  # word -> times typed
         self.pairs = pairs or {}  # previous word (BOS at a sentence start) -> Counter of next words
+        self.triples = triples or {}  # "word before<TAB>previous word" -> Counter of next words
         self.files = files or {}  # path -> [size, mtime] of each file already counted
 
     def learn(self, sentence: list[str]) -> None:
         """Count one sentence the user typed."""
         sentence = [w for w in sentence if w not in SPECIALS]  # WikiText-style "<unk>" marks
-        for prev, word in zip([BOS, *sentence], sentence):
+        for before, prev, word in zip([PAD, BOS, *sentence], [BOS, *sentence], sentence):
             self.words[word] += 1
             self.pairs.setdefault(prev, Counter())[word] += 1
+            self.triples.setdefault(f"{before}\t{prev}", Counter())[word] += 1
 
     def read_folder(self, folder: Path) -> list[str]:
         """Learn every text file under `folder` not counted before (or changed since); the notes of
@@ -56,19 +58,22 @@ class MyWords:
             self.files[key] = seen
         return notes
 
-    def probabilities(self, vocab: Vocabulary, p_model: np.ndarray, context: list[str], kappa: float,
-                      mu: float) -> tuple[list[str], np.ndarray]:
-        """(words, mixed probabilities): the vocabulary's words followed by the user's own words it
-        lacks (which the model gives 0), after `context` (the current sentence's words)."""
+    def probabilities(self, vocab: Vocabulary, p_model: np.ndarray, context: list[str],
+                      point: tuple) -> tuple[list[str], np.ndarray]:
+        """(words, mixed probabilities at the GRID `point` of task/personal.py): the vocabulary's
+        words followed by the user's own words it lacks (which the model gives 0), after
+        `context` (the current sentence's words)."""
         words, ids, counts = self._columns(vocab)
-        row = np.zeros((1, len(words)))
-        for w, n in self.pairs.get(context[-1] if context else BOS, {}).items():
-            row[0, ids[w]] = n
+        before, prev = ([PAD, BOS, *context])[-2:]
+        rows = np.zeros((2, 1, len(words)))
+        for level, counter in enumerate((self.pairs.get(prev, {}), self.triples.get(f"{before}\t{prev}", {}))):
+            for w, n in counter.items():
+                rows[level, 0, ids[w]] = n
         p = np.zeros((1, len(words)))
         p[0, : len(p_model)] = p_model
         p[0, :FIRST_WORD_ID] = 0.0
         p /= p.sum()
-        return words, PersonalCounts(counts, {}).mix(p, row, kappa, mu)[0]
+        return words, PersonalCounts(counts, {}, {}).mix(p, (rows[0], rows[1]), point)[0]
 
     def _columns(self, vocab: Vocabulary) -> tuple[list[str], dict[str, int], np.ndarray]:
         """The word list, its ids and the word counts as a vector: rebuilt only after learning."""
@@ -83,7 +88,8 @@ class MyWords:
         return self._cached[1]
 
     def save(self, path: Path) -> None:
-        data = {"format": FORMAT, "words": self.words, "pairs": self.pairs, "files": self.files}
+        data = {"format": FORMAT, "words": self.words, "pairs": self.pairs, "triples": self.triples,
+                "files": self.files}
         with atomic_write(Path(path)) as f:
             json.dump(data, f, ensure_ascii=False)
 
@@ -97,7 +103,8 @@ class MyWords:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format") != FORMAT:
                 raise ValueError(f"format {data.get('format')!r}, expected {FORMAT}")
-            return cls(Counter(data["words"]), {k: Counter(v) for k, v in data["pairs"].items()}, data["files"])
+            return cls(Counter(data["words"]), {k: Counter(v) for k, v in data["pairs"].items()},
+                       {k: Counter(v) for k, v in data["triples"].items()}, data["files"])
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"{path}: not a personal-counts file of this template ({e}); move it away to start "
                              "afresh") from e

@@ -63,8 +63,8 @@ class Suggester:
         ids = self.context_ids(text)
         if personal is None:
             return self.suggest_after_ids(ids, k, prefix)
-        my_words, kappa, mu = personal
-        words, probs = my_words.probabilities(self.vocab, self.probabilities(ids), _current_sentence(text), kappa, mu)
+        my_words, point = personal
+        words, probs = my_words.probabilities(self.vocab, self.probabilities(ids), _current_sentence(text), point)
         return _top(words, probs, k, prefix)
 
     def probabilities(self, ids: list[int]) -> np.ndarray:
@@ -79,7 +79,7 @@ class Suggester:
         return _top(self.vocab.words, self.probabilities(ids), k, prefix)
 
 
-Personal = tuple  # (MyWords, kappa, mu): the user's counts and the mix's weights (task/personal.py)
+Personal = tuple  # (MyWords, (kappa2, mu, kappa3)): the user's counts and the mix's weights (task/personal.py)
 
 
 def _top(words: list[str], probs: np.ndarray, k: int, prefix: str = "") -> list[Suggestion]:
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                         "your own word counts (kept on this device, in --counts)")
     parser.add_argument("--counts", type=Path, help="where your counts are kept between sessions "
                         "(default ~/.fednextword/my-words.json when --my-text or --interactive is given)")
-    parser.add_argument("--mix", help="KAPPA,MU of the personal mix (task/personal.py; default: the run's "
-                        "choice in personal.json beside the model)")
+    parser.add_argument("--mix", help="KAPPA2,MU,KAPPA3 of the personal mix (task/personal.py; default: the "
+                        "run's choice in personal.json beside the model)")
     parser.add_argument("--interactive", action="store_true", help="type and watch the suggestions change")
     args = parser.parse_args(argv)
     try:
@@ -160,24 +160,24 @@ def _personal(args) -> tuple[Personal | None, object]:
     if args.my_text:
         for note in my_words.read_folder(args.my_text):
             print(f"note: {note}", file=sys.stderr)
-    return (my_words, *_mix(args)), lambda: my_words.save(counts)
+    return (my_words, _mix(args)), lambda: my_words.save(counts)
 
 
-def _mix(args) -> tuple[float, float]:
+def _mix(args) -> tuple[float, float, float]:
     from task.personal import DEFAULT_POINT, GRID
 
     if args.mix:
         try:
-            kappa, mu = (float(v) for v in args.mix.split(","))
+            point = tuple(float(v) for v in args.mix.split(","))
         except ValueError:
-            raise ValueError(f"--mix {args.mix!r}: expected KAPPA,MU, two positive numbers such as 2,1000") from None
-        if kappa <= 0 or mu <= 0:
-            raise ValueError(f"--mix {args.mix!r}: KAPPA and MU must be positive")
-        return kappa, mu
+            point = ()
+        if len(point) != 3 or min(point) <= 0:
+            raise ValueError(f"--mix {args.mix!r}: expected KAPPA2,MU,KAPPA3, three positive numbers such as 4,3000,1")
+        return point
     chosen = Path(args.model).with_name("personal.json")
     if chosen.is_file():
         data = json.loads(chosen.read_text())
-        return float(data["kappa"]), float(data["mu"])
+        return float(data["kappa2"]), float(data["mu"]), float(data["kappa3"])
     return GRID[DEFAULT_POINT]
 
 

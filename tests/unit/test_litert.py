@@ -185,8 +185,8 @@ def test_a_bad_counts_file_or_mix_is_a_clear_error_and_is_left_alone(exported, t
     out = run_cli("--model", model, "--counts", str(counts), "hi")
     assert out.returncode == 2 and str(counts) in out.stderr and "Traceback" not in out.stderr
     assert counts.read_text() == "{not json"
-    out = run_cli("--model", model, "--counts", str(tmp_path / "new.json"), "--mix", "2", "hi")
-    assert out.returncode == 2 and "--mix" in out.stderr and "KAPPA,MU" in out.stderr
+    out = run_cli("--model", model, "--counts", str(tmp_path / "new.json"), "--mix", "2,3", "hi")
+    assert out.returncode == 2 and "--mix" in out.stderr and "KAPPA2,MU,KAPPA3" in out.stderr
 
 
 def test_interactive_mode_updates_the_suggestions_as_the_user_types_and_learns_their_new_words(exported, tmp_path):

@@ -10,7 +10,8 @@ from task.data.device_text import make_windows
 from task.data.vocab import EOS_ID, FIRST_WORD_ID, default_vocabulary
 from task.keystrokes import PrefixIndex
 from task.model import build_model
-from task.personal import FOLD, GRID, PersonalCounts, cross_fitted, score_personal, without_personal, word_probabilities
+from task.personal import (FOLD, GRID, PersonalCounts, contexts, cross_fitted, score_personal, without_personal,
+                           word_probabilities)
 from task.train import evaluate, train
 
 MODEL = ModelConfig(vocab_size=2000, seq_len=10, embed_dim=16, num_heads=2, ffn_dim=32)
@@ -47,13 +48,15 @@ def test_the_mix_is_a_distribution_over_words_and_the_users_pairs_win_once_typed
     p_model = word_probabilities(logits)
     assert p_model[:, :FIRST_WORD_ID].sum() == 0 and np.allclose(p_model.sum(axis=1), 1)
     prev = np.array(VOCAB.encode(["my", "called", "the", "the"]))
-    for kappa, mu in GRID:
-        p = counts.mix(p_model, counts.pair_rows(prev), kappa, mu)
+    before = np.array(VOCAB.encode(["<bos>", "is", "my", "at"]))
+    rows = counts.rows(before, prev)
+    for point in GRID:
+        p = counts.mix(p_model, rows, point)
         assert np.allclose(p.sum(axis=1), 1) and p[:, :FIRST_WORD_ID].sum() == 0
         assert p[0].argmax() == VOCAB.encode(["dog"])[0] and p[1].argmax() == VOCAB.encode(["jack"])[0]  # 30 times each
     # a context the user never typed keeps the model's ranking of the words they never typed
     never = [w for w in range(FIRST_WORD_ID, len(VOCAB)) if counts.words[w] == 0]
-    p = counts.mix(p_model, counts.pair_rows(prev), *GRID[0])
+    p = counts.mix(p_model, rows, GRID[0])
     assert np.argsort(p[2, never])[-5:].tolist() == np.argsort(p_model[2, never])[-5:].tolist()
 
 
@@ -123,7 +126,8 @@ def test_under_dp_the_personal_scores_leave_only_as_the_declared_evaluation_scor
     sent = dict(reply.content["metrics"])
     assert {k for k in sent if not k.startswith(EVAL_PREFIX)} == {DP_WEIGHT}
     personal = {k.removeprefix(EVAL_PREFIX) for k in sent if "personal" in k}
-    expected = {FOLD, "personal-keystroke-savings"} | {f"personal-top{k}-{i}" for k in (1, 3) for i in range(len(GRID))}
+    expected = {FOLD, "personal-keystroke-savings", "personal-all-top3"} | {
+        f"personal-top{k}-{i}" for k in (1, 3) for i in range(len(GRID))}
     assert personal == expected
     assert all(0 <= sent[EVAL_PREFIX + k] <= 1 for k in expected)  # shares, not counts
 
@@ -139,9 +143,65 @@ def test_ranking_only_the_users_words_and_the_models_top_three_gives_the_full_mi
                            PrefixIndex(VOCAB), point=0, batch_size=len(x))
     at = y[30:].reshape(-1) >= FIRST_WORD_ID
     p_model = word_probabilities(logits.reshape(-1, len(VOCAB))[at])
-    target, rows = y[30:].reshape(-1)[at], counts.pair_rows(x[30:].reshape(-1)[at])
-    for i, (kappa, mu) in enumerate(GRID):
-        ranked = np.argsort(-counts.mix(p_model, rows, kappa, mu), axis=1)[:, :3]
+    before, prev = (c[at] for c in contexts(x[30:]))
+    target, rows = y[30:].reshape(-1)[at], counts.rows(before, prev)
+    for i, point in enumerate(GRID):
+        ranked = np.argsort(-counts.mix(p_model, rows, point), axis=1)[:, :3]
         assert score.top1[i] == np.count_nonzero(ranked[:, 0] == target)
         assert score.top3[i] == np.count_nonzero((ranked == target[:, None]).any(axis=1))
     assert score.top3.max() > score.top3.min()  # the grid points do differ here
+
+
+@pytest.mark.parametrize("part", ["all", "output"])
+def test_fine_tuning_learns_the_users_text_and_moves_only_the_part_asked(part):
+    from task.finetune import fine_tune
+    from task.model import OUTPUT
+
+    tf.keras.utils.set_random_seed(4)
+    model = build_model(MODEL)
+    x, y = make_windows([["see", "you", "at", "the", "station", "tonight"]] * 30, VOCAB, MODEL.seq_len)
+    before = [w.copy() for w in model.get_weights()]
+    loss_before = evaluate(model, x, y).loss
+    fine_tune(model, x, y, part=part, learning_rate=1e-2, epochs=10)
+    assert evaluate(model, x, y).loss < loss_before - 0.5
+    output = {id(v) for v in model.get_layer(OUTPUT).trainable_variables}
+    for variable, old in zip(model.weights, before):
+        moved = not np.array_equal(variable.numpy(), old)
+        if part == "output" or id(variable) in output:
+            assert moved == (id(variable) in output), variable.name
+        elif variable.trainable:
+            assert moved, variable.name
+
+
+def test_the_personal_part_weighs_more_the_more_the_user_has_typed():
+    """A new user gets the shared model exactly; each time the user types a phrase again, the mix
+    gives its next word more probability."""
+    p_model = word_probabilities(np.random.default_rng(5).normal(size=(1, len(VOCAB))))
+    dog = VOCAB.encode(["dog"])[0]
+    before, prev = np.array(VOCAB.encode(["<bos>"])), np.array(VOCAB.encode(["my"]))
+    shares = []
+    for times in (0, 1, 3, 10, 30):
+        x, y = make_windows([["my", "dog", "is", "here"]] * times, VOCAB, MODEL.seq_len)
+        counts = PersonalCounts.from_windows(x, y, len(VOCAB))
+        p = counts.mix(p_model, counts.rows(before, prev), GRID[len(GRID) // 2])
+        if times == 0:
+            assert np.allclose(p, p_model)
+        shares.append(p[0, dog])
+    assert all(a < b for a, b in zip(shares, shares[1:])), shares
+
+
+def test_the_users_own_words_outside_the_vocabulary_count_in_the_every_word_top3():
+    """The personal dictionary: a name the vocabulary lacks, typed in training, is suggested in the
+    held-out text; the shared model can never suggest it. The in-vocabulary scores ignore it."""
+    from task.config import Config
+    from task.data.device_text import DeviceText
+    from task.device import evaluate_round
+
+    cfg = Config(model=MODEL)
+    train_text = [["i", "met", "zorblax", "at", "the", "market"]] * 20 + [["we", "went", "home"]] * 5
+    test_text = [["i", "met", "zorblax", "again"], ["we", "went", "to", "glimbor"]]
+    text = DeviceText("a user", train_text + test_text, train_text, test_text, [])
+    metrics = evaluate_round(cfg, text, build_model(MODEL).get_weights())
+    # 8 word targets: 'zorblax' (typed before), 'glimbor' (never) and 6 in the vocabulary
+    assert metrics["all-top3"] == pytest.approx(metrics["top3"] * 6 / 8)
+    assert metrics["personal-all-top3"] >= 2 / 8 + metrics["all-top3"]  # 'zorblax' and 'met' after 'i', at least
