@@ -176,8 +176,12 @@ def _mix(args) -> tuple[float, float, float]:
         return point
     chosen = Path(args.model).with_name("personal.json")
     if chosen.is_file():
-        data = json.loads(chosen.read_text())
-        return float(data["kappa2"]), float(data["mu"]), float(data["kappa3"])
+        try:
+            data = json.loads(chosen.read_text())
+            return float(data["kappa2"]), float(data["mu"]), float(data["kappa3"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{chosen}: expected the run's mix as {{\"kappa2\", \"mu\", \"kappa3\"}} ({e!r}); "
+                             "give --mix or export the model again") from e
     return GRID[DEFAULT_POINT]
 
 
