@@ -39,5 +39,5 @@ def personal_point(msg: Message, context: Context) -> tuple[int, int | None]:
     """(this device's fold, the personal mix's grid point the server chose for it; None before any)."""
     fold = context.node_id % 2
     config = msg.content.config_records.get("config")
-    chosen = list(config.get(PERSONAL_MIX, [])) if config is not None else []
-    return fold, (int(chosen[fold]) if len(chosen) == 2 else None)
+    chosen = config.get(PERSONAL_MIX[fold]) if config is not None else None
+    return fold, (None if chosen is None else int(chosen))

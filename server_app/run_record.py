@@ -94,6 +94,14 @@ class RunRecord:
                  for r in records]
         return {**aggregate_metricrecords(plain, "num-examples"), **personal}
 
+    def personal_state(self) -> dict:
+        """What a resumed run needs to continue the personal mix's choices (task/personal.py)."""
+        return {"personal_mix": list(self.personal_mix), "personal_point": self.personal_point}
+
+    def resume_personal(self, state: dict) -> None:
+        if "personal_mix" in state:
+            self.personal_mix, self.personal_point = list(state["personal_mix"]), int(state["personal_point"])
+
     def _keep(self, phase: str, metrics: MetricRecord) -> MetricRecord:
         self._aggregated[phase] = dict(metrics)
         return metrics

@@ -79,7 +79,7 @@ class _PrivateRounds(FedAvg):
         config["server-round"] = server_round
         config[ROUND_GOAL] = goal
         config[EVALUATE_FIRST] = self._evaluate_in_train  # the devices score the model they receive
-        config[PERSONAL_MIX] = list(self._personal_mix())
+        config.update(zip(PERSONAL_MIX, self._personal_mix()))
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, node_ids, MessageType.TRAIN)
 
@@ -89,7 +89,7 @@ class _PrivateRounds(FedAvg):
         # has no next round.
         if self._evaluate_in_train and server_round < self.last_round:
             return []
-        config[PERSONAL_MIX] = list(self._personal_mix())
+        config.update(zip(PERSONAL_MIX, self._personal_mix()))
         return super().configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round, replies):

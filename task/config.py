@@ -56,9 +56,10 @@ EVALUATE_FIRST = "evaluate-first"
 EVAL_PREFIX = "eval-"
 # Train-message config key: replies that close the round (over-selection, participation.selection-factor).
 ROUND_GOAL = "round-goal"
-# Train and evaluate message config key: the personal mix's grid point (task/personal.py) each fold
-# of devices (node id parity) counts keystrokes at, chosen on the other fold's scores.
-PERSONAL_MIX = "personal-mix"
+# Train and evaluate message config keys: the personal mix's grid point (task/personal.py) each fold
+# of devices (node id parity) counts keystrokes at, chosen on the other fold's scores (two ints: the
+# SecAgg+ mod passes only scalar config values).
+PERSONAL_MIX = ("personal-mix-0", "personal-mix-1")
 # Train, evaluate and query message config key: the words the run's discoveries appended to the
 # base vocabulary, in order (absent: none); the model the message carries has their rows.
 VOCAB_ADDED = "vocab-added"

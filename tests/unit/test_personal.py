@@ -205,3 +205,19 @@ def test_the_users_own_words_outside_the_vocabulary_count_in_the_every_word_top3
     # 8 word targets: 'zorblax' (typed before), 'glimbor' (never) and 6 in the vocabulary
     assert metrics["all-top3"] == pytest.approx(metrics["top3"] * 6 / 8)
     assert metrics["personal-all-top3"] >= 2 / 8 + metrics["all-top3"]  # 'zorblax' and 'met' after 'i', at least
+
+
+def test_a_resumed_run_continues_the_personal_mix_where_it_was(tmp_path):
+    """The points each fold uses are run state: checkpointed, and restored by a resume."""
+    from flwr.app import MetricRecord, RecordDict
+
+    from server_app.run_record import RunRecord
+    from task.config import Config
+
+    first = RunRecord(tmp_path / "a", Config(model=MODEL), VOCAB)
+    devices = [device(0, best_point=3, top3=0.6, shared=0.4), device(1, best_point=5, top3=0.6, shared=0.4)]
+    first.aggregate_evaluate_metrics([RecordDict({"metrics": MetricRecord(d)}) for d in devices], "num-examples")
+    assert first.personal_mix == [5, 3]
+    resumed = RunRecord(tmp_path / "b", Config(model=MODEL), VOCAB)
+    resumed.resume_personal(first.personal_state())
+    assert resumed.personal_state() == first.personal_state()
