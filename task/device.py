@@ -22,7 +22,7 @@ from task.data.files import DataError
 from task.data.vocab import Vocabulary, run_vocabulary, vocabulary_rows
 from task.keystrokes import PrefixIndex
 from task.model import build_model
-from task.personal import DEFAULT_POINT, PersonalCounts, score_personal
+from task.personal import DEFAULT_POINT, PersonalCounts, PersonalScorer
 from task.privacy.mechanisms import DP_WEIGHT, dpsgd_steps
 
 Weights = list[np.ndarray]
@@ -72,19 +72,20 @@ def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple
     to the model mixed with the user's own counts (task/personal.py; keystrokes at `personal_point`)."""
     vocab = run_vocabulary(cfg.model.vocab_size, added)
     x, y = _windows(cfg, vocab, text.test, text.name, "test")
-    model = _model(cfg, vocab, weights)
-    m = trainer.evaluate(model, x, y, vocab=vocab)
+    # the personal dictionary: the words of the user's own training text that the vocabulary lacks;
+    # the same windows with those words' own ids (the model reads them as <unk>, as in x)
+    own = vocab.extended(sorted({w for s in text.train for w in s if w not in vocab}))
+    own_x, own_y = make_windows(text.train, own, cfg.model.seq_len)
+    test_x, test_y = make_windows(text.test, own, cfg.model.seq_len)
+    scorer = PersonalScorer(PersonalCounts.from_windows(own_x, own_y, len(own)), PrefixIndex(own), personal_point,
+                            model_words=len(vocab))
+    m = trainer.evaluate(_model(cfg, vocab, weights), x, y, vocab=vocab, each_batch=lambda start, logits: scorer.add(
+        test_x[start : start + len(logits)], test_y[start : start + len(logits)], logits))
     if m.num_examples == 0:
         raise DataError(f"{text.name}: its test text has no in-vocabulary word to score", reason="too little text")
     train_x, train_y = make_windows(text.train, vocab, cfg.model.seq_len)
     baseline = ngram_baseline(train_x, train_y, x, y, vocab)
-    # the personal dictionary: the words of the user's own training text that the vocabulary lacks
-    own = vocab.extended(sorted({w for s in text.train for w in s if w not in vocab}))
-    own_x, own_y = make_windows(text.train, own, cfg.model.seq_len)
-    test_x, test_y = make_windows(text.test, own, cfg.model.seq_len)
-    personal = score_personal(lambda xb: model(tf.constant(xb), training=False), test_x, test_y,
-                              PersonalCounts.from_windows(own_x, own_y, len(own)), PrefixIndex(own), personal_point,
-                              model_words=len(vocab))
+    personal = scorer.result()
     every_word = m.top3 * m.num_examples / max(personal.all_scored, 1)  # the shared model never suggests the rest
     return {"loss": m.loss, "top1": m.top1, "top3": m.top3, "keystroke-savings": m.keystroke_savings,
             "num-examples": m.num_examples, DP_WEIGHT: 1, "all-top3": every_word,

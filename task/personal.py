@@ -32,7 +32,7 @@ from task.data.vocab import FIRST_WORD_ID, PAD_ID, UNK_ID
 from task.keystrokes import KeystrokeCount, PrefixIndex
 
 DISCOUNT = 0.75
-GRID = tuple((k2, mu, k3) for k2 in (1.0, 4.0, 16.0, 64.0) for mu in (300.0, 3000.0, 30000.0) for k3 in (1.0, 4.0))
+GRID = tuple((k2, mu, k3) for k2 in (1.0, 4.0, 16.0, 64.0) for mu in (3000.0, 30000.0) for k3 in (1.0, 4.0))
 DEFAULT_POINT = GRID.index((4.0, 3000.0, 1.0))  # before any device has scored the grid
 
 
@@ -65,14 +65,16 @@ class PersonalCounts:
                 triples[(a, b)][nxt] += 1
         return cls(words, dict(pairs), dict(triples))
 
-    def rows(self, before: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Dense [positions, vocabulary] pair and triple counts of each position's contexts."""
-        pair_rows, triple_rows = np.zeros((2, len(prev), len(self.words)))
+    def rows(self, before: np.ndarray, prev: np.ndarray, columns: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Pair and triple counts of each position's contexts, [positions, columns] (default: every
+        word); a count's word is always one the user typed, so `columns` may be just those."""
+        columns = np.arange(len(self.words)) if columns is None else columns
+        index = dict(zip(columns.tolist(), range(len(columns))))
+        pair_rows, triple_rows = np.zeros((2, len(prev), len(columns)))
         for i, (a, b) in enumerate(zip(before.tolist(), prev.tolist())):
-            for w, n in self.pairs.get(b, {}).items():
-                pair_rows[i, w] = n
-            for w, n in self.triples.get((a, b), {}).items():
-                triple_rows[i, w] = n
+            for rows, counter in ((pair_rows, self.pairs.get(b, {})), (triple_rows, self.triples.get((a, b), {}))):
+                for w, n in counter.items():
+                    rows[i, index[w]] = n
         return pair_rows, triple_rows
 
     def mix(self, p_model: np.ndarray, rows: tuple[np.ndarray, np.ndarray], point: tuple) -> np.ndarray:
@@ -123,54 +125,93 @@ class PersonalScore:
 
 def score_personal(predict, x: np.ndarray, y: np.ndarray, counts: PersonalCounts, index: PrefixIndex,
                    point: int, batch_size: int = 32, model_words: int | None = None) -> PersonalScore:
-    """Score the mixed suggestions on held-out windows. `predict(x)` gives the model's logits
-    [batch, seq_len, model_words]; ids from `model_words` on are the user's own words the model
-    lacks (x, y and the counts use them; the model reads them as <unk>). Keystroke savings and the
-    top-3 over every word target are counted at grid point `point` only.
-
-    The top 3 of a mix lie among the user's own words and the model's top 3 of the others (a word
-    the user never typed keeps the model's order), so every grid point ranks only those."""
-    model_words = model_words or len(counts.words)
-    own = np.flatnonzero(counts.words)
-    top1, top3 = np.zeros(len(GRID)), np.zeros(len(GRID))
-    scored = all_scored = all_top3 = 0
-    strokes = KeystrokeCount()
+    """Score the mixed suggestions on held-out windows; `predict(x)` gives the model's logits
+    [batch, seq_len, model_words] (PersonalScorer, for the rest)."""
+    scorer = PersonalScorer(counts, index, point, model_words)
     for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size].reshape(-1)
+        xb = x[start : start + batch_size]
+        scorer.add(xb, y[start : start + batch_size], np.asarray(predict(np.where(xb >= scorer.model_words, UNK_ID, xb))))
+    return scorer.result()
+
+
+class PersonalScorer:
+    """Scores the mix batch by batch, from logits the shared model's evaluation computed anyway.
+
+    Ids from `model_words` on are the user's own words the model lacks (the windows and the counts
+    use them; the model read them as <unk>). Keystroke savings and the top-3 over every word
+    target are counted at grid point `point` only. A word the user never typed gets the model's
+    probability times one factor per position (every count of it is 0), so the mix is computed
+    on the user's own words only: its top 3 lie among them and the model's top 3 of the rest, and
+    the full distribution (for keystrokes) is the model's scaled, with the user's words over it."""
+
+    CHUNK = 32  # windows at a time: a few [positions, vocabulary] arrays stay small
+
+    def __init__(self, counts: PersonalCounts, index: PrefixIndex, point: int, model_words: int | None = None):
+        self.counts, self.index, self.point = counts, index, point
+        self.model_words = model_words or len(counts.words)
+        self.own = np.flatnonzero(counts.words)
+        self.top1, self.top3 = np.zeros(len(GRID)), np.zeros(len(GRID))
+        self.scored = self.all_scored = self.all_top3 = 0
+        self.strokes = KeystrokeCount()
+
+    def add(self, x: np.ndarray, y: np.ndarray, logits: np.ndarray) -> None:
+        for start in range(0, len(x), self.CHUNK):
+            end = start + self.CHUNK
+            self._add(x[start:end], y[start:end].reshape(-1), logits[start:end])
+
+    def _add(self, xb: np.ndarray, yb: np.ndarray, logits: np.ndarray) -> None:
+        counts, own = self.counts, self.own
         at = (yb >= FIRST_WORD_ID) | (yb == UNK_ID)  # every word the user typed next
         if not at.any():
-            continue
-        logits = np.asarray(predict(np.where(xb >= model_words, UNK_ID, xb)))
-        p_model = word_probabilities(logits.reshape(-1, logits.shape[-1])[at])
-        p_model = np.pad(p_model, ((0, 0), (0, len(counts.words) - model_words)))
+            return
+        p_model = np.zeros((int(at.sum()), len(counts.words)), np.float32)
+        p_model[:, : self.model_words] = word_probabilities(logits.reshape(-1, logits.shape[-1])[at])
         before, prev = (c[at] for c in contexts(xb))
         target = yb[at]
-        known = (target >= FIRST_WORD_ID) & (target < model_words)  # what the shared model is scored on
-        rows = counts.rows(before, prev)
+        known = (target >= FIRST_WORD_ID) & (target < self.model_words)  # what the shared model is scored on
+        rows = counts.rows(before, prev, own)
+        levels = [(r.sum(axis=1, keepdims=True), np.count_nonzero(r, axis=1)[:, None]) for r in rows]
         others = p_model.copy()
         others[:, own] = -1.0
-        others_top = np.argpartition(-others, 2, axis=1)[:, :3]
+        others_top = _top3(others)
         ids = np.concatenate([np.broadcast_to(own, (len(target), len(own))), others_top], axis=1)
-        short_model = np.take_along_axis(p_model, ids, 1)
-        short_words = np.concatenate([np.broadcast_to(counts.words[own], (len(target), len(own))),
-                                      np.zeros((len(target), 3))], axis=1)
-        short_rows = [np.concatenate([r[:, own], np.zeros((len(target), 3))], axis=1) for r in rows]
-        levels = [(r.sum(axis=1, keepdims=True), np.count_nonzero(r, axis=1)[:, None]) for r in rows]
-        scored += int(known.sum())
-        all_scored += len(target)
+        short_model = np.take_along_axis(p_model, ids, 1).astype(np.float64)
+        zeros = np.zeros((len(target), 3))
+        short_words = np.concatenate([np.broadcast_to(counts.words[own], (len(target), len(own))), zeros], axis=1)
+        short_rows = [np.concatenate([r, zeros], axis=1) for r in rows]
+        total = counts.words.sum()
+        self.scored += int(known.sum())
+        self.all_scored += len(target)
         for i, (kappa2, mu, kappa3) in enumerate(GRID):
-            p = (short_words + mu * short_model) / (counts.words.sum() + mu)
+            p = (short_words + mu * short_model) / (total + mu)
+            scale = mu / (total + mu)  # what a word never typed gets, times its model probability
             for r, (seen, kinds), kappa in zip(short_rows, levels, (kappa2, kappa3)):
                 p = (np.maximum(r - DISCOUNT, 0.0) + (kappa + DISCOUNT * kinds) * p) / (seen + kappa)
+                scale = scale * (kappa + DISCOUNT * kinds) / (seen + kappa)
             best = np.argpartition(-p, 2, axis=1)[:, :3]
             ranked = np.take_along_axis(ids, np.take_along_axis(best, np.argsort(-np.take_along_axis(p, best, 1), 1), 1), 1)
             hit3 = (ranked == target[:, None]).any(axis=1)
-            top1[i] += np.count_nonzero((ranked[:, 0] == target) & known)
-            top3[i] += np.count_nonzero(hit3 & known)
-            if i == point:
-                all_top3 += int(hit3.sum())
-                strokes.add(counts.mix(p_model, rows, GRID[i])[known], target[known], index)
-    return PersonalScore(top1, top3, scored, strokes.savings, all_top3, all_scored)
+            self.top1[i] += np.count_nonzero((ranked[:, 0] == target) & known)
+            self.top3[i] += np.count_nonzero(hit3 & known)
+            if i == self.point:
+                self.all_top3 += int(hit3.sum())
+                full = (scale * p_model)[known]
+                full[:, own] = p[known][:, : len(own)]
+                self.strokes.add(full, target[known], self.index)
+
+    def result(self) -> PersonalScore:
+        return PersonalScore(self.top1, self.top3, self.scored, self.strokes.savings, self.all_top3, self.all_scored)
+
+
+def _top3(scores: np.ndarray) -> np.ndarray:
+    """The three best columns of each row, in any order (three passes of argmax: several times
+    faster than an argpartition over a vocabulary-wide row). Overwrites `scores`."""
+    rows = np.arange(len(scores))
+    best = np.empty((len(scores), 3), np.int64)
+    for k in range(3):
+        best[:, k] = scores.argmax(axis=1)
+        scores[rows, best[:, k]] = -np.inf
+    return best
 
 
 FOLD = "personal-fold"  # which half of the devices a device is in (its node id's parity)

@@ -91,9 +91,10 @@ def train(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, b
 
 
 def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
-             vocab: Vocabulary | None = None) -> Metrics:
+             vocab: Vocabulary | None = None, each_batch=None) -> Metrics:
     """Token-level loss, perplexity and top-1/top-3 accuracy over the windows; with `vocab`,
-    keystroke savings too."""
+    keystroke savings too. `each_batch(start, logits)` sees every batch's logits (one forward pass
+    serves other scores too: task/personal.py)."""
     nll_sum = loss_count = hits1 = hits3 = scored = 0.0
     index, count = (PrefixIndex(vocab), KeystrokeCount()) if vocab is not None else (None, None)
     for start in range(0, len(x), batch_size):
@@ -104,6 +105,8 @@ def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: in
         hits1 += float(b[2]); hits3 += float(b[3]); scored += float(b[4])
         if count is not None:
             count.add(logits.numpy().reshape(-1, logits.shape[-1]), yb.ravel(), index)
+        if each_batch is not None:
+            each_batch(start, logits.numpy())
     loss = nll_sum / max(loss_count, 1.0)
     return Metrics(loss=loss, perplexity=math.exp(min(loss, 50.0)), top1=hits1 / max(scored, 1.0),
                    top3=hits3 / max(scored, 1.0), num_examples=int(scored),

@@ -8,7 +8,7 @@ import tensorflow as tf
 from task.config import ModelConfig
 from task.data.device_text import make_windows
 from task.data.vocab import EOS_ID, FIRST_WORD_ID, default_vocabulary
-from task.keystrokes import PrefixIndex
+from task.keystrokes import KeystrokeCount, PrefixIndex
 from task.model import build_model
 from task.personal import (FOLD, GRID, PersonalCounts, contexts, cross_fitted, score_personal, without_personal,
                            word_probabilities)
@@ -149,6 +149,9 @@ def test_ranking_only_the_users_words_and_the_models_top_three_gives_the_full_mi
         ranked = np.argsort(-counts.mix(p_model, rows, point), axis=1)[:, :3]
         assert score.top1[i] == np.count_nonzero(ranked[:, 0] == target)
         assert score.top3[i] == np.count_nonzero((ranked == target[:, None]).any(axis=1))
+    strokes = KeystrokeCount()
+    strokes.add(counts.mix(p_model, rows, GRID[0]), target, PrefixIndex(VOCAB))
+    assert score.keystroke_savings == pytest.approx(strokes.savings)
     assert score.top3.max() > score.top3.min()  # the grid points do differ here
 
 
@@ -221,3 +224,23 @@ def test_a_resumed_run_continues_the_personal_mix_where_it_was(tmp_path):
     resumed = RunRecord(tmp_path / "b", Config(model=MODEL), VOCAB)
     resumed.resume_personal(first.personal_state())
     assert resumed.personal_state() == first.personal_state()
+
+
+def test_the_mix_matches_probabilities_computed_by_hand():
+    """Ids 4 = "a", 5 = "b". The user typed "a b." and "a.": u(a) = 2, u(b) = 1, N = 3; after "a"
+    (at a sentence start) once "b". Model: 1/2 each. At (kappa2, mu, kappa3) = (1, 3, 1), D = 3/4:
+    q(a) = (2 + 3/2) / 6 = 7/12; p2(a | a) = (0 + (1 + 3/4) q(a)) / (1 + 1) = 7/8 q(a);
+    p3(a | <bos> a) = (0 + (1 + 3/4) p2(a | a)) / 2 = 49/64 * 7/12; p3(b) = 1 - p3(a)."""
+    x = np.array([[2, 4, 5], [2, 4, 0]], np.int32)
+    y = np.array([[4, 5, 3], [4, 3, 0]], np.int32)
+    counts = PersonalCounts.from_windows(x, y, 6)
+    assert counts.words.tolist() == [0, 0, 0, 0, 2, 1]
+    p_model = np.array([[0, 0, 0, 0, 0.5, 0.5]])
+    p = counts.mix(p_model, counts.rows(np.array([2]), np.array([4])), (1.0, 3.0, 1.0))
+    a = 49 / 64 * 7 / 12
+    assert p[0].tolist() == pytest.approx([0, 0, 0, 0, a, 1 - a], abs=1e-12)
+    # a sentence start the user always began with "a": triple (<pad>, <bos>) seen twice, pair twice
+    p = counts.mix(p_model, counts.rows(np.array([0]), np.array([2])), (1.0, 3.0, 1.0))
+    q_a, q_b = 7 / 12, 5 / 12
+    p2_a, p2_b = (2 - 0.75 + 1.75 * q_a) / 3, 1.75 * q_b / 3
+    assert p[0, 4:].tolist() == pytest.approx([(2 - 0.75 + 1.75 * p2_a) / 3, 1.75 * p2_b / 3], abs=1e-12)
