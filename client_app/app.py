@@ -103,7 +103,6 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate(mods=[eligibility_mod, transfer_mod, straggler_mod])
 def evaluate(msg: Message, context: Context) -> Message:
-
     started = time.perf_counter()
     cfg = config_of(context)
     try:

@@ -19,7 +19,7 @@ from task.baseline import ngram_baseline
 from task.config import Config, ModelConfig
 from task.data.device_text import DeviceText, make_windows
 from task.data.files import DataError
-from task.data.vocab import Vocabulary, run_vocabulary, vocabulary_rows
+from task.data.vocab import UNK_ID, Vocabulary, run_vocabulary, vocabulary_rows
 from task.keystrokes import PrefixIndex
 from task.model import build_model
 from task.personal import DEFAULT_POINT, PersonalCounts, PersonalScorer
@@ -71,19 +71,20 @@ def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple
     """Score the received global model on the device's held-out text, next to local baselines and
     to the model mixed with the user's own counts (task/personal.py; keystrokes at `personal_point`)."""
     vocab = run_vocabulary(cfg.model.vocab_size, added)
-    x, y = _windows(cfg, vocab, text.test, text.name, "test")
-    # the personal dictionary: the words of the user's own training text that the vocabulary lacks;
-    # the same windows with those words' own ids (the model reads them as <unk>, as in x)
+    # the personal dictionary: the words of the user's own training text that the vocabulary lacks
+    # get ids of their own; every other id means what it means to the model, so the model's windows
+    # are these with the new ids read as <unk>
     own = vocab.extended(sorted({w for s in text.train for w in s if w not in vocab}))
     own_x, own_y = make_windows(text.train, own, cfg.model.seq_len)
-    test_x, test_y = make_windows(text.test, own, cfg.model.seq_len)
+    test_x, test_y = _windows(cfg, own, text.test, text.name, "test")
+    x, y = (np.where(a >= len(vocab), UNK_ID, a) for a in (test_x, test_y))
     scorer = PersonalScorer(PersonalCounts.from_windows(own_x, own_y, len(own)), PrefixIndex(own), personal_point,
                             model_words=len(vocab))
     m = trainer.evaluate(_model(cfg, vocab, weights), x, y, vocab=vocab, each_batch=lambda start, logits: scorer.add(
         test_x[start : start + len(logits)], test_y[start : start + len(logits)], logits))
     if m.num_examples == 0:
         raise DataError(f"{text.name}: its test text has no in-vocabulary word to score", reason="too little text")
-    train_x, train_y = make_windows(text.train, vocab, cfg.model.seq_len)
+    train_x, train_y = (np.where(a >= len(vocab), UNK_ID, a) for a in (own_x, own_y))
     baseline = ngram_baseline(train_x, train_y, x, y, vocab)
     personal = scorer.result()
     every_word = m.top3 * m.num_examples / max(personal.all_scored, 1)  # the shared model never suggests the rest

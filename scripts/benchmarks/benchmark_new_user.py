@@ -37,10 +37,10 @@ def main() -> int:
     from task.data.partition import corpus_layout, corpus_pairs
     from task.data.vocab import BOS, SPECIALS
     from task.litert.my_words import MyWords
-    from task.litert.suggest import Suggester, _mix
+    from task.litert.suggest import Suggester, mix_weights
 
     suggester = Suggester.from_files(args.model)
-    point = _mix(argparse.Namespace(mix=args.mix, model=args.model))
+    point = mix_weights(argparse.Namespace(mix=args.mix, model=args.model))
     files = text_files(args.text)
     units: dict[str, list] = defaultdict(list)
     for file in files:

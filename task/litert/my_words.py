@@ -31,6 +31,7 @@ class MyWords:
         self.pairs = pairs or {}  # previous word (BOS at a sentence start) -> Counter of next words
         self.triples = triples or {}  # "word before<TAB>previous word" -> Counter of next words
         self.files = files or {}  # path -> [size, mtime] of each file already counted
+        self._cached: tuple = (None, None)  # _columns: rebuilt only after learning
 
     def learn(self, sentence: list[str]) -> None:
         """Count one sentence the user typed."""
@@ -78,7 +79,7 @@ class MyWords:
     def _columns(self, vocab: Vocabulary) -> tuple[list[str], dict[str, int], np.ndarray]:
         """The word list, its ids and the word counts as a vector: rebuilt only after learning."""
         key = (id(vocab), sum(self.words.values()), len(self.words))
-        if getattr(self, "_cached", (None,))[0] != key:
+        if self._cached[0] != key:
             words = vocab.words + sorted(w for w in self.words if w not in vocab)
             ids = {w: i for i, w in enumerate(words)}
             counts = np.zeros(len(words))

@@ -160,10 +160,11 @@ def _personal(args) -> tuple[Personal | None, object]:
     if args.my_text:
         for note in my_words.read_folder(args.my_text):
             print(f"note: {note}", file=sys.stderr)
-    return (my_words, _mix(args)), lambda: my_words.save(counts)
+    return (my_words, mix_weights(args)), lambda: my_words.save(counts)
 
 
-def _mix(args) -> tuple[float, float, float]:
+def mix_weights(args) -> tuple[float, float, float]:
+    """(kappa2, mu, kappa3): --mix, else the run's choice beside the model, else the default point."""
     from task.personal import DEFAULT_POINT, GRID
 
     if args.mix:
