@@ -46,8 +46,12 @@ MARKS = {"submitted": "Successfully started run",          # CLI, local SuperLin
          "first_round": "[ROUND 1/"}                      # ServerApp set up, initial evaluation done
 
 
-def flower_env(flwr_home: Path, http_port: int = 39091, control_port: int = 39093) -> dict[str, str]:
-    env = dict(os.environ)
+def flower_env(flwr_home: Path, http_port: int = 39091, control_port: int = 39093,
+               ray_address: str | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """`ray_address`: a Ray cluster the simulation attaches to. Without one, the simulation starts
+    its own Ray ("local"), even if a `ray start --head` on this machine left its address behind.
+    `extra`: more variables, e.g. the cluster's RAY_AUTH_TOKEN."""
+    env = {**os.environ, **(extra or {})}
     env.update({
         "FLWR_HOME": str(flwr_home),
         "FLWR_TELEMETRY_ENABLED": "0",
@@ -61,19 +65,24 @@ def flower_env(flwr_home: Path, http_port: int = 39091, control_port: int = 3909
         # Flower's simulation process and every Ray worker import TensorFlow before any app code
         # runs; with tf-keras selected up front TensorFlow skips loading Keras 3 (~2 s each).
         "TF_USE_LEGACY_KERAS": "1",
+        # Flower's Ray backend calls ray.init() without an address: it reads this one
+        "RAY_ADDRESS": ray_address or "local",
     })
     return env
 
 
 @contextmanager
 def private_flower(flwr_home: Path, http_port: int = 39091, control_port: int = 39093, *,
-                   must_stop: bool = False) -> Iterator[dict[str, str]]:
+                   must_stop: bool = False, ray_address: str | None = None,
+                   extra: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """The environment for `flwr run` with its own FLWR_HOME and ports, and its local SuperLink
-    started; on exit that SuperLink is stopped (`must_stop`: it is an error if none was found)."""
+    started; on exit that SuperLink is stopped (`must_stop`: it is an error if none was found).
+    The SuperLink is started with RAY_ADDRESS set (`ray_address`, or "local"): the simulation
+    process it spawns for each run inherits it."""
     problem = bundle_problem(flwr_home)
     if problem:
         raise RuntimeError(problem)
-    env = flower_env(flwr_home, http_port, control_port)
+    env = flower_env(flwr_home, http_port, control_port, ray_address, extra)
     try:
         start_local_superlink(env)
         yield env
@@ -84,7 +93,8 @@ def private_flower(flwr_home: Path, http_port: int = 39091, control_port: int = 
 
 
 def run_app(env: dict[str, str], *, num_supernodes: int = 0, run_config: str = "", cpus_per_client: int = 1,
-            connection: str | None = None, timeout: float = 1800, start_timeout: float = 600,
+            gpus_per_client: float = 0.0, connection: str | None = None, timeout: float = 1800,
+            start_timeout: float = 600,
             echo: bool | Callable[[str], bool] = True) -> RunOutcome:
     """`flwr run . --stream`: in simulation (default) or on the SuperLink `connection` names.
 
@@ -96,7 +106,9 @@ def run_app(env: dict[str, str], *, num_supernodes: int = 0, run_config: str = "
     """
     cmd = [str(VENV_BIN / "flwr"), "run", str(ROOT), *([connection] if connection else []), "--stream"]
     if not connection:
-        cmd += ["--federation-config", f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}"]
+        resources = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}"
+        cmd += ["--federation-config", resources + (f" client-resources-num-gpus={gpus_per_client}"
+                                                    if gpus_per_client else "")]
     if run_config:
         cmd += ["--run-config", run_config]
     start = time.monotonic()

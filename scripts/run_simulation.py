@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/run_simulation.py                 # 10 devices, built-in data
     .venv/bin/python scripts/run_simulation.py --devices 20 --run-config 'num-server-rounds=10'
+    .venv/bin/python scripts/run_simulation.py --ray-address HEAD:6379      # on a Ray cluster (README)
 
 Uses a private FLWR_HOME (./.flwr) and stops the local SuperLink afterwards. Exits non-zero
 unless the run finished as completed and its federated evaluation loss went down.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -52,6 +54,11 @@ def main() -> int:
     parser.add_argument(
         "--cpus-per-device", type=int, default=1, help="CPU cores per simulated device (Flower wants an integer)"
     )
+    parser.add_argument("--gpus-per-device", type=float, default=0.0,
+                        help="GPUs per simulated device (a fraction shares one GPU between devices)")
+    parser.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
+                        help="a running Ray cluster to simulate the devices on (default: $RAY_ADDRESS; unset: "
+                        "Ray on this machine only)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "runs", help="where runs are written")
     parser.add_argument("--run-config", default="", help="extra overrides, e.g. 'num-server-rounds=10'")
     parser.add_argument("--flwr-home", type=Path, default=ROOT / ".flwr",
@@ -68,9 +75,10 @@ def main() -> int:
         print(f"Not started: {problem}", file=sys.stderr)
         return 2
     try:
-        with private_flower(args.flwr_home.resolve(), *args.ports) as env:
+        with private_flower(args.flwr_home.resolve(), *args.ports, ray_address=args.ray_address) as env:
             outcome = run_app(env, num_supernodes=args.devices, run_config=run_config,
-                              cpus_per_client=args.cpus_per_device, echo=True if args.verbose else template_line)
+                              cpus_per_client=args.cpus_per_device, gpus_per_client=args.gpus_per_device,
+                              echo=True if args.verbose else template_line)
     except RuntimeError as e:  # the local SuperLink could not start, or the run never did
         print(f"Not run: {e}", file=sys.stderr)
         return 2

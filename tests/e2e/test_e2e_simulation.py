@@ -3,14 +3,18 @@
 `flwr run` exits 0 even when the run fails, so each test asks `flwr ls` for the run's status and
 reads the metrics the ServerApp wrote. Every process started here is stopped afterwards. The
 mechanisms a run composes are tested in whole runs in one process (tests/integration,
-tests/features); here, that Flower's own processes run the apps: one run is enough.
+tests/features); here, that Flower's own processes run the apps: one run is enough. It runs on a
+real two-node Ray cluster (one CPU per node, the same two ClientApps at a time as the default on
+this machine), which is how a simulation outgrows one machine (README): the plain, single-Ray path
+is the other e2e tests'.
 """
 
 import json
 
 import pytest
 
-from scripts.local_flower import run_app
+from scripts.deployment.ray_cluster import actors, alive_nodes, local_ray_cluster, processes_of
+from scripts.local_flower import private_flower, run_app
 from scripts.tools.export_litert import main as export_main
 from task.litert.suggest import Suggester
 from tests.helpers import SMALL_RUN
@@ -18,16 +22,32 @@ from tests.helpers import SMALL_RUN
 SMALL = f"{SMALL_RUN} local-epochs=3 learning-rate=0.01 data.sentences-per-device=120"
 
 
-
-
 def rows(out_dir, run_id):
     return json.loads((out_dir / f"run-{run_id}" / "metrics.json").read_text())
 
 
-def test_builtin_federation_learns_and_beats_the_unigram_baseline(flower, tmp_path):
-    outcome = run_app(flower, num_supernodes=3, echo=False,
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Two raylets on 127.0.0.1 and a private SuperLink whose simulations attach to them; the
+    test module checks afterwards that not one of their processes is left."""
+    with local_ray_cluster(tmp_path_factory.mktemp("ray"), nodes=2, cpus_per_node=1) as ray_cluster:
+        with private_flower(tmp_path_factory.mktemp("flwr-home-ray"), 39291, 39293, must_stop=True,
+                            ray_address=ray_cluster.address, extra=ray_cluster.env) as env:
+            yield ray_cluster, env
+    assert not processes_of(ray_cluster), "processes of the Ray cluster are left running"
+
+
+def test_builtin_federation_on_a_two_node_ray_cluster_learns_and_beats_the_baselines(cluster, tmp_path):
+    ray_cluster, env = cluster
+    nodes = {n["id"] for n in alive_nodes(ray_cluster)}
+    assert len(nodes) == 2
+    outcome = run_app(env, num_supernodes=3, echo=False,
                       run_config=f"num-server-rounds=3 {SMALL} server-eval-devices=4 out-dir=\"{tmp_path}\"")
     assert outcome.status == "finished:completed", outcome.output[-3000:]
+    # Ray's own records: the run's ClientApps ran in one actor on each of the two nodes
+    ran = actors(ray_cluster)
+    assert {a["node"] for a in ran} == nodes, ran
+    assert "127.0.0.1" in ray_cluster.address
     metrics = rows(tmp_path, outcome.run_id)
     assert [r["round"] for r in metrics] == [0, 1, 2, 3]
     first, last = metrics[1], metrics[-1]
