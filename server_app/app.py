@@ -18,6 +18,7 @@ from server_app.observed_grid import ObservedGrid
 from server_app.rounds import RoundEnd
 from server_app.run_record import RunRecord
 from server_app.run_start import run_start
+from server_app.simulation_polling import skip_idle_polls
 from server_app.strategy import TooFewDevices, build_strategy
 from task.config import ROUND_OFFSET, Config
 from task.data.vocab import Vocabulary
@@ -31,6 +32,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     cfg = Config.from_run_config(context.run_config)
+    skip_idle_polls(grid)  # simulation: Flower's engine no longer polls devices that have no message
     start = run_start(cfg, context.run_id)  # vocabulary, resume point, run record, first model
     observed = ObservedGrid(grid)  # counts who replied, declined, failed, and the bytes
     ledger = privacy.ledger_for(cfg, grid, start.resume)

@@ -38,6 +38,9 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
     model = _model(cfg, vocab, weights)
     seed = cfg.seed * 100_003 + server_round  # shuffling of plain training only; never privacy
     learning_rate = trainer.round_learning_rate(cfg, server_round)
+    # Scores on its own training text leave the device only without DP (or with
+    # dp.report-train-metrics): task.privacy.mechanisms.released_train_metrics. Else not computed.
+    score = not cfg.dp.enabled or cfg.dp.report_train_metrics
     extra: dict = {}
     if cfg.dp.sgd:
         if cfg.dp.delta >= 1 / len(x):
@@ -49,7 +52,7 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
                                steps=dpsgd_steps(cfg.local_epochs, cfg.dp.sgd_sampling_rate, cfg.max_local_steps),
                                learning_rate=learning_rate, clipping_norm=cfg.dp.sgd_clipping_norm,
                                noise_multiplier=cfg.dp.sgd_noise_multiplier, batch_size=cfg.batch_size,
-                               adam_epsilon=cfg.adam_epsilon)
+                               adam_epsilon=cfg.adam_epsilon, score=score)
         extra = {"dpsgd-clipped-fraction": stats.clipped_fraction}
     else:
         wanted = cfg.local_epochs * math.ceil(len(x) / cfg.batch_size)
@@ -58,12 +61,12 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
                         "round-timeout", text.name, cfg.max_local_steps, wanted, cfg.max_local_steps)
         m = trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
                           learning_rate=learning_rate, max_steps=cfg.max_local_steps, seed=seed,
-                          adam_epsilon=cfg.adam_epsilon, optimizer=cfg.client_optimizer)
+                          adam_epsilon=cfg.adam_epsilon, optimizer=cfg.client_optimizer, score=score)
     # Under DP every device counts once in the average (dp-weight), so one device's influence, and
     # so the sensitivity the noise is calibrated to, is bounded; the server enforces it. What of
     # these metrics leaves the device under DP: task.privacy.mechanisms.released_train_metrics.
-    return model.get_weights(), {"loss": m.loss, "top1": m.top1, "top3": m.top3,
-                                 "num-examples": m.num_examples, DP_WEIGHT: 1, **extra}
+    scores = {"top1": m.top1, "top3": m.top3} if score else {}
+    return model.get_weights(), {"loss": m.loss, **scores, "num-examples": m.num_examples, DP_WEIGHT: 1, **extra}
 
 
 def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple[str, ...] = (),

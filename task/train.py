@@ -10,6 +10,7 @@ sentences end. Perplexity = exp(mean token loss).
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -76,8 +77,9 @@ def fresh_optimizer(model: tf.keras.Model, learning_rate: float, epsilon: float 
 
 def train(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
           learning_rate: float, max_steps: int = 0, seed: int = 0, adam_epsilon: float = 1e-7,
-          optimizer: str = "adam") -> Metrics:
-    """Train in place for `epochs` passes (capped at `max_steps` batches if > 0)."""
+          optimizer: str = "adam", score: bool = True) -> Metrics:
+    """Train in place for `epochs` passes (capped at `max_steps` batches if > 0); `score`: also
+    the accuracy on the training text afterwards (metrics_after_training)."""
     if len(x) == 0:
         raise ValueError("no training windows")
     fresh_optimizer(model, learning_rate, adam_epsilon, optimizer)
@@ -87,7 +89,7 @@ def train(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, b
     if max_steps > 0:
         ds = ds.take(max_steps)
     history = model.fit(ds.prefetch(2), epochs=1, verbose=0)
-    return metrics_after_training(model, x, y, batch_size, history.history["loss"][-1])
+    return metrics_after_training(model, x, y, batch_size, history.history["loss"][-1], score)
 
 
 def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
@@ -97,10 +99,10 @@ def evaluate(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: in
     serves other scores too: task/personal.py)."""
     nll_sum = loss_count = hits1 = hits3 = scored = 0.0
     index, count = (PrefixIndex(vocab), KeystrokeCount()) if vocab is not None else (None, None)
+    score = _scorer(model, x.shape[1])
     for start in range(0, len(x), batch_size):
         yb = y[start : start + batch_size]
-        logits = model(tf.constant(x[start : start + batch_size]), training=False)
-        b = _batch_stats(logits, tf.constant(yb))
+        logits, b = score(tf.constant(x[start : start + batch_size], tf.int32), tf.constant(yb, tf.int32))
         nll_sum += float(b[0]); loss_count += float(b[1])
         hits1 += float(b[2]); hits3 += float(b[3]); scored += float(b[4])
         if count is not None:
@@ -128,16 +130,37 @@ def target_top3(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, word: int, 
     return hits / total if total else 0.0
 
 
-def metrics_after_training(model, x, y, batch_size, train_loss: float) -> Metrics:
-    # Accuracy on the device's own training text after local training; the loss is Keras's
-    # running mean over the local steps (what the optimiser saw).
-    m = evaluate(model, x, y, batch_size=max(batch_size, 256))
+def metrics_after_training(model, x, y, batch_size, train_loss: float, score: bool = True) -> Metrics:
+    """The loss the optimiser saw (a running mean over the local steps) and, with `score`, the
+    accuracy on the device's own training text after training. Without it top-1/top-3 are NaN:
+    that pass over the text cost half a small device's round, for metrics DP never lets leave it."""
+    m = evaluate(model, x, y, batch_size=max(batch_size, 256)) if score else None
     return Metrics(loss=float(train_loss), perplexity=math.exp(min(float(train_loss), 50.0)),
-                   top1=m.top1, top3=m.top3, num_examples=int(len(x)))
+                   top1=m.top1 if m else math.nan, top3=m.top3 if m else math.nan, num_examples=int(len(x)))
+
+
+_SCORERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _scorer(model: tf.keras.Model, seq_len: int):
+    """The forward pass and a batch's sums, traced once per model and window length (an unrolled
+    LSTM needs it fixed). Run eagerly, every layer is a Python call: scoring a small model on a
+    device's text cost more than training it."""
+    traced = _SCORERS.setdefault(model, {})
+    if seq_len not in traced:
+        owner = weakref.ref(model)  # the traced function must not keep the model alive
+        spec = tf.TensorSpec([None, seq_len], tf.int32)
+
+        @tf.function(input_signature=[spec, spec])
+        def score(x, y):
+            logits = owner()(x, training=False)
+            return logits, _batch_stats(logits, y)
+
+        traced[seq_len] = score
+    return traced[seq_len]
 
 
 def _batch_stats(logits, y):
-    # Eager: a tf.function measured only slightly faster for one evaluation per device and round.
     loss_mask = tf.cast(_loss_mask(y), tf.float32)
     score_mask = tf.cast(y >= FIRST_WORD_ID, tf.float32)
     nll = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)

@@ -165,7 +165,8 @@ def make_step(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer, *
 
 def train_dpsgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, sampling_rate: float, steps: int,
                 learning_rate: float, clipping_norm: float, noise_multiplier: float, batch_size: int,
-                report_batch_size: int = 256, adam_epsilon: float = 1e-7) -> tuple[Metrics, DPSGDStats]:
+                report_batch_size: int = 256, adam_epsilon: float = 1e-7,
+                score: bool = True) -> tuple[Metrics, DPSGDStats]:
     """Train in place with `steps` DP-SGD steps, each taking each window with probability
     `sampling_rate` (both public: task.privacy.mechanisms.dpsgd_steps); the noisy sum is divided
     by the public `batch_size`, the batch a device's rate is meant to give on average."""
@@ -182,7 +183,7 @@ def train_dpsgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, sampling
         chosen = np.flatnonzero(rng.random(len(x)) < q)  # Poisson sampling; may be empty
         s = step(tf.constant(x[chosen], tf.int32), tf.constant(y[chosen], tf.int32))
         loss_sum += float(s[0]); examples += int(s[1]); clipped += int(s[2])
-    metrics = metrics_after_training(model, x, y, report_batch_size, loss_sum / max(examples, 1))
+    metrics = metrics_after_training(model, x, y, report_batch_size, loss_sum / max(examples, 1), score)
     return metrics, DPSGDStats(sampling_rate=q, steps=steps, clipped_fraction=clipped / max(examples, 1),
                                seconds=time.perf_counter() - start)
 

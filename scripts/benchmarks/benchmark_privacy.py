@@ -121,7 +121,13 @@ def execute(args, rows: list[Row], out: Path) -> None:
         for row in rows:
             if row.top3 is not None:  # reused
                 continue
-            result = flower_run(env, row.population, run_config(args, row, out), timeout=args.timeout)
+            row_dir = out / "-".join(map(str, _key(row)))
+            earlier = sorted(row_dir.glob("run-*/checkpoints/round-*.npz"), key=lambda p: (p.name, p.stat().st_mtime))
+            config = run_config(args, row, row_dir)
+            if earlier:
+                print(f"  {row.label}: resuming from {earlier[-1]}", flush=True)
+                config += f' resume-from="{earlier[-1]}"'
+            result = flower_run(env, row.population, config, timeout=args.timeout)
             row.status, row.seconds = result.status, round(result.seconds, 1)
             last = result.rows[-1] if result.rows else {}
             if result.status != "finished:completed" or last.get("round") != row.rounds or "server_top3" not in last:
@@ -187,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="its HTTP and control ports")
     parser.add_argument("--reuse", type=Path, default=None, help="an earlier JSON of the same settings: its "
                         "finished runs are not run again")
+    parser.add_argument("--work-dir", type=Path, default=None, help="keep the runs here (default: a temporary "
+                        "folder); with --reuse, a run that was stopped goes on from its last checkpoint")
     parser.add_argument("--smoke", action="store_true", help="8 devices, 4 per round, 2 rounds, ε 5 and 50")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -198,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = plan(args)
     reuse(args, rows)
     print(f"{len(rows)} runs: " + "; ".join(f"{r.label} z={r.noise_multiplier}" for r in rows), flush=True)
-    with tempfile.TemporaryDirectory(prefix="privacy-benchmark-") as tmp:
-        execute(args, rows, Path(tmp))
+    if args.work_dir:  # kept: a stopped run resumes from its last checkpoint
+        execute(args, rows, args.work_dir.resolve())
+    else:
+        with tempfile.TemporaryDirectory(prefix="privacy-benchmark-") as tmp:
+            execute(args, rows, Path(tmp))
     save(args, rows)
     plot(rows, args.out)
     print(table(rows))
