@@ -99,7 +99,7 @@ def reuse(args, rows: list[Row]) -> None:
     same = {k: v for k, v in vars(args).items() if k in SETTINGS}
     if {k: earlier["settings"].get(k) for k in SETTINGS} != same:
         raise SystemExit(f"--reuse {args.reuse}: other settings {earlier['settings']} (now {same})")
-    done = {_key(Row(**{k: v for k, v in r.items() if k != "label"})): r for r in earlier["rows"] if r["top3"] is not None}
+    done = {_key(row): vars(row) for row in load_rows(args.reuse) if row.top3 is not None}
     for row in rows:
         if _key(row) in done:
             for name in ("epsilon", "top3", "status", "seconds"):
@@ -137,6 +137,10 @@ def execute(args, rows: list[Row], out: Path) -> None:
             if row.mode != "none":
                 row.epsilon = last.get("dp_epsilon_central_amplified", last.get("dp_epsilon_central"))
             save(args, rows)
+
+
+def load_rows(path) -> list[Row]:
+    return [Row(**{k: v for k, v in r.items() if k != "label"}) for r in json.loads(Path(path).read_text())["rows"]]
 
 
 def finish(rows: list[Row]) -> None:
@@ -195,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                         "finished runs are not run again")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the runs here (default: a temporary "
                         "folder); with --reuse, a run that was stopped goes on from its last checkpoint")
+    parser.add_argument("--plot-also", nargs="*", default=[], help="earlier JSONs to show in the figure beside "
+                        "this run's (e.g. emulated rows)")
     parser.add_argument("--smoke", action="store_true", help="8 devices, 4 per round, 2 rounds, ε 5 and 50")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="privacy-benchmark-") as tmp:
             execute(args, rows, Path(tmp))
     save(args, rows)
-    plot(rows, args.out)
+    plot(rows, args.out, {f" ({Path(f).name})": load_rows(f) for f in args.plot_also})
     print(table(rows))
     print(f"\nWritten: {args.out} and {Path(args.out).with_suffix('.json')}")
     failed = [r.label for r in rows if r.top3 is None]
