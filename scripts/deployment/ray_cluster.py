@@ -105,10 +105,10 @@ def local_ray_cluster(temp_dir: Path, nodes: int = 2, cpus_per_node: int = 1, ba
             role = (["--head", f"--port={base_port}", "--include-dashboard=false",
                      f"--dashboard-port={base_port + 7}", f"--ray-client-server-port={base_port + 8}"]
                     if node == 0 else [f"--address={cluster.address}"])
-            log = (temp_dir / f"ray-start-{node}.log").open("w")
-            proc = subprocess.Popen([str(RAY), "start", *role, *common, *_ports(node, base_port)],
-                                    env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, cwd=temp_dir)
+            with (temp_dir / f"ray-start-{node}.log").open("w") as log:
+                proc = subprocess.Popen([str(RAY), "start", *role, *common, *_ports(node, base_port)],
+                                        env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, cwd=temp_dir)
             cluster.groups.append(proc.pid)  # start_new_session: its pid is its process group's id
             _wait_for(cluster, node + 1, time.monotonic() + timeout, proc)
         yield cluster
