@@ -5,7 +5,7 @@ Flower 1.42's engine asks its in-memory link state for a message for every simul
 every stored message (`InMemoryLinkState.get_message_ins`): nodes x messages per sweep. With
 10,000 devices and 1,000 messages in flight, that loop held the GIL in 97% of a py-spy profile
 of the simulation process, took a whole core from the two ClientApp workers, and made a round of
-1,000 devices last 296 s (docs/performance.md, "Scale").
+1,000 devices last 264 s (docs/performance.md, "Scale").
 
 This keeps a superset of the nodes that may have an undelivered message, so asking for any other
 node returns nothing at once; every other ask is Flower's own method, unchanged. Simulation only:
