@@ -10,8 +10,8 @@ Each handler is the device's work itself; what a feature adds around it is a mod
 handler's list, outermost first, each a no-op unless its run-config key turns it on: may the
 device work now (features/participation/eligibility.py, before TensorFlow is imported), SecAgg+
 (features/secagg/client.py), the transfer encoding (features/transfer/client.py), a simulated straggler's
-delay, and the clipping and noise of the dp.mode (client_app/privacy.py), innermost so that it
-sees the float32 update.
+delay, and the clipping of the dp.mode (client_app/privacy.py) or local DP's clipping and noise
+(features/dp_mechanisms/local_dp.py), innermost so that they see the float32 update.
 """
 
 from __future__ import annotations
@@ -77,7 +77,17 @@ def transfer_mod(msg: Message, context: Context, call_next) -> Message:
     return encoded(cfg.transfer_dtype)(msg, context, call_next)
 
 
-@app.train(mods=[eligibility_mod, secure_aggregation_mod, transfer_mod, straggler_mod, dp_mod])
+def local_dp_mod(msg: Message, context: Context, call_next) -> Message:
+    """dp.mode = "local": the device clips and noises its own update (loaded only then)."""
+    dp = config_of(context).dp
+    if dp.mode != "local":
+        return call_next(msg, context)
+    from features.dp_mechanisms.local_dp import LocalDp
+
+    return LocalDp.for_config(dp)(msg, context, call_next)
+
+
+@app.train(mods=[eligibility_mod, secure_aggregation_mod, transfer_mod, straggler_mod, dp_mod, local_dp_mod])
 def train(msg: Message, context: Context) -> Message:
     from task import device  # imports TensorFlow: only once the device has agreed to work
 

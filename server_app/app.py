@@ -39,7 +39,7 @@ def main(grid: Grid, context: Context) -> None:
     inner = build_strategy(cfg, ledger, privacy.train_metrics_aggregator(cfg, start.record.aggregate_train_metrics),
                            start.record.aggregate_evaluate_metrics, last_round=start.rounds_left,
                            personal_mix=lambda: start.record.personal_mix)
-    strategy = privacy.wrap(cfg, inner, ledger, start.resume)  # central DP around it, if asked
+    strategy = _central_dp(cfg, inner, ledger, start.resume)  # around it, if a central dp.mode asks
     growth = _vocabulary_growth(cfg, start, ledger) if cfg.vocab_discovery or start.added else None
     round_end = RoundEnd(cfg, start, observed, ledger, strategy, growth)
     runner = growth.around(strategy, grid) if growth else strategy  # discovery rounds before training rounds
@@ -67,6 +67,20 @@ def finish(record: RunRecord, model, windows, stop_reason: str | None, assumptio
     # what devices run offline, each file checked against the Keras model before it may ship
     litert = export_checked(model, record.vocab, record.final_dir / "litert", windows)
     return record.finish(litert, stop_reason=stop_reason, privacy_assumptions=assumptions)
+
+
+def _central_dp(cfg: Config, inner, ledger, resume):
+    """Central DP around the strategy when a central dp.mode asks for it; adaptive clipping and
+    DP-FTRL (features/dp_mechanisms/) are loaded only when asked."""
+    if not cfg.dp.central:
+        return inner
+    if cfg.dp.mode == "central-adaptive-clip":
+        from features.dp_mechanisms.adaptive_clipping import AdaptiveClippingDP as Central
+    elif cfg.dp.mode == "central-ftrl":
+        from features.dp_mechanisms.ftrl import FtrlDP as Central
+    else:
+        Central = privacy.CentralDP
+    return privacy.resumed(Central(inner, cfg, ledger), resume)
 
 
 def _above_the_counts(cfg: Config, observed: ObservedGrid):

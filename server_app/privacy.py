@@ -1,10 +1,10 @@
 """The server's side of differential privacy: central DP around FedAvg, and the checks that keep
 the noise's calibration honest.
 
-- central-client-clip / central-server-clip / central-adaptive-clip: `CentralDP` below.
-- central-ftrl: `CentralDP` too, with tree-aggregated noise (features/dp_mechanisms/tree_noise.py): each
-  round's noise is the difference of two consecutive running-sum noises of the tree.
-- local: plain FedAvg here; each device noises its own update (client_app/privacy.py).
+- central-client-clip / central-server-clip: `CentralDP` below.
+- central-adaptive-clip and central-ftrl: subclasses of it in features/dp_mechanisms/ (adaptive
+  clipping; tree-aggregated noise), chosen in server_app/app.py.
+- local: plain FedAvg here; each device noises its own update (features/dp_mechanisms/local_dp.py).
 - dp.sgd: plain FedAvg here, or any of the above; the ledger accounts it from public settings.
 
 Why not Flower 1.42's DifferentialPrivacy* wrappers (docs/privacy.md, known Flower defects):
@@ -12,14 +12,12 @@ they draw their noise from NumPy's global generator, which anyone can seed or re
 by the number of replies, so "add or remove one device" does not hold; and the adaptive one moves
 the clipping norm the wrong way, calibrates the noise to the norm after its update instead of the
 one devices clipped to, and counts uncentred bits. `CentralDP` keeps their interface (the
-`clipping_norm` config key Flower's client mods read) and follows McMahan et al. 2018 and Andrew
-et al. 2021 exactly.
+`clipping_norm` config key Flower's client mods read) and follows McMahan et al. 2018 exactly.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterable
 from math import ceil
@@ -28,24 +26,20 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Strategy
-from flwr.supercore.differential_privacy import (
-    KEY_CLIPPING_NORM,
-    KEY_NORM_BIT,
-    get_norm,
-)
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, KEY_NORM_BIT, get_norm
 
 from server_app.strategy import reply_order
 from task.config import Config, ConfigError
 from task.privacy.ledger import PrivacyLedger
-from task.privacy.mechanisms import DP_WEIGHT, adaptive_noise, secret_rng
+from task.privacy.mechanisms import DP_WEIGHT, secret_rng
 
 log = logging.getLogger("flwr")
 
 
 class CentralDP(Strategy):
     """User-level central DP: clip every update to C, sum, add N(0, (zC)^2) from a secret
-    generator, divide by the number of devices sampled; adaptive clipping moves C towards a
-    quantile of the update norms from a noised count of unclipped updates."""
+    generator, divide by the number of devices sampled. Subclasses change the noise
+    (`noise`) or what follows a release (`after_release`)."""
 
     def __init__(self, inner: FedAvg, cfg: Config, ledger: PrivacyLedger, rng: np.random.Generator | None = None):
         super().__init__()
@@ -55,13 +49,8 @@ class CentralDP(Strategy):
         self.rng = rng or secret_rng()
         self.clipping_norm = cfg.dp.clipping_norm
         self.secagg = cfg.secagg if cfg.secure_aggregation else None
-        self.adaptive = cfg.dp.mode == "central-adaptive-clip"
-        if self.adaptive:
-            self.update_noise, self.count_stddev = adaptive_noise(cfg.dp, self.sampled)
-        else:
-            self.update_noise, self.count_stddev = cfg.dp.noise_multiplier, 0.0
+        self.update_noise = cfg.dp.noise_multiplier  # on the sum, in units of the clipping norm
         self._current: ArrayRecord | None = None
-        self._tree = None  # central-ftrl: the TreeNoise of the current tree, made at its first round
 
     def summary(self) -> None:
         log.info("\t├──> Central DP (%s): noise multiplier %s on the sum, clipping norm %s, / %d sampled",
@@ -92,7 +81,6 @@ class CentralDP(Strategy):
         replies = sorted((r for r in replies if not r.has_error()), key=reply_order)  # zero if failed; sum order fixed
         current = self._current.to_numpy_ndarrays()
         total = [np.zeros_like(a, dtype=np.float64) for a in current]
-        unclipped = []
         for reply in replies:
             update = [np.asarray(n, np.float64) - c for n, c in
                       zip(reply.content[self.inner.arrayrecord_key].to_numpy_ndarrays(), current, strict=True)]
@@ -102,43 +90,29 @@ class CentralDP(Strategy):
             scale = min(1.0, self.clipping_norm / norm) if norm > 0 else 1.0
             for t, u in zip(total, update):
                 t += scale * u
-            if self.adaptive:  # Flower's mod reports "was clipped"; the paper's bit is "was not"
-                was_clipped = next(m[KEY_NORM_BIT] for m in reply.content.metric_records.values() if KEY_NORM_BIT in m)
-                unclipped.append(0.0 if was_clipped else 1.0)
         std = self.update_noise * self.clipping_norm
-        noise = self._tree_noise(current, std) if self.ledger.ftrl else [self.rng.normal(0.0, std, c.shape) for c in current]
+        noise = self.noise(current, std)
         new = [(c + (t + n) / self.sampled).astype(c.dtype) for c, t, n in zip(current, total, noise)]
         log.info("central DP: %d/%d updates clipped to %.4g, noise std %.4g on their sum, / %d sampled",
                  len(replies), self.sampled, self.clipping_norm, std, self.sampled)
-        self.ledger.record_central([self.update_noise, 2 * self.count_stddev] if self.adaptive else [self.update_noise],
-                                   clipping_norm=self.clipping_norm)
-        if self.adaptive:
-            self._adapt_clipping_norm(unclipped)
+        self.ledger.record_central(self.release_parts(), clipping_norm=self.clipping_norm)
+        self.after_release(replies)
         # Only the metrics of FedAvg's aggregation: its average of the arrays is what this replaces.
         contents = [r.content for r in replies]
         metrics = self.inner.train_metrics_aggr_fn(contents, self.inner.weighted_by_key) if contents else None
         keys = self._current.keys()
         return ArrayRecord({k: Array(v) for k, v in zip(keys, new)}), metrics
 
-    def _tree_noise(self, current: list[np.ndarray], std: float) -> list[np.ndarray]:
-        """This round's share of the tree's noise; a new tree (ledger) starts a new TreeNoise."""
-        if self.ledger.trees[-1] == 0:  # the sampler began a new tree for this round
-            # TensorFlow and tensorflow-privacy: imported only in this mode
-            from features.dp_mechanisms.tree_noise import TreeNoise
+    def noise(self, current: list[np.ndarray], std: float) -> list[np.ndarray]:
+        """This round's noise on the sum: fresh Gaussian noise from the secret generator."""
+        return [self.rng.normal(0.0, std, c.shape) for c in current]
 
-            if self._tree is None:
-                self._tree = TreeNoise([c.shape for c in current], std)
-            else:
-                self._tree.restart()
-        return self._tree.increment()
+    def release_parts(self) -> list[float]:
+        """The noise multipliers of this release's Gaussian parts, for the ledger."""
+        return [self.update_noise]
 
-    def _adapt_clipping_norm(self, unclipped: list[float]) -> None:
-        """Andrew et al. 2021, Algorithm 1: b = the noised fraction of updates that were *not*
-        clipped, from centred bits (sensitivity 1/2; a missing device counts as its zero) and a
-        fixed denominator; C <- C exp(-lr (b - target)). C grows when most updates are clipped."""
-        centred = sum(b - 0.5 for b in unclipped) + self.rng.normal(0.0, self.count_stddev)
-        fraction = centred / self.sampled + 0.5
-        self.clipping_norm *= math.exp(-self.dp.clip_lr * (fraction - self.dp.target_quantile))
+    def after_release(self, replies: list[Message]) -> None:
+        """What the mechanism learns from a round once its release is made (adaptive clipping)."""
 
     def configure_evaluate(self, server_round, arrays, config, grid):
         return self.inner.configure_evaluate(server_round, arrays, config, grid)
@@ -185,12 +159,8 @@ def train_metrics_aggregator(cfg: Config, aggregate):
     return checked
 
 
-def wrap(cfg: Config, inner: FedAvg, ledger: PrivacyLedger, resume=None) -> Strategy:
-    """Central DP around the strategy when a central dp.mode asks for it; a resumed run continues
-    with the checkpoint's clipping norm."""
-    if not cfg.dp.central:
-        return inner
-    strategy = CentralDP(inner, cfg, ledger)
+def resumed(strategy: CentralDP, resume=None) -> CentralDP:
+    """A resumed run continues with the checkpoint's clipping norm (adaptive clipping moves it)."""
     restore_strategy_state(strategy, (resume.checkpoint.state.get("strategy") or {}) if resume else {})
     return strategy
 

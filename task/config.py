@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 DATA_SOURCES = ("builtin", "text-dir", "corpus", "shakespeare")
-# User-level privacy of a device's whole update (task/privacy/ledger.py, server_app/privacy.py,
-# client_app/privacy.py).
+# User-level privacy of a device's whole update (task/privacy/ledger.py accounts every mode;
+# fixed clipping: server_app/privacy.py, client_app/privacy.py; the rest: features/dp_mechanisms/).
 DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "central-ftrl", "local")
+MECHANISM_MODES = ("central-adaptive-clip", "central-ftrl", "local")  # features/dp_mechanisms/
 PARTITIONERS = ("iid", "natural", "size-skew")
 ARCHITECTURES = ("transformer", "lstm")  # task/model.py builds each
 TRANSFER_DTYPES = ("float32", "float16", "int8")  # features/transfer/codec.py
@@ -372,22 +373,10 @@ class Config:
         check("dp.max-epsilon", dp.max_epsilon, dp.max_epsilon >= 0, "a number >= 0 (0 = no budget)")
         check("dp.max-epsilon", dp.max_epsilon, dp.max_epsilon == 0 or dp.enabled or self.vocab_discovery,
                '0 unless a dp.mode other than "none", dp.sgd or discovery.enabled is on (there is no epsilon to budget)')
-        if dp.mode == "central-adaptive-clip":
-            check("dp.target-quantile", dp.target_quantile, 0 < dp.target_quantile < 1, "a number in (0, 1)")
-            check("dp.clip-lr", dp.clip_lr, dp.clip_lr > 0, "a number > 0")
-            check("dp.clipped-count-stddev", dp.clipped_count_stddev, dp.clipped_count_stddev >= 0,
-                   "a number >= 0 (0 = sampled devices / 20)")
-            if dp.clipped_count_stddev > 0:
-                check("dp.noise-multiplier", dp.noise_multiplier, dp.noise_multiplier < 2 * dp.clipped_count_stddev,
-                       f"below 2 x dp.clipped-count-stddev = {2 * dp.clipped_count_stddev:g} with adaptive clipping "
-                       "(the clipped-count noise spends part of the budget; Andrew et al. 2021)")
-        if dp.mode == "local":
-            check("dp.local-epsilon", dp.local_epsilon, dp.local_epsilon > 0, "a number > 0")
-        if dp.sgd:
-            check("dp.sgd-noise-multiplier", dp.sgd_noise_multiplier, dp.sgd_noise_multiplier > 0,
-                   "a number > 0 (with no noise, clipping alone gives no privacy)")
-            check("dp.sgd-clipping-norm", dp.sgd_clipping_norm, dp.sgd_clipping_norm > 0, "a number > 0")
-            check("dp.sgd-sampling-rate", dp.sgd_sampling_rate, 0 < dp.sgd_sampling_rate <= 1, "a number in (0, 1]")
+        if dp.mode in MECHANISM_MODES or dp.sgd:  # each DP mechanism beyond fixed clipping checks its own keys
+            from features.dp_mechanisms.config import validate as validate_mechanism
+
+            validate_mechanism(self)
         if dp.central:
             check("server-optimizer", self.server_optimizer, self.server_optimizer == "fedavg",
                    f'"fedavg" with dp.mode="{dp.mode}" (the noise is calibrated to the average of the clipped '
@@ -409,11 +398,10 @@ class Config:
         if self.dp.mode != "none":
             check("dp.delta", self.dp.delta, self.dp.delta < 1 / population,
                    f"below 1/population = 1/{population}; a larger delta allows leaking one device outright")
-        if self.dp.mode == "central-adaptive-clip" and self.dp.clipped_count_stddev == 0:
-            check("dp.noise-multiplier", self.dp.noise_multiplier, self.dp.noise_multiplier < sampled / 10,
-                   f"below 2 x dp.clipped-count-stddev = 2 x {sampled}/20 with adaptive clipping (the clipped-count "
-                   "noise spends part of the budget); raise dp.clipped-count-stddev")
+        if self.dp.mode in MECHANISM_MODES:
+            from features.dp_mechanisms.config import validate_population
 
+            validate_population(self, population, sampled)
 
 # Run-config keys are the field names in kebab case; a feature's keys form a group (Flower's dotted
 # keys, `[tool.flwr.app.config]` subtables in pyproject.toml).

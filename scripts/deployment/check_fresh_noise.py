@@ -31,7 +31,6 @@ from flwr.app import (  # noqa: E402
 )
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
-from client_app.privacy import train_mods, with_mods  # noqa: E402
 from server_app.privacy import CentralDP  # noqa: E402
 from task.config import Config, DPConfig, ModelConfig  # noqa: E402
 from task.privacy.ledger import PrivacyLedger  # noqa: E402
@@ -63,7 +62,9 @@ def local_dp() -> tuple[np.ndarray, float]:
 
     content = RecordDict({"arrays": ArrayRecord([np.zeros(D, np.float32)]), "config": ConfigRecord({})})
     ctx = Context(run_id=1, node_id=2, node_config={}, state=RecordDict(), run_config={})
-    reply = with_mods(train_mods(dp), trained)(_message(content), ctx)
+    from features.dp_mechanisms.local_dp import LocalDp
+
+    reply = LocalDp.for_config(dp)(_message(content), ctx, trained)
     return reply.content["arrays"].to_numpy_ndarrays()[0], 2 * local_noise_multiplier(8.0, dp.delta)
 
 
@@ -94,11 +95,11 @@ def main() -> int:
     ok = True
     print("| mechanism | fresh (two draws differ) | measured std / claimed |")
     print("|---|---|---|")
-    mechanisms = [("local DP (device)", local_dp), ("central DP (server)", central_dp)]
+    mechanisms = [("central DP (server)", central_dp)]
     if importlib.util.find_spec("features") and importlib.util.find_spec("features.dp_mechanisms"):
-        mechanisms.append(("DP-SGD step (device)", dpsgd_step))
+        mechanisms += [("local DP (device)", local_dp), ("DP-SGD step (device)", dpsgd_step)]
     else:
-        print("| DP-SGD step (device) | not checked: features/dp_mechanisms/ is not in this tree | |")
+        print("| local DP and DP-SGD (device) | not checked: features/dp_mechanisms/ is not in this tree | |")
     for name, draw in mechanisms:
         seed_globals()
         first, claimed = draw()

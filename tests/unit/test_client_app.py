@@ -90,22 +90,30 @@ def test_a_train_message_can_score_the_received_model_first_exactly_as_an_evalua
     assert sent["loss"] != score["loss"]  # training metrics stay apart
 
 
-def test_scoring_first_passes_flowers_clipping_mods_in_every_dp_mode():
-    """Flower's adaptive clipping mod refuses a reply with more than one MetricRecord."""
+def scores_first_under(mode: str) -> None:
+    """Scoring first leaves one MetricRecord, which Flower's adaptive clipping mod requires."""
     from dataclasses import replace
 
     from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-    from task.config import DP_MODES, EVALUATE_FIRST
+    from task.config import EVALUATE_FIRST
 
     weights = build_model(CFG.model).get_weights()
+    cfg = replace(CFG, dp=replace(CFG.dp, mode=mode))
+    config = ConfigRecord({"server-round": 1, EVALUATE_FIRST: True, KEY_CLIPPING_NORM: 1.0})
+    reply = app(message(RecordDict({"arrays": ArrayRecord(weights), "config": config}), "train"),
+                context(cfg, {"partition-id": 0, "num-partitions": 5}))
+    assert not reply.has_error(), (mode, reply.error.reason if reply.has_error() else "")
+    assert "eval-top3" in reply.content["metrics"]
+
+
+def test_scoring_first_passes_flowers_clipping_mods_in_every_core_dp_mode():
+    """(The other modes: tests/features/dp/test_adaptive_clipping.py.)"""
+    from task.config import DP_MODES, MECHANISM_MODES
+
     for mode in DP_MODES:
-        cfg = replace(CFG, dp=replace(CFG.dp, mode=mode))
-        config = ConfigRecord({"server-round": 1, EVALUATE_FIRST: True, KEY_CLIPPING_NORM: 1.0})
-        reply = app(message(RecordDict({"arrays": ArrayRecord(weights), "config": config}), "train"),
-                    context(cfg, {"partition-id": 0, "num-partitions": 5}))
-        assert not reply.has_error(), (mode, reply.error.reason if reply.has_error() else "")
-        assert "eval-top3" in reply.content["metrics"]
+        if mode not in MECHANISM_MODES:
+            scores_first_under(mode)
 
 
 def test_under_dp_no_evaluation_reply_tells_how_long_the_device_computed():

@@ -58,7 +58,6 @@ def test_ints_are_accepted_for_float_keys():
         ({"learning-rate-schedule": "linear"}, "learning-rate-schedule"),
         ({"learning-rate": 0.001, "final-learning-rate": 0.01}, "final-learning-rate"),  # a schedule that rises
         ({"adam-epsilon": 0.0}, "adam-epsilon"),
-        ({"dp.mode": "central-ftrl", "server-optimizer": "fedavgm"}, "server-optimizer"),
         ({"model.preset": "tiny"}, "model.preset"),
         ({"model.preset": "dp-small", "model.embed-dim": 48}, "model.embed-dim"),  # conflicts with the preset's 32
     ],

@@ -3,51 +3,27 @@ against a copy of the code's own computation:
 
 - noise and sampling are secret: two runs with every global generator seeded alike differ;
 - the noise in a released aggregate has the claimed std (a tight test over ~10^5 weights);
-- adaptive clipping follows Andrew et al. 2021 (direction, noise calibration, centred bits), and
-  Flower 1.42's wrapper is kept under test to show where it does not;
 - the average divides by the devices sampled, so one device moves it by at most C / sampled;
 - epsilon matches published numbers (tensorflow-privacy's MNIST table), a tight accountant
   (PLD) and the exact analytic Gaussian mechanism;
 - what a device sends and the server stores under DP is only what the guarantee covers.
 """
 
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import (
-    DifferentialPrivacyClientSideAdaptiveClipping,
-    FedAvg,
-)
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
 
 from client_app.app import app
-from client_app.privacy import train_mods, with_mods
-from server_app.privacy import (
-    CentralDP,
-    population_and_sample,
-    require_equal_weights,
-    without_norm_bits,
-)
+from server_app.privacy import CentralDP, population_and_sample, require_equal_weights, without_norm_bits
 from server_app.strategy import build_strategy
 from task.config import Config, ConfigError, DPConfig
 from task.model import build_model
 from task.privacy.ledger import PrivacyLedger
-from task.privacy.mechanisms import (
-    DP_WEIGHT,
-    adaptive_noise,
-    local_noise_multiplier,
-    released_train_metrics,
-)
-from tests.helpers import (
-    SMALL_MODEL,
-    analytic_gaussian_epsilon,
-    context,
-    l2,
-    message,
-    seed_every_global_generator,
-)
+from task.privacy.mechanisms import DP_WEIGHT, released_train_metrics
+from tests.helpers import SMALL_MODEL, context, l2, message, seed_every_global_generator
 
 SMALL = SMALL_MODEL
 
@@ -82,50 +58,6 @@ def test_the_server_keeps_no_device_norm_bit():
     records = [RecordDict({"metrics": MetricRecord({DP_WEIGHT: 1, "norm_bit": 1})})]
     assert dict(without_norm_bits(records)[0]["metrics"]) == {DP_WEIGHT: 1}
     assert "norm_bit" in records[0]["metrics"]  # the strategy still reads the original
-
-
-# --- local DP -------------------------------------------------------------------------------------
-def local_dp_noise(dp: DPConfig, d: int) -> np.ndarray:
-    received = [np.zeros(d, np.float32)]
-
-    def trained(msg, ctx):  # a device whose training moved one weight
-        update = np.zeros(d, np.float32)
-        update[0] = 0.1
-        return Message(
-            RecordDict({"arrays": ArrayRecord([update]), "metrics": MetricRecord({"dp-weight": 1})}), reply_to=msg
-        )
-
-    content = RecordDict({"arrays": ArrayRecord(received), "config": ConfigRecord({"server-round": 1})})
-    reply = with_mods(train_mods(dp), trained)(message(content), context(Config(dp=dp)))
-    return reply.content["arrays"].to_numpy_ndarrays()[0][1:]
-
-
-def test_local_dp_noise_has_the_calibrated_std_and_is_fresh_every_time():
-    dp = DPConfig(mode="local", clipping_norm=0.5, local_epsilon=4.0, delta=1e-5)
-    d = 2_000_000
-    seed_every_global_generator()
-    first = local_dp_noise(dp, d)
-    seed_every_global_generator()
-    second = local_dp_noise(dp, d)
-    assert not np.allclose(first, second)  # Flower 1.42's LocalDpMod repeats itself here
-    expected = 2 * dp.clipping_norm * local_noise_multiplier(dp.local_epsilon, dp.delta)  # sensitivity 2C
-    # The sample std of 2M normals has sd 0.05%: 0.5% is 10 standard errors, so no flakes (with 200k
-    # it was 3.2 and failed about once in 700 runs), and Flower's classic calibration is 4.5% off.
-    for noise in (first, second):
-        assert np.std(noise) == pytest.approx(expected, rel=0.005)
-        assert abs(np.mean(noise)) < 4 * expected / math.sqrt(d)
-
-
-def test_local_dp_spends_exactly_the_asked_epsilon_per_release():
-    dp = DPConfig(mode="local", local_epsilon=8.0, delta=1e-5)
-    ledger = PrivacyLedger(dp, population=4, sampled=4)
-    assert ledger.local_epsilon(releases=1) == pytest.approx(8.0, abs=1e-3)  # Flower's calibration: 8.51
-    # and the noise really gives at most that: the exact epsilon of the calibrated Gaussian is lower
-    exact = analytic_gaussian_epsilon(local_noise_multiplier(8.0, 1e-5), 1e-5)
-    assert 6.0 < exact <= 8.0
-    ledger.record_asked_to_train(["a", "a", "b"])
-    # k releases of noise z = one release of noise z / sqrt(k) (Gaussian composition)
-    assert ledger.local_epsilon() >= analytic_gaussian_epsilon(local_noise_multiplier(8.0, 1e-5) / math.sqrt(2), 1e-5)
 
 
 # --- central DP -----------------------------------------------------------------------------------
@@ -184,78 +116,6 @@ def test_one_device_moves_the_release_by_at_most_c_over_the_number_sampled():
     assert difference[3] == pytest.approx(clip / n, rel=1e-5)  # exactly the fourth device's clipped update
 
 
-# --- adaptive clipping (Andrew et al. 2021) -------------------------------------------------------
-@pytest.mark.parametrize("was_clipped, grows", [(True, True), (False, False)])
-def test_adaptive_clipping_grows_the_norm_when_every_update_is_clipped(was_clipped, grows):
-    n, d = 100, 10
-    strategy, _ = central("central-adaptive-clip", sampled=n, z=0.5, clip=1.0, clipped_count_stddev=5.0)
-    aggregate(strategy, d, [one_hot(d, 0.5)] * n, norm_bits=[int(was_clipped)] * n)
-    # target 0.5 unclipped, lr 0.2: C x exp(0.1) when all are clipped, x exp(-0.1) when none is
-    # (the count's noise is 5 / 100 = 0.05 of a fraction: far from flipping the direction)
-    assert (strategy.clipping_norm > 1.0) == grows
-    assert strategy.clipping_norm == pytest.approx(math.exp(0.1 if grows else -0.1), rel=0.05)
-
-
-def test_flowers_adaptive_clipping_moves_the_norm_the_wrong_way():
-    """Flower 1.42's wrapper, kept under test: if an upgrade fixes it, this fails and the README's
-    "known Flower defects" needs updating (flwr/serverapp/strategy/dp_adaptive_clipping.py,
-    `_geometric_update` with the bit from `adaptive_clip_inputs_inplace`)."""
-    n, d = 100, 10
-    flower = DifferentialPrivacyClientSideAdaptiveClipping(
-        FedAvg(weighted_by_key=DP_WEIGHT),
-        noise_multiplier=0.5,
-        num_sampled_clients=n,
-        initial_clipping_norm=1.0,
-        target_clipped_quantile=0.5,
-        clip_norm_lr=0.2,
-        clipped_count_stddev=5.0,
-    )
-    replies = [
-        message(
-            RecordDict(
-                {"arrays": ArrayRecord([one_hot(d, 0.5)]), "metrics": MetricRecord({DP_WEIGHT: 1, "norm_bit": 1})}
-            ),
-            reply=True,
-            src=i + 1,
-        )
-        for i in range(n)
-    ]
-    flower.current_arrays = ArrayRecord([np.zeros(d, np.float32)])
-    flower.aggregate_train(1, replies)  # every update was clipped...
-    assert flower.clipping_norm < 1.0  # ...and Flower shrinks the norm (the paper grows it)
-
-
-def test_adaptive_noise_is_calibrated_to_the_norm_the_devices_clipped_to():
-    n, d, clip = 20, 1_000_000, 1.0  # the std within 0.5% is 7 standard errors
-    strategy, ledger = central("central-adaptive-clip", sampled=n, z=0.5, clip=clip, clipped_count_stddev=1.0)
-    result = aggregate(strategy, d, [one_hot(d, clip)] * n, norm_bits=[1] * n)
-    assert strategy.clipping_norm > clip * 1.05  # the norm moved...
-    update_z, _ = adaptive_noise(strategy.dp, n)
-    assert np.std(result[1:]) == pytest.approx(update_z * clip / n, rel=0.005)  # ...the noise used the old one
-    # Andrew et al. 2021, Thm 1: update noise and count noise together are one Gaussian of z
-    assert (update_z**-2 + (2 * 1.0) ** -2) ** -0.5 == pytest.approx(0.5)
-    assert ledger.central_epsilon() == pytest.approx(
-        PrivacyLedger(DPConfig(mode="central-client-clip", noise_multiplier=0.5), n, n).central_epsilon(1), rel=1e-6
-    )
-
-
-def test_the_unclipped_count_uses_centred_bits_and_the_claimed_noise():
-    """k of n updates unclipped: the noised fraction has mean k/n and std stddev/n; with centred
-    bits (sensitivity 1/2) that stddev is a Gaussian mechanism of multiplier 2 x stddev."""
-    n, k, stddev, lr, target = 50, 30, 2.0, 0.2, 0.5
-    fractions = []
-    strategy, _ = central("central-adaptive-clip", sampled=n, z=0.5, clip=1.0, clipped_count_stddev=stddev)
-    for _ in range(4000):
-        strategy.clipping_norm = 1.0
-        strategy._adapt_clipping_norm([1.0] * k + [0.0] * (n - k))
-        fractions.append(target - math.log(strategy.clipping_norm) / lr)  # invert C <- C exp(-lr (b - target))
-    assert np.mean(fractions) == pytest.approx(k / n, abs=4 * stddev / n / math.sqrt(4000))
-    assert np.std(fractions) == pytest.approx(stddev / n, rel=0.05)
-    strategy.clipping_norm = 1.0
-    strategy._adapt_clipping_norm([])  # nobody replied: fraction ~ 1/2 (missing = centred zero), not 0
-    assert abs(target - math.log(strategy.clipping_norm) / lr - 0.5) < 6 * stddev / n
-
-
 # --- device sampling ------------------------------------------------------------------------------
 class FakeGrid:
     def __init__(self, nodes: int):
@@ -290,16 +150,9 @@ def test_devices_are_sampled_secretly_under_dp_and_reproducibly_without():
         ({"dp.mode": "central-server-clip", "dp.noise-multiplier": 0.0}, "dp.noise-multiplier"),
         ({"dp.mode": "central", "dp.noise-multiplier": 1.0}, "dp.mode"),
         ({"dp.delta": 1.5}, "dp.delta"),
-        ({"dp.sgd": True, "dp.sgd-clipping-norm": 0.0}, "dp.sgd-clipping-norm"),
         ({"dp.sgd": "yes"}, "dp.sgd"),
         ({"dp.max-epsilon": -2.0}, "dp.max-epsilon"),
         ({"dp.max-epsilon": 5.0}, "dp.max-epsilon"),  # a budget with nothing to spend it
-        ({"dp.sgd": True, "dp.sgd-sampling-rate": 0.0}, "dp.sgd-sampling-rate"),
-        (
-            {"dp.mode": "central-adaptive-clip", "dp.noise-multiplier": 2.0, "dp.clipped-count-stddev": 1.0},
-            "dp.noise-multiplier",
-        ),  # the count's noise alone would spend more than the whole budget
-        ({"dp.mode": "central-adaptive-clip", "server-optimizer": "fedadam"}, "server-optimizer"),
     ],
 )
 def test_bad_dp_settings_are_refused_naming_the_key(run_config, key):
@@ -339,8 +192,9 @@ def test_the_fresh_noise_check_users_run_on_their_deployment_passes(capsys):
 
     assert main() == 0
     out = capsys.readouterr().out
-    # DP-SGD is checked too while its feature folder is in the tree (tests/integration/test_core_alone.py deletes it)
-    mechanisms = 3 if (Path(__file__).resolve().parents[2] / "features" / "dp_mechanisms").is_dir() else 2
+    # local DP and DP-SGD are checked too while their feature folder is in the tree
+    # (tests/integration/test_core_alone.py deletes it)
+    mechanisms = 3 if (Path(__file__).resolve().parents[2] / "features" / "dp_mechanisms").is_dir() else 1
     assert out.count("| yes |") == mechanisms and "all noise fresh and as claimed" in out
 
 

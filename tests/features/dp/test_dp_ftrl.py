@@ -11,7 +11,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg
 
-from server_app.privacy import CentralDP
+from features.dp_mechanisms.ftrl import FtrlDP
 from server_app.strategy import build_strategy
 from task.config import Config, DPConfig
 from task.privacy.ledger import PrivacyLedger
@@ -59,7 +59,7 @@ def test_the_server_model_after_t_rounds_carries_the_trees_noise_and_the_exact_s
     """With updates of zero the model is the noise alone: its variance after round t is
     popcount(t) (zC / sampled)^2; with one device's update it moves by exactly that update / sampled."""
     cfg, ledger = ftrl(population=4, sampled=4, z=1.0, clip=2.0)
-    strategy = CentralDP(FedAvg(weighted_by_key=DP_WEIGHT), cfg, ledger)
+    strategy = FtrlDP(FedAvg(weighted_by_key=DP_WEIGHT), cfg, ledger)
     d = 200_000  # the variance within 3% is 9.5 standard errors
     model = np.zeros(d, np.float32)
     for t in range(1, 5):
