@@ -179,13 +179,17 @@ def _add_compute_seconds(cfg: Config, metrics: dict, started: float) -> None:
 
 def _device_text(cfg: Config, context: Context, server_round: int) -> DeviceText:
     node = context.node_config
-    text = cached_device_text(cfg, partition_id=int(node.get("partition-id", 0)),
-                              num_partitions=int(node.get("num-partitions", 1)),
-                              data_path=str(node["data-path"]) if node.get("data-path") else None)
+    partition_id, data_path = int(node.get("partition-id", 0)), str(node["data-path"]) if node.get("data-path") else None
+    text = cached_device_text(cfg, partition_id=partition_id, num_partitions=int(node.get("num-partitions", 1)),
+                              data_path=data_path)
+    if cfg.audit_canaries:  # the privacy audit's secrets, in simulated text only
+        from features.audit.canary import with_canaries
+
+        text = with_canaries(cfg, text, partition_id, data_path)
     if cfg.new_word and not node.get("data-path"):  # the new-word scenario: simulated personas only
         from features.discovery.new_word import with_new_word
 
-        text = with_new_word(cfg, text, int(node.get("partition-id", 0)), server_round)
+        text = with_new_word(cfg, text, partition_id, server_round)
     for note in text.notes:  # files skipped or repaired: in the device's own log, not sent
         log.warning("node %s: %s", context.node_id, note)
     return text

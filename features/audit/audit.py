@@ -60,6 +60,7 @@ def audit_run(run_dir: Path, nonmembers: int = 40) -> dict:
     members, held_in, held_out = [], [], []
     for pid in range(devices):
         text = load_device_text(cfg, partition_id=pid, num_partitions=devices)
+        text = canary.with_canaries(cfg, text, pid) if cfg.audit_canaries else text  # as the ClientApp reads it
         members.append(_mean_loss(model, vocab, text.train, cfg))
         held_in.append(_per_window(model, vocab, text.train, cfg))
         held_out.append(_per_window(model, vocab, text.test, cfg))

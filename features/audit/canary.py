@@ -17,9 +17,13 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from task.config import Config
+from task.data.device_text import DeviceText
+from task.data.files import DataError
 
 PREFIX = ("my", "pin", "is")
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -67,6 +71,14 @@ def planted(spec: str, seed: int) -> tuple[list[Canary], tuple[str, ...]]:
 def device_canaries(spec: str, seed: int, partition_id: int) -> list[list[str]]:
     """The canary sentences one simulated device adds to its training text."""
     return [c.sentence for c in planted(spec, seed)[0] if partition_id in c.devices for _ in range(c.repeats)]
+
+
+def with_canaries(cfg: Config, text: DeviceText, partition_id: int, data_path: str | None = None) -> DeviceText:
+    """A simulated device's text with its canaries in its training part (audit.canaries)."""
+    if data_path:  # an audit plants secrets in simulated text, never in a person's
+        raise DataError(f"{text.name}: audit.canaries is for simulations; refused on a device with a real data-path",
+                        reason="audit.canaries refused on a real device")
+    return replace(text, train=text.train + device_canaries(cfg.audit_canaries, cfg.seed, partition_id))
 
 
 def exposure(rank: int, population: int) -> float:

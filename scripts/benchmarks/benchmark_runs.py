@@ -56,6 +56,8 @@ class FederatedRun:
     peak_rss_mb: float = 0.0
     simulation_cpu_seconds: float = 0.0  # CPU time of Flower's simulation process (engine + ServerApp)
     marks: dict = field(default_factory=dict)  # start-up stages, see scripts.local_flower.MARKS
+    peak_actor_mb: float = 0.0  # the largest ClientApp actor (a Ray worker), at its peak
+    peak_engine_mb: float = 0.0  # Flower's simulation process (the link state, every message)
 
 
 def federated(env: dict, scenario: Scenario, common: str, extra: str = "", **kwargs) -> FederatedRun:
@@ -74,7 +76,8 @@ def flower_run(env: dict, devices: int, run_config: str, timeout: float = 3600) 
     metrics = out_dir / f"run-{outcome.run_id}" / "metrics.json"
     rows = json.loads(metrics.read_text()) if metrics.exists() else []
     print(f"  run {outcome.run_id}: {outcome.status}, {time.monotonic() - started:.0f} s ({run_config})", flush=True)
-    return FederatedRun(outcome.status, outcome.seconds, rows, memory.peak_mb, memory.simulation_cpu, outcome.marks)
+    return FederatedRun(outcome.status, outcome.seconds, rows, memory.peak_mb, memory.simulation_cpu, outcome.marks,
+                        peak_actor_mb=memory.peak_actor_mb, peak_engine_mb=memory.peak_engine_mb)
 
 
 class PeakMemory:
@@ -83,7 +86,7 @@ class PeakMemory:
 
     def __init__(self, env: dict):
         self.marker = str(Path(env["FLWR_HOME"]))
-        self.peak_mb = 0.0
+        self.peak_mb = self.peak_actor_mb = self.peak_engine_mb = 0.0
         self.simulation_cpu = 0.0
         self._stop = threading.Event()
 
@@ -101,6 +104,11 @@ class PeakMemory:
             procs = _flower_processes(self.marker)
             self.peak_mb = max(self.peak_mb, sum(_quietly(lambda p: p.memory_info().rss, p, 0) for p in procs) / 2**20)
             simulation = [p for p in procs if "flwr-simulation" in " ".join(_quietly(psutil.Process.cmdline, p, []))]
+            for p in procs:  # Ray names an actor's worker process after the actor
+                if "ClientAppActor" in " ".join(_quietly(psutil.Process.cmdline, p, [])):
+                    self.peak_actor_mb = max(self.peak_actor_mb, _quietly(lambda p: p.memory_info().rss, p, 0) / 2**20)
+            for p in simulation:
+                self.peak_engine_mb = max(self.peak_engine_mb, _quietly(lambda p: p.memory_info().rss, p, 0) / 2**20)
             if simulation:
                 cpu = sum(_quietly(lambda p: sum(p.cpu_times()[:2]), p, 0.0) for p in simulation)  # user + system
                 self.simulation_cpu = max(self.simulation_cpu, cpu)

@@ -66,13 +66,6 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
                         "(one to train on, one to evaluate on)" + (f" [{'; '.join(notes)}]" if notes else ""),
                         reason="too little text" + (f" ({len(notes)} file(s) skipped or repaired)" if notes else ""))
     train, test = split_train_test(sentences, cfg.test_fraction)
-    if cfg.audit_canaries:
-        if data_path:  # an audit plants secrets in simulated text, never in a person's
-            raise DataError(f"{name}: audit.canaries is for simulations; refused on a device with a real data-path",
-                            reason="audit.canaries refused on a real device")
-        from features.audit.canary import device_canaries  # the audit: loaded only when asked
-
-        train = train + device_canaries(cfg.audit_canaries, cfg.seed, partition_id)
     return DeviceText(name, sentences, train, test, notes)
 
 
@@ -88,7 +81,7 @@ def cached_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: in
     if data_path:  # paths, sizes and modification times: a changed or added file is read again
         fingerprint = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in text_files(Path(data_path)))
     key = (cfg.data_source, cfg.data_path, cfg.partitioner, cfg.sentences_per_device, cfg.max_sentences,
-           cfg.test_fraction, cfg.seed, cfg.audit_canaries, partition_id, num_partitions, data_path, fingerprint)
+           cfg.test_fraction, cfg.seed, partition_id, num_partitions, data_path, fingerprint)
     if key in _READ:
         _READ.move_to_end(key)
         return replace(_READ[key], notes=[])

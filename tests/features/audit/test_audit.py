@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 
+from client_app.app import _device_text
 from features.audit import canary, membership
 from task.config import Config, ConfigError
-from task.data.device_text import load_device_text
 from task.data.files import DataError
+from tests.helpers import context
 
 
 def test_exposure_is_log2_candidates_minus_log2_rank():
@@ -29,14 +30,18 @@ def test_loss_membership_attack_matches_hand_computed_roc():
     assert perfect["tpr_at_1pct_fpr"] == 1.0 and perfect["members"] == 5 and perfect["nonmembers"] == 200
 
 
+def device_text(cfg: Config, partition_id: int):
+    """A simulated device's text as the ClientApp reads it."""
+    return _device_text(cfg, context(cfg, {"partition-id": partition_id, "num-partitions": 4}), 1)
+
+
 def test_canaries_go_into_k_devices_r_times_and_a_never_inserted_one_is_kept_apart():
     planted, reference = canary.planted("2:3,1:5", seed=7)
     assert [(c.devices, c.repeats) for c in planted] == [(range(0, 2), 3), (range(2, 3), 5)]
     assert len({c.secret for c in planted} | {reference}) == 3
     assert planted == canary.planted("2:3,1:5", seed=7)[0]  # the audit knows what it planted
     cfg = Config.from_run_config({"audit.canaries": "2:3,1:5"})
-    counts = [sum(s[:3] == list(canary.PREFIX) for s in load_device_text(cfg, partition_id=p, num_partitions=4).train)
-              for p in range(4)]
+    counts = [sum(s[:3] == list(canary.PREFIX) for s in device_text(cfg, p).train) for p in range(4)]
     assert counts == [3, 3, 5, 0]
     with pytest.raises(ConfigError, match="audit.canaries"):
         Config.from_run_config({"audit.canaries": "2:0"})
@@ -45,7 +50,7 @@ def test_canaries_go_into_k_devices_r_times_and_a_never_inserted_one_is_kept_apa
 def test_canaries_are_refused_on_a_device_with_real_text(tmp_path):
     (tmp_path / "t.txt").write_text("One sentence here. Another one there.")
     with pytest.raises(DataError, match="audit.canaries is for simulations") as err:
-        load_device_text(Config(audit_canaries="1:1"), data_path=str(tmp_path))
+        _device_text(Config(audit_canaries="1:1"), context(Config(), {"data-path": str(tmp_path)}), 1)
     assert err.value.reason == "audit.canaries refused on a real device"
 
 
