@@ -100,7 +100,7 @@ def train(msg: Message, context: Context) -> Message:
             text = _device_text(cfg, context, server_round)
             if msg.content["config"].get(EVALUATE_FIRST, False):  # the received model's score, as evaluate gives it
                 score = _score(cfg, text, received, msg, context)
-            arrays, metrics = device.train_round(cfg, text, received, server_round=server_round, added=added)
+            arrays, metrics = device.train_round(cfg, text, received, server_round, added, _fit(cfg))
     except DataError as e:
         return _error_reply(msg, context, e)
     metrics[COMPUTE_SECONDS] = time.perf_counter() - started
@@ -175,6 +175,15 @@ def _add_compute_seconds(cfg: Config, metrics: dict, started: float) -> None:
     dp.report-train-metrics (outside the guarantee), like the training reply's timings."""
     if not cfg.dp.enabled or cfg.dp.report_train_metrics:
         metrics[COMPUTE_SECONDS] = time.perf_counter() - started
+
+
+def _fit(cfg: Config):
+    """How the device trains: DP-SGD when dp.sgd asks for it (loaded only then), else task.device's own."""
+    if not cfg.dp.sgd:
+        return None
+    from features.dp_mechanisms.dpsgd import dpsgd_fit  # imports tensorflow-privacy
+
+    return dpsgd_fit
 
 
 def _device_text(cfg: Config, context: Context, server_round: int) -> DeviceText:

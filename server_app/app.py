@@ -33,7 +33,7 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     cfg = Config.from_run_config(context.run_config)
     skip_idle_polls(grid)  # simulation: Flower's engine no longer polls devices that have no message
-    start = run_start(cfg, context.run_id)  # vocabulary, resume point, run record, first model
+    start = run_start(cfg, context.run_id, _warm_start(cfg))  # vocabulary, resume point, record, first model
     observed = ObservedGrid(grid)  # counts who replied, declined, failed, and the bytes
     ledger = privacy.ledger_for(cfg, grid, start.resume)
     inner = build_strategy(cfg, ledger, privacy.train_metrics_aggregator(cfg, start.record.aggregate_train_metrics),
@@ -41,7 +41,7 @@ def main(grid: Grid, context: Context) -> None:
                            personal_mix=lambda: start.record.personal_mix)
     strategy = _central_dp(cfg, inner, ledger, start.resume)  # around it, if a central dp.mode asks
     growth = _vocabulary_growth(cfg, start, ledger) if cfg.vocab_discovery or start.added else None
-    round_end = RoundEnd(cfg, start, observed, ledger, strategy, growth)
+    round_end = RoundEnd(cfg, start, observed, ledger, strategy, growth, _new_word_scores(cfg, ledger))
     runner = growth.around(strategy, grid) if growth else strategy  # discovery rounds before training rounds
     stop_reason = None
     try:
@@ -97,6 +97,24 @@ def _above_the_counts(cfg: Config, observed: ObservedGrid):
 
         return TransferGrid(observed, cfg.transfer_dtype)
     return observed
+
+
+def _warm_start(cfg: Config):
+    """warm-start.init-from: the first model's weights from a checkpoint (loaded only when asked)."""
+    if not cfg.init_from:
+        return None
+    from features.warm_start.server import initial_weights
+
+    return initial_weights
+
+
+def _new_word_scores(cfg: Config, ledger):
+    """discovery.new-word: does the model suggest the word to those who never typed it (loaded only then)."""
+    if not cfg.new_word:
+        return None
+    from features.discovery.new_word import new_word_scores
+
+    return lambda model, vocab: new_word_scores(cfg, model, vocab, ledger.population)
 
 
 def _vocabulary_growth(cfg: Config, start, ledger):

@@ -4,6 +4,7 @@ federation, and record the round (metrics row, checkpoint with the state to resu
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -31,11 +32,12 @@ class RoundEnd:
     round. The ledger has already booked the round (the strategy does it as it sends and releases)."""
 
     def __init__(self, cfg: Config, start: RunStart, observed: ObservedGrid, ledger: PrivacyLedger,
-                 strategy: Strategy, growth: VocabularyGrowth | None = None):
+                 strategy: Strategy, growth: VocabularyGrowth | None = None, extra_scores: Callable | None = None):
         self.cfg, self.model, self.record, self.observed, self.ledger = cfg, start.model, start.record, observed, ledger
         self.fingerprint, self.resumed, self.growth = start.fingerprint, start.resume is not None, growth
         self.start_round = start.round  # Flower counts this run's rounds from 1 again
         self.strategy = strategy  # its state goes into every checkpoint
+        self.extra_scores = extra_scores  # (model, vocabulary) -> more server metrics (a feature's measure)
         self._encoded_for = 0  # the vocabulary size the server's evaluation text is encoded with
         self.latest: list[np.ndarray] | None = None  # the last global model: what a budget stop keeps
 
@@ -87,7 +89,7 @@ class RoundEnd:
         if self._encoded_for != rows:  # words added: encode the text with them
             self.server_x, self.server_y = make_windows(unseen_users_text(self.cfg), vocab, self.cfg.model.seq_len)
             self._encoded_for = rows
-        if not len(self.server_x) and not self.cfg.new_word:
+        if not len(self.server_x) and not self.extra_scores:
             return None
         started = time.perf_counter()
         model = self.model_for(self.latest)
@@ -95,9 +97,7 @@ class RoundEnd:
         if len(self.server_x):
             m = trainer.evaluate(model, self.server_x, self.server_y)
             out = {"loss": m.loss, "perplexity": m.perplexity, "top1": m.top1, "top3": m.top3}
-        if self.cfg.new_word:  # the scenario's measure: does the model suggest the word to those who never typed it
-            from features.discovery.new_word import new_word_scores
-
-            out.update(new_word_scores(self.cfg, model, vocab, self.ledger.population))
+        if self.extra_scores:
+            out.update(self.extra_scores(model, vocab))
         out["seconds"] = time.perf_counter() - started
         return out

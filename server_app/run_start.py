@@ -4,6 +4,7 @@ the first global model (fresh, warm-started or resumed)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from server_app.resume import ResumePoint, load_resume_point
@@ -32,7 +33,9 @@ class RunStart:
         return self.resume.round if self.resume else 0
 
 
-def run_start(cfg: Config, run_id: int) -> RunStart:
+def run_start(cfg: Config, run_id: int, initial_weights: Callable | None = None) -> RunStart:
+    """`initial_weights(cfg, fingerprint) -> (weights, where from)`: a warm start's first model
+    (features/warm_start/, chosen by server_app/app.py)."""
     vocab = default_vocabulary(cfg.model.vocab_size)
     fingerprint = model_fingerprint(cfg, vocab.words)
     resume = load_resume_point(cfg, fingerprint) if cfg.resume_from else None
@@ -45,9 +48,7 @@ def run_start(cfg: Config, run_id: int) -> RunStart:
         from features.dp_mechanisms.dpsgd import require_rules
 
         require_rules(model)
-    if cfg.init_from:
-        from features.warm_start.server import initial_weights
-
+    if initial_weights:
         weights, origin = initial_weights(cfg, fingerprint)
         model.set_weights(weights)
         log.info("%s", origin)

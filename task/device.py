@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from functools import lru_cache
 
@@ -23,50 +24,44 @@ from task.data.vocab import UNK_ID, Vocabulary, run_vocabulary, vocabulary_rows
 from task.keystrokes import PrefixIndex
 from task.model import build_model
 from task.personal import DEFAULT_POINT, PersonalCounts, PersonalScorer
-from task.privacy.mechanisms import DP_WEIGHT, dpsgd_steps
+from task.privacy.mechanisms import DP_WEIGHT
 
 Weights = list[np.ndarray]
+# (cfg, model, x, y, *, name, server_round, score) -> (metrics, extra metrics): trains the model in place
+Fit = Callable[..., tuple[trainer.Metrics, dict]]
 log = logging.getLogger(__name__)
 
 
 def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: int,
-                added: tuple[str, ...] = ()) -> tuple[Weights, dict]:
+                added: tuple[str, ...] = (), fit: Fit | None = None) -> tuple[Weights, dict]:
     """Train the received global model on the device's training text; new weights + metrics.
-    `added`: the words the run's discoveries appended to the vocabulary (the model has their rows)."""
+    `added`: the words the run's discoveries appended to the vocabulary (the model has their rows);
+    `fit`: how to train (`plain_fit`, or DP-SGD's: features/dp_mechanisms/dpsgd.py)."""
     vocab = run_vocabulary(cfg.model.vocab_size, added)
     x, y = _windows(cfg, vocab, text.train, text.name, "training")
     model = _model(cfg, vocab, weights)
-    seed = cfg.seed * 100_003 + server_round  # shuffling of plain training only; never privacy
-    learning_rate = trainer.round_learning_rate(cfg, server_round)
     # Scores on its own training text leave the device only without DP (or with
     # dp.report-train-metrics): task.privacy.mechanisms.released_train_metrics. Else not computed.
     score = not cfg.dp.enabled or cfg.dp.report_train_metrics
-    extra: dict = {}
-    if cfg.dp.sgd:
-        if cfg.dp.delta >= 1 / len(x):
-            raise DataError(f"{text.name}: dp.delta = {cfg.dp.delta} must be below 1/(training windows) = "
-                            f"1/{len(x)} for sample-level DP-SGD", reason="dp.delta too large for the text")
-        from features.dp_mechanisms.dpsgd import train_dpsgd  # imports tensorflow-privacy: only when asked for
-
-        m, stats = train_dpsgd(model, x, y, sampling_rate=cfg.dp.sgd_sampling_rate,
-                               steps=dpsgd_steps(cfg.local_epochs, cfg.dp.sgd_sampling_rate, cfg.max_local_steps),
-                               learning_rate=learning_rate, clipping_norm=cfg.dp.sgd_clipping_norm,
-                               noise_multiplier=cfg.dp.sgd_noise_multiplier, batch_size=cfg.batch_size,
-                               adam_epsilon=cfg.adam_epsilon, score=score)
-        extra = {"dpsgd-clipped-fraction": stats.clipped_fraction}
-    else:
-        wanted = cfg.local_epochs * math.ceil(len(x) / cfg.batch_size)
-        if cfg.max_local_steps and wanted > cfg.max_local_steps:
-            log.warning("%s: trains %d of its %d steps this round (max-local-steps = %d), so the round fits "
-                        "round-timeout", text.name, cfg.max_local_steps, wanted, cfg.max_local_steps)
-        m = trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
-                          learning_rate=learning_rate, max_steps=cfg.max_local_steps, seed=seed,
-                          adam_epsilon=cfg.adam_epsilon, optimizer=cfg.client_optimizer, score=score)
+    m, extra = (fit or plain_fit)(cfg, model, x, y, name=text.name, server_round=server_round, score=score)
     # Under DP every device counts once in the average (dp-weight), so one device's influence, and
     # so the sensitivity the noise is calibrated to, is bounded; the server enforces it. What of
     # these metrics leaves the device under DP: task.privacy.mechanisms.released_train_metrics.
     scores = {"top1": m.top1, "top3": m.top3} if score else {}
     return model.get_weights(), {"loss": m.loss, **scores, "num-examples": m.num_examples, DP_WEIGHT: 1, **extra}
+
+
+def plain_fit(cfg: Config, model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, name: str, server_round: int,
+              score: bool) -> tuple[trainer.Metrics, dict]:
+    """Local epochs of minibatch training, capped at max-local-steps."""
+    wanted = cfg.local_epochs * math.ceil(len(x) / cfg.batch_size)
+    if cfg.max_local_steps and wanted > cfg.max_local_steps:
+        log.warning("%s: trains %d of its %d steps this round (max-local-steps = %d), so the round fits "
+                    "round-timeout", name, cfg.max_local_steps, wanted, cfg.max_local_steps)
+    seed = cfg.seed * 100_003 + server_round  # shuffling of plain training only; never privacy
+    return trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+                         learning_rate=trainer.round_learning_rate(cfg, server_round), max_steps=cfg.max_local_steps,
+                         seed=seed, adam_epsilon=cfg.adam_epsilon, optimizer=cfg.client_optimizer, score=score), {}
 
 
 def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple[str, ...] = (),

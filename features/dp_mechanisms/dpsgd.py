@@ -40,9 +40,10 @@ from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions import
     multi_head_attention,
 )
 
-from task.config import ConfigError  # noqa: E402
-from task.privacy.mechanisms import secret_rng, secret_tf_generator  # noqa: E402
-from task.train import MaskedNextWordLoss, Metrics, metrics_after_training  # noqa: E402
+from task.config import Config, ConfigError  # noqa: E402
+from task.data.files import DataError  # noqa: E402
+from task.privacy.mechanisms import dpsgd_steps, secret_rng, secret_tf_generator  # noqa: E402
+from task.train import MaskedNextWordLoss, Metrics, metrics_after_training, round_learning_rate  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,21 @@ def train_dpsgd(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, sampling
     metrics = metrics_after_training(model, x, y, report_batch_size, loss_sum / max(examples, 1), score)
     return metrics, DPSGDStats(sampling_rate=q, steps=steps, clipped_fraction=clipped / max(examples, 1),
                                seconds=time.perf_counter() - start)
+
+
+def dpsgd_fit(cfg: Config, model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, name: str, server_round: int,
+              score: bool) -> tuple[Metrics, dict]:
+    """The device's round under dp.sgd (task.device.train_round's `fit`, chosen by the ClientApp)."""
+    if cfg.dp.delta >= 1 / len(x):
+        raise DataError(f"{name}: dp.delta = {cfg.dp.delta} must be below 1/(training windows) = "
+                        f"1/{len(x)} for sample-level DP-SGD", reason="dp.delta too large for the text")
+    dp = cfg.dp
+    m, stats = train_dpsgd(model, x, y, sampling_rate=dp.sgd_sampling_rate,
+                           steps=dpsgd_steps(cfg.local_epochs, dp.sgd_sampling_rate, cfg.max_local_steps),
+                           learning_rate=round_learning_rate(cfg, server_round), clipping_norm=dp.sgd_clipping_norm,
+                           noise_multiplier=dp.sgd_noise_multiplier, batch_size=cfg.batch_size,
+                           adam_epsilon=cfg.adam_epsilon, score=score)
+    return m, {"dpsgd-clipped-fraction": stats.clipped_fraction}
 
 
 def require_rules(model) -> None:
