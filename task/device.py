@@ -36,32 +36,30 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
                 added: tuple[str, ...] = (), fit: Fit | None = None) -> tuple[Weights, dict]:
     """Train the received global model on the device's training text; new weights + metrics.
     `added`: the words the run's discoveries appended to the vocabulary (the model has their rows);
-    `fit`: how to train (`plain_fit`, or DP-SGD's: features/dp_mechanisms/dpsgd.py)."""
+    `fit`: another way to train (DP-SGD's: features/dp_mechanisms/dpsgd.py)."""
     vocab = run_vocabulary(cfg.model.vocab_size, added)
     x, y = _windows(cfg, vocab, text.train, text.name, "training")
     model = _model(cfg, vocab, weights)
     # Scores on its own training text leave the device only without DP (or with
     # dp.report-train-metrics): task.privacy.mechanisms.released_train_metrics. Else not computed.
     score = not cfg.dp.enabled or cfg.dp.report_train_metrics
-    m, extra = (fit or plain_fit)(cfg, model, x, y, name=text.name, server_round=server_round, score=score)
+    if fit:  # DP-SGD
+        m, extra = fit(cfg, model, x, y, name=text.name, server_round=server_round, score=score)
+    else:  # local epochs of minibatch training, capped at max-local-steps
+        wanted = cfg.local_epochs * math.ceil(len(x) / cfg.batch_size)
+        if cfg.max_local_steps and wanted > cfg.max_local_steps:
+            log.warning("%s: trains %d of its %d steps this round (max-local-steps = %d), so the round fits "
+                        "round-timeout", text.name, cfg.max_local_steps, wanted, cfg.max_local_steps)
+        seed = cfg.seed * 100_003 + server_round  # shuffling of plain training only; never privacy
+        m, extra = trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
+                                 learning_rate=trainer.round_learning_rate(cfg, server_round),
+                                 max_steps=cfg.max_local_steps, seed=seed, adam_epsilon=cfg.adam_epsilon,
+                                 optimizer=cfg.client_optimizer, score=score), {}
     # Under DP every device counts once in the average (dp-weight), so one device's influence, and
     # so the sensitivity the noise is calibrated to, is bounded; the server enforces it. What of
     # these metrics leaves the device under DP: task.privacy.mechanisms.released_train_metrics.
     scores = {"top1": m.top1, "top3": m.top3} if score else {}
     return model.get_weights(), {"loss": m.loss, **scores, "num-examples": m.num_examples, DP_WEIGHT: 1, **extra}
-
-
-def plain_fit(cfg: Config, model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, name: str, server_round: int,
-              score: bool) -> tuple[trainer.Metrics, dict]:
-    """Local epochs of minibatch training, capped at max-local-steps."""
-    wanted = cfg.local_epochs * math.ceil(len(x) / cfg.batch_size)
-    if cfg.max_local_steps and wanted > cfg.max_local_steps:
-        log.warning("%s: trains %d of its %d steps this round (max-local-steps = %d), so the round fits "
-                    "round-timeout", name, cfg.max_local_steps, wanted, cfg.max_local_steps)
-    seed = cfg.seed * 100_003 + server_round  # shuffling of plain training only; never privacy
-    return trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
-                         learning_rate=trainer.round_learning_rate(cfg, server_round), max_steps=cfg.max_local_steps,
-                         seed=seed, adam_epsilon=cfg.adam_epsilon, optimizer=cfg.client_optimizer, score=score), {}
 
 
 def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple[str, ...] = (),
