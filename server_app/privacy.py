@@ -41,8 +41,13 @@ class CentralDP(Strategy):
     generator, divide by the number of devices sampled. Subclasses change the noise
     (`noise`) or what follows a release (`after_release`)."""
 
+    MODES = ("central-client-clip", "central-server-clip")  # the dp.modes whose release this class makes
+
     def __init__(self, inner: FedAvg, cfg: Config, ledger: PrivacyLedger, rng: np.random.Generator | None = None):
         super().__init__()
+        if cfg.dp.mode not in self.MODES:  # the ledger would account a release this class does not make
+            raise ValueError(f"{type(self).__name__} makes the release of dp.mode {list(self.MODES)}, not "
+                             f"{cfg.dp.mode!r} (server_app/app.py chooses the class for each mode)")
         self.inner, self.dp, self.ledger = inner, cfg.dp, ledger
         self.sampled = ledger.sampled  # the public denominator: the round's goal
         self.selected = ledger.selected  # devices asked (more than sampled with over-selection)

@@ -403,6 +403,7 @@ class Config:
 
             validate_population(self, population, sampled)
 
+
 # Run-config keys are the field names in kebab case; a feature's keys form a group (Flower's dotted
 # keys, `[tool.flwr.app.config]` subtables in pyproject.toml).
 _GROUP = {ModelConfig: "model.", DPConfig: "dp.", SimConfig: "participation.", SecAggConfig: "secagg."}

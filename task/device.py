@@ -37,6 +37,8 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
     """Train the received global model on the device's training text; new weights + metrics.
     `added`: the words the run's discoveries appended to the vocabulary (the model has their rows);
     `fit`: another way to train (DP-SGD's: features/dp_mechanisms/dpsgd.py)."""
+    if cfg.dp.sgd and fit is None:  # the ledger would count DP-SGD steps that never ran
+        raise ValueError("dp.sgd = true needs DP-SGD's fit (features/dp_mechanisms/dpsgd.py: dpsgd_fit)")
     vocab = run_vocabulary(cfg.model.vocab_size, added)
     x, y = _windows(cfg, vocab, text.train, text.name, "training")
     model = _model(cfg, vocab, weights)

@@ -24,6 +24,8 @@ class AdaptiveClippingDP(CentralDP):
     """Central DP whose update noise and count noise together make one Gaussian mechanism of
     dp.noise-multiplier (Theorem 1): `adaptive_noise` splits it."""
 
+    MODES = ("central-adaptive-clip",)
+
     def __init__(self, inner, cfg, ledger, rng=None):
         super().__init__(inner, cfg, ledger, rng)
         self.update_noise, self.count_stddev = adaptive_noise(cfg.dp, self.sampled)

@@ -12,6 +12,8 @@ from server_app.privacy import CentralDP
 
 
 class FtrlDP(CentralDP):
+    MODES = ("central-ftrl",)
+
     def __init__(self, inner, cfg, ledger, rng=None):
         super().__init__(inner, cfg, ledger, rng)
         self._tree = None  # the TreeNoise of the current tree, made at its first round

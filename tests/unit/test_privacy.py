@@ -203,3 +203,22 @@ def test_unequal_device_weights_are_refused_under_dp():
     require_equal_weights(ok)
     with pytest.raises(ValueError, match="dp-weight = 7"):
         require_equal_weights(ok + [RecordDict({"metrics": MetricRecord({"dp-weight": 7})})])
+
+
+def test_a_central_dp_class_refuses_a_mode_whose_release_it_does_not_make():
+    """Plain CentralDP under DP-FTRL would add fresh noise each round while the ledger counts
+    tree noise: an epsilon below the one spent."""
+    for mode in ("central-ftrl", "central-adaptive-clip", "local"):
+        with pytest.raises(ValueError, match=mode):
+            central(mode=mode)
+
+
+def test_a_device_round_under_dp_sgd_refuses_to_train_without_dp_sgd():
+    """Else it would train plainly while the ledger counts DP-SGD steps."""
+    from task import device
+    from task.data.device_text import DeviceText
+
+    cfg = Config(model=SMALL, dp=DPConfig(sgd=True))
+    text = DeviceText("a device", [["a", "b", "c"]] * 4, [["a", "b", "c"]] * 3, [["a", "b", "c"]], [])
+    with pytest.raises(ValueError, match="dp.sgd"):
+        device.train_round(cfg, text, build_model(SMALL).get_weights(), server_round=1)
