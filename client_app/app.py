@@ -3,7 +3,7 @@
 The device's text is read from `data-path` in its node config (a real device) or from its
 simulated partition (`partition-id` / `num-partitions`). Only weights and metrics leave the
 device (clipped and noised first when a dp.mode asks for it; under DP only what the guarantee
-covers: task.privacy.mechanisms.released_train_metrics). A device whose text is unusable logs the problem
+covers: task.privacy.released_train_metrics). A device whose text is unusable logs the problem
 in full and replies with its category only (no file names or paths); the server goes on without it.
 
 Each handler is the device's work itself; what a feature adds around it is a mod in the
@@ -24,12 +24,11 @@ from flwr.clientapp import ClientApp
 
 from client_app.cost import CostMeter
 from client_app.messages import DEVICE_DATA_UNUSABLE, added_words, config_of, global_round, personal_point
-from client_app.privacy import dp_mod
 from task.config import EVAL_PREFIX, EVALUATE_FIRST, QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE, Config
 from task.data.device_text import DeviceText, cached_device_text
 from task.data.files import DataError
 from task.data.vocab import run_vocabulary
-from task.privacy.mechanisms import DP_WEIGHT, released_train_metrics, secret_rng
+from task.privacy import DP_WEIGHT, released_train_metrics
 
 __all__ = ["DEVICE_DATA_UNUSABLE", "app"]
 # Reply metric: seconds the handler computed (data, model, training or scoring). The server sums
@@ -75,6 +74,16 @@ def transfer_mod(msg: Message, context: Context, call_next) -> Message:
     from features.transfer.client import transfer_mod as encoded
 
     return encoded(cfg.transfer_dtype)(msg, context, call_next)
+
+
+def dp_mod(msg: Message, context: Context, call_next) -> Message:
+    """A central dp.mode where devices clip: Flower's clipping mod around training (loaded only then)."""
+    dp = config_of(context).dp
+    if not dp.central or dp.mode == "central-server-clip":  # there the trusted server clips raw updates
+        return call_next(msg, context)
+    from client_app.privacy import dp_mod as clipped
+
+    return clipped(msg, context, call_next)
 
 
 def local_dp_mod(msg: Message, context: Context, call_next) -> Message:
@@ -133,6 +142,7 @@ def query(msg: Message, context: Context) -> Message:
     vocabulary lacks, extending the trie the server sent, or none. Nothing else leaves the device.
     No TensorFlow: a query costs a device reading its text and counting words."""
     from features.discovery.triehh import device_vote, out_of_vocabulary
+    from task.privacy.mechanisms import secret_rng
 
     cfg = config_of(context)
     config = msg.content["config"]

@@ -13,17 +13,16 @@ import logging
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from server_app import privacy
 from server_app.observed_grid import ObservedGrid
 from server_app.rounds import RoundEnd
 from server_app.run_record import RunRecord
 from server_app.run_start import run_start
 from server_app.simulation_polling import skip_idle_polls
-from server_app.strategy import TooFewDevices, build_strategy
+from server_app.strategy import TooFewDevices, build_strategy, population_and_sample
 from task.config import ROUND_OFFSET, Config
 from task.data.vocab import Vocabulary
 from task.litert.export import export_checked
-from task.privacy.ledger import PrivacyBudgetExceeded
+from task.privacy import PrivacyBudgetExceeded
 
 log = logging.getLogger("flwr")
 app = ServerApp()
@@ -35,13 +34,13 @@ def main(grid: Grid, context: Context) -> None:
     skip_idle_polls(grid)  # simulation: Flower's engine no longer polls devices that have no message
     start = run_start(cfg, context.run_id, _warm_start(cfg))  # vocabulary, resume point, record, first model
     observed = ObservedGrid(grid)  # counts who replied, declined, failed, and the bytes
-    ledger = privacy.ledger_for(cfg, grid, start.resume)
-    inner = build_strategy(cfg, ledger, privacy.train_metrics_aggregator(cfg, start.record.aggregate_train_metrics),
-                           start.record.aggregate_evaluate_metrics, last_round=start.rounds_left,
-                           personal_mix=lambda: start.record.personal_mix)
+    population, sampled = population_and_sample(grid, cfg)  # waits for min-available-nodes, never forever
+    ledger = _ledger(cfg, start, population, sampled)  # None when nothing private runs
+    inner = build_strategy(cfg, ledger, _train_metrics(cfg, start.record), start.record.aggregate_evaluate_metrics,
+                           last_round=start.rounds_left, personal_mix=lambda: start.record.personal_mix)
     strategy = _central_dp(cfg, inner, ledger, start.resume)  # around it, if a central dp.mode asks
     growth = _vocabulary_growth(cfg, start, ledger) if cfg.vocab_discovery or start.added else None
-    round_end = RoundEnd(cfg, start, observed, ledger, strategy, growth, _new_word_scores(cfg, ledger))
+    round_end = RoundEnd(cfg, start, observed, ledger, strategy, growth, _new_word_scores(cfg, population))
     runner = growth.around(strategy, grid) if growth else strategy  # discovery rounds before training rounds
     stop_reason = None
     try:
@@ -53,27 +52,46 @@ def main(grid: Grid, context: Context) -> None:
         stop_reason = f"{'privacy budget' if isinstance(e, PrivacyBudgetExceeded) else 'too few devices'}: {e}"
         log.warning("Stopped early: %s", stop_reason)
         final = round_end.latest
-    if growth:  # the final model's vocabulary: every word it has a row for
-        start.record.vocab = Vocabulary(growth.vocab.words[: len(final[0])])
-        start.record.discoveries = growth.history
-    finish(start.record, round_end.model_for(final), round_end.check_windows(), stop_reason,
-           _assumptions(cfg, ledger, growth))
+    finish(start.record, round_end.model_for(final), round_end.vocab_for(final), round_end.check_windows(),
+           stop_reason, _assumptions(cfg, ledger, growth), growth.history if growth else [])
 
 
-def finish(record: RunRecord, model, windows, stop_reason: str | None, assumptions: list[str]) -> dict:
-    """Save the model and the run record, then export for devices: a failed or unfit export is
-    reported in the summary and loses nothing."""
-    record.save_final(model)
+def finish(record: RunRecord, model, vocab: Vocabulary, windows, stop_reason: str | None, assumptions: list[str],
+           discoveries: list[dict] = ()) -> dict:
+    """Save the model with its vocabulary and the run record, then export for devices: a failed
+    or unfit export is reported in the summary and loses nothing."""
+    record.save_final(model, vocab)
     # what devices run offline, each file checked against the Keras model before it may ship
-    litert = export_checked(model, record.vocab, record.final_dir / "litert", windows)
-    return record.finish(litert, stop_reason=stop_reason, privacy_assumptions=assumptions)
+    litert = export_checked(model, vocab, record.final_dir / "litert", windows)
+    return record.finish(litert, stop_reason=stop_reason, privacy_assumptions=assumptions, discoveries=discoveries)
+
+
+def _ledger(cfg: Config, start, population: int, sampled: int):
+    """The privacy ledger (server_app/privacy.py, dp-accounting) when DP or discovery is on:
+    a run without either never loads the accounting."""
+    if not (cfg.dp.enabled or cfg.vocab_discovery or start.added):
+        return None
+    from server_app.privacy import ledger_for
+
+    return ledger_for(cfg, population, sampled, start.resume)
+
+
+def _train_metrics(cfg: Config, record: RunRecord):
+    """The run record's train-metrics aggregator; under DP checked first (equal weights, no norm bits)."""
+    if not cfg.dp.enabled:
+        return record.aggregate_train_metrics
+    from server_app.privacy import train_metrics_aggregator
+
+    return train_metrics_aggregator(cfg, record.aggregate_train_metrics)
 
 
 def _central_dp(cfg: Config, inner, ledger, resume):
-    """Central DP around the strategy when a central dp.mode asks for it; adaptive clipping and
-    DP-FTRL (features/dp_mechanisms/) are loaded only when asked."""
+    """Central DP around the strategy when a central dp.mode asks for it (server_app/privacy.py);
+    adaptive clipping and DP-FTRL (features/dp_mechanisms/) are loaded only when asked."""
     if not cfg.dp.central:
         return inner
+    from server_app import privacy
+
     if cfg.dp.mode == "central-adaptive-clip":
         from features.dp_mechanisms.adaptive_clipping import AdaptiveClippingDP as Central
     elif cfg.dp.mode == "central-ftrl":
@@ -108,13 +126,13 @@ def _warm_start(cfg: Config):
     return initial_weights
 
 
-def _new_word_scores(cfg: Config, ledger):
+def _new_word_scores(cfg: Config, population: int):
     """discovery.new-word: does the model suggest the word to those who never typed it (loaded only then)."""
     if not cfg.new_word:
         return None
     from features.discovery.new_word import new_word_scores
 
-    return lambda model, vocab: new_word_scores(cfg, model, vocab, ledger.population)
+    return lambda model, vocab: new_word_scores(cfg, model, vocab, population)
 
 
 def _vocabulary_growth(cfg: Config, start, ledger):
@@ -125,7 +143,7 @@ def _vocabulary_growth(cfg: Config, start, ledger):
 
 def _assumptions(cfg: Config, ledger, growth) -> list[str]:
     """What the privacy guarantee rests on, for the run summary: the ledger's, then each feature's."""
-    lines = ledger.assumptions(cfg.model.seq_len)
+    lines = ledger.assumptions(cfg.model.seq_len) if ledger else []
     if cfg.secure_aggregation:
         from features.secagg.server import assumptions
 

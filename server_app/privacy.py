@@ -18,7 +18,6 @@ one devices clipped to, and counts uncentred bits. `CentralDP` keeps their inter
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from math import ceil
 
@@ -30,8 +29,9 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, KEY_NORM_BIT,
 
 from server_app.strategy import reply_order
 from task.config import Config, ConfigError
+from task.privacy import DP_WEIGHT
 from task.privacy.ledger import PrivacyLedger
-from task.privacy.mechanisms import DP_WEIGHT, secret_rng
+from task.privacy.mechanisms import secret_rng
 
 log = logging.getLogger("flwr")
 
@@ -126,24 +126,8 @@ class CentralDP(Strategy):
         return self.inner.aggregate_evaluate(server_round, replies)
 
 
-def population_and_sample(grid: Grid, cfg: Config) -> tuple[int, int]:
-    """Wait for min-available-nodes devices; return (connected devices, devices sampled per round),
-    sampled as FedAvg does."""
-    deadline = time.monotonic() + cfg.round_timeout
-    while len(nodes := list(grid.get_node_ids())) < cfg.min_available_nodes and time.monotonic() < deadline:
-        time.sleep(1)
-    population = len(nodes)
-    if population < cfg.min_available_nodes:  # else FedAvg would wait for them forever
-        raise ConfigError(f"run-config key 'min-available-nodes' = {cfg.min_available_nodes}: only {population} "
-                          f"device(s) connected within round-timeout = {cfg.round_timeout:g} s")
-    sampled = max(int(population * cfg.fraction_train), cfg.min_train_nodes)
-    cfg.validate_population(population, sampled)
-    return population, sampled
-
-
-def ledger_for(cfg: Config, grid: Grid, resume) -> PrivacyLedger:
+def ledger_for(cfg: Config, population: int, sampled: int, resume) -> PrivacyLedger:
     """The run's privacy ledger: new, or continued from the checkpoint a run resumes."""
-    population, sampled = population_and_sample(grid, cfg)  # in every mode: never wait forever
     selected = min(population, ceil(sampled * cfg.selection_factor))
     ledger = (resumed_ledger(cfg, resume.checkpoint.state, population, sampled, selected) if resume
               else new_ledger(cfg, population, sampled, selected))

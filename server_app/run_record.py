@@ -48,7 +48,6 @@ class RunRecord:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
         self.vocab = vocab
-        self.discoveries: list[dict] = []  # vocabulary discoveries (features/discovery/server.py)
         self.rows: list[dict] = list(previous_rows or [])
         self._aggregated: dict[str, dict] = {}
         self._round_started = time.monotonic()
@@ -173,16 +172,19 @@ class RunRecord:
     def plot(self) -> Path:
         return self.dir / "metrics.png"
 
-    def save_final(self, model) -> None:
-        """The final Keras model with its vocabulary: written before anything that may fail."""
+    def save_final(self, model, vocab: Vocabulary | None = None) -> None:
+        """The final Keras model with its vocabulary (`vocab`: grown by any discovery): written
+        before anything that may fail."""
+        self.vocab = vocab or self.vocab
         self.final_dir.mkdir(exist_ok=True)
         model.save(self.final_dir / "model.keras")
         self.vocab.save(self.final_dir / "vocab.json")
         self.vocab.save(self.dir / "vocab.json")  # grown by any discovery: the ids the checkpoints use
 
     def finish(self, litert: dict[str, dict], stop_reason: str | None = None,
-               privacy_assumptions: list[str] | None = None) -> dict:
-        """Write and log the summary. `litert`: task.litert.export.export_checked's report."""
+               privacy_assumptions: list[str] | None = None, discoveries: list[dict] = ()) -> dict:
+        """Write and log the summary. `litert`: task.litert.export.export_checked's report;
+        `discoveries`: the vocabulary discoveries' history (features/discovery/server.py)."""
         final = self.final_dir
         evaluated = [r for r in self.rows if "eval_top3" in r]
         summary = {
@@ -207,7 +209,7 @@ class RunRecord:
             "privacy": {k[3:]: v for k, v in (self.rows[-1] if self.rows else {}).items() if k.startswith("dp_")},
             "privacy_assumptions": privacy_assumptions or [],
             "vocab_added": self.vocab.words[self.cfg.model.vocab_size:],
-            "discoveries": self.discoveries,
+            "discoveries": list(discoveries),
             "device_cost": self._cost.summary(len(self._asked), len(self._participants)),
             "personal_mix": dict(zip(("kappa2", "mu", "kappa3"), GRID[self.personal_point])),
         }

@@ -18,15 +18,19 @@ import logging
 import math
 import random
 import time
+from typing import TYPE_CHECKING
 
 from flwr.app import MessageType, RecordDict
+from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
-from task.config import EVALUATE_FIRST, PERSONAL_MIX, ROUND_GOAL, Config, secagg_max_cohort
+from task.config import EVALUATE_FIRST, PERSONAL_MIX, ROUND_GOAL, Config, ConfigError, secagg_max_cohort
 from task.personal import DEFAULT_POINT
-from task.privacy.ledger import PrivacyLedger
-from task.privacy.mechanisms import DP_WEIGHT
+from task.privacy import DP_WEIGHT
+
+if TYPE_CHECKING:
+    from task.privacy.ledger import PrivacyLedger
 
 log = logging.getLogger("flwr")
 
@@ -40,7 +44,7 @@ class _PrivateRounds(FedAvg):
     """FedAvg.configure_train with our sampler. Sits between FedAvgM/FedAdam and FedAvg in the
     class order, so their own configure_train (which remembers the model) still runs first."""
 
-    def use(self, cfg: Config, ledger: PrivacyLedger, last_round: int, personal_mix=None) -> _PrivateRounds:
+    def use(self, cfg: Config, ledger: PrivacyLedger | None, last_round: int, personal_mix=None) -> _PrivateRounds:
         self._ledger = ledger
         self._personal_mix = personal_mix or (lambda: [DEFAULT_POINT, DEFAULT_POINT])  # task/personal.py
         self._evaluate_in_train = cfg.evaluate_in_train
@@ -99,6 +103,21 @@ class _PrivateRounds(FedAvg):
         return super().aggregate_train(server_round, sorted(replies, key=reply_order))
 
 
+def population_and_sample(grid: Grid, cfg: Config) -> tuple[int, int]:
+    """Wait for min-available-nodes devices; return (connected devices, devices sampled per round),
+    sampled as FedAvg does."""
+    deadline = time.monotonic() + cfg.round_timeout
+    while len(nodes := list(grid.get_node_ids())) < cfg.min_available_nodes and time.monotonic() < deadline:
+        time.sleep(1)
+    population = len(nodes)
+    if population < cfg.min_available_nodes:  # else FedAvg would wait for them forever
+        raise ConfigError(f"run-config key 'min-available-nodes' = {cfg.min_available_nodes}: only {population} "
+                          f"device(s) connected within round-timeout = {cfg.round_timeout:g} s")
+    sampled = max(int(population * cfg.fraction_train), cfg.min_train_nodes)
+    cfg.validate_population(population, sampled)
+    return population, sampled
+
+
 def _wait_for_devices(grid, needed: int, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while (connected := len(list(grid.get_node_ids()))) < needed:
@@ -142,7 +161,7 @@ STRATEGIES = {
 }
 
 
-def build_strategy(cfg: Config, ledger: PrivacyLedger, train_metrics_aggr_fn=None,
+def build_strategy(cfg: Config, ledger: PrivacyLedger | None, train_metrics_aggr_fn=None,
                    evaluate_metrics_aggr_fn=None, last_round: int | None = None, personal_mix=None) -> FedAvg:
     """`last_round`: this run's rounds (fewer than num-server-rounds after a resume); `personal_mix`:
     gives the personal mix's grid point per fold of devices (the run record's, task/personal.py)."""

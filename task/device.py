@@ -24,7 +24,7 @@ from task.data.vocab import UNK_ID, Vocabulary, run_vocabulary, vocabulary_rows
 from task.keystrokes import PrefixIndex
 from task.model import build_model
 from task.personal import DEFAULT_POINT, PersonalCounts, PersonalScorer
-from task.privacy.mechanisms import DP_WEIGHT
+from task.privacy import DP_WEIGHT
 
 Weights = list[np.ndarray]
 # (cfg, model, x, y, *, name, server_round, score) -> (metrics, extra metrics): trains the model in place

@@ -34,7 +34,8 @@ from flwr.serverapp.strategy import FedAvg  # noqa: E402
 from server_app.privacy import CentralDP  # noqa: E402
 from task.config import Config, DPConfig, ModelConfig  # noqa: E402
 from task.privacy.ledger import PrivacyLedger  # noqa: E402
-from task.privacy.mechanisms import DP_WEIGHT, local_noise_multiplier  # noqa: E402
+from task.privacy import DP_WEIGHT  # noqa: E402
+from task.privacy.mechanisms import local_noise_multiplier  # noqa: E402
 
 D = 100_000  # weights per draw: the std is then measured to about 0.5%
 

@@ -56,15 +56,12 @@ import dp_accounting
 from dp_accounting import rdp
 
 from task.config import DPConfig
+from task.privacy import PrivacyBudgetExceeded
 from task.privacy.mechanisms import adaptive_noise, dpsgd_steps, local_noise_multiplier
 
 _ADD_REMOVE = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
 _REPLACE = dp_accounting.NeighboringRelation.REPLACE_ONE
 _ZERO_OUT = dp_accounting.NeighboringRelation.REPLACE_SPECIAL
-
-
-class PrivacyBudgetExceeded(RuntimeError):
-    """The next release would spend more than dp.max-epsilon."""
 
 
 def epsilon(event: dp_accounting.DpEvent, delta: float, replace_one: bool = False, zero_out: bool = False) -> float:

@@ -1,5 +1,6 @@
 """The privacy mechanisms' rules, shared by the device, the server and the ledger: where secret
-randomness comes from, how noise is calibrated, DP-SGD's public plan, and what a device may send.
+randomness comes from, how noise is calibrated, DP-SGD's public plan (what a device may send:
+task/privacy/__init__.py).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import numpy as np
 from dp_accounting import rdp
 
 from task.config import DPConfig
-
-DP_WEIGHT = "dp-weight"  # FedAvg's weighting key when any DP is on: every device sends 1
 
 
 def secret_rng() -> np.random.Generator:
@@ -66,12 +65,3 @@ def dpsgd_steps(local_epochs: int, sampling_rate: float, max_local_steps: int = 
     The same for every device, so the server can account a device without hearing from it."""
     steps = math.ceil(local_epochs / sampling_rate - 1e-9)
     return min(steps, max_local_steps) if max_local_steps > 0 else steps
-
-
-def released_train_metrics(dp: DPConfig, metrics: dict) -> dict:
-    """What a device sends about its training. Under DP only the weight FedAvg needs: loss,
-    accuracy on its own text, its window count and its compute time are functions of its text
-    that no noise covers. dp.report-train-metrics opts out (documented as outside the guarantee)."""
-    if not dp.enabled or dp.report_train_metrics:
-        return metrics
-    return {DP_WEIGHT: 1}

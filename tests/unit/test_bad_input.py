@@ -197,7 +197,7 @@ def test_a_missing_text_dir_is_said_to_be_missing(tmp_path):
 # --- run edges ---------------------------------------------------------------------------------------
 def test_more_devices_required_than_exist_is_refused_not_waited_for_forever():
     from scripts.run_simulation import check_run_config
-    from server_app.privacy import population_and_sample
+    from server_app.strategy import population_and_sample
     from task.config import ConfigError
 
     assert "more than the 3 simulated devices" in check_run_config("min-available-nodes=5", devices=3)

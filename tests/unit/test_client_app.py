@@ -69,7 +69,7 @@ def test_no_raw_text_of_the_device_leaves_it(tmp_path):
 
 def test_a_train_message_can_score_the_received_model_first_exactly_as_an_evaluate_message_would():
     from task.config import EVAL_PREFIX, EVALUATE_FIRST
-    from task.privacy.mechanisms import DP_WEIGHT
+    from task.privacy import DP_WEIGHT
 
     weights = build_model(CFG.model).get_weights()
     node = {"partition-id": 2, "num-partitions": 5}

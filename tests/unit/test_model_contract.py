@@ -85,7 +85,7 @@ def test_an_export_that_raises_still_leaves_the_model_and_the_summary(tmp_path, 
     monkeypatch.setattr(export, "export_litert", broken)
     cfg = Config(model=TRANSFORMER, out_dir=str(tmp_path))
     record = RunRecord(tmp_path / "run-1", cfg, default_vocabulary(2000))
-    summary = finish(record, build_model(TRANSFORMER), export.check_windows(10, 2000, 20), None, [])
+    summary = finish(record, build_model(TRANSFORMER), record.vocab, export.check_windows(10, 2000, 20), None, [])
     assert (tmp_path / "run-1" / "final" / "model.keras").exists()
     saved = json.loads((tmp_path / "run-1" / "summary.json").read_text())
     assert saved["litert"] == {} and summary["stopped_early"] is None

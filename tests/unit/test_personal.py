@@ -114,7 +114,7 @@ def test_under_dp_the_personal_scores_leave_only_as_the_declared_evaluation_scor
 
     from client_app.app import app
     from task.config import EVAL_PREFIX, EVALUATE_FIRST, Config
-    from task.privacy.mechanisms import DP_WEIGHT
+    from task.privacy import DP_WEIGHT
     from tests.helpers import context, message
 
     cfg = Config(sentences_per_device=40, model=MODEL)

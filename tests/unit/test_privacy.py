@@ -17,12 +17,12 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from client_app.app import app
-from server_app.privacy import CentralDP, population_and_sample, require_equal_weights, without_norm_bits
-from server_app.strategy import build_strategy
+from server_app.privacy import CentralDP, require_equal_weights, without_norm_bits
+from server_app.strategy import build_strategy, population_and_sample
 from task.config import Config, ConfigError, DPConfig
 from task.model import build_model
+from task.privacy import DP_WEIGHT, released_train_metrics
 from task.privacy.ledger import PrivacyLedger
-from task.privacy.mechanisms import DP_WEIGHT, released_train_metrics
 from tests.helpers import SMALL_MODEL, context, l2, message, seed_every_global_generator
 
 SMALL = SMALL_MODEL

@@ -9,7 +9,8 @@ import pytest
 from dp_accounting import pld, rdp
 
 from task.config import DPConfig
-from task.privacy.ledger import PrivacyBudgetExceeded, PrivacyLedger
+from task.privacy import PrivacyBudgetExceeded
+from task.privacy.ledger import PrivacyLedger
 from tests.helpers import analytic_gaussian_epsilon
 
 

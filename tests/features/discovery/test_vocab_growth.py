@@ -263,7 +263,7 @@ def test_a_warm_start_from_a_grown_checkpoint_is_refused_with_what_to_do_instead
 
 def test_a_discovery_the_budget_cannot_pay_for_is_not_run():
     from features.discovery.server import VocabularyGrowth
-    from task.privacy.ledger import PrivacyBudgetExceeded
+    from task.privacy import PrivacyBudgetExceeded
 
     cfg = Config(vocab_discovery=True, vocab_discovery_epsilon=8.0,
                  dp=Config().dp.__class__(delta=1e-2, max_epsilon=5.0), model=SMALL_MODEL)

@@ -15,8 +15,9 @@ from features.dp_mechanisms.ftrl import FtrlDP
 from server_app.app import _central_dp
 from server_app.privacy import CentralDP
 from task.config import Config, ConfigError, DPConfig
+from task.privacy import DP_WEIGHT
 from task.privacy.ledger import PrivacyLedger
-from task.privacy.mechanisms import DP_WEIGHT, adaptive_noise
+from task.privacy.mechanisms import adaptive_noise
 from tests.helpers import message
 from tests.unit.test_privacy import FakeGrid, aggregate, one_hot
 
@@ -124,7 +125,7 @@ def test_bad_mechanism_settings_are_refused_naming_the_key(run_config, key):
 
 def test_the_default_count_noise_is_checked_once_the_sample_size_is_known():
     """dp.clipped-count-stddev = 0 means sampled / 20: z must stay below sampled / 10."""
-    from server_app.privacy import population_and_sample
+    from server_app.strategy import population_and_sample
 
     cfg = Config.from_run_config({"dp.mode": "central-adaptive-clip", "dp.noise-multiplier": 3.0, "dp.delta": 1e-3})
     assert population_and_sample(FakeGrid(40), cfg) == (40, 40)  # 3 < 40 / 10

@@ -14,8 +14,8 @@ from flwr.serverapp.strategy import FedAvg
 from features.dp_mechanisms.ftrl import FtrlDP
 from server_app.strategy import build_strategy
 from task.config import Config, DPConfig
+from task.privacy import DP_WEIGHT
 from task.privacy.ledger import PrivacyLedger
-from task.privacy.mechanisms import DP_WEIGHT
 from tests.helpers import analytic_gaussian_epsilon, seed_every_global_generator
 from tests.unit.test_privacy import FakeGrid, aggregate
 

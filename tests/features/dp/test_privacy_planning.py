@@ -11,7 +11,8 @@ import pytest
 
 from features.dp_mechanisms.planning import noise_for_epsilon, planned_epsilon
 from task.config import DPConfig
-from task.privacy.ledger import PrivacyBudgetExceeded, PrivacyLedger
+from task.privacy import PrivacyBudgetExceeded
+from task.privacy.ledger import PrivacyLedger
 from tests.helpers import analytic_gaussian_epsilon
 
 FEDAVG = DPConfig(mode="central-client-clip", delta=1e-5)

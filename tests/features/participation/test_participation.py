@@ -32,7 +32,7 @@ from task.config import (
     SimConfig,
 )
 from task.privacy.ledger import PrivacyLedger
-from task.privacy.mechanisms import DP_WEIGHT
+from task.privacy import DP_WEIGHT
 from tests.helpers import analytic_gaussian_epsilon, message
 
 ROOT = Path(__file__).resolve().parents[2]

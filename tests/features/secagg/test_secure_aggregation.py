@@ -39,7 +39,7 @@ from features.secagg.client import secure_train, stage
 from features.secagg.server import SecureGrid, quantisation_step
 from server_app.observed_grid import ObservedGrid
 from task.config import NOT_ELIGIBLE, Config, ConfigError, DPConfig
-from task.privacy.mechanisms import DP_WEIGHT
+from task.privacy import DP_WEIGHT
 from tests.helpers import message
 
 CLIP = 1.0
