@@ -9,8 +9,9 @@ in full and replies with its category only (no file names or paths); the server 
 Each handler is the device's work itself; what a feature adds around it is a mod in the
 handler's list, outermost first, each a no-op unless its run-config key turns it on: may the
 device work now (features/participation/eligibility.py, before TensorFlow is imported), SecAgg+
-(features/secagg/client.py), the transfer encoding (features/transfer/client.py), a simulated straggler's
-delay, and the clipping of the dp.mode (client_app/privacy.py) or local DP's clipping and noise
+(features/secagg/client.py), the transfer encoding (features/transfer/client.py), a simulated
+straggler's delay, what the message cost the device (features/participation/cost.py), and the
+clipping of the dp.mode (client_app/privacy.py) or local DP's clipping and noise
 (features/dp_mechanisms/local_dp.py), innermost so that they see the float32 update.
 """
 
@@ -22,7 +23,6 @@ import time
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client_app.cost import CostMeter
 from client_app.messages import DEVICE_DATA_UNUSABLE, added_words, config_of, global_round, personal_point
 from task.config import EVAL_PREFIX, EVALUATE_FIRST, QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE, Config
 from task.data.device_text import DeviceText, cached_device_text
@@ -55,6 +55,15 @@ def straggler_mod(msg: Message, context: Context, call_next) -> Message:
     from features.participation.eligibility import straggler_mod as straggle
 
     return straggle(msg, context, call_next)
+
+
+def cost_mod(msg: Message, context: Context, call_next) -> Message:
+    """participation: what the message cost this device (CPU, memory, energy) in its reply (loaded only then)."""
+    if not config_of(context).participation:
+        return call_next(msg, context)
+    from features.participation.cost import cost_mod as metered
+
+    return metered(msg, context, call_next)
 
 
 def secure_aggregation_mod(msg: Message, context: Context, call_next) -> Message:
@@ -96,7 +105,7 @@ def local_dp_mod(msg: Message, context: Context, call_next) -> Message:
     return LocalDp.for_config(dp)(msg, context, call_next)
 
 
-@app.train(mods=[eligibility_mod, secure_aggregation_mod, transfer_mod, straggler_mod, dp_mod, local_dp_mod])
+@app.train(mods=[eligibility_mod, secure_aggregation_mod, transfer_mod, straggler_mod, cost_mod, dp_mod, local_dp_mod])
 def train(msg: Message, context: Context) -> Message:
     from task import device  # imports TensorFlow: only once the device has agreed to work
 
@@ -105,34 +114,29 @@ def train(msg: Message, context: Context) -> Message:
     received, added, server_round = msg.content["arrays"].to_numpy_ndarrays(), added_words(msg), global_round(msg)
     score = None
     try:
-        with CostMeter(context.node_config) as meter:
-            text = _device_text(cfg, context, server_round)
-            if msg.content["config"].get(EVALUATE_FIRST, False):  # the received model's score, as evaluate gives it
-                score = _score(cfg, text, received, msg, context)
-            arrays, metrics = device.train_round(cfg, text, received, server_round, added, _fit(cfg))
+        text = _device_text(cfg, context, server_round)
+        if msg.content["config"].get(EVALUATE_FIRST, False):  # the received model's score, as evaluate gives it
+            score = _score(cfg, text, received, msg, context)
+        arrays, metrics = device.train_round(cfg, text, received, server_round, added, _fit(cfg))
     except DataError as e:
         return _error_reply(msg, context, e)
-    metrics[COMPUTE_SECONDS] = time.perf_counter() - started
-    metrics.update(meter.metrics())  # a function of the text's size: not released under DP (below)
+    metrics[COMPUTE_SECONDS] = time.perf_counter() - started  # follows the text's size: not released under DP
     metrics = released_train_metrics(cfg.dp, metrics)
     if score is not None:  # what an evaluate message would have sent, under DP too
         metrics.update({EVAL_PREFIX + k: v for k, v in score.items() if k != DP_WEIGHT})
     return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
-@app.evaluate(mods=[eligibility_mod, transfer_mod, straggler_mod])
+@app.evaluate(mods=[eligibility_mod, transfer_mod, straggler_mod, cost_mod])
 def evaluate(msg: Message, context: Context) -> Message:
     started = time.perf_counter()
     cfg = config_of(context)
     try:
-        with CostMeter(context.node_config) as meter:
-            text = _device_text(cfg, context, global_round(msg))
-            metrics = _scores(cfg, text, msg.content["arrays"].to_numpy_ndarrays(), msg, context)
+        text = _device_text(cfg, context, global_round(msg))
+        metrics = _scores(cfg, text, msg.content["arrays"].to_numpy_ndarrays(), msg, context)
     except DataError as e:
         return _error_reply(msg, context, e)
     _add_compute_seconds(cfg, metrics, started)
-    if not cfg.dp.enabled or cfg.dp.report_train_metrics:  # its time and energy follow the text's size
-        metrics.update(meter.metrics())
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 

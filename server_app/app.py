@@ -21,7 +21,7 @@ from server_app.simulation_polling import skip_idle_polls
 from server_app.strategy import TooFewDevices, build_strategy, population_and_sample
 from task.config import ROUND_OFFSET, Config
 from task.data.vocab import Vocabulary
-from task.litert.export import export_checked
+from task.litert.export import VARIANTS, export_checked
 from task.privacy import PrivacyBudgetExceeded
 
 log = logging.getLogger("flwr")
@@ -53,16 +53,16 @@ def main(grid: Grid, context: Context) -> None:
         log.warning("Stopped early: %s", stop_reason)
         final = round_end.latest
     finish(start.record, round_end.model_for(final), round_end.vocab_for(final), round_end.check_windows(),
-           stop_reason, _assumptions(cfg, ledger, growth), growth.history if growth else [])
+           stop_reason, _assumptions(cfg, ledger, growth), growth.history if growth else [], _litert_variants(cfg))
 
 
 def finish(record: RunRecord, model, vocab: Vocabulary, windows, stop_reason: str | None, assumptions: list[str],
-           discoveries: list[dict] = ()) -> dict:
+           discoveries: list[dict] = (), variants=VARIANTS) -> dict:
     """Save the model with its vocabulary and the run record, then export for devices: a failed
     or unfit export is reported in the summary and loses nothing."""
     record.save_final(model, vocab)
     # what devices run offline, each file checked against the Keras model before it may ship
-    litert = export_checked(model, vocab, record.final_dir / "litert", windows)
+    litert = export_checked(model, vocab, record.final_dir / "litert", windows, variants)
     return record.finish(litert, stop_reason=stop_reason, privacy_assumptions=assumptions, discoveries=discoveries)
 
 
@@ -83,6 +83,15 @@ def _train_metrics(cfg: Config, record: RunRecord):
     from server_app.privacy import train_metrics_aggregator
 
     return train_metrics_aggregator(cfg, record.aggregate_train_metrics)
+
+
+def _litert_variants(cfg: Config):
+    """The LiteRT files of the final model: float32 and float16, and int8 when asked (loaded only then)."""
+    if not cfg.int8:
+        return VARIANTS
+    from features.int8.export import INT8
+
+    return {**VARIANTS, **INT8}
 
 
 def _central_dp(cfg: Config, inner, ledger, resume):

@@ -8,7 +8,7 @@
     participation.png     per round: devices that replied, were late, declined or failed; energy
     checkpoints/round-NNN.npz   the global model and the state to resume from, newest keep-checkpoints
     final/model.keras + vocab.json   the final global model
-    final/litert/model-{float32,float16,int8}.tflite + vocab.json   for on-device suggestions
+    final/litert/model-{float32,float16,int8}.tflite + vocab.json   for on-device suggestions (int8: int8.enabled)
     summary.json          final and best metrics, baselines, paths
 """
 
@@ -35,7 +35,7 @@ from task.run.files import atomic_write
 from task.run.plots import plot_participation, plot_runs
 
 log = logging.getLogger("flwr")
-# Reply metrics of what a message cost its device (client_app/cost.py): summed or maxed per round,
+# Reply metrics of what a message cost its device (features/participation/cost.py): summed or maxed per round,
 # never averaged like the training metrics.
 COST_SUMS = ("compute-seconds", "cpu-seconds", "energy-joules")
 COST_KEYS = (*COST_SUMS, "peak-memory-mb", "energy-measured")
@@ -334,7 +334,7 @@ def cost_line(cost: dict) -> str:
         line += (f"; a device that worked spent {cost['joules_per_participant']:.1f} J "
                  f"({cost['joules_per_reply']:.2f} J per reply, {kind}), peak memory {cost['peak_memory_mb']:,.0f} MB")
     else:
-        line += "; energy not reported (under DP devices send only what the guarantee covers)"
+        line += "; energy not reported (participation's cost metering is off, or DP keeps it on the device)"
     return line
 
 

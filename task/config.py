@@ -25,51 +25,34 @@ TRANSFER_DTYPES = ("float32", "float16", "int8")  # features/transfer/codec.py
 SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # Flower's strategies (server_app/strategy.py)
 SIM_AVAILABILITY = ("always", "nightly")  # features/participation/eligibility.py
 LR_SCHEDULES = ("constant", "cosine")  # the devices' learning rate across rounds (task/train.py)
-# Named model shapes (model.preset): each replaces the shape keys left at their defaults.
-# "dp-small" (0.14 M weights, a tenth of the default): under user-level DP the server's noise has
-# the same variance on every weight, so its norm grows with the square root of the weight count
-# while the clipped signal does not; and a device does a tenth of the work, which lets a 2-core
-# simulation reach hundreds of devices per round (docs/privacy.md, "Private and still useful").
+# Named model shapes (model.preset): each replaces the shape keys left at their defaults. "dp-small"
+# has a tenth of the weights: the server's noise norm grows with their square root (docs/privacy.md).
 MODEL_PRESETS: dict[str, dict[str, int]] = {
     "": {},
     "dp-small": {"vocab_size": 2000, "embed_dim": 32, "num_heads": 2, "ffn_dim": 64},
 }
-# dp-modes secure aggregation refuses: the server clips each update itself, or reads each
-# device's norm bit in the clear (features/secagg/server.py).
+# dp-modes secure aggregation refuses: the server clips each update, or reads each norm bit.
 SECAGG_REFUSED_MODES = ("central-server-clip", "central-adaptive-clip")
 SECAGG_MODULUS = 2**32  # Flower's SecAgg+ ring (its default and maximum)
 
 
 def secagg_max_cohort(quantization_range: int) -> int:
-    """The most devices one SecAgg+ round may sum. Each device adds its weight factor (the
-    quantisation range, every device weighing 1) and values of at most that range; the server
-    sums them modulo 2**32, so k x range must stay below 2**32. Flower 1.42 does not check: at
-    1,024 devices (range 2**22) the weight sum wraps to 0, at 1,025 to 2**22, and the "mean" it
-    returns is then the sum (tests/features/secagg/test_secure_aggregation.py shows it with Flower's code)."""
+    """The most devices one SecAgg+ round may sum: k devices x the range must stay below 2**32.
+    Flower 1.42 does not check, and past it returns the sum as the "mean" (tests/features/secagg/)."""
     return (SECAGG_MODULUS - 1) // quantization_range
 
 
-# Train-message config key: rounds done before a resume, so devices count rounds globally (seeds).
-ROUND_OFFSET = "round-offset"
-# Train-message config key: score the received model first (evaluate-in-train); and the prefix of
-# that score's keys in the reply's metrics (one MetricRecord: Flower's clipping mods expect one).
-EVALUATE_FIRST = "evaluate-first"
-EVAL_PREFIX = "eval-"
-# Train-message config key: replies that close the round (over-selection, participation.selection-factor).
-ROUND_GOAL = "round-goal"
-# Train and evaluate message config keys: the personal mix's grid point (task/personal.py) each fold
-# of devices (node id parity) counts keystrokes at, chosen on the other fold's scores (two ints: the
-# SecAgg+ mod passes only scalar config values).
+# The message protocol both apps share: config keys of the server's messages, reply prefixes, codes.
+ROUND_OFFSET = "round-offset"  # rounds done before a resume: devices count rounds globally
+EVALUATE_FIRST = "evaluate-first"  # score the received model first (evaluate-in-train) ...
+EVAL_PREFIX = "eval-"  # ... under this prefix, in the reply's one MetricRecord (Flower's clipping mods want one)
+ROUND_GOAL = "round-goal"  # replies that close the round (over-selection)
+# The personal mix's grid point (task/personal.py) per fold of devices (node id parity), chosen on
+# the other fold's scores; two scalars, as the SecAgg+ mod passes only those.
 PERSONAL_MIX = ("personal-mix-0", "personal-mix-1")
-# Train, evaluate and query message config key: the words the run's discoveries appended to the
-# base vocabulary, in order (absent: none); the model the message carries has their rows.
-VOCAB_ADDED = "vocab-added"
-# Query message (vocabulary discovery, TrieHH) config keys: the level asked (1 = first letter) and
-# the trie's prefixes one letter shorter (absent at level 1); the reply's one vote ("" = none).
-QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE = "depth", "prefixes", "vote"
-# Error code of a device's reply that declines a round (features/participation/eligibility.py): counted apart
-# from failures by the server.
-NOT_ELIGIBLE = 101
+VOCAB_ADDED = "vocab-added"  # the words discoveries appended to the base vocabulary, in order
+QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE = "depth", "prefixes", "vote"  # a TrieHH query and its one vote
+NOT_ELIGIBLE = 101  # error code of a reply that declines a round: counted apart from failures
 
 
 class ConfigError(ValueError):
@@ -92,11 +75,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DPConfig:
-    """Differential privacy; run-config keys are these names in the group "dp.".
-
-    `mode` protects a device's whole update (user level); `sgd` protects single sentences inside
-    a device's text (sample level) and combines with any mode.
-    """
+    """Run-config group "dp.". `mode` protects a device's whole update (user level); `sgd` single
+    windows of its text (sample level), with any mode."""
 
     mode: str = "none"
     noise_multiplier: float = 1.0  # central modes: noise std on the sum of updates (ftrl: per tree node) / clipping norm
@@ -110,12 +90,8 @@ class DPConfig:
     sgd: bool = False  # DP-SGD on the device (tensorflow-privacy fast gradient clipping)
     sgd_noise_multiplier: float = 1.0
     sgd_clipping_norm: float = 1.0
-    # Public, so the accountant needs nothing from the device: each step takes each window with
-    # this probability, and a round has ceil(local-epochs / rate) steps (capped by max-local-steps).
-    sgd_sampling_rate: float = 0.1
-    # Under DP a device sends only what the guarantee covers; true also sends its training loss,
-    # accuracy, window count, compute time and DP-SGD clipped fraction, which DP does NOT cover.
-    report_train_metrics: bool = False
+    sgd_sampling_rate: float = 0.1  # public: a round has ceil(local-epochs / rate) steps (max-local-steps caps)
+    report_train_metrics: bool = False  # true: also send training metrics and timings DP does NOT cover
 
     @property
     def central(self) -> bool:
@@ -128,13 +104,10 @@ class DPConfig:
 
 @dataclass(frozen=True)
 class SimConfig:
-    """How simulated devices behave like a real population; run-config keys are these names
-    in the group "participation.". Ignored by real devices (node-config data-path), which check
-    their own state."""
+    """Run-config group "participation.": how simulated devices behave like a real population
+    (real devices check their own state)."""
 
-    # "always": every device is eligible; "nightly": each device is eligible (charging, idle, on
-    # Wi-Fi) in one window of the simulated day, most of them around the night.
-    availability: str = "always"
+    availability: str = "always"  # or "nightly": eligible in one window of the simulated day, mostly at night
     eligible_share: float = 0.3  # nightly: the share of the day a device is eligible
     hours_per_round: float = 1.0  # nightly: the simulated clock advances this much per round
     stragglers: float = 0.0  # share of simulated devices that are slow (old phones)
@@ -143,11 +116,8 @@ class SimConfig:
 
 @dataclass(frozen=True)
 class SecAggConfig:
-    """SecAgg+ (Bell et al. 2020) through Flower's SecAggPlusWorkflow; run-config keys are these
-    names in the group "secagg.", read only when secagg.enabled = true. Each device's secrets
-    are split into `num_shares` shares held by itself and its neighbours; any
-    `reconstruction_threshold` of them recover a device that dropped out (more shares: more
-    dropouts survived; a higher threshold: more devices must collude to unmask one)."""
+    """Run-config group "secagg.": SecAgg+ (Bell et al. 2020) through Flower's SecAggPlusWorkflow
+    (docs/secure-aggregation.md)."""
 
     num_shares: int = 3  # Flower's SecAgg+ example; an int > 2 (the library's rule)
     reconstruction_threshold: int = 2  # in [2, num_shares)
@@ -161,67 +131,42 @@ class Config:
     num_server_rounds: int = 30
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
-    # Each sampled device scores the model it receives before training on it: one message per
-    # device per round instead of two (each one a new ClientApp process on a real device). The
-    # evaluate phase then runs only after the last round, for the final model.
-    evaluate_in_train: bool = True
+    evaluate_in_train: bool = True  # devices score the model they receive in the train message: one message a round
     min_train_nodes: int = 2
     min_evaluate_nodes: int = 2
     min_available_nodes: int = 2
     round_timeout: float = 600.0
-    # Over-selection (Bonawitz et al. 2019): ask participation.selection-factor x the round's goal of devices
-    # (fraction-train x connected, at least min-train-nodes) and close the round as soon as the
-    # goal's replies are in; later replies are discarded. 1.0 = wait for every device asked.
-    selection_factor: float = 1.0
+    selection_factor: float = 1.0  # over-selection (features/participation/round_goal.py); 1 = none
     transfer_dtype: str = "float32"  # "float16": half the bytes each way; "int8": updates in 8 bits (features/transfer/codec.py)
     server_optimizer: str = "fedavg"  # how the server applies the averaged update
     server_learning_rate: float = 1.0  # fedavgm: step on the averaged update; fedadam: Adam's eta
     server_momentum: float = 0.0  # fedavgm only
     # Local training on each device
     local_epochs: int = 1
-    # Bounded work per round: a Raspberry-Pi-class device (~0.5-1 s a step of the default model)
-    # finishes 300 steps well inside round-timeout. 0 = no cap.
-    max_local_steps: int = 300
+    max_local_steps: int = 300  # a Pi-class device finishes 300 steps well inside round-timeout; 0 = no cap
     batch_size: int = 32
     learning_rate: float = 0.005
-    # "cosine": the devices' learning rate falls from learning-rate in round 1 to
-    # final-learning-rate in the last round (num-server-rounds); "constant" ignores the latter.
-    learning_rate_schedule: str = "constant"
+    learning_rate_schedule: str = "constant"  # or "cosine": to final-learning-rate by the last round
     final_learning_rate: float = 0.0005
-    # Adam's epsilon on the device. Every round starts Adam afresh, and its first steps move every
-    # weight by ~learning-rate whatever its gradient: a larger epsilon keeps weights whose gradient
-    # is tiny (most of the output layer) still.
-    adam_epsilon: float = 1e-4  # docs/performance.md: 1e-7 (Keras's) gave 63.3% top-3, 1e-4 68.1%
+    adam_epsilon: float = 1e-4  # Adam restarts every round: a larger one calms its first steps (docs/performance.md)
     client_optimizer: str = "adam"  # "adam" or "sgd" (plain SGD: no state to restart each round)
     # Model: "" = the shape keys below as given; a name in MODEL_PRESETS sets them
     model_preset: str = ""
     model: ModelConfig = ModelConfig()
     # Privacy
     dp: DPConfig = DPConfig()
-    # The server receives only the sum of the updates (SecAgg+, features/secagg/server.py); with a
-    # dp.mode where devices clip, it adds its noise to that sum.
-    secure_aggregation: bool = False
+    secure_aggregation: bool = False  # the server receives only the sum of the updates (features/secagg/)
     secagg: SecAggConfig = SecAggConfig()
-    # Participation (features/participation/): part of the app while its group "participation."
-    # is in the run config (pyproject.toml declares it); set by from_run_config, not a key itself.
+    # features/participation/: on while its group is in the run config (set by from_run_config, not a key)
     participation: bool = dataclasses.field(default=False, compare=False)
-    # Simulated population: availability and stragglers
     sim: SimConfig = SimConfig()
-    # New-word discovery (TrieHH, features/discovery/): before round 1 and, if discovery.every
-    # > 0, before every vocab-discovery-every-th round after it, sampled devices vote on prefixes of
-    # the words their text has and the vocabulary lacks; words with enough votes join the
-    # vocabulary and the model grows a row for each. Off by default: it needs hundreds of devices
-    # (a word needs ~theta = 8-10 votes from a few % of them per level) and costs one query round
-    # per letter (docs/vocabulary-discovery.md).
+    # New-word discovery (TrieHH, features/discovery/, docs/vocabulary-discovery.md)
     vocab_discovery: bool = False
     vocab_discovery_every: int = 0
     vocab_discovery_epsilon: float = 8.0  # per discovery, all its levels together (delta: dp.delta)
     vocab_discovery_max_length: int = 12  # letters; one query round per letter plus one
     vocab_discovery_max_words: int = 100  # most new words one discovery may add
-    # New-word scenario (builtin only): from round discovery.new-word-from-round on, the share
-    # discovery.new-word-adopters of the personas type discovery.new-word (absent from the dictionary) in its own
-    # contexts; the others ("late adopters") and unseen users never do. "" = off.
-    new_word: str = ""
+    new_word: str = ""  # the built-in new-word scenario (features/discovery/new_word.py); "" = off
     new_word_adopters: float = 0.5
     new_word_from_round: int = 1
     # Data
@@ -229,9 +174,7 @@ class Config:
     data_path: str = ""
     partitioner: str = "iid"
     sentences_per_device: int = 300
-    # Privacy audit (scripts/tools/privacy_audit.py), simulation only: "k:r,..." puts canary i into k_i
-    # devices' training text r_i times (features/audit/canary.py). "" = off.
-    audit_canaries: str = ""
+    audit_canaries: str = ""  # the privacy audit's canaries (features/audit/canary.py); "" = off
     max_sentences: int = 20_000  # a device reads at most this much of its text (streamed); 0 = all
     test_fraction: float = 0.2
     seed: int = 0
@@ -240,9 +183,8 @@ class Config:
     out_dir: str = "~/fednextword-runs"
     keep_checkpoints: int = 5  # newest round checkpoints kept; 0 = all
     resume_from: str = ""  # a run directory (its newest usable checkpoint) or one checkpoint .npz
-    # Warm start: a new run from a checkpoint .npz (scripts/tools/pretrain.py on proxy text) or a run
-    # directory's newest checkpoint; only the weights carry over (features/warm_start/server.py).
-    init_from: str = ""
+    init_from: str = ""  # warm start: the first model's weights (features/warm_start/)
+    int8: bool = False  # also export the LiteRT int8 file (features/int8/; pyproject.toml turns it on)
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> Config:
@@ -421,6 +363,7 @@ _GROUPED = {  # Config's own fields that belong to a group
     "transfer_dtype": "transfer.dtype",
     "audit_canaries": "audit.canaries",
     "init_from": "warm-start.init-from",
+    "int8": "int8.enabled",
 }
 _NESTED = ("model", "dp", "sim", "secagg", "participation")  # fields that are not run-config keys themselves
 

@@ -79,3 +79,22 @@ def seed_every_global_generator(seed=0):
     tf.keras.utils.set_random_seed(seed)  # Python's random, NumPy's global generator and TF's
     np.random.seed(seed)
     random.seed(seed)
+
+
+def trained_default_model():
+    """The default model trained briefly on four builtin devices (so its ranking is not random),
+    with ~3,000 positions of eight users it never saw: (model, vocabulary, their windows)."""
+    from task.data.device_text import load_device_text, make_windows
+    from task.data.vocab import default_vocabulary
+    from task.model import build_model
+    from task.train import train
+
+    cfg = Config(sentences_per_device=150)
+    vocab = default_vocabulary(cfg.model.vocab_size)
+    texts = [load_device_text(cfg, partition_id=i, num_partitions=4) for i in range(4)]
+    x, y = make_windows([s for t in texts for s in t.train], vocab, cfg.model.seq_len)
+    model = build_model(cfg.model)
+    train(model, x, y, epochs=3, batch_size=32, learning_rate=0.01)
+    unseen = [load_device_text(cfg, partition_id=i, num_partitions=12) for i in range(4, 12)]
+    test_x, _ = make_windows([s for t in unseen for s in t.train + t.test], vocab, cfg.model.seq_len)
+    return model, vocab, test_x

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from client_app.cost import NodeConfigError
+from features.participation.cost import NodeConfigError
 from task.config import SimConfig
 
 POWER_SUPPLY = Path("/sys/class/power_supply")

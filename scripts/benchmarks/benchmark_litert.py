@@ -32,6 +32,7 @@ def main() -> int:
     from task.config import Config
     from task.data.device_text import load_device_text, make_windows
     from task.data.vocab import default_vocabulary
+    from features.int8.export import INT8
     from task.litert.export import VARIANTS, export_litert, top3_agreement
     from task.litert.suggest import Suggester
     from task.model import build_model
@@ -54,8 +55,8 @@ def main() -> int:
     print(f"model: {model.count_params():,} parameters, vocab {cfg.model.vocab_size}, window {cfg.model.seq_len}")
     print(f"{'variant':<9} {'size MB':>8} {'p50 ms':>7} {'p95 ms':>7} {'top-3 agreement':>16}")
     with tempfile.TemporaryDirectory() as out:
-        paths = export_litert(model, vocab, Path(out))
-        for variant in VARIANTS:
+        paths = export_litert(model, vocab, Path(out), {**VARIANTS, **INT8})
+        for variant in paths:
             suggester = Suggester.from_files(paths[variant])
             for text in contexts[:50]:
                 suggester.suggest(text)  # warm-up

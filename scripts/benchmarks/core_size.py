@@ -1,5 +1,6 @@
 """How big the template is to a forker: lines in the core and in the opt-in features, what the
-default apps load, run-config keys, and the length of the ServerApp's main.
+default apps load (on import, the issue's measure, and in a whole default run), run-config keys,
+and the length of the ServerApp's main.
 
     .venv/bin/python scripts/benchmarks/core_size.py
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import ast
 import json
 import subprocess
+import tempfile
 import sys
 import tomllib
 from pathlib import Path
@@ -36,6 +38,31 @@ def loaded_by_default_apps() -> tuple[int, int]:
                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
     files = [Path(f) for f in json.loads(out.stdout.splitlines()[-1])
              if f.endswith(".py") and Path(f).relative_to(ROOT).parts[0] in (*PACKAGES, FEATURES.name)]
+    return sum(lines(f) for f in files), len(files)
+
+
+# A default run (pyproject.toml's run config at the tests' small size, two rounds, three devices)
+# with both apps in one process (tests/inprocess.py); prints the project files it loaded.
+DEFAULT_RUN = """
+import json, sys, tempfile, tomllib
+from pathlib import Path
+from flwr.common.config import flatten_dict
+from tests.helpers import SMALL_RC
+from tests.inprocess import run_inprocess
+rc = flatten_dict(tomllib.loads(Path("pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+run_inprocess(Path(tempfile.mkdtemp()), 3, {**rc, **SMALL_RC, "num-server-rounds": 2})
+print(json.dumps([m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)]))
+"""
+
+
+def loaded_by_a_default_run() -> tuple[int, int]:
+    """Project lines and modules a whole default run loads: also what the apps import only while
+    they run (TensorFlow's modules on the device, the export, the features pyproject.toml turns on)."""
+    out = subprocess.run([sys.executable, "-c", DEFAULT_RUN], cwd=ROOT, capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
+                              "HOME": tempfile.gettempdir()})
+    files = [Path(f) for f in json.loads(out.stdout.splitlines()[-1]) if f.startswith(str(ROOT)) and f.endswith(".py")
+             and Path(f).relative_to(ROOT).parts[0] in (*PACKAGES, FEATURES.name)]
     return sum(lines(f) for f in files), len(files)
 
 
@@ -63,12 +90,15 @@ def main() -> int:
     scripts = sum(lines(p) for p in (ROOT / "scripts").rglob("*.py"))
     biggest = max((ROOT / "scripts").rglob("*.py"), key=lines)
     loaded, modules = loaded_by_default_apps()
+    ran, ran_modules = loaded_by_a_default_run()
     flat, groups = keys()
     rows = [("core: task/ + client_app/ + server_app/", f"{core:,}", ""),
             ("opt-in features: features/", f"{sum(per_feature.values()):,} ("
              + ", ".join(f"{name} {n}" for name, n in per_feature.items()) + ")", ""),
             ("loaded by the default apps (`import server_app.app, client_app.app`)", f"{loaded:,} in {modules} modules",
              f"goal <= {GOALS['default_apps_load']:,}"),
+            ("loaded by a whole default run (pyproject.toml's config, both apps in one process)",
+             f"{ran:,} in {ran_modules} modules", ""),
             ("scripts/ (largest file)", f"{scripts:,} ({biggest.relative_to(ROOT)}: {lines(biggest)})", "no file > 250"),
             ("run-config keys: flat / in groups", f"{flat} / {sum(groups.values())} "
              f"({', '.join(f'{g} {n}' for g, n in groups.items())})", f"flat <= {GOALS['flat_keys']}"),

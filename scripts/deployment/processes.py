@@ -97,7 +97,7 @@ def _toml(value) -> str:
 
 def parse_rules(pairs: list[str]) -> dict:
     """--rule KEY=VALUE pairs, checked as the device will check them, so a typo fails here."""
-    from client_app.cost import watts_per_busy_core
+    from features.participation.cost import watts_per_busy_core
     from features.participation.eligibility import DeviceRules
 
     rules = {}

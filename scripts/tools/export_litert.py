@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="a run directory (holds config.json, vocab.json, checkpoints/)")
     parser.add_argument("--round", type=int, help="checkpoint round (default: the latest)")
     parser.add_argument("--out", type=Path, help="output directory (default: <run>/litert-round-N)")
-    parser.add_argument("--variants", default="float32,float16,int8")
+    parser.add_argument("--variants", default="float32,float16,int8", help="of float32, float16, int8")
     args = parser.parse_args(argv)
 
     checkpoint = (args.run_dir / "checkpoints" / f"round-{args.round:03d}.npz" if args.round is not None
@@ -40,15 +40,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{checkpoint}: {len(weights[0])} word rows, but its vocabulary has {len(vocab)} words", file=sys.stderr)
         return 2
 
-    from task.litert.export import (
-        export_litert,  # TensorFlow: only once the inputs are known to be good
-    )
+    from features.int8.export import INT8  # TensorFlow: only once the inputs are known to be good
+    from task.litert.export import VARIANTS, export_litert
     from task.model import build_model
+
+    every = {**VARIANTS, **INT8}
+    unknown = sorted(set(args.variants.split(",")) - set(every))
+    if unknown:
+        print(f"--variants: unknown {unknown}; expected some of {sorted(every)}", file=sys.stderr)
+        return 2
 
     model = build_model(replace(cfg.model, vocab_size=len(vocab)))
     model.set_weights(weights)
     out = args.out or args.run_dir / f"litert-{checkpoint.stem}"
-    for variant, path in export_litert(model, vocab, out, tuple(args.variants.split(","))).items():
+    for variant, path in export_litert(model, vocab, out, {v: every[v] for v in args.variants.split(",")}).items():
         print(f"{variant}\t{path}\t{path.stat().st_size / 1e6:.2f} MB")
     return 0
 

@@ -1,5 +1,6 @@
 """The core stands alone: on a copy of the tree with every opt-in feature folder (features/) and
-its run-config group deleted, the core's tests pass and the default run trains."""
+its run-config group deleted, the core's tests pass and the default run trains, loading neither
+a feature nor the privacy code."""
 
 import json
 import re
@@ -9,7 +10,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FEATURE_GROUPS = ("secagg", "discovery", "participation", "transfer", "audit", "warm-start")
+FEATURE_GROUPS = ("secagg", "discovery", "participation", "transfer", "audit", "warm-start", "int8")
 
 # The default run's config (pyproject.toml, as Flower reads it) at the tests' small size, two rounds.
 DEFAULT_RUN = """
@@ -20,7 +21,9 @@ from tests.helpers import SMALL_RC
 from tests.inprocess import run_inprocess
 rc = flatten_dict(tomllib.loads(Path("pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
 run = run_inprocess(Path(sys.argv[1]), 3, {**rc, **SMALL_RC, "num-server-rounds": 2})
-print(json.dumps({"summary": run.summary, "rows": run.rows, "loaded": sorted(m for m in sys.modules if m.startswith("features"))}))
+private = ("dp_accounting", "task.privacy.ledger", "task.privacy.mechanisms", "server_app.privacy", "client_app.privacy")
+print(json.dumps({"summary": run.summary, "rows": run.rows, "loaded": sorted(m for m in sys.modules if m.startswith("features")),
+                  "private": sorted(m for m in sys.modules if m in private)}))
 """
 
 
@@ -61,6 +64,7 @@ def test_with_every_feature_folder_and_its_config_deleted_the_core_tests_pass_an
     result = json.loads(out.stdout.strip().splitlines()[-1])
     summary, rows = result["summary"], result["rows"]
     assert result["loaded"] == []
+    assert result["private"] == []  # without DP the run never loads the privacy code (nor dp-accounting)
     assert summary["rounds"] == 2 and not summary["stopped_early"]
     assert summary["litert_check"]["float32"]["fit_to_ship"]
     assert rows[-1]["server_loss"] < rows[0]["server_loss"]  # it learned

@@ -83,9 +83,6 @@ def test_a_train_message_can_score_the_received_model_first_exactly_as_an_evalua
     score = {k.removeprefix(EVAL_PREFIX): v for k, v in sent.items() if k.startswith(EVAL_PREFIX)}
     expected = dict(evaluated.content["metrics"])
     score.pop("compute-seconds"), expected.pop("compute-seconds"), expected.pop(DP_WEIGHT)
-    # The evaluate message's own cost (a measurement); the train reply reports one for both.
-    assert all(expected.pop(k) >= 0 for k in ("cpu-seconds", "peak-memory-mb", "energy-joules", "energy-measured"))
-    assert {"cpu-seconds", "energy-joules"} <= set(sent)
     assert score == expected  # the model as received, before this device trained it
     assert sent["loss"] != score["loss"]  # training metrics stay apart
 
@@ -124,14 +121,15 @@ def test_under_dp_no_evaluation_reply_tells_how_long_the_device_computed():
     assert_no_timing_is_sent(replace(CFG.dp, mode="central-client-clip"))
 
 
-def assert_no_timing_is_sent(dp) -> None:
+def assert_no_timing_is_sent(dp, participation: bool = False) -> None:
+    """`participation`: with its cost mod (tests/features/participation/)."""
     from dataclasses import replace
 
     from task.config import EVALUATE_FIRST
 
     weights = build_model(CFG.model).get_weights()
     node = {"partition-id": 0, "num-partitions": 5}
-    cfg = replace(CFG, dp=dp)
+    cfg = replace(CFG, dp=dp, participation=participation)
     for kind, config in (("evaluate", {"server-round": 1}), ("train", {"server-round": 1, EVALUATE_FIRST: True,
                                                                        "clipping_norm": 1.0})):
         reply = app(message(RecordDict({"arrays": ArrayRecord(weights), "config": ConfigRecord(config)}), kind),

@@ -17,7 +17,7 @@ def run_config_from_pyproject() -> dict:
 
 # Run-config groups of the opt-in features (features/<name>/): pyproject.toml declares each whole,
 # or not at all once its feature folder is deleted.
-FEATURE_GROUPS = {"secagg", "discovery", "participation", "transfer", "audit", "warm-start"}
+FEATURE_GROUPS = {"secagg", "discovery", "participation", "transfer", "audit", "warm-start", "int8"}
 
 
 def test_pyproject_declares_the_config_keys_with_the_same_defaults():
@@ -27,7 +27,8 @@ def test_pyproject_declares_the_config_keys_with_the_same_defaults():
     groups = {key.split(".")[0] for key in rc if "." in key}
     for key in known - set(rc):  # only whole feature groups may be left out
         assert key.split(".")[0] in FEATURE_GROUPS - groups, f"{key} is not declared in pyproject.toml"
-    assert Config.from_run_config(rc) == Config()
+    # int8 ships on (pyproject.toml); off is the core's default, so the core alone exports float files
+    assert Config.from_run_config(rc) == Config(int8="int8" in groups)
 
 
 def test_round_trip_through_run_config():

@@ -48,12 +48,13 @@ def test_the_lstm_trains():
     assert trainer.evaluate(model, x, x).loss < before - 1.0
 
 
-def test_the_lstm_fed_only_through_its_embedding_exports_all_three_files_with_agreement_recorded(lstm_export):
+def test_the_lstm_fed_only_through_its_embedding_exports_every_file_with_agreement_recorded(lstm_export):
+    """(int8: tests/features/int8/.)"""
     _, out, report = lstm_export
-    assert set(report) == {"float32", "float16", "int8"}
+    assert set(report) == set(export.VARIANTS)
     for variant, r in report.items():
         assert "error" not in r, r
-        assert r["fit_to_ship"] and r["positions"] > 200 and r["top3_agreement"] >= export.SHIP_BARS[variant]
+        assert r["fit_to_ship"] and r["positions"] > 200 and r["top3_agreement"] >= export.VARIANTS[variant].bar
         assert (out / f"model-{variant}.tflite").exists()
 
 
@@ -61,15 +62,15 @@ def test_an_export_that_disagrees_with_keras_is_marked_not_fit_to_ship(tmp_path,
     """A conversion that silently changes the function (here: the output layer's words shifted by
     one, as a wrong vocabulary order would) must not ship: the check compares file and Keras."""
     model = build_model(TRANSFORMER, seed=1)
-    real = export._folded_output
+    real = export.folded_output
 
     def shifted(m):
         kernel, bias = real(m)
         return np.roll(kernel, 1, axis=1), np.roll(bias, 1)
 
-    monkeypatch.setattr(export, "_folded_output", shifted)
+    monkeypatch.setattr(export, "folded_output", shifted)
     windows = export.check_windows(TRANSFORMER.seq_len, TRANSFORMER.vocab_size, count=40)
-    report = export.export_checked(model, default_vocabulary(2000), tmp_path, windows, variants=("float32",))
+    report = export.export_checked(model, default_vocabulary(2000), tmp_path, windows, variants={"float32": export.VARIANTS["float32"]})
     r = report["float32"]
     assert not r["fit_to_ship"] and r["top3_agreement"] < 0.5
     assert r["file"].endswith("model-float32-unfit.tflite") and not (tmp_path / "model-float32.tflite").exists()

@@ -213,7 +213,7 @@ def test_the_server_discovers_the_word_through_real_device_votes_and_grows_the_m
 
 
 def test_the_on_device_export_carries_the_grown_vocabulary_and_can_suggest_a_new_word(tmp_path):
-    from task.litert.export import export_litert
+    from task.litert.export import VARIANTS, export_litert
     from task.litert.suggest import Suggester
 
     cfg = ModelConfig(**{**SMALL_MODEL.__dict__, "vocab_size": 2001})
@@ -222,7 +222,7 @@ def test_the_on_device_export_carries_the_grown_vocabulary_and_can_suggest_a_new
     model = build_model(cfg)
     model.set_weights(weights)
     vocab = run_vocabulary(2000, ("zorbix",))
-    paths = export_litert(model, vocab, tmp_path, variants=("float32",))
+    paths = export_litert(model, vocab, tmp_path, variants={"float32": VARIANTS["float32"]})
     assert json.loads((tmp_path / "vocab.json").read_text())["words"][-1] == "zorbix"
     suggestions = Suggester.from_files(paths["float32"]).suggest("see you")
     assert suggestions[0].word == "zorbix" and suggestions[0].word_id == 2000

@@ -99,9 +99,9 @@ def test_dpsgd_with_central_dp_and_a_budget_that_stops_the_run(tmp_path):
     assert last["dp_epsilon_central"] == pytest.approx(gaussian_epsilon(0.6, 1, 1e-3))
     assert "window of up to 13 consecutive words" in " ".join(summary["privacy_assumptions"])
     assert 0 < last["train_dpsgd_clipped_fraction"] <= 1
-    # the model of round 1, exported and checked (after one noisy round its int8 file may fall short)
-    check = summary["litert_check"]["int8"]
-    name = "model-int8.tflite" if check["fit_to_ship"] else "model-int8-unfit.tflite"
+    # the model of round 1, exported and checked (after one noisy round a rounded file may fall short)
+    check = summary["litert_check"]["float16"]
+    name = "model-float16.tflite" if check["fit_to_ship"] else "model-float16-unfit.tflite"
     assert (run.dir / "final" / "litert" / name).exists() and check["positions"] > 0
 
 

@@ -154,4 +154,4 @@ def test_under_dpsgd_no_evaluation_reply_tells_how_long_the_device_computed():
 
     from tests.unit.test_client_app import CFG, assert_no_timing_is_sent
 
-    assert_no_timing_is_sent(replace(CFG.dp, sgd=True, delta=1e-4))
+    assert_no_timing_is_sent(replace(CFG.dp, sgd=True, delta=1e-4), participation=True)

@@ -31,8 +31,8 @@ from task.config import (
     DPConfig,
     SimConfig,
 )
-from task.privacy.ledger import PrivacyLedger
 from task.privacy import DP_WEIGHT
+from task.privacy.ledger import PrivacyLedger
 from tests.helpers import analytic_gaussian_epsilon, message
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -308,6 +308,32 @@ def test_a_device_still_busy_after_being_late_is_not_sent_another_message_until_
     grid.send_and_receive(asked([2], goal=1), timeout=10)
     counts = grid.take_counts()["train"]
     assert (counts.busy, counts.replied) == (0, 1) and not fake.pending
+
+
+COST = {"cpu-seconds", "peak-memory-mb", "energy-joules", "energy-measured"}
+
+
+@pytest.mark.parametrize("message_type", ["train", "evaluate"])
+def test_a_reply_carries_what_its_message_cost_the_device_only_while_participation_is_on(message_type):
+    from client_app.app import app
+    from task.model import build_model
+    from tests.helpers import SMALL_MODEL, context
+
+    cfg = Config(sentences_per_device=40, model=SMALL_MODEL)
+    content = RecordDict({"arrays": ArrayRecord(build_model(SMALL_MODEL).get_weights()),
+                          "config": ConfigRecord({"server-round": 1})})
+    node = {"partition-id": 0, "num-partitions": 5}
+    sent = {on: dict(app(message(content, message_type), context(cfg.replace(participation=on), node))
+                     .content["metrics"]) for on in (True, False)}
+    assert COST <= set(sent[True]) and not COST & set(sent[False])
+    assert sent[True]["cpu-seconds"] > 0 and sent[True]["energy-joules"] > 0  # a device that trained or scored
+
+
+def test_under_dp_a_reply_holds_back_what_its_message_cost():
+    """The cost follows the size of the device's text, which no noise covers."""
+    from tests.unit.test_client_app import assert_no_timing_is_sent
+
+    assert_no_timing_is_sent(DPConfig(mode="central-client-clip"), participation=True)
 
 
 def test_the_run_record_keeps_participation_and_cost_per_round_and_over_the_run(tmp_path):

@@ -7,7 +7,7 @@ scale, and the most frequent words, the ones competing for the top 3, lost most 
 So each word's row (of the embedding table, and of the output layer's transposed kernel) gets its
 own scale, and the `frequent` most frequent words (vocabulary ids are in frequency order) keep 16
 bits, the rest 8. On that model: 98.8% agreement with the converter's int8 block, 99.8% with the
-block in float16 (export.py), 1.50 MB.
+block in float16 (features/int8/export.py), 1.50 MB.
 
 Two converter behaviours shape the code: a float constant of 1,024+ elements is re-quantised to
 int8 with a single scale, so the per-word scales are stored as int16 multiples of a power-of-two

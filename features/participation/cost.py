@@ -1,4 +1,5 @@
-"""What one message cost the device: CPU time, peak memory and energy.
+"""What one message cost the device: CPU time, peak memory and energy, added to its reply by
+`cost_mod` (in the ClientApp's mods while participation is on).
 
 Energy is measured where the OS exposes it (Linux powercap / Intel RAPL, usually readable only by
 root since CVE-2020-8694) and is then the whole CPU package's energy while the handler ran, other
@@ -14,6 +15,8 @@ import resource
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from flwr.app import Context, Message
 
 
 class NodeConfigError(ValueError):
@@ -73,3 +76,19 @@ class CostMeter:
         joules = self.measured_joules if measured else self.cpu_seconds * self.watts
         return {"cpu-seconds": self.cpu_seconds, "peak-memory-mb": peak_mb, "energy-joules": joules,
                 "energy-measured": int(measured)}
+
+
+def cost_mod(msg: Message, context: Context, call_next) -> Message:
+    """The handler's cost, added to its reply's metrics. Under DP only with dp.report-train-metrics:
+    the cost follows the size of the device's text, which no noise covers."""
+    from client_app.messages import config_of
+
+    dp = config_of(context).dp
+    with CostMeter(context.node_config) as meter:
+        reply = call_next(msg, context)
+    held_back = dp.enabled and not dp.report_train_metrics
+    if reply.has_error() or "metrics" not in reply.content.metric_records or held_back:
+        return reply
+    for key, value in meter.metrics().items():
+        reply.content["metrics"][key] = value
+    return reply
