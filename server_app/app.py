@@ -4,6 +4,10 @@ for it), runs it, and records the run.
 Devices train and evaluate on their own text; the server only averages weights (FedAvg, weighted
 by each device's number of training windows, or equally under DP) and, for the builtin data,
 scores the global model on synthetic users outside the federation (server_app/rounds.py).
+
+How features compose: each `_helper(cfg, ...)` below `main` returns a feature's piece when its
+run-config key asks for it (importing the feature only then) and the core's own otherwise (None,
+or the strategy / grid it was given). Deleting features/ leaves every helper on its core branch.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     cfg = Config.from_run_config(context.run_config)
     skip_idle_polls(grid)  # simulation: Flower's engine no longer polls devices that have no message
-    start = run_start(cfg, context.run_id, _warm_start(cfg))  # vocabulary, resume point, record, first model
-    observed = ObservedGrid(grid)  # counts who replied, declined, failed, and the bytes
+    start = run_start(cfg, context.run_id, _warm_start(cfg), _model_check(cfg))  # vocabulary, resume, record, model
+    observed = ObservedGrid(grid, _send_until_goal(cfg))  # counts who replied, declined, failed, and the bytes
     population, sampled = population_and_sample(grid, cfg)  # waits for min-available-nodes, never forever
     ledger = _ledger(cfg, start, population, sampled)  # None when nothing private runs
     inner = build_strategy(cfg, ledger, _train_metrics(cfg, start.record), start.record.aggregate_evaluate_metrics,
@@ -107,7 +111,7 @@ def _central_dp(cfg: Config, inner, ledger, resume):
         from features.dp_mechanisms.ftrl import FtrlDP as Central
     else:
         Central = privacy.CentralDP
-    return privacy.resumed(Central(inner, cfg, ledger), resume)
+    return privacy.resumed(Central(inner, cfg, ledger, device_norm=_device_norm(cfg)), resume)
 
 
 def _above_the_counts(cfg: Config, observed: ObservedGrid):
@@ -133,6 +137,33 @@ def _warm_start(cfg: Config):
     from features.warm_start.server import initial_weights
 
     return initial_weights
+
+
+def _model_check(cfg: Config):
+    """dp.sgd: DP-SGD refuses a model with a layer it cannot clip per example (loaded only then)."""
+    if not cfg.dp.sgd:
+        return None
+    from features.dp_mechanisms.dpsgd import require_rules
+
+    return require_rules
+
+
+def _send_until_goal(cfg: Config):
+    """participation.selection-factor > 1: a round closes at its goal's replies (loaded only then)."""
+    if cfg.selection_factor == 1:
+        return None
+    from features.participation.round_goal import send_until_goal
+
+    return send_until_goal
+
+
+def _device_norm(cfg: Config):
+    """Under SecAgg+ devices clip below dp.clipping-norm, by its rounding margin (loaded only then)."""
+    if not cfg.secure_aggregation:
+        return None
+    from features.secagg.server import device_clipping_norm
+
+    return lambda clipping_norm, num_values: device_clipping_norm(cfg.secagg, clipping_norm, num_values)
 
 
 def _new_word_scores(cfg: Config, population: int):

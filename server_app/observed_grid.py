@@ -1,6 +1,7 @@
 """A Grid that counts what each round sent and what came back, and how many bytes; closes a
-training round at its goal when the strategy over-selected (features/participation/round_goal.py); and does
-not send to a device still busy with an earlier message it was late for.
+training round at its goal when the strategy over-selected (with `send_until_goal`, given by
+server_app/app.py: features/participation/round_goal.py); and does not send to a device still busy
+with an earlier message it was late for.
 
 A device that was late or timed out may still be working. Asking it again before it is done
 would queue a second message on it (a real SuperNode handles one at a time), and Flower 1.42's
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -70,8 +71,9 @@ class PhaseCounts:
 class ObservedGrid:
     """Delegates to a real Grid; `take_counts()` returns and resets the counts per message type."""
 
-    def __init__(self, grid: Grid):
+    def __init__(self, grid: Grid, send_until_goal: Callable | None = None):
         self._grid = grid
+        self._send_until_goal = send_until_goal
         self._counts: dict[str, PhaseCounts] = {}
         self._outstanding: dict[str, int] = {}  # message id -> node: sent, unanswered, given up on
 
@@ -90,10 +92,8 @@ class ObservedGrid:
         pulled = []  # every reply that came back, kept or discarded
         if not messages:
             replies = []
-        elif goal is not None and goal < len(messages):  # over-selection (participation.selection-factor)
-            from features.participation.round_goal import send_until_goal
-
-            replies, late, _ = send_until_goal(self._grid, messages, goal, timeout, pulled=pulled)
+        elif self._send_until_goal and goal is not None and goal < len(messages):  # over-selection
+            replies, late, _ = self._send_until_goal(self._grid, messages, goal, timeout, pulled=pulled)
         else:
             replies = pulled = list(self._grid.send_and_receive(messages, timeout=timeout))
         answered = {r.metadata.reply_to_message_id for r in replies}

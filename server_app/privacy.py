@@ -43,7 +43,10 @@ class CentralDP(Strategy):
 
     MODES = ("central-client-clip", "central-server-clip")  # the dp.modes whose release this class makes
 
-    def __init__(self, inner: FedAvg, cfg: Config, ledger: PrivacyLedger, rng: np.random.Generator | None = None):
+    def __init__(self, inner: FedAvg, cfg: Config, ledger: PrivacyLedger, rng: np.random.Generator | None = None,
+                 device_norm=None):
+        """`device_norm(clipping_norm, num_values)`: the norm devices clip to when the server cannot
+        clip again (SecAgg+ rounds their updates: features/secagg/server.py); None: the clipping norm."""
         super().__init__()
         if cfg.dp.mode not in self.MODES:  # the ledger would account a release this class does not make
             raise ValueError(f"{type(self).__name__} makes the release of dp.mode {list(self.MODES)}, not "
@@ -53,7 +56,7 @@ class CentralDP(Strategy):
         self.selected = ledger.selected  # devices asked (more than sampled with over-selection)
         self.rng = rng or secret_rng()
         self.clipping_norm = cfg.dp.clipping_norm
-        self.secagg = cfg.secagg if cfg.secure_aggregation else None
+        self._device_norm = device_norm
         self.update_noise = cfg.dp.noise_multiplier  # on the sum, in units of the clipping norm
         self._current: ArrayRecord | None = None
 
@@ -74,13 +77,10 @@ class CentralDP(Strategy):
         return messages
 
     def device_clipping_norm(self, arrays: ArrayRecord) -> float:
-        """The norm devices clip to. Under secure aggregation the server cannot clip again, and
-        SecAgg+'s rounding can lift a clipped update's norm: devices then clip below the norm."""
-        if not self.secagg:
+        """The norm devices clip to: the clipping norm, or below it where the server cannot clip again."""
+        if not self._device_norm:
             return self.clipping_norm
-        from features.secagg.server import device_clipping_norm
-
-        return device_clipping_norm(self.secagg, self.clipping_norm, sum(int(np.prod(a.shape)) for a in arrays.values()))
+        return self._device_norm(self.clipping_norm, sum(int(np.prod(a.shape)) for a in arrays.values()))
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord, MetricRecord | None]:
         replies = sorted((r for r in replies if not r.has_error()), key=reply_order)  # zero if failed; sum order fixed

@@ -33,9 +33,12 @@ class RunStart:
         return self.resume.round if self.resume else 0
 
 
-def run_start(cfg: Config, run_id: int, initial_weights: Callable | None = None) -> RunStart:
+def run_start(cfg: Config, run_id: int, initial_weights: Callable | None = None,
+              check_model: Callable | None = None) -> RunStart:
     """`initial_weights(cfg, fingerprint) -> (weights, where from)`: a warm start's first model
-    (features/warm_start/, chosen by server_app/app.py)."""
+    (features/warm_start/); `check_model(model)`: a mechanism's refusal of a model it cannot
+    support, before any device trains or any epsilon is booked (DP-SGD's). server_app/app.py
+    chooses both."""
     vocab = default_vocabulary(cfg.model.vocab_size)
     fingerprint = model_fingerprint(cfg, vocab.words)
     resume = load_resume_point(cfg, fingerprint) if cfg.resume_from else None
@@ -44,10 +47,8 @@ def run_start(cfg: Config, run_id: int, initial_weights: Callable | None = None)
     log.info("Writing this run's model, checkpoints and metrics to %s", record.dir)
     # reproducible; no privacy randomness comes from `seed`
     model = build_model(replace(cfg.model, vocab_size=len(vocab) + len(added)), seed=cfg.seed)
-    if cfg.dp.sgd:  # refused before any device trains or any epsilon is booked
-        from features.dp_mechanisms.dpsgd import require_rules
-
-        require_rules(model)
+    if check_model:
+        check_model(model)
     if initial_weights:
         weights, origin = initial_weights(cfg, fingerprint)
         model.set_weights(weights)

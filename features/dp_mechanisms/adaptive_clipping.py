@@ -26,8 +26,8 @@ class AdaptiveClippingDP(CentralDP):
 
     MODES = ("central-adaptive-clip",)
 
-    def __init__(self, inner, cfg, ledger, rng=None):
-        super().__init__(inner, cfg, ledger, rng)
+    def __init__(self, inner, cfg, ledger, rng=None, device_norm=None):
+        super().__init__(inner, cfg, ledger, rng, device_norm)
         self.update_noise, self.count_stddev = adaptive_noise(cfg.dp, self.sampled)
 
     def release_parts(self) -> list[float]:

@@ -14,8 +14,8 @@ from server_app.privacy import CentralDP
 class FtrlDP(CentralDP):
     MODES = ("central-ftrl",)
 
-    def __init__(self, inner, cfg, ledger, rng=None):
-        super().__init__(inner, cfg, ledger, rng)
+    def __init__(self, inner, cfg, ledger, rng=None, device_norm=None):
+        super().__init__(inner, cfg, ledger, rng, device_norm)
         self._tree = None  # the TreeNoise of the current tree, made at its first round
 
     def noise(self, current: list[np.ndarray], std: float) -> list[np.ndarray]:

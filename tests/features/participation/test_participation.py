@@ -185,6 +185,11 @@ def update(m, value=1.0):
                                "metrics": MetricRecord({"loss": 1.0})}), reply_to=m)
 
 
+def observed(grid) -> ObservedGrid:
+    """As server_app/app.py composes it when participation.selection-factor > 1."""
+    return ObservedGrid(grid, send_until_goal)
+
+
 def test_a_round_closes_at_its_goal_and_counts_late_and_declining_devices_apart():
     def reply(m):
         node = m.metadata.dst_node_id
@@ -194,7 +199,7 @@ def test_a_round_closes_at_its_goal_and_counts_late_and_declining_devices_apart(
             return 30.0, update(m)  # a straggler
         return 0.1 * node, update(m)
 
-    grid = ObservedGrid(TimedGrid(reply))
+    grid = observed(TimedGrid(reply))
     replies = grid.send_and_receive(asked([1, 2, 3, 4, 5, 6], goal=3), timeout=60)
     counts = grid.take_counts()["train"]
     updates = sorted(r.metadata.reply_to_message_id for r in replies if not r.has_error())
@@ -204,7 +209,7 @@ def test_a_round_closes_at_its_goal_and_counts_late_and_declining_devices_apart(
 
 
 def test_a_round_that_misses_its_goal_ends_at_the_deadline_with_the_silent_devices_failed():
-    grid = ObservedGrid(TimedGrid(lambda m: (0.0, update(m)) if m.metadata.dst_node_id < 3 else (None, None)))
+    grid = observed(TimedGrid(lambda m: (0.0, update(m)) if m.metadata.dst_node_id < 3 else (None, None)))
     grid.send_and_receive(asked([1, 2, 3, 4], goal=3), timeout=1.0)
     counts = grid.take_counts()["train"]
     assert (counts.replied, counts.late, counts.failed) == (2, 0, 2)
@@ -282,7 +287,7 @@ def test_central_dp_asks_every_selected_device_and_divides_by_the_goal():
 def test_a_device_that_declined_spent_no_local_or_sample_level_privacy():
     dp = DPConfig(mode="local", sgd=True)
     ledger = PrivacyLedger(dp, population=10, sampled=2, selected=3)
-    grid = ObservedGrid(TimedGrid(lambda m: (0.0, Message(Error(code=NOT_ELIGIBLE, reason="not eligible: not charging"),
+    grid = observed(TimedGrid(lambda m: (0.0, Message(Error(code=NOT_ELIGIBLE, reason="not eligible: not charging"),
                                                           reply_to=m) if m.metadata.dst_node_id == 3 else update(m))))
     for _ in range(2):
         ledger.record_asked_to_train([1, 2, 3])
@@ -297,7 +302,7 @@ def test_a_device_still_busy_after_being_late_is_not_sent_another_message_until_
         return (0.8 if m.metadata.dst_node_id == 2 else 0.0), update(m)  # node 2 is slow
 
     fake = TimedGrid(reply)
-    grid = ObservedGrid(fake)
+    grid = observed(fake)
     grid.send_and_receive(asked([1, 2, 3], goal=2), timeout=10)  # closes without node 2
     assert grid.take_counts()["train"].late == 1
     replies = grid.send_and_receive(asked([1, 2, 3], goal=2), timeout=10)  # node 2 still working

@@ -313,6 +313,7 @@ def test_devices_clip_so_that_secaggs_rounding_keeps_their_update_within_the_noi
     """The server cannot clip the sum again: a device's update after rounding (each value moved by
     under one step) must still be within dp.clipping-norm. Worst case: every value moved a full
     step away from zero."""
+    from server_app.app import _device_norm
     from server_app.privacy import CentralDP
     from server_app.strategy import build_strategy
     from task.privacy.ledger import PrivacyLedger
@@ -321,8 +322,8 @@ def test_devices_clip_so_that_secaggs_rounding_keeps_their_update_within_the_noi
     inner = build_strategy(CFG, ledger)
     inner._construct_messages = lambda record, node_ids, message_type: [record for _ in node_ids]
     values = 1_340_000  # the default model's weights
-    sent = list(CentralDP(inner, CFG, ledger).configure_train(1, ArrayRecord([np.zeros(values, np.float32)]),
-                                                              ConfigRecord(), _Nodes(3)))
+    central = CentralDP(inner, CFG, ledger, device_norm=_device_norm(CFG))  # as server_app/app.py composes it
+    sent = list(central.configure_train(1, ArrayRecord([np.zeros(values, np.float32)]), ConfigRecord(), _Nodes(3)))
     norm = sent[0]["config"][KEY_CLIPPING_NORM]
     u = np.random.default_rng(0).normal(size=values)
     u *= norm / np.linalg.norm(u)
