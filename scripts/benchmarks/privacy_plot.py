@@ -18,7 +18,7 @@ def plot(rows: list, path: Path, earlier: dict[str, list] | None = None) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (by_eps, by_cohort) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (by_eps, by_cohort) = plt.subplots(1, 2, figsize=(12, 6))
     sources = {"": rows, **(earlier or {})}
     cohort = lambda r: r.emulated_per_round or r.per_round  # noqa: E731
     eps = lambda r: r.target_epsilon if r.emulated_per_round else r.epsilon  # noqa: E731
@@ -54,7 +54,7 @@ def plot(rows: list, path: Path, earlier: dict[str, list] | None = None) -> None
     by_eps.set_xscale("log")
     by_eps.set_xlabel("user-level ε of the run (emulated: of the emulated run)")
     by_eps.set_ylabel("top-3, unseen users, final model")
-    by_eps.legend(fontsize=6)
+    by_eps.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.14), ncol=2)  # below: never over a point
     by_cohort.set_xscale("log")
     by_cohort.set_xlabel("devices per round (hollow: emulated noise; ▲ non-private)")
     by_cohort.set_title("● DP-FedAvg  ■ DP-FTRL", fontsize=8)
