@@ -86,9 +86,9 @@ def transfer_mod(msg: Message, context: Context, call_next) -> Message:
 
 
 def dp_mod(msg: Message, context: Context, call_next) -> Message:
-    """A central dp.mode where devices clip: Flower's clipping mod around training (loaded only then)."""
-    dp = config_of(context).dp
-    if not dp.central or dp.mode == "central-server-clip":  # there the trusted server clips raw updates
+    """A central dp.mode: the clipping mods its devices run around training (client_app/privacy.py
+    chooses them; loaded only then)."""
+    if not config_of(context).dp.central:
         return call_next(msg, context)
     from client_app.privacy import dp_mod as clipped
 
