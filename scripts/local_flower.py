@@ -23,6 +23,7 @@ from queue import Empty, Queue
 from scripts.local_superlink import (  # noqa: F401  (re-exported for scripts and tests)
     ROOT,
     VENV_BIN,
+    app_run_config,
     bundle_problem,
     start_local_superlink,
     stop_local_superlink,

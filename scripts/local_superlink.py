@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 
+def app_run_config(root: Path = ROOT) -> dict:
+    """pyproject.toml's run config as Flower reads it (each group's keys under their dotted names)."""
+    import tomllib
+
+    from flwr.common.config import flatten_dict
+
+    return flatten_dict(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+
+
 def start_local_superlink(env: dict[str, str], timeout: float = 300) -> None:
     """Start the local SuperLink `flwr run` would start, and wait until it answers.
 

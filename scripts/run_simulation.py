@@ -18,20 +18,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.local_flower import ROOT, private_flower, run_app, template_line  # noqa: E402
+from scripts.local_flower import ROOT, app_run_config, private_flower, run_app, template_line  # noqa: E402
 
 
 def check_run_config(overrides: str, devices: int | None = None) -> str | None:
     """The template's own error for a bad or unknown key, before Flower starts (Flower would say
     only "[code: 15] Invalid run configuration.", or fail the run with a traceback)."""
-    import tomllib
-
     import click
-    from flwr.common.config import flatten_dict, parse_config_args
+    from flwr.common.config import parse_config_args
 
     from task.config import Config, ConfigError
 
-    defaults = flatten_dict(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+    defaults = app_run_config()
     try:
         changes = parse_config_args([overrides]) if overrides else {}
         cfg = Config.from_run_config({**defaults, **changes})

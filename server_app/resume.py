@@ -13,12 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from task.config import Config, ConfigError
-from task.run.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    latest_valid_checkpoint,
-    load_checkpoint,
-)
+from task.run.checkpoint import Checkpoint, CheckpointError, latest_valid_checkpoint, load_checkpoint
 
 
 @dataclass

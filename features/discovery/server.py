@@ -21,14 +21,7 @@ from flwr.serverapp.strategy import Strategy
 
 from features.discovery.growth import grow_weights
 from features.discovery.triehh import Discovery, Plan, capped
-from task.config import (
-    QUERY_DEPTH,
-    QUERY_PREFIXES,
-    QUERY_VOTE,
-    ROUND_OFFSET,
-    VOCAB_ADDED,
-    Config,
-)
+from task.config import QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE, ROUND_OFFSET, VOCAB_ADDED, Config
 from task.data.vocab import Vocabulary, vocabulary_rows
 from task.privacy.ledger import PrivacyLedger
 from task.privacy.mechanisms import secret_rng

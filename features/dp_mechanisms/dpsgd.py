@@ -30,11 +30,7 @@ import tensorflow as tf
 import task  # noqa: F401  (selects tf-keras before TensorFlow resolves tf.keras)
 
 sys.skip_tf_privacy_import = True  # its package __init__ imports estimator code absent on TF 2.21
-from tensorflow_privacy.privacy.fast_gradient_clipping import (  # noqa: E402
-    clip_grads,
-    gradient_clipping_utils,
-    layer_registry,
-)
+from tensorflow_privacy.privacy.fast_gradient_clipping import clip_grads, gradient_clipping_utils, layer_registry  # noqa: E402
 from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions import (  # noqa: E402
     layer_normalization,
     multi_head_attention,

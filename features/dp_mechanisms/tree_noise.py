@@ -14,13 +14,9 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import tensorflow as tf
 
 sys.skip_tf_privacy_import = True  # its package __init__ imports estimator code absent on TF 2.21
-from tensorflow_privacy.privacy.dp_query.tree_aggregation import (  # noqa: E402
-    TreeAggregator,
-    get_step_idx,
-)
+from tensorflow_privacy.privacy.dp_query.tree_aggregation import TreeAggregator, get_step_idx  # noqa: E402
 
 from task.privacy.mechanisms import secret_tf_generator  # noqa: E402
 

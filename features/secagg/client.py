@@ -16,21 +16,9 @@ import logging
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, RecordDict
-from flwr.client.mod import (
-    secaggplus_mod,  # the legacy mod: Flower 1.42 has no Message-API SecAgg+
-)
-from flwr.common import (
-    Code,
-    FitRes,
-    Status,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
-from flwr.common.secure_aggregation.secaggplus_constants import (
-    RECORD_KEY_CONFIGS,
-    Key,
-    Stage,
-)
+from flwr.client.mod import secaggplus_mod  # the legacy mod: Flower 1.42 has no Message-API SecAgg+
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 
 from client_app.privacy import Handler, with_mods

@@ -23,16 +23,7 @@ import logging
 from collections.abc import Iterable
 
 import numpy as np
-from flwr.app import (
-    Array,
-    ArrayRecord,
-    ConfigRecord,
-    Context,
-    Message,
-    MessageType,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import FitIns, parameters_to_ndarrays
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.compat.grid_client_proxy import GridClientProxy

@@ -20,11 +20,7 @@ import numpy as np
 
 from server_app.resume import check_fits
 from task.config import Config, ConfigError
-from task.run.checkpoint import (
-    CheckpointError,
-    latest_valid_checkpoint,
-    load_checkpoint,
-)
+from task.run.checkpoint import CheckpointError, latest_valid_checkpoint, load_checkpoint
 
 
 def initial_weights(cfg: Config, fingerprint: dict) -> tuple[list[np.ndarray], str]:

@@ -29,10 +29,10 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="timed suggestions per variant")
     args = parser.parse_args()
     # Imported after parsing the arguments: TensorFlow takes seconds to import, --help should not.
+    from features.int8.export import INT8
     from task.config import Config
     from task.data.device_text import load_device_text, make_windows
     from task.data.vocab import default_vocabulary
-    from features.int8.export import INT8
     from task.litert.export import VARIANTS, export_litert, top3_agreement
     from task.litert.suggest import Suggester
     from task.model import build_model

@@ -14,9 +14,8 @@ from __future__ import annotations
 import ast
 import json
 import subprocess
-import tempfile
 import sys
-import tomllib
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,12 +43,12 @@ def loaded_by_default_apps() -> tuple[int, int]:
 # A default run (pyproject.toml's run config at the tests' small size, two rounds, three devices)
 # with both apps in one process (tests/inprocess.py); prints the project files it loaded.
 DEFAULT_RUN = """
-import json, sys, tempfile, tomllib
+import json, sys, tempfile
 from pathlib import Path
-from flwr.common.config import flatten_dict
+from scripts.local_superlink import app_run_config
 from tests.helpers import SMALL_RC
 from tests.inprocess import run_inprocess
-rc = flatten_dict(tomllib.loads(Path("pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+rc = app_run_config(Path("."))
 run_inprocess(Path(tempfile.mkdtemp()), 3, {**rc, **SMALL_RC, "num-server-rounds": 2})
 print(json.dumps([m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)]))
 """
@@ -73,9 +72,9 @@ def main_lines() -> int:
 
 
 def keys() -> tuple[int, dict[str, int]]:
-    from flwr.common.config import flatten_dict
+    from scripts.local_superlink import app_run_config
 
-    config = flatten_dict(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+    config = app_run_config(ROOT)
     groups: dict[str, int] = {}
     for key in config:
         if "." in key:

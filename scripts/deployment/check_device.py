@@ -31,14 +31,7 @@ def main() -> int:
         print(f"not installed next to {sys.executable}: {', '.join(missing)} (pip install -r requirements-device.txt)")
         return 1
     try:
-        from flwr.app import (
-            ArrayRecord,
-            ConfigRecord,
-            Context,
-            Message,
-            Metadata,
-            RecordDict,
-        )
+        from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, RecordDict
         from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
         from client_app.app import app

@@ -20,21 +20,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
-from flwr.app import (  # noqa: E402
-    ArrayRecord,
-    ConfigRecord,
-    Context,
-    Message,
-    Metadata,
-    MetricRecord,
-    RecordDict,
-)
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, Metadata, MetricRecord, RecordDict  # noqa: E402
 from flwr.serverapp.strategy import FedAvg  # noqa: E402
 
 from server_app.privacy import CentralDP  # noqa: E402
 from task.config import Config, DPConfig, ModelConfig  # noqa: E402
-from task.privacy.ledger import PrivacyLedger  # noqa: E402
 from task.privacy import DP_WEIGHT  # noqa: E402
+from task.privacy.ledger import PrivacyLedger  # noqa: E402
 from task.privacy.mechanisms import local_noise_multiplier  # noqa: E402
 
 D = 100_000  # weights per draw: the std is then measured to about 0.5%

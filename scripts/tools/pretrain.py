@@ -101,14 +101,12 @@ def pretrain(proxy: Path | None, builtin_users: int, out: Path, epochs: int, max
 
 
 def _config(overrides: str):
-    import tomllib
+    from flwr.common.config import parse_config_args
 
-    from flwr.common.config import flatten_dict, parse_config_args
-
-    from scripts.local_flower import ROOT
+    from scripts.local_flower import app_run_config
     from task.config import Config
 
-    defaults = flatten_dict(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+    defaults = app_run_config()
     return Config.from_run_config({**defaults, **(parse_config_args([overrides]) if overrides else {})})
 
 

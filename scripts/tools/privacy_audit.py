@@ -58,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 runs[name] = (run_dir, json.loads((run_dir / "summary.json").read_text()))
 
-    from features.audit.audit import (
-        audit_run,  # TensorFlow: after the runs, not in Flower's way
-    )
+    from features.audit.audit import audit_run  # TensorFlow: after the runs, not in Flower's way
 
     results = []
     for name, (run_dir, summary) in runs.items():

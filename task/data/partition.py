@@ -29,13 +29,7 @@ import numpy as np
 
 from task.config import Config
 from task.data import shard_store
-from task.data.files import (
-    DataError,
-    Sentences,
-    iter_file_lines,
-    iter_file_sentences,
-    text_files,
-)
+from task.data.files import DataError, Sentences, iter_file_lines, iter_file_sentences, text_files
 from task.data.text import split_sentences
 
 Pairs = Iterator[tuple[str, list[str]]]  # (natural unit id, one of its sentences)

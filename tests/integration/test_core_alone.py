@@ -14,12 +14,12 @@ FEATURE_GROUPS = ("secagg", "discovery", "participation", "transfer", "audit", "
 
 # The default run's config (pyproject.toml, as Flower reads it) at the tests' small size, two rounds.
 DEFAULT_RUN = """
-import json, sys, tomllib
+import json, sys
 from pathlib import Path
-from flwr.common.config import flatten_dict
+from scripts.local_superlink import app_run_config
 from tests.helpers import SMALL_RC
 from tests.inprocess import run_inprocess
-rc = flatten_dict(tomllib.loads(Path("pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+rc = app_run_config(Path("."))
 run = run_inprocess(Path(sys.argv[1]), 3, {**rc, **SMALL_RC, "num-server-rounds": 2})
 private = ("dp_accounting", "task.privacy.ledger", "task.privacy.mechanisms", "server_app.privacy", "client_app.privacy")
 print(json.dumps({"summary": run.summary, "rows": run.rows, "loaded": sorted(m for m in sys.modules if m.startswith("features")),

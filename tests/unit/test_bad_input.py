@@ -237,11 +237,7 @@ def test_a_flwr_home_that_would_be_packed_into_the_app_bundle_is_refused():
 def test_a_half_created_state_database_is_set_aside_and_the_superlink_starts(tmp_path):
     import sqlite3
 
-    from scripts.local_flower import (
-        flower_env,
-        start_local_superlink,
-        stop_local_superlink,
-    )
+    from scripts.local_flower import flower_env, start_local_superlink, stop_local_superlink
 
     home = tmp_path / "flwr" / "local-superlink"
     home.mkdir(parents=True)

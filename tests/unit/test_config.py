@@ -1,18 +1,15 @@
-import tomllib
 from pathlib import Path
 
 import pytest
 
+from scripts.local_superlink import app_run_config
 from task.config import Config, ConfigError
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 def run_config_from_pyproject() -> dict:
-    """As Flower reads it: each group's keys under their dotted names."""
-    from flwr.common.config import flatten_dict
-
-    return flatten_dict(tomllib.loads(PYPROJECT.read_text())["tool"]["flwr"]["app"]["config"])
+    return app_run_config(PYPROJECT.parent)
 
 
 # Run-config groups of the opt-in features (features/<name>/): pyproject.toml declares each whole,

@@ -9,12 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.deployment.deploy_keys import (
-    KeyProblem,
-    check_private,
-    make_device_key,
-    refuse_committable,
-)
+from scripts.deployment.deploy_keys import KeyProblem, check_private, make_device_key, refuse_committable
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "scripts" / "deployment" / "fednextword-supernode.service"

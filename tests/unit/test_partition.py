@@ -8,11 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasets import Dataset
-from flwr_datasets.partitioner import (
-    GroupedNaturalIdPartitioner,
-    IdToSizeFncPartitioner,
-    IidPartitioner,
-)
+from flwr_datasets.partitioner import GroupedNaturalIdPartitioner, IdToSizeFncPartitioner, IidPartitioner
 
 from task.config import Config
 from task.data import files, partition, shard_store

@@ -10,8 +10,16 @@ from task.data.device_text import make_windows
 from task.data.vocab import EOS_ID, FIRST_WORD_ID, default_vocabulary
 from task.keystrokes import KeystrokeCount, PrefixIndex
 from task.model import build_model
-from task.personal import (FOLD, GRID, PersonalCounts, contexts, cross_fitted, score_personal, without_personal,
-                           word_probabilities)
+from task.personal import (
+    FOLD,
+    GRID,
+    PersonalCounts,
+    contexts,
+    cross_fitted,
+    score_personal,
+    without_personal,
+    word_probabilities,
+)
 from task.train import evaluate, train
 
 MODEL = ModelConfig(vocab_size=2000, seq_len=10, embed_dim=16, num_heads=2, ffn_dim=32)

@@ -126,9 +126,9 @@ def test_under_dp_each_round_is_booked_with_the_devices_connected_when_it_sample
 def test_train_and_evaluate_messages_carry_each_folds_personal_mix_as_the_device_reads_it():
     """Scalars only (Flower's SecAgg+ mod refuses list config values); each device reads its fold's."""
     from client_app.messages import personal_point
-    from tests.helpers import context
     from task.config import PERSONAL_MIX
     from task.privacy.ledger import PrivacyLedger
+    from tests.helpers import context
 
     cfg = Config(evaluate_in_train=False)
     strategy = build_strategy(cfg, PrivacyLedger(cfg.dp, 0, 0), personal_mix=lambda: [7, 11])

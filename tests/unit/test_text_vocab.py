@@ -4,14 +4,7 @@ import pytest
 
 from task.data import personas
 from task.data.text import split_sentences, tokenise
-from task.data.vocab import (
-    BOS_ID,
-    EOS_ID,
-    SPECIALS,
-    UNK_ID,
-    Vocabulary,
-    default_vocabulary,
-)
+from task.data.vocab import BOS_ID, EOS_ID, SPECIALS, UNK_ID, Vocabulary, default_vocabulary
 
 
 def test_tokenise_lowercases_keeps_inner_apostrophes_and_drops_punctuation():

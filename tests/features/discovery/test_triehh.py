@@ -10,15 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from features.discovery.triehh import (
-    END,
-    Discovery,
-    Plan,
-    device_vote,
-    level_delta,
-    level_epsilon,
-    threshold_for,
-)
+from features.discovery.triehh import END, Discovery, Plan, device_vote, level_delta, level_epsilon, threshold_for
 
 
 def worst_delta(gamma: float, theta: int, epsilon: float, max_voters: int = 3000) -> float:

@@ -13,15 +13,7 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from client_app.app import app
 from features.discovery import new_word
 from features.discovery.growth import grow_weights
-from task.config import (
-    QUERY_DEPTH,
-    QUERY_PREFIXES,
-    QUERY_VOTE,
-    VOCAB_ADDED,
-    Config,
-    ConfigError,
-    ModelConfig,
-)
+from task.config import QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE, VOCAB_ADDED, Config, ConfigError, ModelConfig
 from task.data.device_text import load_device_text
 from task.data.vocab import UNK_ID, default_vocabulary, run_vocabulary
 from task.model import build_model
@@ -140,12 +132,7 @@ def test_discovery_settings_that_cannot_work_are_refused(overrides, key):
 
 def test_resume_takes_the_discovered_words_and_refuses_weights_that_do_not_hold_them(tmp_path):
     from server_app.resume import dp_settings, load_resume_point
-    from task.run.checkpoint import (
-        Checkpoint,
-        checkpoint_path,
-        model_fingerprint,
-        save_checkpoint,
-    )
+    from task.run.checkpoint import Checkpoint, checkpoint_path, model_fingerprint, save_checkpoint
 
     cfg = Config(model=SMALL_MODEL, num_server_rounds=4, resume_from=str(tmp_path))
     fingerprint = model_fingerprint(cfg, default_vocabulary(2000).words)  # of the base vocabulary, as a run writes it

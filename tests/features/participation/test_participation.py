@@ -13,24 +13,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, Re
 from flwr.serverapp.strategy import FedAvg
 
 from features.participation import eligibility
-from features.participation.eligibility import (
-    DeviceRules,
-    NodeConfigError,
-    PowerState,
-    read_power_state,
-    refusal,
-)
+from features.participation.eligibility import DeviceRules, NodeConfigError, PowerState, read_power_state, refusal
 from features.participation.round_goal import send_until_goal
 from server_app.observed_grid import ObservedGrid
 from server_app.privacy import CentralDP
-from task.config import (
-    NOT_ELIGIBLE,
-    ROUND_GOAL,
-    Config,
-    ConfigError,
-    DPConfig,
-    SimConfig,
-)
+from task.config import NOT_ELIGIBLE, ROUND_GOAL, Config, ConfigError, DPConfig, SimConfig
 from task.privacy import DP_WEIGHT
 from task.privacy.ledger import PrivacyLedger
 from tests.helpers import analytic_gaussian_epsilon, message
