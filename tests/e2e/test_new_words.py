@@ -7,12 +7,13 @@ import json
 from scripts.local_flower import run_app
 from task.litert.suggest import Suggester
 
-# The scenario of docs/vocabulary-discovery.md to round 10 (its table: 99.5% there, 100% at 16):
-# 1,000 built-in devices, half of them start typing "zorbix" at round 3;
-# discovery before rounds 1, 3, 5, ...; 40 devices train per round (with 20 the word's top-3 rate
-# swung between rounds with how many adopters a round drew).
+# The scenario of docs/vocabulary-discovery.md to round 14: 1,000 built-in devices, half of them
+# start typing "zorbix" at round 3; discovery before rounds 1, 3, 5, ...; 40 devices train per round.
+# Which devices a round draws changes from run to run (Flower's node ids), and with it the round at
+# which the word enters the top 3 (round 8 to 10 in four in-process runs with different draws),
+# and twice a run stopped at round 10 was still below the goal (25%, 31%). 14 rounds leave a margin.
 SCENARIO = ('discovery.new-word="zorbix" discovery.new-word-adopters=0.5 discovery.new-word-from-round=3 discovery.enabled=true '
-            "discovery.every=2 num-server-rounds=10 fraction-train=0.04 min-train-nodes=40 "
+            "discovery.every=2 num-server-rounds=14 fraction-train=0.04 min-train-nodes=40 "
             "min-available-nodes=1000 evaluate-in-train=false fraction-evaluate=0.002 min-evaluate-nodes=2 "
             "server-eval-devices=5 keep-checkpoints=1")
 
@@ -24,7 +25,7 @@ def test_a_word_half_the_devices_start_typing_is_discovered_and_suggested_to_the
     run_dir = tmp_path / f"run-{outcome.run_id}"
     rows = json.loads((run_dir / "metrics.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert [r["round"] for r in rows] == list(range(11))
+    assert [r["round"] for r in rows] == list(range(15))
     # Before round 3 nobody typed it: the first discovery found nothing and the word cannot be suggested.
     first, second = summary["discoveries"][:2]
     assert (first["round"], first["words"], second["round"], second["words"]) == (1, [], 3, ["zorbix"])
