@@ -91,7 +91,7 @@ def main() -> int:
         print("The run did not complete. Its last output:\n" + outcome.output[-3000:])
         print(f"All of it: {full}" if full else f"All of it: FLWR_HOME={env['FLWR_HOME']} flwr log {outcome.run_id}")
         return 1
-    from server_app.run_record import summary_lines  # light: no TensorFlow
+    from server_app.console import summary_lines  # light: no TensorFlow
 
     summary = json.loads(summary_path.read_text())
     print("\n".join(summary_lines(summary)))

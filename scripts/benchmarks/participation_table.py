@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from features.participation.eligibility import simulated_clock  # noqa: E402
-from server_app.run_record import cost_line  # noqa: E402
+from server_app.console import cost_line  # noqa: E402
 from task.config import Config  # noqa: E402
 from task.run.plots import read_rows  # noqa: E402
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server_app.run_record import privacy_line
+from server_app.console import privacy_line
 from task.config import DPConfig
 from task.privacy.ledger import PrivacyLedger
 

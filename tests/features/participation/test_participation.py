@@ -331,8 +331,9 @@ def test_under_dp_a_reply_holds_back_what_its_message_cost():
 def test_the_run_record_keeps_participation_and_cost_per_round_and_over_the_run(tmp_path):
     from flwr.app import ArrayRecord as Arrays
 
+    from server_app.console import cost_line
     from server_app.observed_grid import PhaseCounts
-    from server_app.run_record import RunRecord, cost_line
+    from server_app.run_record import RunRecord
     from task.data.vocab import default_vocabulary
 
     cfg = Config(out_dir=str(tmp_path))
