@@ -11,12 +11,25 @@ operator's `flwr` reaches it (on the server itself, or through `ssh -L`), and th
 the public address with the same TLS certificate: requests under /v1/fleet/ (and /health) go to
 the SuperLink unchanged (SuperNode authentication is end to end: a device signs its requests);
 everything else gets 403. Started by `scripts/deployment/deploy.py superlink --public HOST:PORT`.
+
+The check is on the request as received (the ASGI scope's raw_path) and on the request as it will
+be sent (built once with httpx's build_request, whose URL parsing removes dot segments), and the
+checked request is the one sent. A path passes only if it is exactly /health, or /v1/fleet/
+followed by segments of letters, digits, `-` and `_` (every Fleet API path is /v1/fleet/<name>).
+So `..` and `.` segments, `%2e`/`%2f`/`%5c` in either case (or any `%`), backslashes and `//`
+are refused: `/v1/fleet/../control/list-runs` once reached the SuperLink as
+/v1/control/list-runs (security review B1; tests/unit/test_fleet_gateway.py sends such paths raw).
+
+Why not nginx or Caddy in front: they would do the same, but this gateway runs from the project's
+own venv on any server that runs the SuperLink, and CI (Python 3.11 and pip only) tests exactly
+the front that is shipped; an nginx config that CI cannot run would be an untested copy.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import ssl
 import sys
 from pathlib import Path
@@ -28,16 +41,31 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-FORWARDED = ("/v1/fleet/",)
 HEALTH = "/health"
+FLEET_PATH = re.compile(r"/v1/fleet(/[A-Za-z0-9_-]+)+")
 # Headers that belong to one connection, not to the request; and those httpx recomputes.
 _NOT_PASSED_ON = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                   "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"}
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 
+def refusal(path: str) -> str | None:
+    """Why `path` may not reach the SuperLink, or None when it may."""
+    if "\\" in path:
+        return "a backslash"
+    if re.search(r"%(2e|2f|5c)", path, re.IGNORECASE):
+        return "an encoded dot, slash or backslash"
+    if "//" in path:
+        return "an empty segment (//)"
+    if {".", ".."} & set(path.split("/")):
+        return "a dot segment"
+    if path != HEALTH and not FLEET_PATH.fullmatch(path):
+        return "not a Fleet API path"
+    return None
+
+
 def allowed(path: str) -> bool:
-    return path == HEALTH or path.startswith(FORWARDED)
+    return refusal(path) is None
 
 
 def gateway_app(superlink: str, ca: Path | None) -> Starlette:
@@ -46,14 +74,25 @@ def gateway_app(superlink: str, ca: Path | None) -> Starlette:
     client = httpx.AsyncClient(base_url=f"{'https' if ca else 'http'}://{superlink}", verify=verify,
                                timeout=httpx.Timeout(300.0, connect=10.0))
 
+    def refused(path: str, reason: str) -> Response:
+        return PlainTextResponse(f"{path}: refused, {reason} (only the Fleet API and /health are served here)", 403)
+
     async def forward(request: Request) -> Response:
-        path = request.url.path
-        if not allowed(path):
-            return PlainTextResponse(f"{path}: not served on this interface (only the Fleet API is public)", 403)
+        received = (request.scope.get("raw_path") or request.scope["path"].encode()).decode("latin-1")
+        if reason := refusal(received):
+            return refused(received, reason)
+        query = request.scope["query_string"].decode("latin-1")
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _NOT_PASSED_ON]
         try:
-            upstream = await client.request(request.method, path, params=request.query_params,
-                                            content=await request.body(), headers=headers)
+            req = client.build_request(request.method, received + (f"?{query}" if query else ""),
+                                       content=await request.body(), headers=headers)
+        except httpx.InvalidURL as e:
+            return refused(received, f"not a valid URL ({e})")
+        sent = req.url.raw_path.decode("ascii").partition("?")[0]
+        if reason := refusal(req.url.path) or refusal(sent) or (sent != received and f"would be sent as {sent}"):
+            return refused(received, reason)
+        try:
+            upstream = await client.send(req)
         except httpx.HTTPError as e:
             return PlainTextResponse(f"the SuperLink at {superlink} did not answer ({type(e).__name__})", 502)
         return Response(upstream.content, upstream.status_code,

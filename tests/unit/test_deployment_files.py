@@ -72,3 +72,13 @@ def test_a_superlink_open_to_the_network_is_refused_unless_asked_for(tmp_path):
                           "--state", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "would open the Control API to the network" in out.stderr
     assert "--public HOST:PORT" in out.stderr
+
+
+def test_the_readme_ray_cluster_recipe_uses_token_authentication():
+    """Without a token anyone who reaches the head's port can run code on every node (review O9)."""
+    section = (ROOT / "README.md").read_text().split("## A simulation on a Ray cluster", 1)[1].split("\n## ", 1)[0]
+    recipe = section.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    joining = [line for line in recipe if "ray start" in line or "--ray-address" in line]
+    assert sum("ray start" in line for line in joining) >= 2, recipe
+    for line in joining:
+        assert "RAY_AUTH_MODE=token " in line and "RAY_AUTH_TOKEN=" in line, line
