@@ -7,7 +7,10 @@ covers: task.privacy.released_train_metrics). A device whose text is unusable lo
 in full and replies with its category only (no file names or paths); the server goes on without it.
 
 Each handler is the device's work itself; what a feature adds around it is a mod in the
-handler's list, outermost first, each a no-op unless its run-config key turns it on: may the
+handler's list, outermost first. The release boundary (client_app/boundary.py) is the outermost
+pair on every handler: any failure leaves as its category only, and a reply holding a value
+task/releases.py does not declare (or withholds under DP) is refused. The rest are each a no-op
+unless its run-config key turns it on: may the
 device work now (features/participation/eligibility.py, before TensorFlow is imported), SecAgg+
 (features/secagg/client.py), the transfer encoding (features/transfer/client.py), a simulated
 straggler's delay, what the message cost the device (features/participation/cost.py), and the
@@ -23,6 +26,7 @@ import time
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client_app.boundary import boundary_mod, failure_mod
 from client_app.messages import DEVICE_DATA_UNUSABLE, added_words, config_of, global_round, personal_point
 from task.config import EVAL_PREFIX, EVALUATE_FIRST, QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE, Config
 from task.data.device_text import DeviceText, cached_device_text
@@ -105,7 +109,8 @@ def local_dp_mod(msg: Message, context: Context, call_next) -> Message:
     return LocalDp.for_config(dp)(msg, context, call_next)
 
 
-@app.train(mods=[eligibility_mod, secure_aggregation_mod, transfer_mod, straggler_mod, cost_mod, dp_mod, local_dp_mod])
+@app.train(mods=[failure_mod, boundary_mod, eligibility_mod, secure_aggregation_mod, boundary_mod, transfer_mod,
+                 straggler_mod, cost_mod, dp_mod, local_dp_mod])
 def train(msg: Message, context: Context) -> Message:
     from task import device  # imports TensorFlow: only once the device has agreed to work
 
@@ -115,7 +120,8 @@ def train(msg: Message, context: Context) -> Message:
     score = None
     try:
         text = _device_text(cfg, context, server_round)
-        if msg.content["config"].get(EVALUATE_FIRST, False):  # the received model's score, as evaluate gives it
+        # the received model's score, as evaluate gives it; never under DP (task/releases.py)
+        if msg.content["config"].get(EVALUATE_FIRST, False) and cfg.scores_in_train:
             score = _score(cfg, text, received, msg, context)
         arrays, metrics = device.train_round(cfg, text, received, server_round, added, _fit(cfg))
     except DataError as e:
@@ -127,7 +133,7 @@ def train(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
-@app.evaluate(mods=[eligibility_mod, transfer_mod, straggler_mod, cost_mod])
+@app.evaluate(mods=[failure_mod, boundary_mod, eligibility_mod, transfer_mod, straggler_mod, cost_mod])
 def evaluate(msg: Message, context: Context) -> Message:
     started = time.perf_counter()
     cfg = config_of(context)
@@ -140,7 +146,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
-@app.query(mods=[eligibility_mod])
+@app.query(mods=[failure_mod, boundary_mod, eligibility_mod])
 def query(msg: Message, context: Context) -> Message:
     """One TrieHH vote (features/discovery/triehh.py): a prefix of one of this device's own words the
     vocabulary lacks, extending the trie the server sent, or none. Nothing else leaves the device.
@@ -161,10 +167,13 @@ def query(msg: Message, context: Context) -> Message:
 
 def _scores(cfg: Config, text: DeviceText, weights, msg: Message, context: Context) -> dict:
     """The model's scores on the held-out text, shared and personalised (every grid point, with the
-    device's fold so the server can cross-fit: task/personal.py)."""
+    device's fold so the server can cross-fit: task/personal.py). Under DP the shared model's
+    only: the baselines and the mix are fit on the training text (task/releases.py)."""
     from task import device
     from task.personal import DEFAULT_POINT, FOLD
 
+    if cfg.dp.enabled:
+        return device.evaluate_round(cfg, text, weights, added_words(msg), personal=False)
     fold, point = personal_point(msg, context)
     metrics = device.evaluate_round(cfg, text, weights, added_words(msg),
                                     personal_point=DEFAULT_POINT if point is None else point)

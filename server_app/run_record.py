@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,9 @@ class RunRecord:
         personal mix's per-point scores become its cross-fitted ones, and the points the next
         round's devices use (task/personal.py)."""
         devices = [{k: v for m in r.metric_records.values() for k, v in m.items()} for r in records]
-        personal, self.personal_mix, self.personal_point = cross_fitted(devices)
+        personal = {}
+        if not self.cfg.dp.enabled:  # under DP no device sends per-point scores: the fixed default stays
+            personal, self.personal_mix, self.personal_point = cross_fitted(devices)
         plain = [RecordDict({name: MetricRecord(without_personal(dict(m))) for name, m in r.metric_records.items()})
                  for r in records]
         return {**aggregate_metricrecords(plain, "num-examples"), **personal}
@@ -132,8 +135,9 @@ class RunRecord:
             row[f"server_{key}"] = value
         for key, value in (privacy or {}).items():
             row[f"dp_{key.replace('-', '_')}"] = value
-        row["seconds"] = round(time.monotonic() - self._round_started, 2)
-        row["failures"] = failures
+        if not self.cfg.dp.enabled or self.cfg.dp.report_train_metrics:  # it follows the devices' compute
+            row["seconds"] = round(time.monotonic() - self._round_started, 2)
+        row["failures"] = failure_counts(failures)
         self._round_started = time.monotonic()
         self.rows.append(row)
         # Metrics first: a run killed in between then has a row ahead of its newest checkpoint
@@ -146,7 +150,7 @@ class RunRecord:
         plot_runs({self.dir.name: self.rows}, self.plot)
         plot_participation(self.rows, self.dir / "participation.png")
         log.info("%s", round_line(row))
-        for failure in failures:
+        for failure in failures:  # with node ids: the operator's log, never the published files
             log.warning("round %d: device failed: %s", server_round, failure)
 
     def _score_previous_round(self, server_round: int, train: PhaseCounts) -> None:
@@ -220,6 +224,15 @@ class RunRecord:
         for line in summary_lines(summary):
             log.info("%s", line)
         return summary
+
+
+def failure_counts(failures: list[str]) -> list[str]:
+    """"node 12: too little text" -> "too little text: 1": the categories and how many, no node ids."""
+    counts: dict[str, int] = {}
+    for failure in failures:
+        reason = re.sub(r"^node \d+:\s*", "", failure)
+        counts[reason] = counts.get(reason, 0) + 1
+    return [f"{reason}: {n}" for reason, n in sorted(counts.items())]
 
 
 def _costs(phase: str, c: PhaseCounts) -> dict:

@@ -47,7 +47,7 @@ class _PrivateRounds(FedAvg):
     def use(self, cfg: Config, ledger: PrivacyLedger | None, last_round: int, personal_mix=None) -> _PrivateRounds:
         self._ledger = ledger
         self._personal_mix = personal_mix or (lambda: [DEFAULT_POINT, DEFAULT_POINT])  # task/personal.py
-        self._evaluate_in_train = cfg.evaluate_in_train
+        self._evaluate_in_train = cfg.scores_in_train  # off under DP
         self.last_round = last_round  # of this run (Flower counts from 1 again after a resume)
         self._private = cfg.dp.enabled
         self._selection_factor = cfg.selection_factor

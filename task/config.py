@@ -214,6 +214,12 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     @property
+    def scores_in_train(self) -> bool:
+        """evaluate-in-train, off under DP: a training reply then carries the covered update and
+        nothing else (task/releases.py); the held-out scores come in evaluate replies."""
+        return self.evaluate_in_train and not self.dp.enabled
+
+    @property
     def output_root(self) -> Path:
         return Path(self.out_dir).expanduser().resolve()
 

@@ -20,7 +20,7 @@ from task.baseline import ngram_baseline
 from task.config import Config, ModelConfig
 from task.data.device_text import DeviceText, make_windows
 from task.data.files import DataError
-from task.data.vocab import UNK_ID, Vocabulary, run_vocabulary, vocabulary_rows
+from task.data.vocab import FIRST_WORD_ID, UNK_ID, Vocabulary, run_vocabulary, vocabulary_rows
 from task.keystrokes import PrefixIndex
 from task.model import build_model
 from task.personal import DEFAULT_POINT, PersonalCounts, PersonalScorer
@@ -65,9 +65,12 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
 
 
 def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple[str, ...] = (),
-                   personal_point: int = DEFAULT_POINT) -> dict:
+                   personal_point: int = DEFAULT_POINT, personal: bool = True) -> dict:
     """Score the received global model on the device's held-out text, next to local baselines and
-    to the model mixed with the user's own counts (task/personal.py; keystrokes at `personal_point`)."""
+    to the model mixed with the user's own counts (task/personal.py; keystrokes at `personal_point`).
+    `personal=False`: the shared model's scores only, nothing fit on the training text (under DP)."""
+    if not personal:
+        return _shared_scores(cfg, text, weights, added)
     vocab = run_vocabulary(cfg.model.vocab_size, added)
     # the personal dictionary: the words of the user's own training text that the vocabulary lacks
     # get ids of their own; every other id means what it means to the model, so the model's windows
@@ -89,6 +92,19 @@ def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple
     return {"loss": m.loss, "top1": m.top1, "top3": m.top3, "keystroke-savings": m.keystroke_savings,
             "num-examples": m.num_examples, DP_WEIGHT: 1, "all-top3": every_word,
             **{f"baseline-{k.replace('_', '-')}": v for k, v in baseline.items()}, **personal.as_metrics()}
+
+
+def _shared_scores(cfg: Config, text: DeviceText, weights: Weights, added: tuple[str, ...]) -> dict:
+    """The shared model on the held-out text, and its top-3 over every word typed: functions of the
+    model and the held-out text alone."""
+    vocab = run_vocabulary(cfg.model.vocab_size, added)
+    x, y = _windows(cfg, vocab, text.test, text.name, "test")
+    m = trainer.evaluate(_model(cfg, vocab, weights), x, y, vocab=vocab)
+    if m.num_examples == 0:
+        raise DataError(f"{text.name}: its test text has no in-vocabulary word to score", reason="too little text")
+    typed = int(np.count_nonzero((y >= FIRST_WORD_ID) | (y == UNK_ID)))  # words the user typed next, unknown ones too
+    return {"loss": m.loss, "top1": m.top1, "top3": m.top3, "keystroke-savings": m.keystroke_savings,
+            "num-examples": m.num_examples, DP_WEIGHT: 1, "all-top3": m.top3 * m.num_examples / max(typed, 1)}
 
 
 def _windows(cfg: Config, vocab: Vocabulary, sentences, name: str, part: str) -> tuple[np.ndarray, np.ndarray]:

@@ -113,31 +113,48 @@ def test_each_half_of_the_devices_is_scored_at_the_point_the_other_half_chose():
     assert set(without_personal(devices[0])) == {"num-examples", "top3", "personal-keystroke-savings"}
 
 
-def test_under_dp_the_personal_scores_leave_only_as_the_declared_evaluation_scores():
-    """docs/privacy.md: under DP a train reply carries the update, its weight and the evaluation
-    scores (`eval-*`, not covered). The personal counts stay on the device: no metric is a count."""
+def test_under_dp_no_personal_score_leaves_the_device():
+    """B3/O1: the mix is fit on the user's training text, so under DP neither a train reply nor an
+    evaluate reply carries a personal score or a fold (task/releases.py withholds them); the
+    server never chooses a point from them."""
     from dataclasses import replace
 
     from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
     from client_app.app import app
-    from task.config import EVAL_PREFIX, EVALUATE_FIRST, Config
+    from task.config import EVALUATE_FIRST, Config
     from task.privacy import DP_WEIGHT
     from tests.helpers import context, message
 
     cfg = Config(sentences_per_device=40, model=MODEL)
     cfg = replace(cfg, dp=replace(cfg.dp, mode="central-client-clip"))
     config = ConfigRecord({"server-round": 1, EVALUATE_FIRST: True, "clipping_norm": 1.0})
-    reply = app(message(RecordDict({"arrays": ArrayRecord(build_model(MODEL).get_weights()), "config": config}),
-                        "train"), context(cfg, {"partition-id": 0, "num-partitions": 5}))
-    assert not reply.has_error()
-    sent = dict(reply.content["metrics"])
-    assert {k for k in sent if not k.startswith(EVAL_PREFIX)} == {DP_WEIGHT}
-    personal = {k.removeprefix(EVAL_PREFIX) for k in sent if "personal" in k}
-    expected = {FOLD, "personal-keystroke-savings", "personal-all-top3"} | {
-        f"personal-top{k}-{i}" for k in (1, 3) for i in range(len(GRID))}
-    assert personal == expected
-    assert all(0 <= sent[EVAL_PREFIX + k] <= 1 for k in expected)  # shares, not counts
+    for kind in ("train", "evaluate"):
+        reply = app(message(RecordDict({"arrays": ArrayRecord(build_model(MODEL).get_weights()), "config": config}),
+                            kind), context(cfg, {"partition-id": 0, "num-partitions": 5}))
+        assert not reply.has_error()
+        sent = dict(reply.content["metrics"])
+        assert not [k for k in sent if "personal" in k or "baseline" in k], kind
+        if kind == "train":
+            assert set(sent) == {DP_WEIGHT}
+        else:
+            assert {"loss", "top1", "top3", "all-top3"} <= set(sent)
+
+
+def test_the_shared_scores_under_dp_equal_the_shared_part_of_the_full_scores():
+    """Skipping the mix under DP changes no shared-model value (all-top3 counted the same way)."""
+    from dataclasses import replace
+
+    from task.config import Config
+    from task.data.device_text import load_device_text
+    from task.device import evaluate_round
+
+    cfg = Config(sentences_per_device=40, model=MODEL)
+    text = load_device_text(cfg, partition_id=1, num_partitions=5)
+    weights = build_model(MODEL).get_weights()
+    full = evaluate_round(cfg, text, weights)
+    shared = evaluate_round(replace(cfg, dp=replace(cfg.dp, mode="central-client-clip")), text, weights, personal=False)
+    assert shared == pytest.approx({k: full[k] for k in shared})
 
 
 def test_ranking_only_the_users_words_and_the_models_top_three_gives_the_full_mixs_ranking():

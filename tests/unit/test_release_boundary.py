@@ -1,0 +1,162 @@
+"""The device's side of the release boundary, derived from its one inventory (task/releases.py):
+the real ClientApp under every dp.mode sends only declared values, changing a device's training
+text changes only covered values, and changing its held-out text only declared evaluation values.
+(The server's side: tests/integration/test_published_boundary.py.)"""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+from client_app.app import app
+from task.config import DP_MODES, EVALUATE_FIRST, QUERY_DEPTH, Config
+from task.model import build_model
+from task.releases import COVERED, DECLARED, FAILED, HELD_OUT, UNDECLARED, device_value
+from tests.helpers import SMALL_MODEL, context, message
+
+CFG = Config(model=SMALL_MODEL, max_local_steps=3)
+WORDS = ("the cat sat on a mat and then we went to the park with my friend to see a film about the sea "
+         "i will call you later when i get home from work tonight").split()
+
+
+def write_text(folder, seed: int, held_out_seed: int, n: int = 50) -> str:
+    """n sentences: the first 80% (training) drawn with `seed`, the last 20% (held out) with `held_out_seed`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train, test = np.random.default_rng(seed), np.random.default_rng(held_out_seed)
+    lines = [" ".join((train if i < n * 0.8 else test).choice(WORDS, 9)) + "." for i in range(n)]
+    (folder / "notes.txt").write_text("\n".join(lines))
+    return str(folder)
+
+
+def reply_of(cfg: Config, kind: str, node: dict, config: dict | None = None):
+    weights = build_model(cfg.model).get_weights()
+    content = {"config": ConfigRecord({"server-round": 1, "clipping_norm": 1.0, **(config or {})})}
+    if kind != "query":
+        content["arrays"] = ArrayRecord(weights)
+    return app(message(RecordDict(content), kind), context(cfg, node))
+
+
+def undeclared(reply, kind: str, cfg: Config) -> list[str]:
+    """Every value of `reply` the inventory does not let leave under `cfg`'s DP settings."""
+    out = []
+    for record, values in reply.content.items():
+        for key in values.keys():
+            value = device_value(kind, record, key)
+            if value is None or not value.leaves(cfg.dp.enabled, cfg.dp.report_train_metrics):
+                out.append(f"{record}/{key}")
+    return out
+
+
+def values(reply) -> dict:
+    return {(r, k): v for r, rec in reply.content.items() for k, v in rec.items()}
+
+
+@pytest.mark.parametrize("mode", DP_MODES)
+def test_every_reply_under_every_dp_mode_carries_only_declared_values(mode):
+    cfg = replace(CFG, dp=replace(CFG.dp, mode=mode, local_epsilon=8.0))
+    node = {"partition-id": 0, "num-partitions": 4}
+    for kind, config in (("train", {EVALUATE_FIRST: True}), ("evaluate", {}), ("query", {QUERY_DEPTH: 1})):
+        reply = reply_of(cfg, kind, node, config)
+        assert not reply.has_error(), (mode, kind, reply.error.reason if reply.has_error() else "")
+        assert undeclared(reply, kind, cfg) == [], (mode, kind)
+        if mode != "none" and kind != "query":  # nothing fit on the training text leaves with a score
+            assert not [k for (_, k) in values(reply) if k.startswith(("baseline-", "personal-", "eval-"))]
+
+
+def test_a_value_added_without_declaring_it_is_refused_not_sent(monkeypatch):
+    """A test-only patch adds a metric: the device fails closed (an error naming the key), and
+    the inventory check above flags the same value when the boundary mod is bypassed."""
+    from task import device
+
+    original = device.evaluate_round
+    monkeypatch.setattr(device, "evaluate_round", lambda *a, **k: {**original(*a, **k), "secret-count": 3})
+    node = {"partition-id": 0, "num-partitions": 4}
+    reply = reply_of(CFG, "evaluate", node)
+    assert reply.has_error() and reply.error.code == UNDECLARED and "secret-count" in reply.error.reason
+
+    monkeypatch.setattr("client_app.boundary.boundary_mod", lambda msg, ctx, call_next: call_next(msg, ctx))
+    import importlib
+
+    import client_app.app as client
+
+    bypassed = importlib.reload(client)  # the app's mod lists rebuilt with the boundary bypassed
+    try:
+        reply = bypassed.app(message(RecordDict({"arrays": ArrayRecord(build_model(CFG.model).get_weights()),
+                                                  "config": ConfigRecord({"server-round": 1})}), "evaluate"),
+                             context(CFG, node))
+        assert not reply.has_error()
+        assert undeclared(reply, "evaluate", CFG) == ["metrics/secret-count"]
+    finally:
+        monkeypatch.undo()
+        importlib.reload(client)
+
+
+def test_a_withheld_value_is_refused_under_dp():
+    """personal-* is withheld under DP: a device that computed it anyway would not send it."""
+    from client_app.boundary import boundary_mod
+    from flwr.app import Message, MetricRecord
+
+    cfg = replace(CFG, dp=replace(CFG.dp, mode="central-client-clip"))
+    msg = message(RecordDict({"config": ConfigRecord({})}), "evaluate")
+    leaky = boundary_mod(msg, context(cfg), lambda m, c: Message(RecordDict({"metrics": MetricRecord(
+        {"top3": 0.5, "personal-top3-0": 0.7})}), reply_to=m))
+    assert leaky.has_error() and leaky.error.code == UNDECLARED and "personal-top3-0" in leaky.error.reason
+    plain = boundary_mod(msg, context(CFG), lambda m, c: Message(RecordDict({"metrics": MetricRecord(
+        {"top3": 0.5, "personal-top3-0": 0.7})}), reply_to=m))
+    assert not plain.has_error()  # without DP it is declared and may leave
+
+
+def test_any_failure_leaves_as_its_category_only(monkeypatch, caplog):
+    """O4: an exception that is not a DataError reached the server verbatim (paths, text)."""
+    from task import device
+
+    def broken(*a, **k):
+        raise RuntimeError("cannot parse /home/alice/diary.txt near 'my password is swordfish'")
+
+    monkeypatch.setattr(device, "train_round", broken)
+    reply = reply_of(CFG, "train", {"partition-id": 0, "num-partitions": 4})
+    assert reply.has_error() and reply.error.code == FAILED
+    assert reply.error.reason == "internal error"
+    assert "swordfish" in caplog.text  # in full in the device's own log
+
+
+@pytest.mark.parametrize("mode", ["central-client-clip", "local"])
+def test_changing_only_the_training_text_changes_only_covered_values(tmp_path, mode):
+    cfg = replace(CFG, dp=replace(CFG.dp, mode=mode, local_epsilon=8.0))
+    a = {"data-path": write_text(tmp_path / "a", seed=1, held_out_seed=9)}
+    b = {"data-path": write_text(tmp_path / "b", seed=2, held_out_seed=9)}
+    for kind in ("train", "evaluate"):
+        ra, rb = values(reply_of(cfg, kind, a)), values(reply_of(cfg, kind, b))
+        assert ra.keys() == rb.keys()
+        changed = {key for key in ra if not np.array_equal(np.asarray(_plain(ra[key])), np.asarray(_plain(rb[key])))}
+        assert {device_value(kind, r, k).under_dp for r, k in changed} <= {COVERED}, (kind, changed)
+        if kind == "train":
+            assert changed  # the update is covered, and it moved
+
+
+def test_without_dp_the_training_text_does_reach_the_scores(tmp_path):
+    """The check above has power: without DP the baselines and the mix move with the training text."""
+    a = {"data-path": write_text(tmp_path / "a", seed=1, held_out_seed=9)}
+    b = {"data-path": write_text(tmp_path / "b", seed=2, held_out_seed=9)}
+    ra, rb = values(reply_of(CFG, "evaluate", a)), values(reply_of(CFG, "evaluate", b))
+    assert ra[("metrics", "baseline-bigram-top3")] != rb[("metrics", "baseline-bigram-top3")] or \
+        ra[("metrics", "personal-top3-0")] != rb[("metrics", "personal-top3-0")]
+
+
+def test_changing_only_the_held_out_text_changes_only_declared_evaluation_values(tmp_path):
+    cfg = replace(CFG, dp=replace(CFG.dp, mode="central-client-clip"))
+    a = {"data-path": write_text(tmp_path / "a", seed=1, held_out_seed=8)}
+    b = {"data-path": write_text(tmp_path / "b", seed=1, held_out_seed=9)}
+    ta, tb = values(reply_of(cfg, "train", a)), values(reply_of(cfg, "train", b))
+    assert ta.keys() == tb.keys() and all(np.array_equal(_plain(ta[k]), _plain(tb[k])) for k in ta)
+    ea, eb = values(reply_of(cfg, "evaluate", a)), values(reply_of(cfg, "evaluate", b))
+    changed = {k for k in ea if ea[k] != eb[k]}
+    assert changed, "the held-out text changed, so its scores should"
+    for record, key in changed:
+        value = device_value("evaluate", record, key)
+        assert value.under_dp == DECLARED and HELD_OUT in value.of, key
+
+
+def _plain(v):
+    return v.numpy() if hasattr(v, "numpy") else v
