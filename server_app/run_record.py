@@ -238,7 +238,8 @@ def failure_counts(failures: list[str]) -> list[str]:
 def _costs(phase: str, c: PhaseCounts) -> dict:
     """The round's compute time, CPU time and energy summed over the devices that reported them,
     and the highest peak memory."""
-    out = {f"{phase}_compute_seconds": round(sum(m.get("compute-seconds", 0.0) for m in c.metrics.values()), 3)}
+    timed = [m["compute-seconds"] for m in c.metrics.values() if "compute-seconds" in m]  # none under DP
+    out = {f"{phase}_compute_seconds": round(sum(timed), 3)} if timed else {}
     reported = [m for m in c.metrics.values() if "energy-joules" in m]
     if reported:
         out.update({f"{phase}_cpu_seconds": round(sum(m["cpu-seconds"] for m in reported), 3),

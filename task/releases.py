@@ -115,9 +115,8 @@ PUBLISHED: dict[str, list[Value]] = {
           for k in ("sampled", "replied", "failed", "not_eligible", "late", "busy", "bytes_sent",
                     "bytes_received", "cost_reported")),
         *(_v("train_" + v.name.replace("-", "_"), v.of, v.under_dp, v.by, v.why)
-          for v in DEVICE_REPLIES["train"]["metrics"] if v.name not in ("dp-weight", "norm_bit")),
-        *(_v("eval_" + v.name.replace("-", "_"), v.of, v.under_dp, v.by, v.why) for v in _HELD_OUT_SCORES
-          if v.name != "dp-weight"),
+          for v in DEVICE_REPLIES["train"]["metrics"] if v.name != "norm_bit"),  # the server drops norm bits
+        *(_v("eval_" + v.name.replace("-", "_"), v.of, v.under_dp, v.by, v.why) for v in _HELD_OUT_SCORES),
         _v("eval_perplexity", (MODEL, HELD_OUT), DECLARED),
         _v("train_perplexity", (MODEL, TRAIN_TEXT), OPT_OUT),
         _v("eval_personal_hurt", (MODEL, TRAIN_TEXT, HELD_OUT), WITHHELD),
@@ -142,7 +141,8 @@ PUBLISHED: dict[str, list[Value]] = {
     "personal.json": [_v("*", (), PUBLIC, why="the suggestion CLI's default mix: under DP the fixed default")],
     "checkpoint": [
         _v("arrays", MODEL, COVERED, USER_LEVEL),
-        *(_v(k, SERVER, PUBLIC) for k in ("fingerprint", "dp", "vocab_added_by")),
+        *(_v(k, SERVER, PUBLIC) for k in ("fingerprint", "dp", "round", "num_arrays")),
+        _v("weights_sha256", MODEL, COVERED, USER_LEVEL, "the checksum of the checkpoint's model"),
         _v("strategy", (MODEL, TRAIN_TEXT), COVERED, ADAPTIVE, "the adaptive clipping norm"),
         _v("privacy", (SERVER, DEVICE), PUBLIC, why="the ledger: releases, sample sizes, the worst device's count"),
         _v("vocab_added", TRAIN_TEXT, COVERED, DISCOVERY),
@@ -151,8 +151,8 @@ PUBLISHED: dict[str, list[Value]] = {
     ],
     # the config of every message the server sends to devices
     "device config": [
-        *(_v(k, SERVER, PUBLIC) for k in ("server-round", "round-offset", "round-goal", "evaluate-first",
-                                          "clipping_norm", "depth")),
+        *(_v(k, SERVER, PUBLIC) for k in ("server-round", "round-offset", "round-goal", "evaluate-first", "depth")),
+        _v("clipping_norm", (MODEL, TRAIN_TEXT), COVERED, ADAPTIVE, "dp.clipping-norm, or the adaptive one"),
         _v("personal-mix-*", (), PUBLIC, why="under DP the fixed default"),
         _v("vocab-added", TRAIN_TEXT, COVERED, DISCOVERY), _v("prefixes", TRAIN_TEXT, COVERED, DISCOVERY),
     ],
