@@ -187,15 +187,31 @@ def test_sampling_more_devices_than_exist_is_refused_before_training():
         "min-train-nodes=8 min-available-nodes=8", devices=5)
 
 
-def test_the_fresh_noise_check_users_run_on_their_deployment_passes(capsys):
-    from scripts.deployment.check_fresh_noise import main
+def test_the_fresh_noise_check_users_run_on_their_deployment_passes(capsys, monkeypatch):
+    """Every secret random source is checked, each passes; a sampler made to draw from a seeded
+    generator fails the check (tests/features/dp/test_fresh_noise_sources.py: the features' ones)."""
+    import random
 
-    assert main() == 0
+    from scripts.deployment import check_fresh_noise
+
+    # Each feature's sources are checked while its folder is in the tree (tests/integration/
+    # test_core_alone.py deletes features/).
+    features = Path(__file__).resolve().parents[2] / "features"
+    sources = ["central DP (server)", "device sampling under DP (server)"]
+    if (features / "dp_mechanisms").is_dir():
+        sources += ["DP-FTRL tree noise (server)", "adaptive clipping count (server)", "local DP (device)",
+                    "DP-SGD step (device)", "DP-SGD Poisson windows (device)"]
+    if (features / "discovery").is_dir():
+        sources += ["TrieHH device sampling (server)"]
+    assert check_fresh_noise.main() == 0
     out = capsys.readouterr().out
-    # local DP and DP-SGD are checked too while their feature folder is in the tree
-    # (tests/integration/test_core_alone.py deletes it)
-    mechanisms = 3 if (Path(__file__).resolve().parents[2] / "features" / "dp_mechanisms").is_dir() else 1
-    assert out.count("| yes |") == mechanisms and "all noise fresh and as claimed" in out
+    passed = [line.split(" | ")[0].strip("| ") for line in out.splitlines() if " | yes | " in line]
+    assert sorted(passed) == sorted(sources) and "all noise and sampling fresh and as claimed" in out
+
+    # The server's sample from Python's global generator (FedAvg's own), seeded alike both times.
+    monkeypatch.setattr(random, "SystemRandom", lambda: random.Random(0))
+    assert check_fresh_noise.main(only=["device sampling under DP (server)"]) == 1
+    assert "| device sampling under DP (server) | NO: the draws repeat |" in capsys.readouterr().out
 
 
 def test_unequal_device_weights_are_refused_under_dp():
