@@ -31,6 +31,7 @@ from flwr.server.strategy import Strategy as LegacyStrategy
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from features.secagg import masks
 from task.config import ROUND_OFFSET, Config, ConfigError, SecAggConfig, secagg_max_cohort
@@ -156,8 +157,17 @@ class SecureGrid:
             log.warning("secure aggregation: round %d released nothing (too few devices finished SecAgg+)",
                         server_round)
             return []
+        # The workflow hands back SecAgg+'s sum divided by the devices in it, in float64.
         mean_update = parameters_to_ndarrays(round_.results[0][1].parameters)
-        weights = [(np.asarray(c, np.float64) + u).astype(c.dtype) for c, u in zip(current, mean_update, strict=True)]
+        # Central DP (server_app/privacy.py; it sends the clipping norm) adds up the k replies'
+        # updates itself and casts its release to the model's dtype: it gets the aggregate in
+        # float64, so the k copies add up to SecAgg+'s sum to float64 precision. Rounded to the
+        # model's float32 first, each copy would be off by up to half a float32 step of the weight,
+        # and the sum under the noise by k times that. FedAvg (no central DP) averages the copies
+        # into the next model: they keep the model's dtype.
+        exact = KEY_CLIPPING_NORM in config
+        weights = [np.asarray(c, np.float64) + u if exact else (np.asarray(c, np.float64) + u).astype(c.dtype)
+                   for c, u in zip(current, mean_update, strict=True)]
         aggregate = ArrayRecord({k: Array(w) for k, w in zip(keys, weights)})
         by_node = {m.metadata.dst_node_id: m for m in messages}
         log.info("secure aggregation: the sum of %d masked updates unmasked (quantisation step %.3g per value)",

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp.mod import fixedclipping_mod
+from flwr.serverapp.strategy import FedAvg
 from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.quantization import quantize
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
@@ -49,8 +50,9 @@ class Fleet:
     """Devices that answer the server's messages in turn; `heard` keeps every reply the server got."""
 
     def __init__(self, updates: dict[int, list[np.ndarray]], dies_at: dict[int, str] | None = None,
-                 fails_at: dict[int, str] | None = None, declines: set[int] = frozenset()):
+                 fails_at: dict[int, str] | None = None, declines: set[int] = frozenset(), clip: bool = True):
         self.updates, self.dies_at, self.fails_at, self.declines = updates, dies_at or {}, fails_at or {}, declines
+        self.mods = [fixedclipping_mod] if clip else []  # without central DP the server sends no clipping norm
         self._failing = None
         self.contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(),
                                     run_config=CFG.to_run_config()) for n in updates}
@@ -70,7 +72,7 @@ class Fleet:
                 continue
             if stage(received) == self.fails_at.get(node):  # its training fails: an error reply
                 self._failing = node
-            reply = _over_the_wire(secure_train(CFG, with_mods([fixedclipping_mod], self._train(node)))(
+            reply = _over_the_wire(secure_train(CFG, with_mods(self.mods, self._train(node)))(
                 received, self.contexts[node]))
             self.heard.append(reply)
             replies.append(reply)
@@ -317,3 +319,56 @@ def test_devices_clip_so_that_secaggs_rounding_keeps_their_update_within_the_noi
     u *= norm / np.linalg.norm(u)
     assert np.linalg.norm(u + np.sign(u) * quantisation_step(CFG.secagg)) <= CLIP
     assert norm > 0.99 * CLIP  # and no more than needed: 0.4% for the default model
+
+
+def test_central_dp_adds_up_exactly_the_sum_secagg_recovered():
+    """Central DP's release is the clipped updates' sum plus noise, / sampled. Under SecAgg+ the
+    server holds only that sum, handed to the strategy as one aggregate per device that finished;
+    central DP adds their updates up again. Updates and weights here lie on SecAgg+'s quantisation
+    grid (2**-18), so SecAgg+ recovers the float64 sum S exactly: the replies must add up to S to
+    float64 precision, and with the noise set to zero the release is float32(current + S / sampled),
+    the correctly rounded value. (Rounded to float32 first, each of the 5 copies was off by up to
+    half a float32 step, about 1e-8 here, the sum by 1.2e-7, and a sixth of the weights came out one
+    float32 step off.)"""
+    from server_app.privacy import CentralDP
+    from task.privacy.ledger import PrivacyLedger
+
+    step = quantisation_step(CFG.secagg)
+    assert step == 2.0**-18
+    rng = np.random.default_rng(3)
+    on_grid = lambda scale, s: np.round(rng.normal(0, scale, s) / step) * step  # noqa: E731
+    current = [on_grid(0.3, s).astype(np.float32) for s in SHAPES]
+    updates = {100 + i: [on_grid(0.5 / np.sqrt(3010), s).astype(np.float32) for s in SHAPES] for i in range(5)}
+    assert all(np.sqrt(sum(float(np.sum(u.astype(np.float64) ** 2)) for u in update)) < CLIP
+               for update in updates.values())  # no device clips: its update reaches SecAgg+ as it is
+    total = [np.sum([u[i].astype(np.float64) for u in updates.values()], axis=0) for i in range(len(SHAPES))]
+
+    replies = _round(SecureGrid(Fleet(updates), CFG.secagg, timeout=30), list(updates), current)
+    assert len(replies) == 5
+    added = [np.sum([r.content["arrays"].to_numpy_ndarrays()[i].astype(np.float64) - current[i] for r in replies],
+                    axis=0) for i in range(len(SHAPES))]
+    assert max(float(np.max(np.abs(a - t))) for a, t in zip(added, total)) < 1e-12
+
+    sampled = 7  # two of the devices sampled did not finish: the sum is still divided by 7
+
+    class Noiseless(CentralDP):
+        def noise(self, current, std):
+            return [np.zeros(c.shape) for c in current]
+
+    strategy = Noiseless(FedAvg(weighted_by_key=DP_WEIGHT), CFG, PrivacyLedger(CFG.dp, sampled, sampled))
+    strategy._current = ArrayRecord(current)  # what configure_train keeps
+    released, _ = strategy.aggregate_train(1, replies)
+    for got, c, t in zip(released.to_numpy_ndarrays(), current, total):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, (c.astype(np.float64) + t / sampled).astype(np.float32))
+
+
+def test_without_central_dp_the_aggregate_keeps_the_models_dtype():
+    """FedAvg averages the replies into the next model: float32 in, float32 out."""
+    updates, current = _updates(3, seed=9), _current()
+    config = ConfigRecord({"server-round": 1})  # no clipping norm: no central DP above the grid
+    sent = [message(RecordDict({"arrays": ArrayRecord(current), "config": config}), "train", src=0, dst=n)
+            for n in updates]
+    replies = SecureGrid(Fleet(updates, clip=False), CFG.secagg, timeout=30).send_and_receive(sent, timeout=30)
+    assert len(replies) == 3
+    assert all(a.dtype == np.float32 for r in replies for a in r.content["arrays"].to_numpy_ndarrays())
