@@ -75,11 +75,12 @@ class VocabularyGrowth:
             messages = [grid.create_message(RecordDict({"config": config}), MessageType.QUERY, n,
                                             group_id=f"discovery-{global_round}-{d.depth}") for n in nodes]
             replies = list(grid.send_and_receive(messages, timeout=self.cfg.round_timeout)) if messages else []
-            votes = [r.content[QUERY_VOTE][QUERY_VOTE] or None for r in replies
-                     if not r.has_error() and QUERY_VOTE in r.content.config_records]
+            answered = [r for r in replies if not r.has_error() and QUERY_VOTE in r.content.config_records]
+            votes = [r.content[QUERY_VOTE][QUERY_VOTE] or None for r in answered]  # None: no vote to give
             kept = d.add_level(votes)
-            log.info("vocabulary discovery before round %d, level %d: %d devices asked, %d votes, %d prefix(es) kept",
-                     global_round, d.depth - 1, len(nodes), len(votes), len(kept))
+            log.info("vocabulary discovery before round %d, level %d: %d devices asked, %d replied, %d votes, "
+                     "%d prefix(es) kept", global_round, d.depth - 1, len(nodes), len(answered), d.votes_seen[-1],
+                     len(kept))
         found = capped([w for w in d.words if w not in self.vocab], self.cfg.vocab_discovery_max_words, rng)
         eps, delta = self.plan.spent(d.levels_run)
         self.ledger.record_discovery(eps, delta)

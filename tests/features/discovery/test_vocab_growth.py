@@ -259,3 +259,57 @@ def test_a_discovery_the_budget_cannot_pay_for_is_not_run():
     with pytest.raises(PrivacyBudgetExceeded, match="next vocabulary discovery would raise epsilon-discovery"):
         growth.discover(grid, 1)
     assert grid.asked == 0 and growth.ledger.discoveries == []
+
+
+class VotingGrid:
+    """Devices 1..n as the server sees them: those with node id % 3 == 0 vote for the next prefix
+    of "zz", those with % 3 == 1 reply without a vote (as the ClientApp does: ""), the others fail.
+    `levels` keeps what each level asked and heard."""
+
+    def __init__(self, devices: int):
+        self.devices, self.levels = devices, []
+
+    def get_node_ids(self):
+        return list(range(1, self.devices + 1))
+
+    def create_message(self, content, message_type, dst_node_id, group_id):
+        return message(content, message_type, dst=dst_node_id)
+
+    def send_and_receive(self, messages, timeout=None):
+        from flwr.app import Error, Message
+
+        replies, level = [], {"asked": 0, "replied": 0, "votes": 0}
+        for m in messages:
+            node, depth = m.metadata.dst_node_id, int(m.content["config"][QUERY_DEPTH])
+            level["asked"] += 1
+            if node % 3 == 2:
+                replies.append(Message(Error(code=100, reason="too little text"), reply_to=m))
+                continue
+            vote = "zz$"[:depth] if node % 3 == 0 else ""
+            level["replied"] += 1
+            level["votes"] += bool(vote)
+            replies.append(Message(RecordDict({QUERY_VOTE: ConfigRecord({QUERY_VOTE: vote})}), reply_to=m))
+        self.levels.append(level)
+        return replies
+
+
+def test_the_discovery_log_counts_the_devices_that_replied_and_the_votes_they_gave(caplog):
+    """A device with no word to vote for replies with an empty vote: a reply, not a vote."""
+    import logging
+    import re
+
+    from features.discovery.server import VocabularyGrowth
+
+    cfg = Config(vocab_discovery=True, vocab_discovery_epsilon=20.0, vocab_discovery_max_length=2,
+                 dp=Config().dp.__class__(delta=1e-4), model=SMALL_MODEL)  # theta 8, 1 in 9 asked: ~33 votes
+    growth = VocabularyGrowth(cfg, default_vocabulary(2000), PrivacyLedger(cfg.dp, population=900, sampled=10))
+    grid = VotingGrid(900)
+    with caplog.at_level(logging.INFO, logger="flwr"):
+        growth.discover(grid, 1)
+    levels = [line for line in caplog.text.splitlines() if ", level " in line]
+    assert [int(re.search(r"(\d+) votes", line)[1]) for line in levels] == [lv["votes"] for lv in grid.levels]
+    logged = [tuple(map(int, m.groups())) for m in re.finditer(
+        r"level (\d+): (\d+) devices asked, (\d+) replied, (\d+) votes, \d+ prefix", caplog.text)]
+    assert logged == [(i + 1, lv["asked"], lv["replied"], lv["votes"]) for i, lv in enumerate(grid.levels)]
+    assert growth.added == ["zz"] and len(logged) == 3  # z, zz, zz$
+    assert all(0 < votes < replied < asked for _, asked, replied, votes in logged)
