@@ -21,7 +21,8 @@ from task.data.personas import _decorate, persona
 from task.data.text import split_sentences
 from task.data.vocab import UNK_ID, Vocabulary
 
-# Every other word here is in the base dictionary's top 8,000 (tests/unit/test_new_word.py).
+# Every other word here is in the base dictionary's top 8,000 (tests/features/discovery/test_vocab_growth.py,
+# test_the_scenario_gives_adopters_the_word_in_context_from_its_round_and_nobody_else).
 TEMPLATES = (
     "I sent you the photos on {w}.",
     "Are you on {w} yet?",
