@@ -72,12 +72,14 @@ def finish(record: RunRecord, model, vocab: Vocabulary, windows, stop_reason: st
 
 def _ledger(cfg: Config, start, population: int, sampled: int):
     """The privacy ledger (server_app/privacy.py, dp-accounting) when DP or discovery is on:
-    a run without either never loads the accounting."""
+    a run without either never loads the accounting. It journals itself in the run's directory
+    ahead of every release, so a crash before the round's checkpoint loses no charge."""
     if not (cfg.dp.enabled or cfg.vocab_discovery or start.added):
         return None
     from server_app.privacy import ledger_for
+    from task.privacy.ledger import JOURNAL
 
-    return ledger_for(cfg, population, sampled, start.resume)
+    return ledger_for(cfg, population, sampled, start.resume, journal=start.record.dir / JOURNAL)
 
 
 def _train_metrics(cfg: Config, record: RunRecord):

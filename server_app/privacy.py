@@ -9,7 +9,7 @@ the noise's calibration honest.
 
 Why not Flower 1.42's DifferentialPrivacy* wrappers (docs/privacy.md, known Flower defects):
 they draw their noise from NumPy's global generator, which anyone can seed or replay; they divide
-by the number of replies, so "add or remove one device" does not hold; and the adaptive one moves
+by the number of replies, so one device's reply or failure rescales the whole release; and the adaptive one moves
 the clipping norm the wrong way, calibrates the noise to the norm after its update instead of the
 one devices clipped to, and counts uncentred bits. `CentralDP` keeps their interface (the
 `clipping_norm` config key Flower's client mods read) and follows McMahan et al. 2018 exactly.
@@ -17,9 +17,10 @@ one devices clipped to, and counts uncentred bits. `CentralDP` keeps their inter
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
-from math import ceil
+from pathlib import Path
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -30,7 +31,7 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, KEY_NORM_BIT,
 from server_app.strategy import reply_order
 from task.config import Config, ConfigError
 from task.privacy import DP_WEIGHT
-from task.privacy.ledger import PrivacyLedger
+from task.privacy.ledger import JOURNAL, PrivacyLedger, selected_per_round
 from task.privacy.mechanisms import secret_rng
 
 log = logging.getLogger("flwr")
@@ -126,14 +127,39 @@ class CentralDP(Strategy):
         return self.inner.aggregate_evaluate(server_round, replies)
 
 
-def ledger_for(cfg: Config, population: int, sampled: int, resume) -> PrivacyLedger:
-    """The run's privacy ledger: new, or continued from the checkpoint a run resumes."""
-    selected = min(population, ceil(sampled * cfg.selection_factor))
-    ledger = (resumed_ledger(cfg, resume.checkpoint.state, population, sampled, selected) if resume
+def ledger_for(cfg: Config, population: int, sampled: int, resume, journal: Path | None = None) -> PrivacyLedger:
+    """The run's privacy ledger: new, or continued from the run a run resumes (its checkpoint, or its
+    journal when that is ahead: charges of a round that crashed stay charged). `journal`: where this
+    run's ledger writes itself ahead of every release (task/privacy/ledger.py)."""
+    selected = selected_per_round(population, sampled, cfg.selection_factor)
+    ledger = (resumed_ledger(cfg, resumed_privacy(resume), population, sampled, selected) if resume
               else new_ledger(cfg, population, sampled, selected))
+    if journal is not None:
+        ledger.keep_journal(journal)
     for assumption in ledger.assumptions(cfg.model.seq_len):
         log.info("Privacy accounting: %s", assumption)
     return ledger
+
+
+def resumed_privacy(resume) -> dict | None:
+    """The ledger state a resumed run continues: the checkpoint's, or the old run's journal when it
+    has booked more (a release, a round's devices or a discovery after the checkpoint was written).
+    Conservative: a resume from an older checkpoint of that run keeps every later charge too."""
+    saved = resume.checkpoint.state.get("privacy")
+    try:
+        journal = json.loads((Path(resume.source) / JOURNAL).read_text())
+    except FileNotFoundError:
+        return saved
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot resume with DP: the privacy journal {Path(resume.source) / JOURNAL} is "
+                          f"unreadable ({e}); it may hold charges the checkpoint lacks") from e
+    if saved and int(journal.get("bookings", 0)) < int(saved.get("bookings", 0)):
+        return saved
+    if journal != saved:
+        log.warning("Resuming the privacy ledger from %s, which is ahead of the checkpoint of round %d (%s bookings "
+                    "against %s): what was booked after it stays charged", Path(resume.source) / JOURNAL,
+                    resume.checkpoint.round, journal.get("bookings"), (saved or {}).get("bookings", 0))
+    return journal
 
 
 def train_metrics_aggregator(cfg: Config, aggregate):
@@ -186,10 +212,9 @@ def restore_strategy_state(strategy: Strategy, state: dict) -> None:
         strategy.clipping_norm = state["clipping_norm"]
 
 
-def resumed_ledger(cfg: Config, state: dict, population: int, sampled: int, selected: int) -> PrivacyLedger:
-    """The checkpoint's ledger, so epsilon continues. The amplification figure assumes one
-    population and sample size for the whole run: a resume must keep them."""
-    saved = state.get("privacy")
+def resumed_ledger(cfg: Config, saved: dict | None, population: int, sampled: int, selected: int) -> PrivacyLedger:
+    """The saved ledger (`resumed_privacy`), so epsilon continues. The amplification figure assumes
+    one population and sample size for the whole run: a resume must keep them."""
     if not saved:
         return new_ledger(cfg, population, sampled, selected)
     before = (saved["population"], saved["sampled"], saved.get("selected", saved["sampled"]))

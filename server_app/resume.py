@@ -1,7 +1,9 @@
 """Resuming a run from a checkpoint: where it starts, and what must match for it to be the same run.
 
-The weights, the strategy's state and the privacy ledger come from the checkpoint, so the new run
-continues the old one's model and its epsilon keeps growing from where it was. The old run's
+The weights, the strategy's state and the privacy ledger come from the checkpoint (the ledger from
+the old run's write-ahead journal when that is ahead of the checkpoint: server_app/privacy.py), so
+the new run continues the old one's model and its epsilon keeps growing from where it was, a
+crashed round's charges included. The old run's
 directory is only read; the new run copies its history up to the checkpoint's round.
 """
 

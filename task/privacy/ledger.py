@@ -2,55 +2,96 @@
 
 Every figure comes from dp-accounting's RDP accountant, applied to what the run actually released
 (Flower 1.42's accountant covers only its fixed-clipping wrappers, which this template does not
-use: docs/privacy.md). The ledger is plain data so it can be checkpointed and resumed.
+use: docs/privacy.md). The ledger is plain data so it can be checkpointed and resumed, and it
+writes itself ahead of every release (the journal, below).
+
+Neighbouring relations. "Zero-out" (dp-accounting's REPLACE_SPECIAL): the two runs compared have
+the same devices, and in one of them one device's text is replaced by none: its contribution to
+every sum is nothing (its clipped update zero, and under adaptive clipping its norm bit left out
+of the count, as for a device that fails), its discovery votes empty. The number of devices
+(connected, sampled, asked) and which devices replied are public: they are not protected.
+Add/remove-one device is NOT what the central figures bound: `sampled`, the denominator, is
+derived from the population (with fraction-train = 1 they are equal), so removing a device would
+rescale the release, and under fixed-size sampling an added device displaces a sampled one.
+"Replace-one": one device's text replaced by any other text (it covers the zero-out pair too).
 
 What each figure means (delta is the run's dp.delta):
-- central: user level (one device's whole text), add-or-remove-one device, no amplification by
-  sampling - valid whoever the server picks. The noisy sum of clipped updates is divided by the
-  number of devices *sampled* (public), never by the number that replied, so a device that is
-  removed (or fails) changes the sum by at most the clipping norm and nothing else.
+- central: user level (one device's whole text), zero-out, no amplification by sampling - valid
+  whoever the server picks. The noisy sum of clipped updates is divided by the number of devices
+  *sampled* (public), never by the number that replied, so replacing one device's contribution
+  by nothing moves the sum by at most the clipping norm and nothing else. Computed under
+  REPLACE_SPECIAL (for a Gaussian event dp-accounting's RDP is the same under every relation: the
+  multiplier is the noise in units of the sensitivity, which the relation sets, here C).
 - central-amplified: the same releases, credited for the server picking `selected` devices
   uniformly without replacement, from a secret generator, out of those connected *that round*
   (recorded per release: a round with fewer connected devices gets less credit). dp-accounting
   analyses that sampling only under replace-one adjacency, where every sensitivity doubles: each
   noise multiplier is halved. Only reported when some round sampled fewer than were connected.
 - over-selection (participation.selection-factor > 1): the server asks `selected` devices and keeps the first
-  `sampled` updates (still dividing by `sampled`). A device's update can then displace another
-  device's, so adding or removing one device moves the sum by up to 2 x the clipping norm: the
-  central figure halves each multiplier too. Replace-one already doubles the sensitivity and the
-  first-`sampled` rule does not raise it further (both sums share all but one update), so the
-  amplified figure keeps its halved multipliers, with `selected` as the sample size.
-- central-ftrl (DP-FTRL, Kairouz et al. 2021): user level, no amplification and no assumption
-  about how devices were picked; the noise is tree-aggregated over each tree's rounds, a device
-  takes part at most once per tree (the server enforces it and starts a new tree when too few
-  unused devices are left), and every tree is composed as if the worst device took part in each.
-  dp-accounting's tree event needs replace-special adjacency: one device's update replaced by
-  zero, which with the fixed denominator is what removing the device does here.
-- local: user level, for the device asked to train most often; each release is a Gaussian
-  mechanism of sensitivity 2 x clipping norm, its noise calibrated so that one release's RDP
-  epsilon is exactly dp.local-epsilon.
-- discovery: user level, add or remove one device, TrieHH's (epsilon, delta) for the query levels
-  each vocabulary discovery ran (features/discovery/triehh.py), added up over discoveries.
-- with-discovery: the model's and discovery's figures together, under one relation (add or
-  remove one device): the model's add/remove figure (central without amplification; DP-FTRL's
-  zero-out figure, which with the fixed denominator is removal; local) plus discovery's, epsilons
-  and deltas added. The amplified figure is replace-one and is never mixed in. Without user-level
-  DP on the model (dp.mode "none") there is no finite user-level total, and none is reported.
+  `sampled` updates (still dividing by `sampled`). A device whose contribution is nothing (or
+  arrives at another time) lets another device's update into the first `sampled`, so the sum
+  moves by up to 2 x the clipping norm: the central figure halves each multiplier too. Replace-one
+  already doubles the sensitivity and the first-`sampled` rule does not raise it further (both
+  sums share all but one update), so the amplified figure keeps its halved multipliers, with
+  `selected` as the sample size.
+- central-ftrl (DP-FTRL, Kairouz et al. 2021): user level, zero-out, no amplification and no
+  assumption about how devices were picked; the noise is tree-aggregated over each tree's
+  rounds, a device takes part at most once per tree (the server enforces it and starts a new tree
+  when too few unused devices are left), and every tree is composed as if the worst device took
+  part in each. dp-accounting's tree event is defined under REPLACE_SPECIAL.
+- local: user level, for the device asked to train most often, against the server too; each
+  release is a Gaussian mechanism of sensitivity 2 x clipping norm (any two texts of the device),
+  its noise calibrated so that one release's RDP epsilon is exactly dp.local-epsilon.
+- discovery: user level, TrieHH's (epsilon, delta) for the query levels each vocabulary discovery
+  ran (features/discovery/triehh.py, Theorem 1: add or remove one device), added up over
+  discoveries. It bounds the zero-out pair too: TrieHH samples every connected device
+  independently and a device whose text is none votes nothing, so a run with that device releases
+  the trie with exactly the distribution of a run without it. It holds against those who see the
+  trie and the vocabulary, not against the server, which sees each asked device's vote.
+- with-discovery: the model's and discovery's figures together, zero-out (one device's text
+  replaced by none: its update zero, its votes empty), epsilons and deltas added (basic
+  composition): the central figure (DP-FTRL's, or the plain one; the amplified one is not used,
+  which is conservative) plus discovery's. Not reported in local mode: local DP holds against the
+  server and discovery only against those who see its output, so no one adversary gets their sum.
+  Not reported without user-level DP on the model (dp.mode "none", DP-SGD or not): no finite
+  user-level total exists.
 - model: the one user-level figure of the model that privacy planning targets and the budget
   stop bounds: DP-FTRL's; for the other central modes the amplified one when the server sampled,
   else the plain central one; local's.
 - sample: DP-SGD on the device, add-or-remove-one window (up to model.seq-len + 1 consecutive words of
   one sentence), Poisson sampling at the public rate dp.sgd-sampling-rate, every step of every
-  round the device was asked to train.
+  round the device was asked to train. It covers what a device sends in training, and nothing
+  of discovery: no window-level total with discovery is reported, because the server sees each
+  vote (a prefix of one of the device's words) without noise, and discovery's figure is user level
+  (it bounds one window only through group privacy, at 2 epsilon and (1 + e^epsilon) delta).
 
-Randomness: noise and every sampling step an epsilon takes credit for draw from
-task.privacy.mechanisms.secret_rng (OS entropy), never from the run's `seed` or a global
-generator that another library may seed.
+Delta: every figure is at dp.delta except discovery's and the total's, whose deltas add up over
+discoveries. Every user-level delta stays below 1 / population (the bound dp.delta itself must
+meet under a dp.mode, task/config.py: a larger delta allows releasing one device's text
+outright); a discovery that would bring discovery's or the total's delta to it is refused, budget
+or not. (The sample-level figure's bound is 1 / the device's windows.)
+
+Journal (write-ahead): with `journal` set, the ledger writes its state atomically to that file
+whenever it books something - devices asked to train (before their messages are sent), a
+central release (before the aggregate is returned), a vocabulary discovery (its full plan, before
+it runs; replaced by what it spent once it ran), a round taken back. A run that dies between a
+release and its round's checkpoint leaves the release charged in the journal, and a resumed run
+takes the journal when it is ahead of the checkpoint (server_app/privacy.py). It holds what a
+checkpoint holds: the worst device's round count, never a count per device.
+
+Randomness: central and local noise, the adaptive count's noise, discovery's and DP-SGD's
+sampling draw from task.privacy.mechanisms.secret_rng (NumPy's PCG64 seeded with 128 bits of OS
+entropy); DP-SGD's and DP-FTRL's noise from secret_tf_generator (TensorFlow Philox, all 192 bits
+of state from OS entropy); the devices of a round from random.SystemRandom (OS entropy
+directly). Never from the run's `seed` or a global generator that another library may seed.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dp_accounting
 from dp_accounting import rdp
@@ -58,10 +99,14 @@ from dp_accounting import rdp
 from task.config import DPConfig
 from task.privacy import PrivacyBudgetExceeded
 from task.privacy.mechanisms import adaptive_noise, dpsgd_steps, local_noise_multiplier
+from task.run.files import atomic_write
 
 _ADD_REMOVE = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
 _REPLACE = dp_accounting.NeighboringRelation.REPLACE_ONE
 _ZERO_OUT = dp_accounting.NeighboringRelation.REPLACE_SPECIAL
+
+JOURNAL = "privacy-ledger.json"  # the write-ahead journal's name in the run's directory
+ZERO_OUT = "one device's text replaced by none (its update zero, its votes empty); the number of devices is public"
 
 
 def epsilon(event: dp_accounting.DpEvent, delta: float, replace_one: bool = False, zero_out: bool = False) -> float:
@@ -69,6 +114,12 @@ def epsilon(event: dp_accounting.DpEvent, delta: float, replace_one: bool = Fals
     accountant = rdp.RdpAccountant(neighboring_relation=relation)
     accountant.compose(event)
     return float(accountant.get_epsilon(delta))
+
+
+def selected_per_round(population: int, sampled: int, selection_factor: float) -> int:
+    """Devices asked per round: the round's goal `sampled` times participation.selection-factor,
+    at most the population (the server, planning and the ledger all use this)."""
+    return min(population, math.ceil(sampled * selection_factor))
 
 
 def _composed(events: list[dp_accounting.DpEvent]) -> dp_accounting.DpEvent:
@@ -111,9 +162,12 @@ class PrivacyLedger:
     tree_members: set[str] = field(default_factory=set)
     # Vocabulary discoveries: (epsilon, delta) each spent (TrieHH, all its levels run).
     discoveries: list[list[float]] = field(default_factory=list)
+    bookings: int = 0  # things booked so far, resumes included: tells a journal ahead of a checkpoint
+    journal: Path | None = None  # the write-ahead journal (module doc); None: not written
 
     _asked_from: int = 0  # devices the round being trained was sampled from
     last_clipping_norm: float = 0.0  # the norm the last central release was calibrated to
+    _pending_discovery: list[float] | None = None  # a discovery's full plan while it runs
 
     def __post_init__(self) -> None:
         self.selected = self.selected or self.sampled
@@ -122,21 +176,45 @@ class PrivacyLedger:
 
     @property
     def displacement(self) -> int:
-        """How many times the clipping norm one device can move a central sum (add/remove one)."""
+        """How many times the clipping norm one device's contribution can move a central sum
+        (zero-out: 1; with over-selection it can also let another update in: 2)."""
         return 2 if self.selected > self.sampled else 1
+
+    # --- the journal ---------------------------------------------------------------------------
+    def keep_journal(self, path: Path) -> None:
+        """Write the state to `path` now and after every booking (module doc)."""
+        self.journal = Path(path)
+        self._write_journal()
+
+    def _booked(self) -> None:
+        self.bookings += 1
+        self._write_journal()
+
+    def _write_journal(self) -> None:
+        if self.journal is None:
+            return
+        state = self.state_dict()
+        if self._pending_discovery:  # charged in full until it has run: a crash mid-way keeps it
+            state["discoveries"] = state["discoveries"] + [self._pending_discovery]
+        with atomic_write(self.journal) as f:
+            json.dump(state, f)
 
     # --- recording -----------------------------------------------------------------------------
     def record_central(self, noise_multipliers: list[float], clipping_norm: float = 0.0) -> None:
         """`clipping_norm`: the norm this release's noise was calibrated to (adaptive clipping
-        moves it every round; 0 = dp.clipping-norm)."""
+        moves it every round; 0 = dp.clipping-norm). Journaled before the release leaves."""
         self.central_releases.append([float(z) for z in noise_multipliers])
         self.last_clipping_norm = float(clipping_norm or self.dp.clipping_norm)
         self.sampled_from.append(self._asked_from or self.population)
         if self.ftrl:
             self.trees[-1] += 1
+        self._booked()
 
     def record_discovery(self, epsilon: float, delta: float) -> None:
+        """What a discovery spent, once it ran (its full plan was journaled before: check_discovery)."""
         self.discoveries.append([float(epsilon), float(delta)])
+        self._pending_discovery = None
+        self._booked()
 
     def discovery_spent(self) -> tuple[float, float] | None:
         if not self.discoveries:
@@ -144,7 +222,8 @@ class PrivacyLedger:
         return sum(e for e, _ in self.discoveries), sum(d for _, d in self.discoveries)
 
     def record_asked_to_train(self, devices: list, sampled_from: int = 0) -> None:
-        """`sampled_from`: the devices connected when they were sampled (0 = the population)."""
+        """`sampled_from`: the devices connected when they were sampled (0 = the population).
+        Journaled before the messages are sent (the strategy sends them after this returns)."""
         self._asked_from = sampled_from or self.population
         if self.ftrl:
             repeated = self.tree_members.intersection(map(str, devices))
@@ -153,14 +232,19 @@ class PrivacyLedger:
             self.tree_members.update(map(str, devices))
         for device in devices:
             self.participations[str(device)] = self.participations.get(str(device), 0) + 1
+        self._booked()
 
     def record_declined(self, devices: list) -> None:
         """Devices that replied "not eligible" trained on nothing and sent nothing: their local-DP
         and DP-SGD releases of the round did not happen. (A late reply did: it is kept on the
         SuperLink, so it still counts.)"""
+        taken_back = False
         for device in devices:
             if self.participations.get(str(device), 0) > 0:
                 self.participations[str(device)] -= 1
+                taken_back = True
+        if taken_back:
+            self._booked()
 
     @property
     def ftrl(self) -> bool:
@@ -194,6 +278,7 @@ class PrivacyLedger:
                                                          for z in parts]) for parts in releases])
 
     def central_epsilon(self, extra_releases: int = 0) -> float | None:
+        """The central figure, zero-out (module doc), without amplification."""
         if not self.dp.central:
             return None
         if not self.central_releases and not extra_releases:
@@ -204,7 +289,7 @@ class PrivacyLedger:
             grown = self.trees[:-1] + [self.trees[-1] + extra_releases] if self.trees else [extra_releases]
             candidates = [self.trees + [extra_releases], grown] if extra_releases else [self.trees]
             return max(epsilon(self._tree_event(trees), self.dp.delta, zero_out=True) for trees in candidates)
-        return epsilon(self.central_event(extra_releases), self.dp.delta)
+        return epsilon(self.central_event(extra_releases), self.dp.delta, zero_out=True)
 
     def _tree_event(self, trees: list[int]) -> dp_accounting.DpEvent:
         """Each tree is one of dp-accounting's single-epoch tree events (every device at most once
@@ -214,7 +299,8 @@ class PrivacyLedger:
                                               for steps in trees if steps > 0])
 
     def central_amplified_epsilon(self, extra_from: int = 0) -> float | None:
-        """`extra_from`: project one more release, sampled from that many devices."""
+        """Replace-one, the server's sample credited (module doc). `extra_from`: project one more
+        release, sampled from that many devices."""
         releases = list(zip(self.central_releases, self.sampled_from))
         if extra_from:
             releases.append((self._central_parts(), extra_from))
@@ -240,13 +326,13 @@ class PrivacyLedger:
 
     def with_discovery(self, extra: tuple[float, float] | None = None,
                        extra_from: int = 0) -> tuple[float, float] | None:
-        """(epsilon, delta) of the model and discovery together, add or remove one device (module
-        doc); None without discoveries, or without user-level DP on the model."""
+        """(epsilon, delta) of the model and discovery together, zero-out: one device's text
+        replaced by none (module doc); None without discoveries, in local mode, or without
+        user-level DP on the model."""
         spent = [tuple(d) for d in self.discoveries] + ([extra] if extra else [])
-        if not spent or self.dp.mode == "none":
+        if not spent or not self.dp.central:
             return None
-        model = (self.central_epsilon(extra_releases=1 if extra_from else 0) if self.dp.central else
-                 self.local_epsilon(releases=self.most_participations() + 1 if extra_from else None))
+        model = self.central_epsilon(extra_releases=1 if extra_from else 0)
         return model + sum(e for e, _ in spent), self.dp.delta + sum(d for _, d in spent)
 
     def most_participations(self) -> int:
@@ -269,14 +355,19 @@ class PrivacyLedger:
             self.dp.sgd_sampling_rate, dp_accounting.GaussianDpEvent(self.dp.sgd_noise_multiplier)), steps)
 
     def sample_epsilon(self, rounds: int | None = None) -> float | None:
-        """Worst device's DP-SGD epsilon after its rounds (or after `rounds` rounds)."""
+        """Worst device's DP-SGD epsilon after its rounds (or after `rounds` rounds): one window,
+        add or remove, what the device sends in training; discovery is not in it (module doc)."""
         if not self.dp.sgd:
             return None
         count = self.most_participations() if rounds is None else rounds
         return epsilon(self.sample_event(count), self.dp.delta) if count else 0.0
 
     def report(self) -> dict[str, float | int | str]:
-        """Flat metrics for the per-round file and the summary (None figures are left out)."""
+        """Flat metrics for the per-round file and the summary (None figures are left out).
+        Relations (module doc): epsilon-central and epsilon-with-discovery zero-out (one device's
+        text replaced by none; the number of devices public), epsilon-central-amplified replace-one,
+        epsilon-local any two texts of one device, epsilon-discovery add/remove (and so zero-out),
+        epsilon-sample add/remove one window of what a device sends in training."""
         figures = {
             "epsilon-central": self.central_epsilon(),
             "epsilon-central-amplified": self.central_amplified_epsilon(),
@@ -314,45 +405,55 @@ class PrivacyLedger:
         dp, lines = self.dp, []
         if dp.central:
             noise = f"Gaussian noise z = {dp.noise_multiplier} x clipping norm on the sum"
+            bit = ""
             if dp.mode == "central-adaptive-clip":
                 update_z, count_std = adaptive_noise(dp, self.sampled)
                 noise = (f"Gaussian noise {update_z:.4g} x clipping norm on the sum and std {count_std:g} on the "
                          f"centred unclipped count, together z = {dp.noise_multiplier} (Andrew et al. 2021)")
+                bit = " and its norm bit left out of the count"
             if self.ftrl:
                 noise = (f"tree-aggregated Gaussian noise, z = {dp.noise_multiplier} x clipping norm per tree node, "
                          "on the running sum of each tree's rounds (DP-FTRL, Kairouz et al. 2021)")
-            relation = "one device's update replaced by zero" if self.ftrl else "one device added or removed"
             lines.append(f"user level, central ({dp.mode}): a device's whole update is clipped to L2 norm "
                          f"{dp.clipping_norm}{' (initially; adaptive)' if 'adaptive' in dp.mode else ''}, {noise}, "
                          f"divided by the {self.sampled} devices sampled (not by those that replied); neighbouring "
-                         f"= {relation}; population = "
-                         f"{self.population} devices connected at the start")
+                         f"= zero-out (dp-accounting's REPLACE_SPECIAL): one device's text replaced by none, its "
+                         f"update replaced by zero{bit}, as for a device that fails; not add/remove one device: the "
+                         f"number of devices is public (population = {self.population} devices connected at the "
+                         f"start, {self.sampled} sampled per round, derived from it) and so is which devices replied")
             if self.selected > self.sampled:
                 lines.append(f"over-selection: {self.selected} devices asked per round, the first {self.sampled} "
-                             "updates kept; one device can displace another's update, so the central figure "
-                             "counts each noise multiplier at half (sensitivity 2 x clipping norm)")
+                             "updates kept; a device's contribution can displace another's update, so the central "
+                             "figure counts each noise multiplier at half (sensitivity 2 x clipping norm)")
             if self.ftrl:
                 lines.append("DP-FTRL: no credit for sampling; each device takes part at most once per tree (enforced by "
                              "the server, which starts a new tree when too few unused devices are connected; a resume "
-                             "starts one too); every tree counts for the worst device; neighbouring = one device's "
-                             "update replaced by zero (dp-accounting's REPLACE_SPECIAL)")
+                             "starts one too); every tree counts for the worst device; zero-out, as above (dp-accounting's "
+                             "tree event is defined under REPLACE_SPECIAL)")
             elif self.selected < self.population:
                 lines.append(f"amplified figure: {self.selected} devices asked per round, sampled uniformly without "
                              "replacement by a secret generator out of the devices connected that round (counted per "
-                             "round: fewer connected, less credit); replace-one adjacency; the unit is one device "
-                             "key (one person only if the deployment gives each person one key)")
+                             "round: fewer connected, less credit); replace-one adjacency (one device's text replaced "
+                             "by any other); the unit is one device key (one person only if the deployment gives each "
+                             "person one key)")
         if dp.mode == "local":
             lines.append(f"user level, local: each device clips its update to {dp.clipping_norm} and adds Gaussian "
                          f"noise {local_noise_multiplier(dp.local_epsilon, dp.delta):.4g} x 2 x clipping norm "
-                         f"(RDP epsilon {dp.local_epsilon} per release); composed per device")
+                         f"(RDP epsilon {dp.local_epsilon} per release, any two texts of the device); composed per "
+                         "device; it holds against the server too, so no total with vocabulary discovery (which "
+                         "holds only against those who see its output) is reported")
         if dp.sgd:
             lines.append(
                 f"sample level, DP-SGD: the unit is one window of up to {seq_len + 1} consecutive words of "
                 f"a sentence (longer sentences span several windows), its gradient clipped to "
                 f"{dp.sgd_clipping_norm}, noise z = {dp.sgd_noise_multiplier}; windows Poisson-sampled at "
                 f"rate {dp.sgd_sampling_rate}, "
-                 f"{dpsgd_steps(self.local_epochs, dp.sgd_sampling_rate, self.max_local_steps)} "
-                f"steps per round; every round a device was asked to train composed"
+                f"{dpsgd_steps(self.local_epochs, dp.sgd_sampling_rate, self.max_local_steps)} "
+                f"steps per round; every round a device was asked to train composed; add or remove one window "
+                f"of what a device sends in training. Vocabulary discovery is not in it and no window-level total "
+                f"with it is reported: the server sees each discovery vote (a prefix of one of the device's words) "
+                f"without noise, and discovery's figure is user level (it bounds one window only through group "
+                f"privacy, at 2 x its epsilon)"
             )
         if dp.enabled:
             lines.append(
@@ -360,6 +461,9 @@ class PrivacyLedger:
                 "held-out text), which devices replied, declined, were late or failed, and, with "
                 "dp.report-train-metrics, training metrics and what a round cost the device"
             )
+        lines.append(f"delta bound: every user-level delta stays below 1/population = 1/{self.population} "
+                     f"(discovery's and the total's deltas add up over discoveries; a discovery that would reach it "
+                     f"is refused, budget or not)")
         if dp.max_epsilon > 0:
             lines.append(f"budget: the run stops before the model's user-level figure (the one privacy planning "
                          f"targets: DP-FTRL's, else the amplified one when the server samples, else the plain central "
@@ -373,7 +477,7 @@ class PrivacyLedger:
         devices (0 = the population), could push a budgeted figure past dp.max-epsilon: the model's
         (the one planning targets), the sample-level one and the total with discovery. Exact, not a
         guess: every device runs the same public DP-SGD plan, so the worst device after the next
-        round is the one asked most often so far, asked once more."""
+        round is the one asked most often so far, asked once more. (A round adds no delta.)"""
         extra_from = sampled_from or self.population
         total = self.with_discovery(extra_from=extra_from)
         self._check({"the model's user-level epsilon": self.model_epsilon(extra_from=extra_from),
@@ -382,11 +486,23 @@ class PrivacyLedger:
 
     def check_discovery(self, epsilon_: float, delta: float) -> None:
         """Raise PrivacyBudgetExceeded if a discovery spending (epsilon_, delta) could push the
-        discovery figure or the total with discovery past dp.max-epsilon."""
+        discovery figure or the total with discovery past dp.max-epsilon, or their delta to
+        1/population (budget or not). Else the discovery is booked in full in the journal before
+        it runs (record_discovery then books what it spent)."""
         spent = self.discovery_spent() or (0.0, 0.0)
         total = self.with_discovery(extra=(epsilon_, delta))
+        what = "the next vocabulary discovery"
+        bound = 1 / self.population
+        deltas = {"delta-discovery": spent[1] + delta, "delta-with-discovery": total[1] if total else None}
+        over = {k: v for k, v in deltas.items() if v is not None and v >= bound}
+        if over:
+            name, value = next(iter(over.items()))
+            raise PrivacyBudgetExceeded(f"{what} would raise {name} to {value:.3g} >= 1/population = "
+                                        f"1/{self.population}; stopping with the model of the last round")
         self._check({"epsilon-discovery": spent[0] + epsilon_,
-                     "epsilon-with-discovery": total[0] if total else None}, "the next vocabulary discovery")
+                     "epsilon-with-discovery": total[0] if total else None}, what)
+        self._pending_discovery = [float(epsilon_), float(delta)]
+        self._booked()
 
     def _check(self, projected: dict[str, float | None], what: str) -> None:
         budget = self.dp.max_epsilon
@@ -412,6 +528,7 @@ class PrivacyLedger:
             "carried_participations": self.most_participations(),
             "trees": self.trees,
             "discoveries": self.discoveries,
+            "bookings": self.bookings,
         }
 
     @classmethod
@@ -439,6 +556,7 @@ class PrivacyLedger:
             carried_participations=int(state.get("carried_participations", 0)) + older,
             trees=[int(t) for t in state.get("trees", [])],
             discoveries=[list(d) for d in state.get("discoveries", [])],
+            bookings=int(state.get("bookings", 0)),
         )
         if resumed:
             if ledger.trees:  # node ids change: the resumed run starts a new tree, composed with the old ones

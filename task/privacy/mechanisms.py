@@ -17,8 +17,12 @@ from task.config import DPConfig
 
 
 def secret_rng() -> np.random.Generator:
-    """A generator seeded from OS entropy, new at every call: anyone may know the run config and
-    every library's global seed and still cannot predict, regenerate or subtract the noise."""
+    """NumPy's `Generator` on a PCG64 bit generator, new at every call, seeded with a 128-bit
+    integer from `secrets.randbits` (the OS's entropy source, os.urandom); NumPy's SeedSequence
+    expands it into PCG64's 128-bit state and 128-bit increment, so a call gives one of 2**128
+    streams. Anyone may know the run config and every library's global seed and still cannot
+    predict, regenerate or subtract the noise. PCG64 is not a cryptographic generator: the
+    secrecy rests on the 128-bit seed, not on PCG64 resisting prediction from its outputs."""
     return np.random.Generator(np.random.PCG64(secrets.randbits(128)))
 
 

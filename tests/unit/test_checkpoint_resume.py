@@ -122,3 +122,81 @@ def test_the_plot_command_draws_one_or_several_runs(tmp_path):
     (tmp_path / "bad.json").write_text('{"not": "rows"}')
     with pytest.raises(SystemExit, match="bad.json: not a metrics file"):
         plots.main([str(tmp_path / "bad.json"), "--out", str(out)])
+
+
+# --- the privacy ledger's write-ahead journal (outside DP review, B4) -----------------------------
+def _journaled_run(tmp_path, cfg: Config):
+    """A run directory with round 1 booked and checkpointed, the ledger journaled in it."""
+    from server_app.privacy import ledger_for
+    from task.privacy.ledger import JOURNAL
+
+    run_dir = tmp_path / "run-1"
+    ledger = ledger_for(cfg, 3, 3, None, journal=run_dir / JOURNAL)
+    fingerprint = fingerprint_of(cfg)
+    ledger.check_discovery(0.7, 1e-6)  # round 1's discovery, then its devices
+    ledger.record_discovery(0.6, 1e-6)
+    ledger.check_next_round()
+    ledger.record_asked_to_train([1, 2, 3])
+    state = {"fingerprint": fingerprint, "dp": dp_settings(cfg), "strategy": {}, "privacy": ledger.state_dict()}
+    save_checkpoint(checkpoint_path(run_dir, 1), Checkpoint(1, weights(), state))
+    (run_dir / "metrics.json").write_text(json.dumps([{"round": 0}, {"round": 1}]))
+    return run_dir, ledger
+
+
+def _resumed_ledger(tmp_path, cfg: Config, run_dir):
+    from server_app.privacy import ledger_for
+    from task.privacy.ledger import JOURNAL
+
+    point = load_resume_point(cfg.replace(resume_from=str(run_dir)), fingerprint_of(cfg))
+    assert point.round == 1  # the crashed round never reached its checkpoint
+    return ledger_for(cfg, 3, 3, point, journal=tmp_path / "run-2" / JOURNAL)
+
+
+def _private_config() -> Config:
+    from task.config import DPConfig
+
+    return Config(model=ModelConfig(vocab_size=2000, embed_dim=32, num_heads=2, ffn_dim=64), num_server_rounds=4,
+                  dp=DPConfig(mode="local", sgd=True, local_epsilon=2.0, delta=1e-3))
+
+
+def test_a_crash_between_the_replies_and_the_checkpoint_loses_no_charge_on_resume(tmp_path):
+    """Round 2 books its discovery and its devices (local DP, DP-SGD), the devices reply, and the
+    server dies before round 2's checkpoint. The resumed ledger must hold every charge of round 2:
+    its local, sample and discovery epsilons are at least what the crashed ledger had booked."""
+    cfg = _private_config()
+    run_dir, ledger = _journaled_run(tmp_path, cfg)
+    at_checkpoint = ledger.report()
+    ledger.check_discovery(0.7, 1e-6)
+    ledger.record_discovery(0.6, 1e-6)
+    ledger.check_next_round()
+    ledger.record_asked_to_train([1, 2, 3])  # the messages are sent after this returns; replies come back
+    crashed = ledger.report()  # ... and the process dies: nothing else of round 2 is written
+    del ledger
+    resumed = _resumed_ledger(tmp_path, cfg, run_dir).report()
+    for key in ("epsilon-local", "epsilon-sample", "epsilon-discovery", "delta-discovery"):
+        assert resumed[key] == pytest.approx(crashed[key]) and resumed[key] > at_checkpoint[key], key
+    assert resumed["most-rounds-per-device"] == 2 and resumed["discoveries"] == 2
+    # the resumed run journals in its own directory at once, so a crash of it loses nothing either
+    assert json.loads((tmp_path / "run-2" / "privacy-ledger.json").read_text())["carried_participations"] == 2
+
+
+def test_a_discovery_is_charged_in_full_before_it_runs_and_a_crash_mid_way_keeps_it(tmp_path):
+    cfg = _private_config()
+    run_dir, ledger = _journaled_run(tmp_path, cfg)
+    ledger.check_discovery(0.7, 2e-6)  # round 2's discovery starts: its full plan is booked ...
+    del ledger  # ... and the server dies during its levels
+    resumed = _resumed_ledger(tmp_path, cfg, run_dir)
+    assert resumed.discovery_spent() == pytest.approx((0.6 + 0.7, 1e-6 + 2e-6))
+
+
+def test_the_journal_keeps_no_count_per_device_and_is_not_taken_when_behind(tmp_path):
+    cfg = _private_config()
+    run_dir, ledger = _journaled_run(tmp_path, cfg)
+    journal = json.loads((run_dir / "privacy-ledger.json").read_text())
+    assert journal == ledger.state_dict() and "participations" not in journal  # the checkpoint's rule
+    # a journal behind the checkpoint (e.g. restored from a backup) does not lower the charges
+    ledger.record_asked_to_train([1])
+    state = {"fingerprint": fingerprint_of(cfg), "dp": dp_settings(cfg), "strategy": {}, "privacy": ledger.state_dict()}
+    save_checkpoint(checkpoint_path(run_dir, 1), Checkpoint(1, weights(), state))
+    (run_dir / "privacy-ledger.json").write_text(json.dumps(journal))
+    assert _resumed_ledger(tmp_path, cfg, run_dir).most_participations() == 2

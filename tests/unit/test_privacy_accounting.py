@@ -91,6 +91,7 @@ def test_the_ledger_survives_a_round_trip_through_its_state():
         "carried_participations",  # the worst device's rounds
         "trees",  # DP-FTRL: rounds per tree, no device ids
         "discoveries",  # vocabulary discovery: (epsilon, delta) each, no votes
+        "bookings",  # how many things were booked: a journal ahead of a checkpoint has more
     }
     # a resumed run may give device "a" a new id: its 2 rounds carry over to whichever device is worst
     resumed = PrivacyLedger.from_state(dp, ledger.state_dict(), resumed=True)
@@ -124,8 +125,9 @@ def _sampled_central_ledger(**dp_changes) -> PrivacyLedger:
 
 
 def test_the_total_with_discovery_adds_figures_of_one_relation_and_reports_its_delta():
-    """Discovery's figure is add/remove-one; the amplified model figure is replace-one and cannot
-    be added to it. The total takes the model's add/remove figure, and both deltas."""
+    """Discovery's figure is add/remove-one, which bounds the zero-out pair (a device whose text is
+    none votes nothing); the model's plain central figure is zero-out. The total adds those two, and
+    both deltas; the amplified model figure (replace-one) is not used."""
     ledger = _sampled_central_ledger()
     ledger.record_discovery(2.0, 1e-6)
     report = ledger.report()
@@ -137,6 +139,57 @@ def test_the_total_with_discovery_adds_figures_of_one_relation_and_reports_its_d
     sgd_only.record_asked_to_train(["a"])
     sgd_only.record_discovery(2.0, 1e-6)
     assert "epsilon-with-discovery" not in sgd_only.report() and sgd_only.report()["epsilon-discovery"] == 2.0
+
+
+def test_local_dp_and_discovery_report_no_total():
+    """O2: local DP holds against the server, TrieHH only against those who see the trie (the
+    server sees every vote): no one adversary gets their sum, so none is reported or budgeted."""
+    local = PrivacyLedger(DPConfig(mode="local", local_epsilon=1.0, max_epsilon=5.0), population=100, sampled=10)
+    local.record_asked_to_train(["a"])
+    local.record_discovery(2.0, 1e-6)
+    report = local.report()
+    assert report["epsilon-local"] == pytest.approx(1.0, abs=0.01) and report["epsilon-discovery"] == 2.0
+    assert "epsilon-with-discovery" not in report and "delta-with-discovery" not in report
+    assert local.with_discovery() is None
+    local.check_discovery(2.9, 1e-6)  # the budget bounds each figure alone: 2 + 2.9 of discovery fits 5
+    assert any("no total with vocabulary discovery" in line for line in local.assumptions(12))
+
+
+def test_the_central_figure_is_zero_out_and_equals_the_exact_gaussian_at_sensitivity_c():
+    """B2: the plain central figure is labelled zero-out (one device's update replaced by zero,
+    the number of devices public), never add/remove. Under that pair the release
+    (sum of clipped updates + N(0, (zC)^2)) / sampled moves by at most C / sampled: a Gaussian
+    mechanism of multiplier z, whose exact epsilon (Balle & Wang 2018) the figure bounds closely.
+    At z = 1, delta = 1e-5: 4.73 for one round, 39.8 for 30."""
+    ledger = PrivacyLedger(DPConfig(mode="central-client-clip", noise_multiplier=1.0, delta=1e-5), 10, 10)
+    ledger.record_central([1.0])
+    assert analytic_gaussian_epsilon(1.0, 1e-5) <= ledger.central_epsilon() == pytest.approx(4.73, abs=0.005)
+    for _ in range(29):
+        ledger.record_central([1.0])
+    assert analytic_gaussian_epsilon(1 / math.sqrt(30), 1e-5) <= ledger.central_epsilon() == pytest.approx(39.83, abs=0.01)
+    text = " ".join(ledger.assumptions(12))
+    assert "zero-out" in text and "REPLACE_SPECIAL" in text and "number of devices is public" in text
+    assert "added or removed" not in text and "add or remove one device" not in text
+
+
+def test_every_delta_stays_below_one_over_the_population_budget_or_not():
+    """O7: discovery's delta and the total's add up over discoveries; the ledger refuses the
+    discovery that would bring either to 1/population (here 1/100), with or without dp.max-epsilon."""
+    for max_epsilon in (0.0, 1000.0):
+        ledger = PrivacyLedger(DPConfig(mode="central-client-clip", delta=1e-3, max_epsilon=max_epsilon), 100, 10)
+        ledger.check_discovery(0.1, 4e-3)
+        ledger.record_discovery(0.1, 4e-3)
+        ledger.check_discovery(0.1, 4e-3)  # total delta 1e-3 + 8e-3 < 1e-2
+        ledger.record_discovery(0.1, 4e-3)
+        with pytest.raises(PrivacyBudgetExceeded, match=r"delta-discovery to 0\.012 >= 1/population = 1/100"):
+            ledger.check_discovery(0.1, 4e-3)
+        assert ledger.report()["delta-with-discovery"] == pytest.approx(9e-3)
+        with pytest.raises(PrivacyBudgetExceeded, match=r"delta-with-discovery to 0\.0105 >= 1/population"):
+            ledger.check_discovery(0.1, 1.5e-3)  # discovery's own 9.5e-3 fits; the total's 1.05e-2 does not
+    # discovery without DP on the model: its own delta is bounded the same way
+    alone = PrivacyLedger(DPConfig(delta=1e-3), population=10, sampled=10)
+    with pytest.raises(PrivacyBudgetExceeded, match="delta-discovery"):
+        alone.check_discovery(1.0, 0.1)
 
 
 def test_the_budget_covers_discovery_before_it_runs_and_before_each_round():

@@ -122,3 +122,43 @@ def test_dp_ftrl_restarts_its_tree_when_every_device_took_part_and_accounts_the_
     assert "DP-FTRL: no credit for sampling" in " ".join(summary["privacy_assumptions"])
     assert only_covered_train_fields(rows)
     assert model_moved(rows)
+
+
+def test_a_server_that_dies_after_the_replies_keeps_the_rounds_charges_on_resume(tmp_path):
+    """Outside DP review, B4: round 2's discovery runs, its devices are asked (local DP and DP-SGD
+    releases) and reply, and the ServerApp dies before round 2's checkpoint. Resumed from round 1's
+    checkpoint, the run must still charge those releases, then charge its redo of round 2 again:
+    3 rounds for every device and 3 discoveries, where the checkpoint alone knew of 1 and 1."""
+    from task.config import Config
+    from task.privacy.ledger import PrivacyLedger
+    from tests.inprocess import DirectGrid
+
+    class DiesAfterReplies(DirectGrid):
+        def push_messages(self, messages):
+            messages = list(messages)
+            self.dying = any(m.metadata.message_type == "train" and m.content["config"]["server-round"] == 2
+                             for m in messages)
+            return super().push_messages(messages)
+
+        def pull_messages(self, message_ids):
+            replies = super().pull_messages(message_ids)
+            if getattr(self, "dying", False) and replies:
+                raise SystemExit("killed after round 2's replies")
+            return replies
+
+    rc = {**SMALL_RC, "num-server-rounds": 2, "dp.mode": "local", "dp.local-epsilon": 20.0, "dp.delta": 1e-3,
+          "dp.sgd": True, "dp.sgd-sampling-rate": 0.5, "local-epochs": 1, "discovery.enabled": True,
+          "discovery.every": 1, "server-eval-devices": 0}
+    with pytest.raises(SystemExit):
+        run_inprocess(tmp_path, 3, rc, run_id=1, grid=DiesAfterReplies(3, {**rc, "out-dir": str(tmp_path)}))
+    run_dir = tmp_path / "run-1"
+    assert latest_checkpoint(run_dir).name == "round-001.npz"
+    resumed = run_inprocess(tmp_path, 3, {**rc, "resume-from": str(run_dir)}, run_id=2)
+    last = resumed.rows[-1]
+    assert last["round"] == 2 and last["dp_most_rounds_per_device"] == 3 and last["dp_discoveries"] == 3
+    # the figures of 3 rounds per device, as an uninterrupted ledger that booked them gives them
+    booked = PrivacyLedger(Config.from_run_config(rc).dp, 3, 3, local_epochs=1)
+    booked.record_asked_to_train(["a", "a", "a"])
+    assert last["dp_epsilon_local"] == pytest.approx(booked.local_epsilon())
+    assert last["dp_epsilon_sample"] == pytest.approx(booked.sample_epsilon())
+    assert last["dp_epsilon_discovery"] > resumed.rows[1]["dp_epsilon_discovery"] * 2.5  # 3 discoveries, not 2
