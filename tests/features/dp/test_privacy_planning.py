@@ -78,3 +78,29 @@ def test_planning_and_the_budget_stop_bound_the_same_figure():
             ledger.record_asked_to_train(list(range(10)), sampled_from=1000)
             ledger.record_central([z])
     assert ledger.model_epsilon() <= target
+
+
+def test_over_selection_is_planned_as_the_ledger_books_it():
+    """O6: with participation.selection-factor 2 the server asks 2 x per_round devices (the
+    ledger's `selected`) and one device can displace another's update (sensitivity 2C): the plan
+    must be the figure the run's own ledger then books."""
+    from server_app.privacy import ledger_for
+    from task.config import Config
+
+    z, rounds = 2.0, 10
+    cfg = Config(selection_factor=2.0, dp=DPConfig(mode="central-client-clip", noise_multiplier=z, delta=1e-5))
+    ledger = ledger_for(cfg, 1000, 10, None)  # as the ServerApp builds it
+    assert ledger.selected == 20
+    for _ in range(rounds):  # as the strategy books a round: `selected` devices asked out of 1,000
+        ledger.record_asked_to_train(list(range(ledger.selected)), sampled_from=1000)
+        ledger.record_central([z])
+    planned = planned_epsilon(cfg.dp, 1000, 10, rounds, selection_factor=2.0)
+    assert planned == pytest.approx(ledger.model_epsilon(), rel=1e-9)
+    assert planned > planned_epsilon(cfg.dp, 1000, 10, rounds)  # over-selection costs privacy
+    # against the definition: everyone connected asked (no sampling credit) and sensitivity 2C,
+    # so `rounds` Gaussian releases of multiplier z / 2
+    everyone = planned_epsilon(cfg.dp, 20, 10, rounds, selection_factor=2.0)
+    exact = analytic_gaussian_epsilon(z / 2 / math.sqrt(rounds), 1e-5)
+    assert exact <= everyone <= 1.25 * exact
+    assert noise_for_epsilon(FEDAVG, 1000, 10, rounds, 3.0, selection_factor=2.0) > \
+        noise_for_epsilon(FEDAVG, 1000, 10, rounds, 3.0)
