@@ -115,17 +115,21 @@ def eval_part(row: dict) -> str:
 
 
 def privacy_line(p: dict) -> str:
-    """The epsilons spent so far, each with what it protects and under which neighbouring relation."""
-    central = ("user-level ε (DP-FTRL, one device's update replaced by zero, no sampling credit)"
-               if p.get("dp_mode") == "central-ftrl" else
-               "user-level ε (central, add/remove one device, no sampling amplification)")
+    """The epsilons spent so far, each with what it protects and under which neighbouring relation
+    (task/privacy/ledger.py: zero-out = one device's text replaced by none, the number of devices public)."""
+    central = ("user-level ε (DP-FTRL, zero-out: one device's update replaced by zero, the number of devices "
+               "public; no sampling credit)" if p.get("dp_mode") == "central-ftrl" else
+               "user-level ε (central, zero-out: one device's update replaced by zero, the number of devices "
+               "public; no sampling credit)")
+    sample = "sample-level ε (DP-SGD, one window of what a device sends in training, worst device"
     names = {
         "epsilon_central": central,
-        "epsilon_central_amplified": "user-level ε with sampling amplification (replace one device)",
-        "epsilon_local": "user-level ε (local DP, worst device)",
-        "epsilon_sample": "sample-level ε (DP-SGD, per window of text, worst device)",
+        "epsilon_central_amplified": "user-level ε with the server's sampling credited (replace one device)",
+        "epsilon_local": "user-level ε (local DP, worst device, against the server too)",
+        "epsilon_sample": sample + ("; discovery not in it)" if "epsilon_discovery" in p else ")"),
         "epsilon_discovery": "user-level ε of new-word discovery (TrieHH, add/remove one device)",
-        "epsilon_with_discovery": "user-level ε, model and discovery together (add/remove one device)",
+        "epsilon_with_discovery": "user-level ε, model and discovery together (zero-out: one device's text "
+                                  "replaced by none, its update zero and its votes empty)",
     }
     parts = [f"{label} = {p[key]:.3f}" for key, label in names.items() if key in p]
     mode = p.get("dp_mode", "none") + (" + DP-SGD" if p.get("dp_sgd") else "")
