@@ -82,6 +82,10 @@ DEVICE_REPLIES: dict[str, dict[str, list[Value]]] = {
         ],
         # SecAgg+ (Flower's secaggplus_mod): public keys, encrypted key shares, the masked update, shares to unmask
         "secaggplus_configs": [_v("*", (MODEL, TRAIN_TEXT), COVERED, USER_LEVEL, "masked; only the sum is recovered")],
+        # ... and beside the masked update, what remains of the training reply (features/secagg/client.py)
+        "fitres.parameters": [_v("*", (), PUBLIC, why="emptied by secaggplus_mod: the update goes masked")],
+        "fitres.num_examples": [_v("num_examples", (), PUBLIC, why="1: every device weighs the same")],
+        "fitres.status": [_v("code", (), PUBLIC), _v("message", (), PUBLIC, why="empty")],
     },
     "evaluate": {"metrics": _HELD_OUT_SCORES},
     "query": {"vote": [_v("vote", TRAIN_TEXT, COVERED, DISCOVERY, "one TrieHH vote: a prefix or none")]},
@@ -99,6 +103,7 @@ DECLINED, FAILED, UNDECLARED = 101, 103, 104
 
 def device_value(message_type: str, record: str, key: str) -> Value | None:
     """The declaration of a value a device sends, or None if it is not declared."""
+    record = "metrics" if record == "fitres.metrics" else record  # the training metrics, as SecAgg+ carries them
     for value in DEVICE_REPLIES.get(message_type, {}).get(record, []):
         if value.matches(key):
             return value
