@@ -17,10 +17,7 @@ def summary_lines(summary: dict) -> list[str]:
             f"perplexity {f['eval_perplexity']:.1f}, top-1 {f['eval_top1']:.1%}, top-3 {f['eval_top3']:.1%}"
             + savings(f, "eval_keystroke_savings"),
             *personal_lines(f),
-            f"  Baselines on the same text (each device counting its own training text): "
-            f"bigram top-3 {f['eval_baseline_bigram_top3']:.1%}{savings(f, 'eval_baseline_bigram_keystroke_savings')}, "
-            f"most-frequent-words top-3 {f['eval_baseline_unigram_top3']:.1%}"
-            f"{savings(f, 'eval_baseline_unigram_keystroke_savings')}",
+            *baseline_lines(f),
             f"  Best round: top-3 {summary['best_eval_top3']:.1%} (round {summary['best_eval_top3_round']}), "
             f"lowest loss {summary['best_eval_loss']:.3f}",
         ]
@@ -92,6 +89,16 @@ def round_line(row: dict) -> str:
     return " ".join(parts)
 
 
+def baseline_lines(f: dict) -> list[str]:
+    """The devices' own n-gram baselines (not under DP: they are counted on the training text)."""
+    if "eval_baseline_bigram_top3" not in f:
+        return []
+    return [f"  Baselines on the same text (each device counting its own training text): "
+            f"bigram top-3 {f['eval_baseline_bigram_top3']:.1%}{savings(f, 'eval_baseline_bigram_keystroke_savings')}, "
+            f"most-frequent-words top-3 {f['eval_baseline_unigram_top3']:.1%}"
+            f"{savings(f, 'eval_baseline_unigram_keystroke_savings')}"]
+
+
 def personal_lines(f: dict) -> list[str]:
     """Shared against personalised (task/personal.py) against the device's own bigram."""
     if "eval_personal_top3" not in f:
@@ -110,7 +117,8 @@ def eval_part(row: dict) -> str:
         part += (f" loss {row['eval_loss']:.3f} ppl {row['eval_perplexity']:.1f} top-1 {row['eval_top1']:.1%} "
                  f"top-3 {row['eval_top3']:.1%}{savings(row, 'eval_keystroke_savings')} "
                  + (f"personalised top-3 {row['eval_personal_top3']:.1%} " if "eval_personal_top3" in row else "")
-                 + f"(bigram baseline top-3 {row['eval_baseline_bigram_top3']:.1%})")
+                 + (f"(bigram baseline top-3 {row['eval_baseline_bigram_top3']:.1%})"
+                    if "eval_baseline_bigram_top3" in row else ""))
     return part
 
 

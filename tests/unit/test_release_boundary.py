@@ -10,7 +10,7 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
 from client_app.app import app
-from task.config import DP_MODES, EVALUATE_FIRST, QUERY_DEPTH, Config
+from task.config import DP_MODES, EVALUATE_FIRST, MECHANISM_MODES, QUERY_DEPTH, Config
 from task.model import build_model
 from task.releases import COVERED, DECLARED, FAILED, HELD_OUT, UNDECLARED, device_value
 from tests.helpers import SMALL_MODEL, context, message
@@ -52,11 +52,20 @@ def values(reply) -> dict:
     return {(r, k): v for r, rec in reply.content.items() for k, v in rec.items()}
 
 
-@pytest.mark.parametrize("mode", DP_MODES)
+CORE_MODES = [m for m in DP_MODES if m not in MECHANISM_MODES]  # the others: tests/features/dp/
+
+
+@pytest.mark.parametrize("mode", CORE_MODES)
 def test_every_reply_under_every_dp_mode_carries_only_declared_values(mode):
+    assert_only_declared_values(mode)
+
+
+def assert_only_declared_values(mode: str, kinds=("train", "evaluate")) -> None:
+    """`kinds`: "query" needs features/discovery (tests/features/discovery/)."""
     cfg = replace(CFG, dp=replace(CFG.dp, mode=mode, local_epsilon=8.0))
     node = {"partition-id": 0, "num-partitions": 4}
-    for kind, config in (("train", {EVALUATE_FIRST: True}), ("evaluate", {}), ("query", {QUERY_DEPTH: 1})):
+    configs = {"train": {EVALUATE_FIRST: True}, "evaluate": {}, "query": {QUERY_DEPTH: 1}}
+    for kind, config in ((k, configs[k]) for k in kinds):
         reply = reply_of(cfg, kind, node, config)
         assert not reply.has_error(), (mode, kind, reply.error.reason if reply.has_error() else "")
         assert undeclared(reply, kind, cfg) == [], (mode, kind)
@@ -121,8 +130,11 @@ def test_any_failure_leaves_as_its_category_only(monkeypatch, caplog):
     assert "swordfish" in caplog.text  # in full in the device's own log
 
 
-@pytest.mark.parametrize("mode", ["central-client-clip", "local"])
-def test_changing_only_the_training_text_changes_only_covered_values(tmp_path, mode):
+def test_changing_only_the_training_text_changes_only_covered_values(tmp_path):
+    assert_training_text_moves_only_covered_values(tmp_path, "central-client-clip")
+
+
+def assert_training_text_moves_only_covered_values(tmp_path, mode: str) -> None:
     cfg = replace(CFG, dp=replace(CFG.dp, mode=mode, local_epsilon=8.0))
     a = {"data-path": write_text(tmp_path / "a", seed=1, held_out_seed=9)}
     b = {"data-path": write_text(tmp_path / "b", seed=2, held_out_seed=9)}
