@@ -154,6 +154,8 @@ PUBLISHED: dict[str, list[Value]] = {
         _v("personal_mix", (), PUBLIC, why="under DP the fixed default"),
         _v("personal_point", (), PUBLIC, why="under DP the fixed default"),
     ],
+    # <run dir>/privacy-ledger.json: the ledger's write-ahead journal (task/privacy/ledger.py)
+    "privacy-ledger.json": [_v("*", (SERVER, DEVICE), PUBLIC, why="as the checkpoint's privacy: no per-device counts")],
     # the config of every message the server sends to devices
     "device config": [
         *(_v(k, SERVER, PUBLIC) for k in ("server-round", "round-offset", "round-goal", "evaluate-first", "depth")),

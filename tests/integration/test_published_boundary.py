@@ -64,6 +64,9 @@ def test_under_dp_a_run_publishes_only_declared_values_and_one_devices_text_move
         assert not_publishable("personal.json", json.loads(personal.read_text())) == []
     state = load_checkpoint(latest_checkpoint(a.dir)).state
     assert not_publishable("checkpoint", state) == []
+    journal = json.loads((a.dir / "privacy-ledger.json").read_text())
+    assert not_publishable("privacy-ledger.json", journal) == []
+    assert journal.keys() == state["privacy"].keys()  # the checkpoint's ledger, written ahead
     assert not_publishable("device config", sent) == []
 
     from task.personal import DEFAULT_POINT, GRID
