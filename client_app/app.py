@@ -27,7 +27,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from client_app.boundary import boundary_mod, failure_mod
-from client_app.messages import DEVICE_DATA_UNUSABLE, added_words, config_of, global_round, personal_point
+from client_app.messages import DEVICE_DATA_UNUSABLE, added_words, config_of, global_round
 from task.config import EVAL_PREFIX, EVALUATE_FIRST, QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE, Config
 from task.data.device_text import DeviceText, cached_device_text
 from task.data.files import DataError
@@ -166,18 +166,12 @@ def query(msg: Message, context: Context) -> Message:
 
 
 def _scores(cfg: Config, text: DeviceText, weights, msg: Message, context: Context) -> dict:
-    """The model's scores on the held-out text, shared and personalised (every grid point, with the
-    device's fold so the server can cross-fit: task/personal.py). Under DP the shared model's
-    only: the baselines and the mix are fit on the training text (task/releases.py)."""
+    """The model's scores on the held-out text, and the keyboard this device would ship (the model
+    alone or mixed with the user's counts, as the device chooses: task/personal.py). Under DP the
+    shared model's only: the mix and the baselines are fit on the training text (task/releases.py)."""
     from task import device
-    from task.personal import DEFAULT_POINT, FOLD
 
-    if cfg.dp.enabled:
-        return device.evaluate_round(cfg, text, weights, added_words(msg), personal=False)
-    fold, point = personal_point(msg, context)
-    metrics = device.evaluate_round(cfg, text, weights, added_words(msg),
-                                    personal_point=DEFAULT_POINT if point is None else point)
-    return {**metrics, FOLD: fold}
+    return device.evaluate_round(cfg, text, weights, added_words(msg), personal=not cfg.dp.enabled)
 
 
 def _score(cfg: Config, text: DeviceText, weights, msg: Message, context: Context) -> dict | None:

@@ -7,7 +7,7 @@ from functools import lru_cache
 
 from flwr.app import Context, Message
 
-from task.config import PERSONAL_MIX, ROUND_OFFSET, VOCAB_ADDED, Config
+from task.config import ROUND_OFFSET, VOCAB_ADDED, Config
 
 DEVICE_DATA_UNUSABLE = 100  # Error code: the device's text could not be used (see reason)
 DEVICE_CONFIG_INVALID = 102  # Error code: a node-config value is wrong (the reason names the key)
@@ -33,11 +33,3 @@ def global_round(msg: Message) -> int:
 
 def added_words(msg: Message) -> tuple[str, ...]:
     return tuple(msg.content["config"].get(VOCAB_ADDED, [])) if "config" in msg.content.config_records else ()
-
-
-def personal_point(msg: Message, context: Context) -> tuple[int, int | None]:
-    """(this device's fold, the personal mix's grid point the server chose for it; None before any)."""
-    fold = context.node_id % 2
-    config = msg.content.config_records.get("config")
-    chosen = config.get(PERSONAL_MIX[fold]) if config is not None else None
-    return fold, (None if chosen is None else int(chosen))

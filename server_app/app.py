@@ -41,7 +41,7 @@ def main(grid: Grid, context: Context) -> None:
     population, sampled = population_and_sample(grid, cfg)  # waits for min-available-nodes, never forever
     ledger = _ledger(cfg, start, population, sampled)  # None when nothing private runs
     inner = build_strategy(cfg, ledger, _train_metrics(cfg, start.record), start.record.aggregate_evaluate_metrics,
-                           last_round=start.rounds_left, personal_mix=lambda: start.record.personal_mix)
+                           last_round=start.rounds_left)
     strategy = _central_dp(cfg, inner, ledger, start.resume)  # around it, if a central dp.mode asks
     growth = _vocabulary_growth(cfg, start, ledger) if cfg.vocab_discovery or start.added else None
     round_end = RoundEnd(cfg, start, observed, ledger, strategy, growth, _new_word_scores(cfg, population))

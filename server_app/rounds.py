@@ -53,8 +53,7 @@ class RoundEnd:
         state = {"fingerprint": self.fingerprint, "dp": dp_settings(self.cfg), "strategy": strategy_state,
                  "privacy": self.ledger.state_dict() if self.cfg.dp.enabled or self.growth else None,
                  # the words this model has rows for (a round whose devices all failed is not grown yet)
-                 "vocab_added": self.vocab.words[self.cfg.model.vocab_size:vocabulary_rows(self.latest)],
-                 **self.record.personal_state()}
+                 "vocab_added": self.vocab.words[self.cfg.model.vocab_size:vocabulary_rows(self.latest)]}
         private = self.cfg.dp.enabled or (self.growth is not None and bool(self.ledger.discoveries))
         report = self.ledger.report() if private else None  # its clipping-norm: what this round's noise covered
         if report and self.cfg.dp.mode == "central-adaptive-clip":

@@ -31,7 +31,7 @@ from server_app.console import eval_part, round_line, summary_lines
 from server_app.observed_grid import PhaseCounts
 from task.config import EVAL_PREFIX, Config
 from task.data.vocab import Vocabulary
-from task.personal import DEFAULT_POINT, GRID, cross_fitted, without_personal
+from task.personal import summarise
 from task.run.checkpoint import Checkpoint, checkpoint_path, prune, save_checkpoint
 from task.run.files import atomic_write
 from task.run.plots import plot_participation, plot_runs
@@ -56,8 +56,6 @@ class RunRecord:
         self._participants: set[int] = set()  # devices that replied with an update or a score, this run
         self._asked: set[int] = set()  # devices asked at least once, this run
         self._cost = CostTotals()  # what the devices spent, this run
-        self.personal_mix = [DEFAULT_POINT, DEFAULT_POINT]  # per fold of devices: task/personal.py
-        self.personal_point = DEFAULT_POINT  # the best over all devices: what the exported keyboard mixes with
         _write_json(run_dir / "config.json", cfg.to_run_config())
         vocab.save(run_dir / "vocab.json")
 
@@ -87,23 +85,12 @@ class RunRecord:
     def _scores(self, records: list[RecordDict]) -> dict:
         """Always per scored word, also when DP makes training weights equal: evaluation metrics
         are comparable across runs (they are not covered by the DP guarantee either way). The
-        personal mix's per-point scores become its cross-fitted ones, and the points the next
-        round's devices use (task/personal.py)."""
+        personalised scores are each device's own keyboard, with their spread (task/personal.py
+        summarise; under DP no device sends them)."""
         devices = [{k: v for m in r.metric_records.values() for k, v in m.items()} for r in records]
-        personal = {}
-        if not self.cfg.dp.enabled:  # under DP no device sends per-point scores: the fixed default stays
-            personal, self.personal_mix, self.personal_point = cross_fitted(devices)
-        plain = [RecordDict({name: MetricRecord(without_personal(dict(m))) for name, m in r.metric_records.items()})
-                 for r in records]
-        return {**aggregate_metricrecords(plain, "num-examples"), **personal}
-
-    def personal_state(self) -> dict:
-        """What a resumed run needs to continue the personal mix's choices (task/personal.py)."""
-        return {"personal_mix": list(self.personal_mix), "personal_point": self.personal_point}
-
-    def resume_personal(self, state: dict) -> None:
-        if "personal_mix" in state:
-            self.personal_mix, self.personal_point = list(state["personal_mix"]), int(state["personal_point"])
+        plain = [RecordDict({name: MetricRecord({k: v for k, v in m.items() if not k.startswith("personal-")})
+                             for name, m in r.metric_records.items()}) for r in records]
+        return {**aggregate_metricrecords(plain, "num-examples"), **summarise(devices)}
 
     def _keep(self, phase: str, metrics: MetricRecord) -> MetricRecord:
         self._aggregated[phase] = dict(metrics)
@@ -216,10 +203,7 @@ class RunRecord:
             "vocab_added": self.vocab.words[self.cfg.model.vocab_size:],
             "discoveries": list(discoveries),
             "device_cost": self._cost.summary(len(self._asked), len(self._participants)),
-            "personal_mix": dict(zip(("kappa2", "mu", "kappa3"), GRID[self.personal_point])),
         }
-        if summary["litert"]:  # beside the exported files: the suggestion CLI's default mix
-            _write_json(final / "litert" / "personal.json", summary["personal_mix"])
         _write_json(self.dir / "summary.json", summary)
         for line in summary_lines(summary):
             log.info("%s", line)

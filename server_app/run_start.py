@@ -55,7 +55,6 @@ def run_start(cfg: Config, run_id: int, initial_weights: Callable | None = None,
         log.info("%s", origin)
     if resume:
         model.set_weights(resume.checkpoint.weights)
-        record.resume_personal(resume.checkpoint.state)
         log.info("Resuming from round %d of %s%s", resume.round, resume.source, "".join(f"; {n}" for n in resume.notes))
     rounds_left = cfg.num_server_rounds - (resume.round if resume else 0)
     return RunStart(vocab, added, fingerprint, resume, record, model, rounds_left)

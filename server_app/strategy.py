@@ -25,8 +25,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
-from task.config import EVALUATE_FIRST, PERSONAL_MIX, ROUND_GOAL, Config, ConfigError, secagg_max_cohort
-from task.personal import DEFAULT_POINT
+from task.config import EVALUATE_FIRST, ROUND_GOAL, Config, ConfigError, secagg_max_cohort
 from task.privacy import DP_WEIGHT
 
 if TYPE_CHECKING:
@@ -44,9 +43,8 @@ class _PrivateRounds(FedAvg):
     """FedAvg.configure_train with our sampler. Sits between FedAvgM/FedAdam and FedAvg in the
     class order, so their own configure_train (which remembers the model) still runs first."""
 
-    def use(self, cfg: Config, ledger: PrivacyLedger | None, last_round: int, personal_mix=None) -> _PrivateRounds:
+    def use(self, cfg: Config, ledger: PrivacyLedger | None, last_round: int) -> _PrivateRounds:
         self._ledger = ledger
-        self._personal_mix = personal_mix or (lambda: [DEFAULT_POINT, DEFAULT_POINT])  # task/personal.py
         self._evaluate_in_train = cfg.scores_in_train  # off under DP
         self.last_round = last_round  # of this run (Flower counts from 1 again after a resume)
         self._private = cfg.dp.enabled
@@ -83,7 +81,6 @@ class _PrivateRounds(FedAvg):
         config["server-round"] = server_round
         config[ROUND_GOAL] = goal
         config[EVALUATE_FIRST] = self._evaluate_in_train  # the devices score the model they receive
-        config.update(zip(PERSONAL_MIX, self._personal_mix()))
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, node_ids, MessageType.TRAIN)
 
@@ -93,7 +90,6 @@ class _PrivateRounds(FedAvg):
         # has no next round.
         if self._evaluate_in_train and server_round < self.last_round:
             return []
-        config.update(zip(PERSONAL_MIX, self._personal_mix()))
         return super().configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round, replies):
@@ -162,13 +158,11 @@ STRATEGIES = {
 
 
 def build_strategy(cfg: Config, ledger: PrivacyLedger | None, train_metrics_aggr_fn=None,
-                   evaluate_metrics_aggr_fn=None, last_round: int | None = None, personal_mix=None) -> FedAvg:
-    """`last_round`: this run's rounds (fewer than num-server-rounds after a resume); `personal_mix`:
-    gives the personal mix's grid point per fold of devices (the run record's, task/personal.py)."""
+                   evaluate_metrics_aggr_fn=None, last_round: int | None = None) -> FedAvg:
+    """`last_round`: this run's rounds (fewer than num-server-rounds after a resume)."""
     options = dict(fraction_train=cfg.fraction_train, fraction_evaluate=cfg.fraction_evaluate,
                    min_train_nodes=cfg.min_train_nodes, min_evaluate_nodes=cfg.min_evaluate_nodes,
                    min_available_nodes=cfg.min_available_nodes,
                    weighted_by_key=DP_WEIGHT if cfg.dp.enabled else "num-examples",
                    train_metrics_aggr_fn=train_metrics_aggr_fn, evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn)
-    return STRATEGIES[cfg.server_optimizer](cfg, options).use(cfg, ledger, last_round or cfg.num_server_rounds,
-                                                             personal_mix)
+    return STRATEGIES[cfg.server_optimizer](cfg, options).use(cfg, ledger, last_round or cfg.num_server_rounds)

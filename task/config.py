@@ -47,9 +47,6 @@ ROUND_OFFSET = "round-offset"  # rounds done before a resume: devices count roun
 EVALUATE_FIRST = "evaluate-first"  # score the received model first (evaluate-in-train) ...
 EVAL_PREFIX = "eval-"  # ... under this prefix, in the reply's one MetricRecord (Flower's clipping mods want one)
 ROUND_GOAL = "round-goal"  # replies that close the round (over-selection)
-# The personal mix's grid point (task/personal.py) per fold of devices (node id parity), chosen on
-# the other fold's scores; two scalars, as the SecAgg+ mod passes only those.
-PERSONAL_MIX = ("personal-mix-0", "personal-mix-1")
 VOCAB_ADDED = "vocab-added"  # the words discoveries appended to the base vocabulary, in order
 QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE = "depth", "prefixes", "vote"  # a TrieHH query and its one vote
 NOT_ELIGIBLE = 101  # error code of a reply that declines a round: counted apart from failures

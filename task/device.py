@@ -23,7 +23,8 @@ from task.data.files import DataError
 from task.data.vocab import FIRST_WORD_ID, UNK_ID, Vocabulary, run_vocabulary, vocabulary_rows
 from task.keystrokes import PrefixIndex
 from task.model import build_model
-from task.personal import DEFAULT_POINT, PersonalCounts, PersonalScorer
+from task.personal import (MAX_VALIDATION_SENTENCES, OFF, VALIDATION_FRACTION, PersonalCounts, PersonalScore,
+                           PointScorer, Tally, choose, tally)
 from task.privacy import DP_WEIGHT
 
 Weights = list[np.ndarray]
@@ -65,9 +66,10 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
 
 
 def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple[str, ...] = (),
-                   personal_point: int = DEFAULT_POINT, personal: bool = True) -> dict:
+                   personal: bool = True) -> dict:
     """Score the received global model on the device's held-out text, next to local baselines and
-    to the model mixed with the user's own counts (task/personal.py; keystrokes at `personal_point`).
+    to the keyboard this device would ship: the model alone, or mixed with the user's own counts at
+    the point the device chose on its own training text (task/personal.py).
     `personal=False`: the shared model's scores only, nothing fit on the training text (under DP)."""
     if not personal:
         return _shared_scores(cfg, text, weights, added)
@@ -79,19 +81,40 @@ def evaluate_round(cfg: Config, text: DeviceText, weights: Weights, added: tuple
     own_x, own_y = make_windows(text.train, own, cfg.model.seq_len)
     test_x, test_y = _windows(cfg, own, text.test, text.name, "test")
     x, y = (np.where(a >= len(vocab), UNK_ID, a) for a in (test_x, test_y))
-    scorer = PersonalScorer(PersonalCounts.from_windows(own_x, own_y, len(own)), PrefixIndex(own), personal_point,
-                            model_words=len(vocab))
-    m = trainer.evaluate(_model(cfg, vocab, weights), x, y, vocab=vocab, each_batch=lambda start, logits: scorer.add(
-        test_x[start : start + len(logits)], test_y[start : start + len(logits)], logits))
+    model = _model(cfg, vocab, weights)
+    point = _choose_point(cfg, text, own, len(vocab), model)
+    scorer = PointScorer(point, PersonalCounts.from_windows(own_x, own_y, len(own)), PrefixIndex(own), len(vocab)) \
+        if point is not OFF else None
+    m = trainer.evaluate(model, x, y, vocab=vocab, each_batch=scorer and (lambda start, logits: scorer.add(
+        test_x[start : start + len(logits)], test_y[start : start + len(logits)], logits)))
     if m.num_examples == 0:
         raise DataError(f"{text.name}: its test text has no in-vocabulary word to score", reason="too little text")
     train_x, train_y = (np.where(a >= len(vocab), UNK_ID, a) for a in (own_x, own_y))
     baseline = ngram_baseline(train_x, train_y, x, y, vocab)
-    personal = scorer.result()
-    every_word = m.top3 * m.num_examples / max(personal.all_scored, 1)  # the shared model never suggests the rest
+    typed = int(np.count_nonzero((test_y >= FIRST_WORD_ID) | (test_y == UNK_ID)))  # every word typed next
+    every_word = m.top3 * m.num_examples / max(typed, 1)  # the shared model never suggests the rest
+    personal = scorer.result() if scorer else PersonalScore(OFF, m.top1, m.top3, m.keystroke_savings, every_word)
     return {"loss": m.loss, "top1": m.top1, "top3": m.top3, "keystroke-savings": m.keystroke_savings,
             "num-examples": m.num_examples, DP_WEIGHT: 1, "all-top3": every_word,
             **{f"baseline-{k.replace('_', '-')}": v for k, v in baseline.items()}, **personal.as_metrics()}
+
+
+def _choose_point(cfg: Config, text: DeviceText, own: Vocabulary, model_words: int, model) -> tuple | None:
+    """The device's own choice (task/personal.py): counts of its earlier training sentences, the
+    candidates scored on its later ones with the received model; never the held-out text."""
+    n = min(max(round(len(text.train) * VALIDATION_FRACTION), 1), MAX_VALIDATION_SENTENCES, len(text.train) - 1)
+    if n < 1:
+        return OFF  # one training sentence: nothing to choose on
+    early_x, early_y = make_windows(text.train[:-n], own, cfg.model.seq_len)
+    val_x, val_y = make_windows(text.train[-n:], own, cfg.model.seq_len)
+    if not len(val_x):
+        return OFF
+    counts = PersonalCounts.from_windows(early_x, early_y, len(own))
+    votes = Tally.empty()
+    mx, my = (np.where(a >= model_words, UNK_ID, a) for a in (val_x, val_y))
+    trainer.evaluate(model, mx, my, each_batch=lambda start, logits: votes.add(tally(
+        counts, val_x[start : start + len(logits)], val_y[start : start + len(logits)], logits, model_words)))
+    return choose(votes)
 
 
 def _shared_scores(cfg: Config, text: DeviceText, weights: Weights, added: tuple[str, ...]) -> dict:

@@ -15,10 +15,12 @@ decide, so the weight of the personal part grows with how much text the user has
 al. 2017's neural cache, nothing is trained. The counts never leave the device: the mix is
 post-processing of local data and changes no privacy figure.
 
-(kappa2, mu, kappa3) is one of GRID, chosen federatedly and never on the text it is scored on:
-every device scores every point, and each half of the devices uses the point the other half scored
-best (`cross_fitted`, below). On WikiText-2 this beat the undiscounted bigram-only cache by 0.8
-points of top-3 (docs/personalisation.md).
+Each device chooses for itself, on the device, whether to mix and at which point: "off" (the
+shared model alone) or one of GRID's (kappa2, mu, kappa3). It scores every candidate on the later
+part of its *training* text with counts from the part before (`choose_on_device`), never on the
+text it is then scored on, and mixes only when the mix beats the shared model there by more than
+chance (`choose`); a new user, or one whose own history predicts little, keeps the shared model.
+The suggestion CLI makes the same choice for its user (task/litert/my_words.py).
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ from task.keystrokes import KeystrokeCount, PrefixIndex
 
 DISCOUNT = 0.75
 GRID = tuple((k2, mu, k3) for k2 in (1.0, 4.0, 16.0, 64.0) for mu in (3000.0, 30000.0) for k3 in (1.0, 4.0))
-DEFAULT_POINT = GRID.index((4.0, 3000.0, 1.0))  # before any device has scored the grid
+OFF = None  # the shared model alone: always a candidate, and the choice without evidence
+DEFAULT_POINT = GRID.index((4.0, 3000.0, 1.0))  # the CLI's --mix default shape (kept for reference)
+VALIDATION_FRACTION = 0.2  # the later share of the training sentences a device chooses on
+MAX_VALIDATION_SENTENCES = 100  # ... at most: the choice costs a forward pass over them
 
 
 def contexts(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,110 +107,116 @@ def word_probabilities(logits: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class PersonalScore:
-    """Per grid point: top-1 and top-3 hits over `scored` in-vocabulary word targets. At one point:
-    keystroke savings, and top-3 hits over every word target (`all_scored`, the words the shared
-    vocabulary lacks included: the user's own are suggested once typed, the others never)."""
+class Tally:
+    """Each GRID point against the shared model on the same targets: `wins`, positions where the mix
+    has the word in its top 3 and the shared model does not; `losses`, the reverse."""
 
-    top1: np.ndarray
-    top3: np.ndarray
-    scored: int
-    keystroke_savings: float
-    all_top3: float = 0.0
-    all_scored: int = 0
+    wins: np.ndarray
+    losses: np.ndarray
 
-    def as_metrics(self) -> dict[str, float]:
-        out = {"personal-keystroke-savings": self.keystroke_savings,
-               "personal-all-top3": self.all_top3 / max(self.all_scored, 1)}
-        for i in range(len(GRID)):
-            out[f"personal-top1-{i}"] = self.top1[i] / max(self.scored, 1)
-            out[f"personal-top3-{i}"] = self.top3[i] / max(self.scored, 1)
+    @classmethod
+    def empty(cls) -> Tally:
+        return cls(np.zeros(len(GRID), np.int64), np.zeros(len(GRID), np.int64))
+
+    def add(self, other: Tally) -> None:
+        self.wins += other.wins
+        self.losses += other.losses
+
+
+def choose(tally: Tally) -> tuple | None:
+    """The point to mix at, or OFF. A point is chosen only if its net gain over the shared model
+    (wins - losses) is at least 2 and at least one standard deviation of that difference under no
+    effect (sqrt(wins + losses), the sign test's): otherwise the shared model alone, so noise alone
+    rarely switches a keyboard to a mix that hurts it."""
+    gain = tally.wins - tally.losses
+    best = int(np.argmax(gain))
+    if gain[best] >= max(2.0, float(np.sqrt(tally.wins[best] + tally.losses[best]))):
+        return GRID[best]
+    return OFF
+
+
+class Ranked:
+    """The mix's top 3 at every position, for any GRID point, without scoring the whole vocabulary
+    per point. A word never seen after the position's context gets alpha * (u(w) + mu p(w)), alpha
+    the same for all such words (module doc), so the top 3 of those is the top 3 of u + mu p, which
+    depends on mu only: one vocabulary-wide pass per mu. The words seen after the context (few) are
+    scored exactly at each point.
+
+    `p_model`: [positions, vocabulary] the shared model's word probabilities (word_probabilities,
+    padded with 0 for the user's own words the model lacks); `before`, `prev`: each position's
+    context ids; `counts`: from text other than these positions'."""
+
+    def __init__(self, counts: PersonalCounts, p_model: np.ndarray, before: np.ndarray, prev: np.ndarray):
+        self.counts, self.p = counts, p_model
+        n = len(prev)
+        pos, word, c2, c3 = [], [], [], []
+        self.seen2, self.kinds2, self.seen3, self.kinds3 = (np.zeros(n) for _ in range(4))
+        for i, (a, b) in enumerate(zip(before.tolist(), prev.tolist())):
+            pairs, triples = counts.pairs.get(b), counts.triples.get((a, b), {})
+            if not pairs:
+                continue
+            self.seen2[i], self.kinds2[i] = sum(pairs.values()), len(pairs)
+            self.seen3[i], self.kinds3[i] = sum(triples.values()), len(triples)
+            for w, c in pairs.items():
+                pos.append(i), word.append(w), c2.append(c), c3.append(triples.get(w, 0))
+        self.pos, self.word = np.array(pos, np.int64), np.array(word, np.int64)
+        self.c2, self.c3 = np.array(c2, np.float64), np.array(c3, np.float64)
+        self._unseen: dict[float, np.ndarray] = {}
+
+    def unseen_top3(self, mu: float) -> np.ndarray:
+        """[positions, 3]: the best three words by u + mu p among those never seen after the context."""
+        if mu not in self._unseen:
+            score = mu * self.p
+            score += self.counts.words[None, : score.shape[1]]
+            score[self.pos, self.word] = -np.inf
+            self._unseen[mu] = _top3(score)
+        return self._unseen[mu]
+
+    def top3(self, point: tuple) -> np.ndarray:
+        """[positions, 3] word ids, best first."""
+        kappa2, mu, kappa3 = point
+        words = self.counts.words
+        scale2 = (kappa2 + DISCOUNT * self.kinds2) / (self.seen2 + kappa2)
+        scale3 = (kappa3 + DISCOUNT * self.kinds3) / (self.seen3 + kappa3)
+        norm = words.sum() + mu
+        unseen = self.unseen_top3(mu)
+        rows = np.arange(len(unseen))[:, None]
+        unseen_p = (scale2 * scale3)[:, None] * (words[unseen] + mu * self.p[rows, unseen]) / norm
+        q = (words[self.word] + mu * self.p[self.pos, self.word]) / norm
+        p2 = (np.maximum(self.c2 - DISCOUNT, 0.0) + (kappa2 + DISCOUNT * self.kinds2[self.pos]) * q) / (
+            self.seen2[self.pos] + kappa2)
+        p3 = (np.maximum(self.c3 - DISCOUNT, 0.0) + (kappa3 + DISCOUNT * self.kinds3[self.pos]) * p2) / (
+            self.seen3[self.pos] + kappa3)
+        pos = np.concatenate([np.repeat(np.arange(len(unseen)), 3), self.pos])
+        word = np.concatenate([unseen.ravel(), self.word])
+        score = np.concatenate([unseen_p.ravel(), p3])
+        order = np.lexsort((-score, pos))  # by position, best first
+        pos, word = pos[order], word[order]
+        first = np.searchsorted(pos, np.arange(len(unseen)))
+        return np.stack([word[first + k] for k in range(3)], axis=1)
+
+    def distribution(self, point: tuple, rows: np.ndarray) -> np.ndarray:
+        """[len(rows), vocabulary] the mix itself at `point` for positions `rows` (keystrokes)."""
+        kappa2, mu, kappa3 = point
+        words = self.counts.words
+        alpha = ((kappa2 + DISCOUNT * self.kinds2) / (self.seen2 + kappa2)
+                 * (kappa3 + DISCOUNT * self.kinds3) / (self.seen3 + kappa3))[rows]
+        out = alpha[:, None] * (words[None, : self.p.shape[1]] + mu * self.p[rows]) / (words.sum() + mu)
+        at = np.isin(self.pos, rows)
+        where = np.searchsorted(rows, self.pos[at])
+        norm = words.sum() + mu
+        q = (words[self.word[at]] + mu * self.p[self.pos[at], self.word[at]]) / norm
+        p2 = (np.maximum(self.c2[at] - DISCOUNT, 0.0) + (kappa2 + DISCOUNT * self.kinds2[self.pos[at]]) * q) / (
+            self.seen2[self.pos[at]] + kappa2)
+        out[where, self.word[at]] = (np.maximum(self.c3[at] - DISCOUNT, 0.0)
+                                     + (kappa3 + DISCOUNT * self.kinds3[self.pos[at]]) * p2) / (
+            self.seen3[self.pos[at]] + kappa3)
         return out
 
 
-def score_personal(predict, x: np.ndarray, y: np.ndarray, counts: PersonalCounts, index: PrefixIndex,
-                   point: int, batch_size: int = 32, model_words: int | None = None) -> PersonalScore:
-    """Score the mixed suggestions on held-out windows; `predict(x)` gives the model's logits
-    [batch, seq_len, model_words] (PersonalScorer, for the rest)."""
-    scorer = PersonalScorer(counts, index, point, model_words)
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
-        scorer.add(xb, y[start : start + batch_size], np.asarray(predict(np.where(xb >= scorer.model_words, UNK_ID, xb))))
-    return scorer.result()
-
-
-class PersonalScorer:
-    """Scores the mix batch by batch, from logits the shared model's evaluation computed anyway.
-
-    Ids from `model_words` on are the user's own words the model lacks (the windows and the counts
-    use them; the model read them as <unk>). Keystroke savings and the top-3 over every word
-    target are counted at grid point `point` only. A word the user never typed gets the model's
-    probability times one factor per position (every count of it is 0), so the mix is computed
-    on the user's own words only: its top 3 lie among them and the model's top 3 of the rest, and
-    the full distribution (for keystrokes) is the model's scaled, with the user's words over it."""
-
-    CHUNK = 32  # windows at a time: a few [positions, vocabulary] arrays stay small
-
-    def __init__(self, counts: PersonalCounts, index: PrefixIndex, point: int, model_words: int | None = None):
-        self.counts, self.index, self.point = counts, index, point
-        self.model_words = model_words or len(counts.words)
-        self.own = np.flatnonzero(counts.words)
-        self.top1, self.top3 = np.zeros(len(GRID)), np.zeros(len(GRID))
-        self.scored = self.all_scored = self.all_top3 = 0
-        self.strokes = KeystrokeCount()
-
-    def add(self, x: np.ndarray, y: np.ndarray, logits: np.ndarray) -> None:
-        for start in range(0, len(x), self.CHUNK):
-            end = start + self.CHUNK
-            self._add(x[start:end], y[start:end].reshape(-1), logits[start:end])
-
-    def _add(self, xb: np.ndarray, yb: np.ndarray, logits: np.ndarray) -> None:
-        counts, own = self.counts, self.own
-        at = (yb >= FIRST_WORD_ID) | (yb == UNK_ID)  # every word the user typed next
-        if not at.any():
-            return
-        p_model = np.zeros((int(at.sum()), len(counts.words)), np.float32)
-        p_model[:, : self.model_words] = word_probabilities(logits.reshape(-1, logits.shape[-1])[at])
-        before, prev = (c[at] for c in contexts(xb))
-        target = yb[at]
-        known = (target >= FIRST_WORD_ID) & (target < self.model_words)  # what the shared model is scored on
-        rows = counts.rows(before, prev, own)
-        levels = [(r.sum(axis=1, keepdims=True), np.count_nonzero(r, axis=1)[:, None]) for r in rows]
-        others = p_model.copy()
-        others[:, own] = -1.0
-        others_top = _top3(others)
-        ids = np.concatenate([np.broadcast_to(own, (len(target), len(own))), others_top], axis=1)
-        short_model = np.take_along_axis(p_model, ids, 1).astype(np.float64)
-        zeros = np.zeros((len(target), 3))
-        short_words = np.concatenate([np.broadcast_to(counts.words[own], (len(target), len(own))), zeros], axis=1)
-        short_rows = [np.concatenate([r, zeros], axis=1) for r in rows]
-        total = counts.words.sum()
-        self.scored += int(known.sum())
-        self.all_scored += len(target)
-        for i, (kappa2, mu, kappa3) in enumerate(GRID):
-            p = (short_words + mu * short_model) / (total + mu)
-            scale = mu / (total + mu)  # what a word never typed gets, times its model probability
-            for r, (seen, kinds), kappa in zip(short_rows, levels, (kappa2, kappa3)):
-                p = (np.maximum(r - DISCOUNT, 0.0) + (kappa + DISCOUNT * kinds) * p) / (seen + kappa)
-                scale = scale * (kappa + DISCOUNT * kinds) / (seen + kappa)
-            best = np.argpartition(-p, 2, axis=1)[:, :3]
-            ranked = np.take_along_axis(ids, np.take_along_axis(best, np.argsort(-np.take_along_axis(p, best, 1), 1), 1), 1)
-            hit3 = (ranked == target[:, None]).any(axis=1)
-            self.top1[i] += np.count_nonzero((ranked[:, 0] == target) & known)
-            self.top3[i] += np.count_nonzero(hit3 & known)
-            if i == self.point:
-                self.all_top3 += int(hit3.sum())
-                full = (scale * p_model)[known]
-                full[:, own] = p[known][:, : len(own)]
-                self.strokes.add(full, target[known], self.index)
-
-    def result(self) -> PersonalScore:
-        return PersonalScore(self.top1, self.top3, self.scored, self.strokes.savings, self.all_top3, self.all_scored)
-
-
 def _top3(scores: np.ndarray) -> np.ndarray:
-    """The three best columns of each row, in any order (three passes of argmax: several times
-    faster than an argpartition over a vocabulary-wide row). Overwrites `scores`."""
+    """The three best columns of each row, best first (three passes of argmax: several times faster
+    than an argpartition over a vocabulary-wide row). Overwrites `scores`."""
     rows = np.arange(len(scores))
     best = np.empty((len(scores), 3), np.int64)
     for k in range(3):
@@ -214,44 +225,100 @@ def _top3(scores: np.ndarray) -> np.ndarray:
     return best
 
 
-FOLD = "personal-fold"  # which half of the devices a device is in (its node id's parity)
-_PER_POINT = ("personal-top1-", "personal-top3-")
+def positions(x: np.ndarray, y: np.ndarray, logits: np.ndarray, vocab_size: int, model_words: int):
+    """The positions a keyboard suggests at (the next word is a word: the user's own too), with
+    their contexts, targets and the model's probabilities padded to `vocab_size` columns."""
+    yb = y.reshape(-1)
+    at = (yb >= FIRST_WORD_ID) | (yb == UNK_ID)
+    p = np.zeros((int(at.sum()), vocab_size))
+    p[:, :model_words] = word_probabilities(logits.reshape(-1, logits.shape[-1])[at])
+    before, prev = (c[at] for c in contexts(x))
+    return before, prev, yb[at], p
 
 
-def cross_fitted(devices: list[dict]) -> tuple[dict[str, float], list[int], int]:
-    """The personalised scores of one evaluation, from every device's scores of every grid point.
+def tally(counts: PersonalCounts, x: np.ndarray, y: np.ndarray, logits: np.ndarray, model_words: int) -> Tally:
+    """Every GRID point against the shared model on windows x, y (text the counts never saw)."""
+    before, prev, target, p = positions(x, y, logits, len(counts.words), model_words)
+    out = Tally.empty()
+    if not len(target):
+        return out
+    known = target < model_words
+    shared = (_top3(p.copy()) == target[:, None]).any(axis=1) & known
+    ranked = Ranked(counts, p, before, prev)
+    for i, point in enumerate(GRID):
+        mixed = (ranked.top3(point) == target[:, None]).any(axis=1) & known
+        out.wins[i] = int(np.count_nonzero(mixed & ~shared))
+        out.losses[i] = int(np.count_nonzero(shared & ~mixed))
+    return out
 
-    Two-fold cross-fitting over devices (as Motley, Wu et al. 2022, picks one mixing weight on
-    validation clients): a device is scored at the point that the *other* fold's devices scored
-    best, so no device's reported score was tuned on its own test text. Returns the metrics
-    (top-1, top-3 and keystroke savings weighted per scored word, and `personal-hurt`, the share
-    of devices whose top-3 the mix lowered), the point each fold uses for keystrokes next time, and
-    the point all devices scored best (what a deployed keyboard uses: task/litert/suggest.py).
-    """
-    scored = [d for d in devices if "personal-top3-0" in d]
-    best = [_best_point([d for d in scored if int(d[FOLD]) != fold]) for fold in (0, 1)]
+
+def choose_on_device(counts_before: PersonalCounts, x: np.ndarray, y: np.ndarray, logits: np.ndarray,
+                     model_words: int) -> tuple | None:
+    """The device's own choice: the candidates scored on its later training windows x, y with the
+    counts of its training text before them."""
+    return choose(tally(counts_before, x, y, logits, model_words))
+
+
+@dataclass
+class PersonalScore:
+    """The keyboard the device ships, scored at its chosen point (OFF: the shared model's own
+    scores, exactly). top1/top3 over `scored` in-vocabulary word targets; `all_top3` over every
+    word target, the user's own words the vocabulary lacks included."""
+
+    point: tuple | None
+    top1: float
+    top3: float
+    keystroke_savings: float
+    all_top3: float
+
+    def as_metrics(self) -> dict[str, float]:
+        return {"personal-top1": self.top1, "personal-top3": self.top3,
+                "personal-keystroke-savings": self.keystroke_savings, "personal-all-top3": self.all_top3,
+                "personal-on": float(self.point is not None)}
+
+
+class PointScorer:
+    """The mix at one point on held-out windows, batch by batch from the logits the shared model's
+    evaluation computes anyway (ids from model_words on: the user's own words the model lacks)."""
+
+    def __init__(self, point: tuple, counts: PersonalCounts, index: PrefixIndex, model_words: int):
+        self.point, self.counts, self.index, self.model_words = point, counts, index, model_words
+        self.hits1 = self.hits3 = self.scored = self.all_hits3 = self.all_scored = 0
+        self.strokes = KeystrokeCount()
+
+    def add(self, x: np.ndarray, y: np.ndarray, logits: np.ndarray) -> None:
+        before, prev, target, p = positions(x, y, logits, len(self.counts.words), self.model_words)
+        if not len(target):
+            return
+        known = (target >= FIRST_WORD_ID) & (target < self.model_words)
+        ranked = Ranked(self.counts, p, before, prev)
+        top = ranked.top3(self.point)
+        hit3 = (top == target[:, None]).any(axis=1)
+        self.hits1 += int(np.count_nonzero((top[:, 0] == target) & known))
+        self.hits3 += int(np.count_nonzero(hit3 & known))
+        self.scored += int(known.sum())
+        self.all_hits3 += int(hit3.sum())
+        self.all_scored += len(target)
+        rows = np.flatnonzero(known)
+        self.strokes.add(ranked.distribution(self.point, rows), target[rows], self.index)
+
+    def result(self) -> PersonalScore:
+        return PersonalScore(self.point, self.hits1 / max(self.scored, 1), self.hits3 / max(self.scored, 1),
+                             self.strokes.savings, self.all_hits3 / max(self.all_scored, 1))
+
+
+def summarise(devices: list[dict]) -> dict[str, float]:
+    """One evaluation's personalised scores over its devices (each device's own choice), weighted
+    per scored word, and their spread: `personal-hurt` / `personal-helped`, the share of devices
+    whose top-3 the shipped keyboard lowered / raised by more than one prediction against the
+    shared model, and `personal-on`, the share that chose to mix."""
+    scored = [d for d in devices if "personal-top3" in d]
     if not scored:
-        return {}, best, DEFAULT_POINT
+        return {}
     weight = np.array([d["num-examples"] for d in scored], np.float64)
-    point = [best[int(d[FOLD])] for d in scored]
-    top1 = np.array([d[f"personal-top1-{p}"] for d, p in zip(scored, point)])
-    top3 = np.array([d[f"personal-top3-{p}"] for d, p in zip(scored, point)])
-    savings = np.array([d["personal-keystroke-savings"] for d in scored])
-    hurt = np.mean([t < d["top3"] for d, t in zip(scored, top3)])
-    return ({"personal-top1": float(weight @ top1 / weight.sum()), "personal-top3": float(weight @ top3 / weight.sum()),
-             "personal-keystroke-savings": float(weight @ savings / weight.sum()), "personal-hurt": float(hurt)},
-            best, _best_point(scored))
-
-
-def _best_point(devices: list[dict]) -> int:
-    """The grid point with the best top-3 over `devices`, per scored word."""
-    if not devices:
-        return DEFAULT_POINT
-    weight = np.array([d["num-examples"] for d in devices], np.float64)
-    top3 = np.array([[d[f"personal-top3-{i}"] for i in range(len(GRID))] for d in devices])
-    return int(np.argmax(weight @ top3))
-
-
-def without_personal(metrics: dict) -> dict:
-    """A device's metrics less the per-point scores, which only cross_fitted reads."""
-    return {k: v for k, v in metrics.items() if k != FOLD and not k.startswith(_PER_POINT)}
+    out = {k: float(weight @ np.array([d[k] for d in scored]) / weight.sum())
+           for k in ("personal-top1", "personal-top3", "personal-keystroke-savings", "personal-all-top3")}
+    gained = np.rint([(d["personal-top3"] - d["top3"]) * d["num-examples"] for d in scored])  # in predictions
+    out.update({"personal-hurt": float(np.mean(gained < -1)), "personal-helped": float(np.mean(gained > 1)),
+                "personal-on": float(np.mean([d.get("personal-on", 0.0) for d in scored]))})
+    return out

@@ -124,7 +124,6 @@ PUBLISHED: dict[str, list[Value]] = {
         *(_v("eval_" + v.name.replace("-", "_"), v.of, v.under_dp, v.by, v.why) for v in _HELD_OUT_SCORES),
         _v("eval_perplexity", (MODEL, HELD_OUT), DECLARED),
         _v("train_perplexity", (MODEL, TRAIN_TEXT), OPT_OUT),
-        _v("eval_personal_hurt", (MODEL, TRAIN_TEXT, HELD_OUT), WITHHELD),
         _v("server_*", MODEL, COVERED, USER_LEVEL, "the released model scored on public synthetic users"),
         _v("dp_*", (SERVER, DEVICE), PUBLIC, why="the ledger's report: public settings, release and device counts"),
         _v("seconds", (SERVER, DEVICE), OPT_OUT, why="a round's wall time follows the devices' compute"),
@@ -140,10 +139,7 @@ PUBLISHED: dict[str, list[Value]] = {
         _v("privacy", (SERVER, DEVICE), PUBLIC, why="the last row's dp_ values"),
         _v("vocab_added", TRAIN_TEXT, COVERED, DISCOVERY), _v("discoveries", TRAIN_TEXT, COVERED, DISCOVERY),
         _v("device_cost", DEVICE, DECLARED, why="bytes per device; energy and memory only where devices sent them"),
-        _v("personal_mix", (), PUBLIC, why="under DP the fixed default (task/personal.py DEFAULT_POINT)"),
-        _v("personal_mix_chosen", (MODEL, TRAIN_TEXT, HELD_OUT), WITHHELD, why="the cross-fitted choice"),
     ],
-    "personal.json": [_v("*", (), PUBLIC, why="the suggestion CLI's default mix: under DP the fixed default")],
     "checkpoint": [
         _v("arrays", MODEL, COVERED, USER_LEVEL),
         *(_v(k, SERVER, PUBLIC) for k in ("fingerprint", "dp", "round", "num_arrays")),
@@ -151,8 +147,6 @@ PUBLISHED: dict[str, list[Value]] = {
         _v("strategy", (MODEL, TRAIN_TEXT), COVERED, ADAPTIVE, "the adaptive clipping norm"),
         _v("privacy", (SERVER, DEVICE), PUBLIC, why="the ledger: releases, sample sizes, the worst device's count"),
         _v("vocab_added", TRAIN_TEXT, COVERED, DISCOVERY),
-        _v("personal_mix", (), PUBLIC, why="under DP the fixed default"),
-        _v("personal_point", (), PUBLIC, why="under DP the fixed default"),
     ],
     # <run dir>/privacy-ledger.json: the ledger's write-ahead journal (task/privacy/ledger.py)
     "privacy-ledger.json": [_v("*", (SERVER, DEVICE), PUBLIC, why="as the checkpoint's privacy: no per-device counts")],
@@ -160,7 +154,6 @@ PUBLISHED: dict[str, list[Value]] = {
     "device config": [
         *(_v(k, SERVER, PUBLIC) for k in ("server-round", "round-offset", "round-goal", "evaluate-first", "depth")),
         _v("clipping_norm", (MODEL, TRAIN_TEXT), COVERED, ADAPTIVE, "dp.clipping-norm, or the adaptive one"),
-        _v("personal-mix-*", (), PUBLIC, why="under DP the fixed default"),
         _v("vocab-added", TRAIN_TEXT, COVERED, DISCOVERY), _v("prefixes", TRAIN_TEXT, COVERED, DISCOVERY),
     ],
 }

@@ -10,8 +10,11 @@ user. The user's first 80% of sentences are what they typed before (their counts
 suggestion CLI reads a folder); on the last 20% every word they type next is scored: is it among
 the three suggestions the keyboard shows? Three keyboards: the shared model alone, the user's own
 bigram (their counts alone, backing off to their most frequent words; by word, so it knows their
-words the vocabulary lacks), and the shared model mixed with their counts at the run's point
-(personal.json beside the model). Scored over every word typed, and over the vocabulary's words.
+words the vocabulary lacks), and the personalised keyboard as the suggestion CLI ships it: the
+shared model alone or mixed with their counts, as the keyboard chose from their earlier text (the
+last of it judged before counted: task/litert/my_words.py; --mix fixes a point instead). Scored
+over every word typed, and over the vocabulary's words; "hurt" and "helped" are the users whose
+top-3 over every word the personalised keyboard lowered or raised by more than one prediction.
 """
 
 from __future__ import annotations
@@ -31,16 +34,17 @@ def main() -> int:
     parser.add_argument("--model", type=Path, required=True, help="an exported .tflite (vocab.json beside it)")
     parser.add_argument("--text", type=Path, required=True, help="a corpus file or folder no run trained on")
     parser.add_argument("--users", type=int, default=20, help="the first N units with at least 20 sentences")
-    parser.add_argument("--mix", help="KAPPA2,MU,KAPPA3 (default: personal.json beside the model)")
+    parser.add_argument("--scratch", default="/tmp/new-user-benchmark", help="where each user's typed text is put")
+    parser.add_argument("--mix", help="KAPPA2,MU,KAPPA3 for every user (default: each keyboard chooses its own)")
     args = parser.parse_args()
     from task.data.files import iter_file_lines, text_files
     from task.data.partition import corpus_layout, corpus_pairs
     from task.data.vocab import BOS, SPECIALS
     from task.litert.my_words import MyWords
-    from task.litert.suggest import Suggester, mix_weights
+    from task.litert.suggest import Suggester, judge, mix_weights
 
     suggester = Suggester.from_files(args.model)
-    point = mix_weights(argparse.Namespace(mix=args.mix, model=args.model))
+    fixed = mix_weights(argparse.Namespace(mix=args.mix)) if args.mix else None
     files = text_files(args.text)
     units: dict[str, list] = defaultdict(list)
     for file in files:
@@ -48,14 +52,17 @@ def main() -> int:
         for unit, sentence in corpus_pairs(iter_file_lines(file, []), layout):
             units[f"{file.name}: {unit}"].append(sentence)
     users = [(name, s) for name, s in units.items() if len(s) >= 20][: args.users]
-    print(f"{len(users)} users from {args.text}; mix point {point}")
+    print(f"{len(users)} users from {args.text}; mix point {fixed or 'chosen by each keyboard'}")
     results = []
     for name, sentences in users:
         cut = round(len(sentences) * 0.8)
         typed, later = sentences[:cut], sentences[cut:]
         mine = MyWords()
-        for sentence in typed:
-            mine.learn(sentence)
+        folder = Path(args.scratch) / f"user-{len(results)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "typed.txt").write_text("\n".join(" ".join(s) for s in typed) + "\n")
+        mine.read_folder(folder, judge(suggester))  # as the suggestion CLI reads --my-text
+        point = fixed or mine.choice()
         top_words = [w for w, _ in mine.words.most_common(3)]
         hits = Counter()
         for sentence in later:
@@ -73,6 +80,7 @@ def main() -> int:
                 for keyboard, words in shown.items():
                     hits[f"{keyboard} all"] += word in words
                     hits[f"{keyboard} known"] += known and word in words
+        hits["on"] = point is not None
         results.append((name, hits))
         print(f"  {name[:50]:<50} {hits['all']:>5} words: " + ", ".join(
             f"{k} {hits[f'{k} all'] / hits['all']:.1%}" for k in ("shared", "own bigram", "personalised")), flush=True)
@@ -82,12 +90,15 @@ def main() -> int:
 
 def _table(results) -> None:
     total = sum((h for _, h in results), Counter())
-    print("\n| keyboard | top-3, every word typed | top-3, the vocabulary's words | users it beats the shared model for |")
-    print("|---|---|---|---|")
+    print("\n| keyboard | top-3, every word typed | top-3, the vocabulary's words | users helped | users hurt |")
+    print("|---|---|---|---|---|")
     for keyboard in ("shared", "own bigram", "personalised"):
-        beats = np.mean([h[f"{keyboard} all"] > h["shared all"] for _, h in results]) if keyboard != "shared" else None
+        gain = [h[f"{keyboard} all"] - h["shared all"] for _, h in results]
+        helped, hurt = (f"{np.mean([g > 1 for g in gain]):.0%}", f"{np.mean([g < -1 for g in gain]):.0%}") \
+            if keyboard != "shared" else ("—", "—")
         print(f"| {keyboard} | {total[f'{keyboard} all'] / total['all']:.1%} | "
-              f"{total[f'{keyboard} known'] / total['known']:.1%} | {'—' if beats is None else f'{beats:.0%}'} |")
+              f"{total[f'{keyboard} known'] / total['known']:.1%} | {helped} | {hurt} |")
+    print(f"\n{np.mean([h['on'] for _, h in results]):.0%} of the keyboards chose to mix")
     print(f"\n{total['all']:,} words typed by {len(results)} users, {1 - total['known'] / total['all']:.1%} of them "
           "outside the vocabulary")
 

@@ -4,13 +4,13 @@
 
 For every device of the run (its own training and held-out text, rebuilt from the run's config),
 starting from the run's final shared model: the shared model; the device's own bigram; the count
-mix (task/personal.py); local fine-tuning of the whole model or of the output layer only
-(task/finetune.py), one epoch of the device's training text at each learning rate of LRS; and
-fine-tuning with the count mix on top. Every setting that must be chosen (mix point, part,
-learning rate) is cross-fitted as in the federated evaluation: a device is scored with the setting
-the other half of the devices (node parity here: partition id parity) scored best, never its own.
-Prints top-3, keystroke savings and the share of devices each one hurts (top-3 below the shared
-model's), and writes personal.json beside the run.
+mix as the device ships it (task/device.py evaluate_round: the device chooses "off" or a mix point
+on its own earlier training text, task/personal.py); local fine-tuning of the whole model or of
+the output layer only (task/finetune.py), one epoch of the device's training text at each learning
+rate of LRS, the part and rate cross-fitted (a device uses what the other half of the devices,
+by partition parity, scored best); and fine-tuning with the device's own mix choice on top.
+Prints top-3, keystroke savings and the share of devices each one hurts / helps by more than one
+prediction against the shared model, and writes personal-benchmark.json beside the run.
 """
 
 from __future__ import annotations
@@ -34,116 +34,79 @@ def main() -> int:
     args = parser.parse_args()
     import tensorflow as tf
 
-    from task.baseline import ngram_baseline
     from task.data.device_text import load_device_text, make_windows
     from task.data.files import DataError
     from task.data.vocab import Vocabulary
+    from task.device import evaluate_round
     from task.finetune import PARTS, fine_tune
-    from task.keystrokes import PrefixIndex
-    from task.personal import GRID, PersonalCounts, score_personal
     from task.run.checkpoint import run_config
-    from task.train import evaluate
 
     cfg = run_config(args.run_dir)
     vocab = Vocabulary.load(args.run_dir / "final" / "vocab.json")
+    added = tuple(vocab.words[cfg.model.vocab_size:])
     model = tf.keras.models.load_model(args.run_dir / "final" / "model.keras", compile=False)
     shared_weights = model.get_weights()
-    index = PrefixIndex(vocab)
     tuned = [(part, lr) for part in PARTS for lr in LRS]
     devices = []
     for i in range(args.devices):
         try:
             text = load_device_text(cfg, partition_id=i, num_partitions=args.devices)
+            base = evaluate_round(cfg, text, shared_weights, added)
         except DataError as e:  # as in the run, a device without usable text takes no part
             print(f"device {i}: skipped: {e}")
             continue
         x, y = make_windows(text.train, vocab, cfg.model.seq_len)
-        tx, ty = make_windows(text.test, vocab, cfg.model.seq_len)
-        counts = PersonalCounts.from_windows(x, y, len(vocab))
-        model.set_weights(shared_weights)
-        shared = evaluate(model, tx, ty, vocab=vocab)
-        bigram = ngram_baseline(x, y, tx, ty, vocab)
-        d = {"fold": i % 2, "n": shared.num_examples, "shared": (shared.top3, shared.keystroke_savings),
-             "bigram": (bigram["bigram_top3"], bigram["bigram_keystroke_savings"]),
-             "mix": score_personal(_predict(model), tx, ty, counts, index, point=-1).top3 / shared.num_examples,
+        d = {"partition": i, "n": base["num-examples"], "shared": (base["top3"], base["keystroke-savings"]),
+             "bigram": (base["baseline-bigram-top3"], base["baseline-bigram-keystroke-savings"]),
+             "mix": (base["personal-top3"], base["personal-keystroke-savings"]), "on": base["personal-on"],
              "tuned": [], "tuned_mix": []}
         for part, lr in tuned:
             model.set_weights(shared_weights)
             fine_tune(model, x, y, part=part, learning_rate=lr, seed=i)
-            d["tuned"].append(evaluate(model, tx, ty).top3)
-            d["tuned_mix"].append(score_personal(_predict(model), tx, ty, counts, index, point=-1).top3 / shared.num_examples)
-        devices.append(d | {"partition": i})
-        print(f"device {i}: shared {shared.top3:.1%}, bigram {bigram['bigram_top3']:.1%}, mix best "
-              f"{d['mix'].max():.1%}, fine-tuned best {max(d['tuned']):.1%}", flush=True)
-    # the settings each fold uses: the other fold's best, per scored word
-    choice = {}
-    for fold in (0, 1):
-        others = [d for d in devices if d["fold"] != fold] or devices
-        w = np.array([d["n"] for d in others], float)
-        choice[fold] = {
-            "mix": int(np.argmax(w @ np.array([d["mix"] for d in others]))),
-            "tuned": int(np.argmax(w @ np.array([d["tuned"] for d in others]))),
-            "tuned_mix": np.unravel_index(int(np.argmax(np.einsum("d,dtp->tp", w, np.array([d["tuned_mix"] for d in others])))),
-                                          (len(tuned), len(GRID))),
-        }
-    # keystrokes (and top-3) at each device's cross-fitted settings
-    for d in devices:
-        i = d["partition"]
-        text = load_device_text(cfg, partition_id=i, num_partitions=args.devices)
-        x, y = make_windows(text.train, vocab, cfg.model.seq_len)
-        tx, ty = make_windows(text.test, vocab, cfg.model.seq_len)
-        counts = PersonalCounts.from_windows(x, y, len(vocab))
-        c = choice[d["fold"]]
-        model.set_weights(shared_weights)
-        d["mix_at"] = (d["mix"][c["mix"]], score_personal(_predict(model), tx, ty, counts, index, c["mix"]).keystroke_savings)
-        for key, (t, point) in (("tuned_at", (c["tuned"], None)), ("tuned_mix_at", c["tuned_mix"])):
-            model.set_weights(shared_weights)
-            fine_tune(model, x, y, part=tuned[t][0], learning_rate=tuned[t][1], seed=i)
-            if point is None:
-                d[key] = (d["tuned"][t], evaluate(model, tx, ty, vocab=vocab).keystroke_savings)
-            else:
-                d[key] = (d["tuned_mix"][t][point],
-                          score_personal(_predict(model), tx, ty, counts, index, int(point)).keystroke_savings)
-        for part in PARTS:  # each part at its own cross-fitted learning rate
-            best_lr = max((k for k, (p, _) in enumerate(tuned) if p == part),
-                          key=lambda k: sum(o["n"] * o["tuned"][k] for o in devices if o["fold"] != d["fold"]))
-            d[f"tuned_{part}"] = d["tuned"][best_lr]
-    rows = _table(devices, tuned, choice, GRID)
-    (args.run_dir / "personal.json").write_text(json.dumps(rows, indent=1))
-    print(f"\nWrote {args.run_dir / 'personal.json'}")
+            r = evaluate_round(cfg, text, model.get_weights(), added)
+            d["tuned"].append((r["top3"], r["keystroke-savings"]))
+            d["tuned_mix"].append((r["personal-top3"], r["personal-keystroke-savings"]))
+        devices.append(d)
+        print(f"device {i}: shared {d['shared'][0]:.1%}, bigram {d['bigram'][0]:.1%}, mix {d['mix'][0]:.1%} "
+              f"({'on' if d['on'] else 'off'}), fine-tuned best {max(t for t, _ in d['tuned']):.1%}", flush=True)
+    for d in devices:  # the fine-tuning each device uses: what the other half scored best, per scored word
+        others = [o for o in devices if o["partition"] % 2 != d["partition"] % 2] or devices
+        w = np.array([o["n"] for o in others], float)
+        score = w @ np.array([[t for t, _ in o["tuned"]] for o in others])
+        best = int(np.argmax(score))
+        d["tuned_at"], d["tuned_mix_at"] = d["tuned"][best], d["tuned_mix"][best]
+        for part in PARTS:
+            k = max((k for k, (p, _) in enumerate(tuned) if p == part), key=lambda k: score[k])
+            d[f"tuned_{part}"] = d["tuned"][k]
+    rows = _table(devices)
+    (args.run_dir / "personal-benchmark.json").write_text(json.dumps(rows, indent=1))
+    print(f"\nWrote {args.run_dir / 'personal-benchmark.json'}")
     return 0
 
 
-def _predict(model):
-    import tensorflow as tf
-
-    return lambda xb: model(tf.constant(xb), training=False)
-
-
-def _table(devices: list[dict], tuned, choice, grid) -> list[dict]:
+def _table(devices: list[dict]) -> list[dict]:
     w = np.array([d["n"] for d in devices], float)
     shared = np.array([d["shared"][0] for d in devices])
 
-    def row(name: str, top3: np.ndarray, keystrokes: np.ndarray | None) -> dict:
-        return {"method": name, "top3": float(w @ top3 / w.sum()),
-                "keystroke_savings": None if keystrokes is None else float(w @ keystrokes / w.sum()),
-                "hurt": float(np.mean(top3 < shared))}
+    def row(name: str, pairs: list[tuple]) -> dict:
+        top3, keystrokes = (np.array(v) for v in zip(*pairs))
+        gained = np.rint((top3 - shared) * w)  # in predictions
+        return {"method": name, "top3": float(w @ top3 / w.sum()), "keystroke_savings": float(w @ keystrokes / w.sum()),
+                "hurt": float(np.mean(gained < -1)), "helped": float(np.mean(gained > 1))}
 
-    rows = [row("shared model", shared, np.array([d["shared"][1] for d in devices])),
-            row("own bigram", np.array([d["bigram"][0] for d in devices]), np.array([d["bigram"][1] for d in devices])),
-            row("count mix", *map(np.array, zip(*[d["mix_at"] for d in devices]))),
-            row("fine-tuned: whole model", np.array([d["tuned_all"] for d in devices]), None),
-            row("fine-tuned: output layer", np.array([d["tuned_output"] for d in devices]), None),
-            row("fine-tuned (part, rate chosen)", *map(np.array, zip(*[d["tuned_at"] for d in devices]))),
-            row("fine-tuned + count mix", *map(np.array, zip(*[d["tuned_mix_at"] for d in devices])))]
+    rows = [row("shared model", [d["shared"] for d in devices]), row("own bigram", [d["bigram"] for d in devices]),
+            row("count mix, each device's own choice", [d["mix"] for d in devices]),
+            row("fine-tuned: whole model", [d["tuned_all"] for d in devices]),
+            row("fine-tuned: output layer", [d["tuned_output"] for d in devices]),
+            row("fine-tuned (part, rate cross-fitted)", [d["tuned_at"] for d in devices]),
+            row("fine-tuned + the device's own mix choice", [d["tuned_mix_at"] for d in devices])]
     bigram = rows[1]["top3"]
-    print(f"\n{len(devices)} devices; choices per fold: "
-          + "; ".join(f"fold {f}: mix {grid[c['mix']]}, fine-tune {tuned[c['tuned']]}, "
-                      f"with mix {tuned[c['tuned_mix'][0]]} {grid[c['tuned_mix'][1]]}" for f, c in choice.items()))
-    print("\n| personalisation | top-3 | / own bigram | keystroke savings | devices hurt |\n|---|---|---|---|---|")
+    print(f"\n{len(devices)} devices; {np.mean([d['on'] for d in devices]):.0%} chose to mix")
+    print("\n| personalisation | top-3 | / own bigram | keystroke savings | devices hurt | devices helped |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        ks = "—" if r["keystroke_savings"] is None else f"{r['keystroke_savings']:.1%}"
-        print(f"| {r['method']} | {r['top3']:.1%} | {r['top3'] / bigram:.2f}× | {ks} | {r['hurt']:.0%} |")
+        print(f"| {r['method']} | {r['top3']:.1%} | {r['top3'] / bigram:.2f}× | {r['keystroke_savings']:.1%} | "
+              f"{r['hurt']:.0%} | {r['helped']:.0%} |")
     return rows
 
 

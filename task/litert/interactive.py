@@ -4,7 +4,10 @@
 
 Tab takes the first suggestion, Enter ends the line (its sentences join the user's own counts, so
 a new word of theirs is suggested from then on, and the counts are saved), Ctrl-D or Ctrl-C
-quits. Needs a POSIX terminal (termios).
+quits. Needs a POSIX terminal (termios). Each line is first judged as the suggestions the keyboard
+would have made against what was typed (task/litert/my_words.py), so the keyboard mixes in the
+user's counts once that running A/B shows the mix beats the shared model, and stops if it no
+longer does (unless --mix fixed the point).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def run(suggester, personal, save, fd: int | None = None, out=sys.stdout) -> Non
             elif key == "\t":
                 text = accept_first(suggester, text, personal)
             elif key in ("\r", "\n"):
-                _learn(personal, text)
+                personal = _learn(suggester, personal, text)
                 save()
                 out.write("\n")
                 text = ""
@@ -78,12 +81,22 @@ def run(suggester, personal, save, fd: int | None = None, out=sys.stdout) -> Non
             draw()
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, old)
-        _learn(personal, text)
+        _learn(suggester, personal, text)
         save()
         out.write("\n")
 
 
-def _learn(personal, text: str) -> None:
-    if personal is not None:
-        for sentence in split_sentences(text):
-            personal[0].learn(sentence)
+def _learn(suggester, personal, text: str):
+    """Judge the line's sentences as the keyboard would have suggested, then count them; returns
+    the personal part with the keyboard's choice after it (unless --mix fixed the point)."""
+    if personal is None:
+        return None
+    from task.litert.suggest import judge
+
+    my_words, point, fixed = personal
+    sentences = split_sentences(text)
+    if sentences:
+        my_words.tally.add(judge(suggester)(my_words, sentences))
+    for sentence in sentences:
+        my_words.learn(sentence)
+    return my_words, point if fixed else my_words.choice(), fixed

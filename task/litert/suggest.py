@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from task.data.text import split_sentences
-from task.data.vocab import BOS_ID, FIRST_WORD_ID, PAD_ID, Vocabulary
+from task.data.vocab import BOS_ID, FIRST_WORD_ID, PAD_ID, UNK_ID, Vocabulary
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,9 @@ class Suggester:
         the user's own counts (task/litert/my_words.py), so their own words can be suggested; with
         `prefix`, only words that begin with it (the word being typed)."""
         ids = self.context_ids(text)
-        if personal is None:
+        if personal is None or personal[1] is None:  # no counts, or the keyboard chose the shared model alone
             return self.suggest_after_ids(ids, k, prefix)
-        my_words, point = personal
+        my_words, point = personal[0], personal[1]
         words, probs = my_words.probabilities(self.vocab, self.probabilities(ids), _current_sentence(text), point)
         return _top(words, probs, k, prefix)
 
@@ -79,7 +79,31 @@ class Suggester:
         return _top(self.vocab.words, self.probabilities(ids), k, prefix)
 
 
-Personal = tuple  # (MyWords, (kappa2, mu, kappa3)): the user's counts and the mix's weights (task/personal.py)
+# (MyWords, (kappa2, mu, kappa3) or None, fixed by --mix): the user's counts and the mix's weights (task/personal.py)
+Personal = tuple
+
+
+def judge(suggester: Suggester):
+    """MyWords.read_folder's judge: every mix point against the shared model on sentences the
+    counts have not seen, each word predicted from the model's probabilities after its context."""
+    from task.data.device_text import make_windows
+    from task.personal import Tally, tally
+
+    def judged(my_words, sentences) -> Tally:
+        own, counts = my_words.as_counts(suggester.vocab)
+        x, y = make_windows(sentences, own, suggester.seq_len)
+        model_words = len(suggester.vocab)
+        out = Tally.empty()
+        for start in range(0, len(x), 32):
+            xb, yb = x[start : start + 32], y[start : start + 32]
+            logits = np.zeros((*xb.shape, model_words), np.float32)
+            for w, t in zip(*np.nonzero(yb >= FIRST_WORD_ID)):
+                ids = np.where(xb[w, : t + 1] >= model_words, UNK_ID, xb[w, : t + 1])
+                logits[w, t] = np.log(np.maximum(suggester.probabilities(ids), 1e-30))
+            out.add(tally(counts, xb, yb, logits, model_words))
+        return out
+
+    return judged
 
 
 def _top(words: list[str], probs: np.ndarray, k: int, prefix: str = "") -> list[Suggestion]:
@@ -129,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--counts", type=Path, help="where your counts are kept between sessions "
                         "(default ~/.fednextword/my-words.json when --my-text or --interactive is given)")
     parser.add_argument("--mix", help="KAPPA2,MU,KAPPA3 of the personal mix (task/personal.py; default: the "
-                        "run's choice in personal.json beside the model)")
+                        "keyboard chooses from your own text, the shared model alone until a mix beats it)")
     parser.add_argument("--interactive", action="store_true", help="type and watch the suggestions change")
     args = parser.parse_args(argv)
     try:
         suggester = Suggester.from_files(args.model, args.vocab)
-        personal, save = _personal(args)
+        personal, save = _personal(args, suggester)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -149,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _personal(args) -> tuple[Personal | None, object]:
-    """(the user's counts and mix weights, or None; a function that saves the counts)."""
+def _personal(args, suggester: Suggester) -> tuple[Personal | None, object]:
+    """(the user's counts and the mix point this keyboard uses, or None; a function that saves the counts)."""
     if not (args.my_text or args.interactive or args.counts):
         return None, lambda: None
     from task.litert.my_words import MyWords
@@ -158,15 +182,14 @@ def _personal(args) -> tuple[Personal | None, object]:
     counts = args.counts or Path.home() / ".fednextword" / "my-words.json"
     my_words = MyWords.load(counts)
     if args.my_text:
-        for note in my_words.read_folder(args.my_text):
+        for note in my_words.read_folder(args.my_text, judge(suggester)):
             print(f"note: {note}", file=sys.stderr)
-    return (my_words, mix_weights(args)), lambda: my_words.save(counts)
+    return (my_words, mix_weights(args, my_words), bool(args.mix)), lambda: my_words.save(counts)
 
 
-def mix_weights(args) -> tuple[float, float, float]:
-    """(kappa2, mu, kappa3): --mix, else the run's choice beside the model, else the default point."""
-    from task.personal import DEFAULT_POINT, GRID
-
+def mix_weights(args, my_words=None) -> tuple[float, float, float] | None:
+    """(kappa2, mu, kappa3): --mix, else the keyboard's own choice from the user's text
+    (task/litert/my_words.py; None: the shared model alone, also for a new user)."""
     if args.mix:
         try:
             point = tuple(float(v) for v in args.mix.split(","))
@@ -175,15 +198,7 @@ def mix_weights(args) -> tuple[float, float, float]:
         if len(point) != 3 or min(point) <= 0:
             raise ValueError(f"--mix {args.mix!r}: expected KAPPA2,MU,KAPPA3, three positive numbers such as 4,3000,1")
         return point
-    chosen = Path(args.model).with_name("personal.json")
-    if chosen.is_file():
-        try:
-            data = json.loads(chosen.read_text())
-            return float(data["kappa2"]), float(data["mu"]), float(data["kappa3"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{chosen}: expected the run's mix as {{\"kappa2\", \"mu\", \"kappa3\"}} ({e!r}); "
-                             "give --mix or export the model again") from e
-    return GRID[DEFAULT_POINT]
+    return my_words.choice() if my_words is not None else None
 
 
 if __name__ == "__main__":

@@ -58,8 +58,8 @@ def test_builtin_federation_on_a_two_node_ray_cluster_learns_and_beats_the_basel
     assert 0 <= metrics[0]["eval_keystroke_savings"] < last["eval_keystroke_savings"] < 1
     assert 0 < last["eval_baseline_bigram_keystroke_savings"] < 1
     assert "keystroke savings" in outcome.output
-    # Personalised on each device (task/personal.py): beats the device's own bigram and the shared
-    # model, hurts no device here, and its choice ships beside the exported files
+    # Personalised on each device, at the point each device chose itself (task/personal.py): beats
+    # the device's own bigram and the shared model, and hurts no device by more than one prediction
     assert last["eval_personal_top3"] > last["eval_baseline_bigram_top3"]
     assert last["eval_personal_top3"] > last["eval_top3"] and last["eval_personal_hurt"] == 0
     assert last["eval_personal_keystroke_savings"] > last["eval_baseline_bigram_keystroke_savings"]
@@ -75,7 +75,6 @@ def test_builtin_federation_on_a_two_node_ray_cluster_learns_and_beats_the_basel
     assert check["float32"]["fit_to_ship"] and check["float32"]["positions"] > 100
     assert all(0 <= c["top3_agreement"] <= 1 for c in check.values()), check
     assert Suggester.from_files(check["int8"]["file"]).suggest("see you")
-    assert set(json.loads((run_dir / "final" / "litert" / "personal.json").read_text())) == {"kappa2", "mu", "kappa3"}
     assert export_main([str(run_dir), "--round", "1", "--variants", "int8"]) == 0
     assert Suggester.from_files(run_dir / "litert-round-001" / "model-int8.tflite").suggest("")
 

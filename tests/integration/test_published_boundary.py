@@ -1,5 +1,5 @@
 """The server's side of the release boundary (task/releases.py): under DP every file a run writes
-(metrics, summary, personal.json, checkpoints) and every config it sends to devices holds only
+(metrics, summary, checkpoints, the ledger's journal) and every config it sends to devices holds only
 declared values that may be published, and one device's training text moves none of the
 published values that are not functions of the model (which DP covers)."""
 
@@ -49,7 +49,7 @@ def test_the_check_flags_a_value_nobody_declared():
     assert not_publishable("metrics", ["seconds", "eval_baseline_bigram_top3"]) == [
         "eval_baseline_bigram_top3", "seconds"]  # withheld under DP
     assert not_publishable("metrics", ["seconds"], dp_enabled=False) == []
-    assert not_publishable("summary", ["personal_mix", "secret"]) == ["secret"]
+    assert not_publishable("summary", ["final", "secret"]) == ["secret"]
     assert not_publishable("device config", ["server-round", "my-new-key"]) == ["my-new-key"]
 
 
@@ -59,9 +59,6 @@ def test_under_dp_a_run_publishes_only_declared_values_and_one_devices_text_move
 
     assert not_publishable("metrics", {k for r in a.rows for k in r}) == []
     assert not_publishable("summary", a.summary) == []
-    personal = a.dir / "final" / "litert" / "personal.json"
-    if personal.exists():
-        assert not_publishable("personal.json", json.loads(personal.read_text())) == []
     state = load_checkpoint(latest_checkpoint(a.dir)).state
     assert not_publishable("checkpoint", state) == []
     journal = json.loads((a.dir / "privacy-ledger.json").read_text())
@@ -69,9 +66,6 @@ def test_under_dp_a_run_publishes_only_declared_values_and_one_devices_text_move
     assert journal.keys() == state["privacy"].keys()  # the checkpoint's ledger, written ahead
     assert not_publishable("device config", sent) == []
 
-    from task.personal import DEFAULT_POINT, GRID
-
-    assert a.summary["personal_mix"] == dict(zip(("kappa2", "mu", "kappa3"), GRID[DEFAULT_POINT]))
     assert a.rows[-1]["failures"] == [] and "seconds" not in a.rows[-1]
 
     # Published values that are not functions of the model (DP covers those) or of the training

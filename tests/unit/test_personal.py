@@ -1,5 +1,6 @@
 """The personal mix (task/personal.py): the shared model for a new user, the user's own words once
-they have typed them, tuned without looking at the text it is scored on, and nothing new sent."""
+they have typed them, chosen by each device on its own earlier text (never the text it is scored
+on), "off" whenever the mix does not beat the shared model there, and nothing sent under DP."""
 
 import numpy as np
 import pytest
@@ -11,13 +12,15 @@ from task.data.vocab import EOS_ID, FIRST_WORD_ID, default_vocabulary
 from task.keystrokes import KeystrokeCount, PrefixIndex
 from task.model import build_model
 from task.personal import (
-    FOLD,
     GRID,
+    OFF,
     PersonalCounts,
+    PointScorer,
+    Ranked,
+    Tally,
+    choose,
     contexts,
-    cross_fitted,
-    score_personal,
-    without_personal,
+    summarise,
     word_probabilities,
 )
 from task.train import evaluate, train
@@ -26,8 +29,11 @@ MODEL = ModelConfig(vocab_size=2000, seq_len=10, embed_dim=16, num_heads=2, ffn_
 VOCAB = default_vocabulary(MODEL.vocab_size)
 
 
-def predictor(model):
-    return lambda xb: model(tf.constant(xb), training=False)
+def score_at(model, x, y, counts, point, index=None, logits=None):
+    """The mix at `point` on windows x, y, from the model's logits (or those given)."""
+    scorer = PointScorer(point, counts, index or PrefixIndex(VOCAB), len(VOCAB))
+    scorer.add(x, y, logits if logits is not None else model(tf.constant(x), training=False).numpy())
+    return scorer.result()
 
 
 def test_a_user_without_text_gets_exactly_the_shared_models_suggestions():
@@ -41,10 +47,9 @@ def test_a_user_without_text_gets_exactly_the_shared_models_suggestions():
     empty = PersonalCounts.from_windows(np.zeros((0, MODEL.seq_len), np.int32), np.zeros((0, MODEL.seq_len), np.int32),
                                         len(VOCAB))
     shared = evaluate(model, test_x, test_y)
-    personal = score_personal(predictor(model), test_x, test_y, empty, PrefixIndex(VOCAB), point=0)
-    assert personal.scored == shared.num_examples
-    assert np.all(personal.top1 / personal.scored == pytest.approx(shared.top1))
-    assert np.all(personal.top3 / personal.scored == pytest.approx(shared.top3))
+    for point in GRID:
+        personal = score_at(model, test_x, test_y, empty, point)
+        assert (personal.top1, personal.top3) == pytest.approx((shared.top1, shared.top3))
 
 
 def test_the_mix_is_a_distribution_over_words_and_the_users_pairs_win_once_typed_often():
@@ -72,10 +77,9 @@ def test_personal_suggestions_beat_the_untrained_shared_model_on_the_users_own_p
     model = build_model(MODEL)
     x, y = make_windows([["see", "you", "at", "the", "station", "tonight"]] * 30, VOCAB, MODEL.seq_len)
     test_x, test_y = make_windows([["see", "you", "at", "the", "station", "tonight"]] * 3, VOCAB, MODEL.seq_len)
-    score = score_personal(predictor(model), test_x, test_y, PersonalCounts.from_windows(x, y, len(VOCAB)),
-                           PrefixIndex(VOCAB), point=3)
+    score = score_at(model, test_x, test_y, PersonalCounts.from_windows(x, y, len(VOCAB)), GRID[3])
     shared = evaluate(model, test_x, test_y, vocab=VOCAB)
-    assert score.top1.min() / score.scored == 1.0 > shared.top1
+    assert score.top1 == 1.0 > shared.top1
     assert score.keystroke_savings > shared.keystroke_savings + 0.3
 
 
@@ -94,23 +98,97 @@ def test_the_keyboard_never_spends_a_suggestion_on_a_special_token():
     assert before.top3 > 0
 
 
-def device(fold: int, best_point: int, top3: float, shared: float, n: int = 100) -> dict:
-    scores = {f"personal-top3-{i}": top3 if i == best_point else top3 - 0.1 for i in range(len(GRID))}
-    scores |= {f"personal-top1-{i}": scores[f"personal-top3-{i}"] / 2 for i in range(len(GRID))}
-    return {FOLD: fold, "num-examples": n, "top3": shared, "personal-keystroke-savings": 0.5, **scores}
+def test_without_evidence_the_keyboard_stays_off_and_a_clear_gain_switches_the_mix_on():
+    tally = Tally.empty()
+    assert choose(tally) is OFF  # a new user: the shared model alone
+    tally.wins[5], tally.losses[5] = 3, 2  # net gain 1: not more than chance
+    assert choose(tally) is OFF
+    tally.wins[5], tally.losses[5] = 12, 4  # net 8 >= sqrt(16): a real gain
+    assert choose(tally) == GRID[5]
+    tally.wins[7], tally.losses[7] = 30, 4  # a better point wins
+    assert choose(tally) == GRID[7]
+    tally.wins[:], tally.losses[:] = 40, 45  # the mix loses everywhere
+    assert choose(tally) is OFF
 
 
-def test_each_half_of_the_devices_is_scored_at_the_point_the_other_half_chose():
-    """If a device were scored at the point its own text picked, both halves would score 0.6."""
-    devices = [device(0, best_point=3, top3=0.6, shared=0.45), device(0, best_point=3, top3=0.6, shared=0.45),
-               device(1, best_point=5, top3=0.6, shared=0.55)]
-    metrics, chosen, overall = cross_fitted(devices)
-    assert chosen == [5, 3]  # fold 0 uses fold 1's best, and the other way round
-    assert overall == 3  # two devices of three scored best there: the deployed keyboard's mix
-    assert metrics["personal-top3"] == pytest.approx(0.5)  # every device at a point it did not pick
-    assert metrics["personal-top1"] == pytest.approx(0.25)
-    assert metrics["personal-hurt"] == pytest.approx(1 / 3)  # the fold-1 device: 0.5 < 0.55
-    assert set(without_personal(devices[0])) == {"num-examples", "top3", "personal-keystroke-savings"}
+def test_the_spread_counts_devices_hurt_or_helped_by_more_than_one_prediction():
+    def device(shared, personal, n=100, on=1.0):
+        return {"num-examples": n, "top3": shared, "personal-top1": personal / 2, "personal-top3": personal,
+                "personal-keystroke-savings": 0.5, "personal-all-top3": personal, "personal-on": on}
+
+    devices = [device(0.50, 0.60), device(0.50, 0.49), device(0.50, 0.52), device(0.40, 0.40, on=0.0),
+               device(0.50, 0.47, n=200)]  # gains in predictions: +10, -1, +2, 0, -6
+    out = summarise(devices)
+    assert out["personal-hurt"] == pytest.approx(1 / 5)  # -6 only: -1 is not more than one prediction
+    assert out["personal-helped"] == pytest.approx(2 / 5)
+    assert out["personal-on"] == pytest.approx(4 / 5)
+    assert out["personal-top3"] == pytest.approx((60 + 49 + 52 + 40 + 94) / 600)
+
+
+def device_text(train, test):
+    from task.data.device_text import DeviceText
+
+    return DeviceText("a user", train + test, train, test, [])
+
+
+def shared_model_that_knows(sentences, seed=6):
+    tf.keras.utils.set_random_seed(seed)
+    model = build_model(MODEL)
+    x, y = make_windows(sentences, VOCAB, MODEL.seq_len)
+    train(model, x, y, epochs=8, batch_size=8, learning_rate=0.01)
+    return model
+
+
+def test_when_the_shared_model_beats_the_users_counts_the_device_chooses_off_and_ships_the_shared_model():
+    """The user's history predicts nothing of what they type next (random words), and the shared
+    model knows their phrases: the device keeps the shared model, and its personalised scores are
+    the shared model's exactly."""
+    from task.config import Config
+    from task.device import evaluate_round
+
+    phrases = [["see", "you", "at", "the", "station", "tonight"], ["we", "went", "to", "the", "market", "today"]]
+    model = shared_model_that_knows(phrases * 20)
+    rng = np.random.default_rng(7)
+    noise = [[VOCAB.words[i] for i in rng.integers(FIRST_WORD_ID, 1500, size=7)] for _ in range(40)]
+    train_text = [s for pair in zip(noise, phrases * 20) for s in pair]  # random words between the phrases
+    metrics = evaluate_round(Config(model=MODEL), device_text(train_text, phrases * 3), model.get_weights())
+    assert metrics["personal-on"] == 0.0
+    for k in ("top1", "top3", "keystroke-savings", "all-top3"):
+        assert metrics[f"personal-{k}"] == metrics[k], k
+
+
+def test_when_the_users_counts_predict_well_the_device_chooses_a_mixing_point():
+    from task.config import Config
+    from task.device import evaluate_round
+
+    model = build_model(MODEL)  # a shared model that knows nothing yet
+    mine = [["see", "you", "at", "the", "station", "tonight"], ["my", "dog", "is", "called", "jack"]]
+    metrics = evaluate_round(Config(model=MODEL), device_text(mine * 20, mine * 2), model.get_weights())
+    assert metrics["personal-on"] == 1.0
+    assert metrics["personal-top3"] > metrics["top3"] + 0.5
+
+
+def test_the_devices_choice_never_uses_the_text_it_is_scored_on(monkeypatch):
+    """The choice is made before the held-out text is read, from training windows only: changing
+    the held-out text (here to text the mix would win on outright) changes no choice, and no
+    held-out window reaches the tally."""
+    from task import device as device_module
+    from task.config import Config
+
+    model = build_model(MODEL)
+    rng = np.random.default_rng(8)
+    train_text = [[VOCAB.words[i] for i in rng.integers(FIRST_WORD_ID, 1500, size=7)] for _ in range(40)]
+    seen, chosen = [], []
+    real_tally, real_choose = device_module.tally, device_module.choose
+    monkeypatch.setattr(device_module, "tally", lambda counts, x, y, *a: seen.append(y.copy()) or real_tally(counts, x, y, *a))
+    monkeypatch.setattr(device_module, "choose", lambda t: chosen.append(real_choose(t)) or chosen[-1])
+    for test_text in (train_text[-3:], [["my", "dog", "is", "called", "jack"]] * 3):
+        device_module.evaluate_round(Config(model=MODEL), device_text(train_text, test_text), model.get_weights())
+    assert len(chosen) == 2 and chosen[0] == chosen[1]
+    val_x, val_y = make_windows(train_text[-8:], VOCAB, MODEL.seq_len)  # the last 20% of the training sentences
+    assert all(np.isin(y[y >= FIRST_WORD_ID], val_y).all() for y in seen)
+    dog = VOCAB.encode(["dog"])[0]
+    assert not any((y == dog).any() for y in seen)  # the second held-out text's words never reached the choice
 
 
 def test_under_dp_no_personal_score_leaves_the_device():
@@ -158,26 +236,32 @@ def test_the_shared_scores_under_dp_equal_the_shared_part_of_the_full_scores():
 
 
 def test_ranking_only_the_users_words_and_the_models_top_three_gives_the_full_mixs_ranking():
-    """score_personal ranks a shortlist; a brute-force ranking of the whole mix must agree."""
+    """Ranked scores only the words seen after each context plus the top three of u + mu p; a
+    brute-force ranking of the whole mix (PersonalCounts.mix, the formula) must agree at every
+    point, and its distribution (keystrokes) must be the mix itself."""
     rng = np.random.default_rng(3)
     sentences = [[VOCAB.words[i] for i in rng.integers(FIRST_WORD_ID, 60, size=8)] for _ in range(40)]
     x, y = make_windows(sentences, VOCAB, MODEL.seq_len)
     counts = PersonalCounts.from_windows(x[:30], y[:30], len(VOCAB))
     logits = rng.normal(size=(len(x) - 30, MODEL.seq_len, len(VOCAB)))
-    score = score_personal(lambda xb: logits[: len(xb)] if len(xb) == len(logits) else None, x[30:], y[30:], counts,
-                           PrefixIndex(VOCAB), point=0, batch_size=len(x))
     at = y[30:].reshape(-1) >= FIRST_WORD_ID
     p_model = word_probabilities(logits.reshape(-1, len(VOCAB))[at])
     before, prev = (c[at] for c in contexts(x[30:]))
     target, rows = y[30:].reshape(-1)[at], counts.rows(before, prev)
-    for i, point in enumerate(GRID):
-        ranked = np.argsort(-counts.mix(p_model, rows, point), axis=1)[:, :3]
-        assert score.top1[i] == np.count_nonzero(ranked[:, 0] == target)
-        assert score.top3[i] == np.count_nonzero((ranked == target[:, None]).any(axis=1))
+    ranked = Ranked(counts, p_model, before, prev)
+    hits = []
+    for point in GRID:
+        full = counts.mix(p_model, rows, point)
+        brute = np.argsort(-full, axis=1, kind="stable")[:, :3]
+        assert (ranked.top3(point) == brute).all(), point
+        assert np.allclose(ranked.distribution(point, np.arange(len(target))), full)
+        hits.append(np.count_nonzero((brute == target[:, None]).any(axis=1)))
+    assert max(hits) > min(hits)  # the grid points do differ here
+    score = score_at(None, x[30:], y[30:], counts, GRID[0], logits=logits)
     strokes = KeystrokeCount()
     strokes.add(counts.mix(p_model, rows, GRID[0]), target, PrefixIndex(VOCAB))
     assert score.keystroke_savings == pytest.approx(strokes.savings)
-    assert score.top3.max() > score.top3.min()  # the grid points do differ here
+    assert score.top3 == hits[0] / len(target)
 
 
 @pytest.mark.parametrize("part", ["all", "output"])
@@ -226,29 +310,13 @@ def test_the_users_own_words_outside_the_vocabulary_count_in_the_every_word_top3
     from task.device import evaluate_round
 
     cfg = Config(model=MODEL)
-    train_text = [["i", "met", "zorblax", "at", "the", "market"]] * 20 + [["we", "went", "home"]] * 5
+    train_text = ([["i", "met", "zorblax", "at", "the", "market"]] * 4 + [["we", "went", "home"]]) * 5
     test_text = [["i", "met", "zorblax", "again"], ["we", "went", "to", "glimbor"]]
     text = DeviceText("a user", train_text + test_text, train_text, test_text, [])
     metrics = evaluate_round(cfg, text, build_model(MODEL).get_weights())
     # 8 word targets: 'zorblax' (typed before), 'glimbor' (never) and 6 in the vocabulary
     assert metrics["all-top3"] == pytest.approx(metrics["top3"] * 6 / 8)
     assert metrics["personal-all-top3"] >= 2 / 8 + metrics["all-top3"]  # 'zorblax' and 'met' after 'i', at least
-
-
-def test_a_resumed_run_continues_the_personal_mix_where_it_was(tmp_path):
-    """The points each fold uses are run state: checkpointed, and restored by a resume."""
-    from flwr.app import MetricRecord, RecordDict
-
-    from server_app.run_record import RunRecord
-    from task.config import Config
-
-    first = RunRecord(tmp_path / "a", Config(model=MODEL), VOCAB)
-    devices = [device(0, best_point=3, top3=0.6, shared=0.4), device(1, best_point=5, top3=0.6, shared=0.4)]
-    first.aggregate_evaluate_metrics([RecordDict({"metrics": MetricRecord(d)}) for d in devices], "num-examples")
-    assert first.personal_mix == [5, 3]
-    resumed = RunRecord(tmp_path / "b", Config(model=MODEL), VOCAB)
-    resumed.resume_personal(first.personal_state())
-    assert resumed.personal_state() == first.personal_state()
 
 
 def test_the_mix_matches_probabilities_computed_by_hand():

@@ -121,25 +121,3 @@ def test_under_dp_each_round_is_booked_with_the_devices_connected_when_it_sample
     assert len(list(strategy.configure_train(1, ArrayRecord([np.zeros(3)]), ConfigRecord({}), Nodes()))) == 2
     ledger.record_central([1.0])
     assert ledger.sampled_from == [3]
-
-
-def test_train_and_evaluate_messages_carry_each_folds_personal_mix_as_the_device_reads_it():
-    """Scalars only (Flower's SecAgg+ mod refuses list config values); each device reads its fold's."""
-    from client_app.messages import personal_point
-    from task.config import PERSONAL_MIX
-    from task.privacy.ledger import PrivacyLedger
-    from tests.helpers import context
-
-    cfg = Config(evaluate_in_train=False)
-    strategy = build_strategy(cfg, PrivacyLedger(cfg.dp, 0, 0), personal_mix=lambda: [7, 11])
-    strategy._construct_messages = lambda record, node_ids, message_type: [record for _ in node_ids]
-    arrays = ArrayRecord([np.zeros(3, np.float32)])
-    for sent in (strategy.configure_train(1, arrays, ConfigRecord(), Nodes()),
-                 strategy.configure_evaluate(1, arrays, ConfigRecord(), Nodes())):
-        config = list(sent)[0]["config"]
-        assert [config[k] for k in PERSONAL_MIX] == [7, 11]
-        for node_id, point in ((4, 7), (9, 11)):
-            device = context(cfg)
-            device.node_id = node_id
-            assert personal_point(message(RecordDict({"config": config}), "evaluate", dst=node_id), device) == (
-                node_id % 2, point)
