@@ -33,6 +33,7 @@ from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 
 from task.config import NOT_ELIGIBLE, ROUND_GOAL
+from task.releases import error_reason
 
 # Flower's error codes as a reason a device operator can act on (the device's own errors,
 # client_app.app.DEVICE_DATA_UNUSABLE, carry their category in the reason itself).
@@ -165,12 +166,13 @@ def _round_goal(messages: list[Message]) -> int | None:
 
 
 def failure_reason(code: int, reason: str) -> str:
-    """A one-line reason: the category, then Flower's own words (without a repeated node id)."""
-    reason = re.sub(r"^(?:node \d+:\s*)+", "", (reason or "").strip()).split("\n")[0][:160]
+    """A one-line reason as it may be published: the category of Flower's own codes (their words can
+    quote an exception's text), or one of the reasons task/releases.py lists for the template's codes."""
     category = FLOWER_ERRORS.get(code)
-    if category is None:
-        return reason or f"error code {code}"
-    return category if not reason or reason.lower() in category.lower() else f"{category}: {reason}"
+    if category is not None:
+        return category
+    reason = re.sub(r"^(?:node \d+:\s*)+", "", (reason or "").strip())
+    return error_reason(code, reason) or f"error code {code}"
 
 
 def _size(message: Message) -> int:

@@ -78,9 +78,10 @@ class VocabularyGrowth:
             answered = [r for r in replies if not r.has_error() and QUERY_VOTE in r.content.config_records]
             votes = [r.content[QUERY_VOTE][QUERY_VOTE] or None for r in answered]  # None: no vote to give
             kept = d.add_level(votes)
-            log.info("vocabulary discovery before round %d, level %d: %d devices asked, %d replied, %d votes, "
-                     "%d prefix(es) kept", global_round, d.depth - 1, len(nodes), len(answered), d.votes_seen[-1],
-                     len(kept))
+            # Not the number of votes: it counts the asked devices with such a word, which TrieHH's
+            # threshold does not cover (only the kept prefixes are private); review P1
+            log.info("vocabulary discovery before round %d, level %d: %d devices asked, %d replied, "
+                     "%d prefix(es) kept", global_round, d.depth - 1, len(nodes), len(answered), len(kept))
         found = capped([w for w in d.words if w not in self.vocab], self.cfg.vocab_discovery_max_words, rng)
         eps, delta = self.plan.spent(d.levels_run)
         self.ledger.record_discovery(eps, delta)

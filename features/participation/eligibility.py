@@ -161,7 +161,7 @@ def eligibility_mod(msg, context, call_next):
         reason = check(cfg.sim, cfg.seed, context.node_config, global_round(msg))
     except NodeConfigError as e:
         log.error("node %s: %s", context.node_id, e)
-        return Message(Error(code=DEVICE_CONFIG_INVALID, reason=str(e)), reply_to=msg)
+        return Message(Error(code=DEVICE_CONFIG_INVALID, reason="node-config value invalid"), reply_to=msg)  # key: log
     if reason is None:
         return call_next(msg, context)
     log.info("node %s: %s", context.node_id, reason)

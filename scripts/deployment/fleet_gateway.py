@@ -46,6 +46,8 @@ FLEET_PATH = re.compile(r"/v1/fleet(/[A-Za-z0-9_-]+)+")
 # Headers that belong to one connection, not to the request; and those httpx recomputes.
 _NOT_PASSED_ON = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                   "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"}
+_FORWARDING = {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
+               "x-real-ip"}
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 
@@ -82,7 +84,9 @@ def gateway_app(superlink: str, ca: Path | None) -> Starlette:
         if reason := refusal(received):
             return refused(received, reason)
         query = request.scope["query_string"].decode("latin-1")
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _NOT_PASSED_ON]
+        # a client's own forwarding headers are dropped: the SuperLink trusts them from 127.0.0.1
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _NOT_PASSED_ON | _FORWARDING]
+        headers.append(("X-Forwarded-For", request.client.host if request.client else "unknown"))
         try:
             req = client.build_request(request.method, received + (f"?{query}" if query else ""),
                                        content=await request.body(), headers=headers)
@@ -119,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     tls = {} if args.insecure else {"ssl_certfile": str(args.certs / "server.pem"),
                                      "ssl_keyfile": str(args.certs / "server.key")}
     app = gateway_app(args.superlink, None if args.insecure else args.certs / "ca.crt")
-    uvicorn.run(app, host=host.strip("[]"), port=int(port), log_level="warning", **tls)
+    # proxy_headers=False: the gateway is the front; a client's X-Forwarded-For must not become its address
+    uvicorn.run(app, host=host.strip("[]"), port=int(port), log_level="warning", proxy_headers=False, **tls)
     return 0
 
 

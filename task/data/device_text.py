@@ -64,7 +64,7 @@ def load_device_text(cfg: Config, *, partition_id: int = 0, num_partitions: int 
     if len(sentences) < 2:
         raise DataError(f"{name}: {len(sentences)} sentence(s) of text; need at least 2 "
                         "(one to train on, one to evaluate on)" + (f" [{'; '.join(notes)}]" if notes else ""),
-                        reason="too little text" + (f" ({len(notes)} file(s) skipped or repaired)" if notes else ""))
+                        reason="too little text")  # the files skipped stay in the device's log
     train, test = split_train_test(sentences, cfg.test_fraction)
     return DeviceText(name, sentences, train, test, notes)
 

@@ -458,8 +458,10 @@ class PrivacyLedger:
         if dp.enabled:
             lines.append(
                 "outside the guarantee: evaluation metrics (loss, accuracy and word counts on each device's "
-                "held-out text), which devices replied, declined, were late or failed, and, with "
-                "dp.report-train-metrics, training metrics and what a round cost the device"
+                "held-out text, its last sentences: their number follows the size of the device's whole text), "
+                "which devices replied, declined, were late or failed (by category), when each reply arrived "
+                "and how long its device computed (Flower reports it), and, with dp.report-train-metrics, "
+                "training metrics and what a round cost the device (task/releases.py lists every value)"
             )
         lines.append(f"delta bound: every user-level delta stays below 1/population = 1/{self.population} "
                      f"(discovery's and the total's deltas add up over discoveries; a discovery that would reach it "

@@ -59,6 +59,11 @@ def test_under_dp_a_run_publishes_only_declared_values_and_one_devices_text_move
 
     assert not_publishable("metrics", {k for r in a.rows for k in r}) == []
     assert not_publishable("summary", a.summary) == []
+    # nested: the summary's final row and privacy figures are metrics columns (review P1)
+    assert not_publishable("metrics", a.summary["final"]) == []
+    assert not_publishable("metrics", {"dp_" + k for k in a.summary["privacy"]}) == []
+    files = [str(f.relative_to(a.dir)) for f in a.dir.rglob("*") if f.is_file()]
+    assert not_publishable("files", files) == []
     state = load_checkpoint(latest_checkpoint(a.dir)).state
     assert not_publishable("checkpoint", state) == []
     journal = json.loads((a.dir / "privacy-ledger.json").read_text())

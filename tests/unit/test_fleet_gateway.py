@@ -42,10 +42,12 @@ class _Stub(BaseHTTPRequestHandler):
     """A SuperLink stand-in: records (method, path as received, body) and answers 200."""
 
     seen: list[tuple[str, str, bytes]]
+    heard: list[dict]  # the headers of each request, in the same order
 
     def _answer(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.seen.append((self.command, self.path, body))
+        self.heard.append({k.lower(): v for k, v in self.headers.items()})
         reply = f"stub saw {self.command} {self.path} ({len(body)} bytes)".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -61,12 +63,12 @@ class _Stub(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def stub():
-    handler = type("Stub", (_Stub,), {"seen": []})
+    handler = type("Stub", (_Stub,), {"seen": [], "heard": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield server.server_address[1], handler.seen
+        yield server.server_address[1], handler.seen, handler.heard
     finally:
         server.shutdown()
         server.server_close()
@@ -152,3 +154,15 @@ def test_the_superlink_saw_only_fleet_and_health_paths(stub, gateway):
     status, _ = raw_request(gateway, "POST", "/v1/fleet/get-run?next=/../control/list-runs", b"x")
     assert status == 200 and stub[1][-1][1] == "/v1/fleet/get-run?next=/../control/list-runs"
     assert stub[1] and all(_fleet_or_health(path.partition("?")[0]) for _, path, _ in stub[1]), stub[1]
+
+
+def test_a_clients_forwarding_headers_are_replaced_by_the_real_peer(stub, gateway):
+    """Review G1: the gateway passed a client's X-Forwarded-* on, and the SuperLink trusts them from
+    127.0.0.1, so a device could put any address in the SuperLink's records."""
+    status, _ = raw_request(gateway, "POST", "/v1/fleet/ping", b"x",
+                            headers="X-Forwarded-For: 203.0.113.9\r\nForwarded: for=203.0.113.9\r\n"
+                                    "X-Real-IP: 203.0.113.9\r\nX-Forwarded-Host: evil\r\n")
+    assert status == 200
+    heard = stub[2][-1]
+    assert "203.0.113.9" not in str(heard) and "evil" not in str(heard)
+    assert heard["x-forwarded-for"] == "127.0.0.1"  # the peer the gateway saw

@@ -12,7 +12,7 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from client_app.app import app
 from task.config import DP_MODES, EVALUATE_FIRST, MECHANISM_MODES, QUERY_DEPTH, Config
 from task.model import build_model
-from task.releases import COVERED, DECLARED, FAILED, HELD_OUT, UNDECLARED, device_value
+from task.releases import COVERED, DECLARED, FAILED, HELD_OUT, TRAIN_TEXT, UNDECLARED, device_value
 from tests.helpers import SMALL_MODEL, context, message
 
 CFG = Config(model=SMALL_MODEL, max_local_steps=3)
@@ -73,7 +73,7 @@ def assert_only_declared_values(mode: str, kinds=("train", "evaluate")) -> None:
             assert not [k for (_, k) in values(reply) if k.startswith(("baseline-", "personal-", "eval-"))]
 
 
-def test_a_value_added_without_declaring_it_is_refused_not_sent(monkeypatch):
+def test_a_value_added_without_declaring_it_is_refused_not_sent(monkeypatch, caplog):
     """A test-only patch adds a metric: the device fails closed (an error naming the key), and
     the inventory check above flags the same value when the boundary mod is bypassed."""
     from task import device
@@ -82,7 +82,8 @@ def test_a_value_added_without_declaring_it_is_refused_not_sent(monkeypatch):
     monkeypatch.setattr(device, "evaluate_round", lambda *a, **k: {**original(*a, **k), "secret-count": 3})
     node = {"partition-id": 0, "num-partitions": 4}
     reply = reply_of(CFG, "evaluate", node)
-    assert reply.has_error() and reply.error.code == UNDECLARED and "secret-count" in reply.error.reason
+    assert reply.has_error() and reply.error.code == UNDECLARED
+    assert "refused to send metrics/secret-count" in caplog.text  # named in the device's own log
 
     monkeypatch.setattr("client_app.boundary.boundary_mod", lambda msg, ctx, call_next: call_next(msg, ctx))
     import importlib
@@ -101,7 +102,7 @@ def test_a_value_added_without_declaring_it_is_refused_not_sent(monkeypatch):
         importlib.reload(client)
 
 
-def test_a_withheld_value_is_refused_under_dp():
+def test_a_withheld_value_is_refused_under_dp(caplog):
     """personal-* is withheld under DP: a device that computed it anyway would not send it."""
     from client_app.boundary import boundary_mod
     from flwr.app import Message, MetricRecord
@@ -110,7 +111,7 @@ def test_a_withheld_value_is_refused_under_dp():
     msg = message(RecordDict({"config": ConfigRecord({})}), "evaluate")
     leaky = boundary_mod(msg, context(cfg), lambda m, c: Message(RecordDict({"metrics": MetricRecord(
         {"top3": 0.5, "personal-top3-0": 0.7})}), reply_to=m))
-    assert leaky.has_error() and leaky.error.code == UNDECLARED and "personal-top3-0" in leaky.error.reason
+    assert leaky.has_error() and leaky.error.code == UNDECLARED and "personal-top3-0: withheld" in caplog.text
     plain = boundary_mod(msg, context(CFG), lambda m, c: Message(RecordDict({"metrics": MetricRecord(
         {"top3": 0.5, "personal-top3-0": 0.7})}), reply_to=m))
     assert not plain.has_error()  # without DP it is declared and may leave
@@ -147,6 +148,22 @@ def assert_training_text_moves_only_covered_values(tmp_path, mode: str) -> None:
             assert changed  # the update is covered, and it moved
 
 
+def test_how_much_training_text_a_device_has_moves_only_covered_values_and_values_declared_to_depend_on_it(tmp_path):
+    """Review B1: the held-out part is the last 20% of all sentences, so its size follows the
+    training text's; the evaluation values are declared as depending on it (not covered)."""
+    cfg = replace(CFG, dp=replace(CFG.dp, mode="central-client-clip"))
+    small = {"data-path": write_text(tmp_path / "small", seed=1, held_out_seed=9, n=50)}
+    large = {"data-path": write_text(tmp_path / "large", seed=1, held_out_seed=9, n=120)}
+    for kind in ("train", "evaluate"):
+        ra, rb = values(reply_of(cfg, kind, small)), values(reply_of(cfg, kind, large))
+        changed = {key for key in ra if not np.array_equal(np.asarray(_plain(ra[key])), np.asarray(_plain(rb[key])))}
+        for record, key in changed:
+            value = device_value(kind, record, key)
+            assert value.under_dp == COVERED or TRAIN_TEXT in value.of, (kind, key)
+        if kind == "evaluate":
+            assert ("metrics", "num-examples") in changed  # the size does show: declared as such
+
+
 def test_without_dp_the_training_text_does_reach_the_scores(tmp_path):
     """The check above has power: without DP the baselines and the mix move with the training text."""
     a = {"data-path": write_text(tmp_path / "a", seed=1, held_out_seed=9)}
@@ -172,3 +189,72 @@ def test_changing_only_the_held_out_text_changes_only_declared_evaluation_values
 
 def _plain(v):
     return v.numpy() if hasattr(v, "numpy") else v
+
+
+def test_an_error_reply_leaves_with_a_listed_reason_only(caplog):
+    """Review B2: an error's reason passed the boundary unchecked and was published in metrics.json.
+    A reason outside task/releases.py's list for its code is replaced on the device, and again by
+    the server before it publishes a failure."""
+    from flwr.app import Error, Message
+
+    from client_app.boundary import boundary_mod
+    from server_app.observed_grid import failure_reason
+
+    msg = message(RecordDict({"config": ConfigRecord({})}), "train")
+    leaky = boundary_mod(msg, context(CFG), lambda m, c: Message(Error(100, "diary line: my pin is 4711"), reply_to=m))
+    assert leaky.error.code == 100 and leaky.error.reason == "unusable text"
+    assert "4711" in caplog.text  # only in the device's own log
+    listed = boundary_mod(msg, context(CFG), lambda m, c: Message(Error(100, "too little text"), reply_to=m))
+    assert listed.error.reason == "too little text"
+    unknown = boundary_mod(msg, context(CFG), lambda m, c: Message(Error(7, "my pin is 4711"), reply_to=m))
+    assert unknown.error.code == FAILED and "4711" not in unknown.error.reason
+    # the server maps again: a device running other code cannot publish through a reason
+    assert failure_reason(100, "my pin is 4711") == "unusable text"
+    assert failure_reason(103, "out of memory") == "out of memory"
+    assert "4711" not in failure_reason(1, "ClientApp raised ValueError: my pin is 4711")
+
+
+def test_an_update_with_an_extra_array_is_refused(monkeypatch, caplog):
+    """Review I2: the boundary checked key names only, so `arrays/*` let any extra array leave."""
+    from task import device
+
+    original = device.train_round
+
+    def smuggling(*a, **k):
+        weights, metrics = original(*a, **k)
+        return [*weights, np.frombuffer(b"my pin is 4711", np.uint8).astype(np.float32)], metrics
+
+    monkeypatch.setattr(device, "train_round", smuggling)
+    reply = reply_of(CFG, "train", {"partition-id": 0, "num-partitions": 4})  # (DP's clipping mods refuse it too)
+    assert reply.has_error() and reply.error.code == UNDECLARED
+    assert "arrays differ from the received model's" in caplog.text
+
+
+@pytest.mark.parametrize("required, mode, refused", [("local", "central-client-clip", True), ("local", "local", False),
+                                                     ("any", "none", True), ("central", "central-ftrl", False)])
+def test_a_device_refuses_a_run_whose_dp_is_weaker_than_it_requires(required, mode, refused):
+    """Review L1: dp.mode comes with the run, from whoever submits it; a device pins the weakest
+    protection it accepts in its own node config, and refuses anything weaker before training."""
+    if mode in MECHANISM_MODES:
+        pytest.importorskip("features.dp_mechanisms")
+    cfg = replace(CFG, dp=replace(CFG.dp, mode=mode, local_epsilon=8.0))
+    reply = reply_of(cfg, "train", {"partition-id": 0, "num-partitions": 4, "dp-required": required})
+    assert reply.has_error() == refused
+    if refused:
+        assert reply.error.code == 102 and reply.error.reason == "node-config dp-required: the run's dp.mode is weaker"
+
+
+@pytest.mark.parametrize("mode, sgd", [(m, False) for m in DP_MODES if m != "none"] + [("none", True)])
+def test_every_covered_value_names_what_covers_it_under_each_dp_mode(mode, sgd):
+    """Review I1: one treatment for all modes said the update was covered by a user-level figure
+    under DP-SGD alone (there is none) and in central-server-clip (the server sees it raw)."""
+    from task.releases import DEVICE_REPLIES
+
+    for kind, records in DEVICE_REPLIES.items():
+        for record, declared in records.items():
+            for value in declared:
+                if value.under_dp == COVERED:
+                    assert value.covered_by(mode, sgd), (mode, kind, record, value.name)
+    update = device_value("train", "arrays", "0").covered_by(mode, sgd)
+    expected = {"none": "epsilon-sample", "local": "epsilon-local", "central-server-clip": "raw update"}
+    assert expected.get(mode, "epsilon-central") in update

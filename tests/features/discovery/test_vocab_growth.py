@@ -293,8 +293,10 @@ class VotingGrid:
         return replies
 
 
-def test_the_discovery_log_counts_the_devices_that_replied_and_the_votes_they_gave(caplog):
-    """A device with no word to vote for replies with an empty vote: a reply, not a vote."""
+def test_the_discovery_log_counts_the_devices_that_replied_but_never_the_votes(caplog):
+    """A device with no word to vote for replies with an empty vote: a reply, not a vote. How many
+    votes a level got is not logged: it counts the devices with such a word, which TrieHH's
+    threshold does not cover (review P1)."""
     import logging
     import re
 
@@ -306,10 +308,8 @@ def test_the_discovery_log_counts_the_devices_that_replied_and_the_votes_they_ga
     grid = VotingGrid(900)
     with caplog.at_level(logging.INFO, logger="flwr"):
         growth.discover(grid, 1)
-    levels = [line for line in caplog.text.splitlines() if ", level " in line]
-    assert [int(re.search(r"(\d+) votes", line)[1]) for line in levels] == [lv["votes"] for lv in grid.levels]
     logged = [tuple(map(int, m.groups())) for m in re.finditer(
-        r"level (\d+): (\d+) devices asked, (\d+) replied, (\d+) votes, \d+ prefix", caplog.text)]
-    assert logged == [(i + 1, lv["asked"], lv["replied"], lv["votes"]) for i, lv in enumerate(grid.levels)]
+        r"level (\d+): (\d+) devices asked, (\d+) replied, \d+ prefix", caplog.text)]
+    assert logged == [(i + 1, lv["asked"], lv["replied"]) for i, lv in enumerate(grid.levels)]
     assert growth.added == ["zz"] and len(logged) == 3  # z, zz, zz$
-    assert all(0 < votes < replied < asked for _, asked, replied, votes in logged)
+    assert "votes" not in caplog.text and all(0 < lv["votes"] < replied for lv, (_, _, replied) in zip(grid.levels, logged))

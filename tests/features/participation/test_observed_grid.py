@@ -50,9 +50,9 @@ def test_failed_and_silent_devices_are_named_with_a_reason_once():
     counts = grid.take_counts()["train"]
     assert (counts.sampled, counts.replied, counts.failed) == (5, 1, 4)
     assert sorted(counts.failures) == [
-        "node 42: device offline (stopped heartbeating): Node Unavailable",
+        "node 42: device offline (stopped heartbeating)",
         "node 43: no reply within round-timeout (30 s)",
-        "node 44: the ClientApp raised an exception: boom",
+        "node 44: the ClientApp raised an exception",  # its words may quote the exception: never published
         "node 45: too little text",
     ]
     assert list(counts.metrics) == [46]
