@@ -14,3 +14,16 @@ def test_every_reply_under_every_mechanism_carries_only_declared_values(mode):
 
 def test_under_local_dp_changing_only_the_training_text_changes_only_covered_values(tmp_path):
     assert_training_text_moves_only_covered_values(tmp_path, "local")
+
+
+@pytest.mark.parametrize("mode, sgd, changes", [
+    ("none", True, {}),  # DP-SGD alone
+    ("central-client-clip", True, {}),
+    ("central-client-clip", False, {"participation": True}),  # the cost mod (withheld under DP)
+    ("none", False, {"participation": True}),
+    ("central-client-clip", False, {"transfer_dtype": "float16"}),
+    ("local", False, {"transfer_dtype": "int8"}),
+])
+def test_every_features_path_carries_only_declared_values(mode, sgd, changes):
+    """Review I2: the boundary tests covered the core path only."""
+    assert_only_declared_values(mode, sgd=sgd, **changes)
