@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 import numpy as np
 
 from task.data.vocab import FIRST_WORD_ID, PAD_ID, Vocabulary
-from task.keystrokes import KeystrokeCount, PrefixIndex
+from task.keystrokes import KeystrokeCount, PrefixIndex, keystrokes
 
 
 def ngram_baseline(
@@ -60,12 +60,19 @@ def _keystroke_savings(unigram: Counter, follows: dict[int, Counter], test_x, te
     for word, n in unigram.items():
         unigram_scores[word] = n
     counts = {"unigram": KeystrokeCount(), "bigram": KeystrokeCount()}
-    for prev, target in zip(test_x.ravel(), test_y.ravel()):
-        if target < FIRST_WORD_ID:
-            continue
-        counts["unigram"].add(unigram_scores[None], np.array([target]), index)
+    by_prev: dict[int, list[int]] = defaultdict(list)  # one score vector per context, not per position
+    for prev, target in zip(test_x.ravel().tolist(), test_y.ravel().tolist()):
+        if target >= FIRST_WORD_ID:
+            by_prev[prev].append(target)
+    top = 1 + unigram_scores.max()
+    unigram_done: dict[int, tuple[int, int]] = {}  # the unigram's keystrokes depend on the word only
+    for prev, targets in by_prev.items():
         bigram_scores = unigram_scores.copy()
-        for word, n in follows.get(int(prev), {}).items():
-            bigram_scores[word] += n * (1 + unigram_scores.max())  # any bigram count outranks every unigram
-        counts["bigram"].add(bigram_scores[None], np.array([target]), index)
+        for word, n in follows.get(prev, {}).items():
+            bigram_scores[word] += n * top  # any bigram count outranks every unigram
+        for target in targets:
+            if target not in unigram_done:
+                unigram_done[target] = keystrokes(unigram_scores, target, index)
+            counts["unigram"].count(*unigram_done[target])
+        counts["bigram"].add(np.broadcast_to(bigram_scores, (len(targets), len(bigram_scores))), np.array(targets), index)
     return {f"{name}_keystroke_savings": c.savings for name, c in counts.items()}

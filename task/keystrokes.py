@@ -64,9 +64,12 @@ class KeystrokeCount:
         """`scores`: [n, vocabulary] for the n positions whose next word is `targets`."""
         for row, target in zip(scores, targets):
             if target >= FIRST_WORD_ID:
-                full, used = keystrokes(row, int(target), index)
-                self.full += full
-                self.with_suggestions += used
+                self.count(*keystrokes(row, int(target), index))
+
+    def count(self, full: int, used: int) -> None:
+        """One word: its keystrokes in full and with suggestions (`keystrokes`)."""
+        self.full += full
+        self.with_suggestions += used
 
     @property
     def savings(self) -> float:

@@ -97,13 +97,18 @@ def _discounted(counts: np.ndarray, kappa: float, base: np.ndarray) -> np.ndarra
     return (np.maximum(counts - DISCOUNT, 0.0) + (kappa + DISCOUNT * kinds) * base) / (seen + kappa)
 
 
-def word_probabilities(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the words a keyboard can show (special tokens get 0)."""
-    z = np.asarray(logits, np.float64).copy()
+def word_probabilities(logits: np.ndarray, columns: int | None = None, dtype=np.float64) -> np.ndarray:
+    """Softmax over the words a keyboard can show (special tokens get 0), in `columns` columns (the
+    rest 0: the user's own words the model lacks)."""
+    n, words = logits.shape
+    p = np.zeros((n, columns or words), dtype)
+    z = p[:, :words]
+    z[:] = logits
     z[:, :FIRST_WORD_ID] = -np.inf
     z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return p
 
 
 @dataclass
@@ -196,21 +201,23 @@ class Ranked:
         return np.stack([word[first + k] for k in range(3)], axis=1)
 
     def distribution(self, point: tuple, rows: np.ndarray) -> np.ndarray:
-        """[len(rows), vocabulary] the mix itself at `point` for positions `rows` (keystrokes)."""
+        """[len(rows), vocabulary] the mix itself at `point` for positions `rows` (sorted), in the
+        model's precision (keystrokes)."""
         kappa2, mu, kappa3 = point
         words = self.counts.words
+        norm = words.sum() + mu
         alpha = ((kappa2 + DISCOUNT * self.kinds2) / (self.seen2 + kappa2)
                  * (kappa3 + DISCOUNT * self.kinds3) / (self.seen3 + kappa3))[rows]
-        out = alpha[:, None] * (words[None, : self.p.shape[1]] + mu * self.p[rows]) / (words.sum() + mu)
-        at = np.isin(self.pos, rows)
-        where = np.searchsorted(rows, self.pos[at])
-        norm = words.sum() + mu
-        q = (words[self.word[at]] + mu * self.p[self.pos[at], self.word[at]]) / norm
-        p2 = (np.maximum(self.c2[at] - DISCOUNT, 0.0) + (kappa2 + DISCOUNT * self.kinds2[self.pos[at]]) * q) / (
-            self.seen2[self.pos[at]] + kappa2)
-        out[where, self.word[at]] = (np.maximum(self.c3[at] - DISCOUNT, 0.0)
-                                     + (kappa3 + DISCOUNT * self.kinds3[self.pos[at]]) * p2) / (
-            self.seen3[self.pos[at]] + kappa3)
+        out = self.p[rows] * self.p.dtype.type(mu)
+        out += words.astype(out.dtype)
+        out *= (alpha / norm).astype(out.dtype)[:, None]
+        at = np.flatnonzero(np.isin(self.pos, rows))
+        pos, word = self.pos[at], self.word[at]
+        q = (words[word] + mu * self.p[pos, word]) / norm
+        p2 = (np.maximum(self.c2[at] - DISCOUNT, 0.0) + (kappa2 + DISCOUNT * self.kinds2[pos]) * q) / (
+            self.seen2[pos] + kappa2)
+        out[np.searchsorted(rows, pos), word] = (np.maximum(self.c3[at] - DISCOUNT, 0.0)
+                                                 + (kappa3 + DISCOUNT * self.kinds3[pos]) * p2) / (self.seen3[pos] + kappa3)
         return out
 
 
@@ -230,8 +237,8 @@ def positions(x: np.ndarray, y: np.ndarray, logits: np.ndarray, vocab_size: int,
     their contexts, targets and the model's probabilities padded to `vocab_size` columns."""
     yb = y.reshape(-1)
     at = (yb >= FIRST_WORD_ID) | (yb == UNK_ID)
-    p = np.zeros((int(at.sum()), vocab_size))
-    p[:, :model_words] = word_probabilities(logits.reshape(-1, logits.shape[-1])[at])
+    # float32: a device's whole scoring stays within 2x the shared evaluation (benchmark_scoring.py)
+    p = word_probabilities(logits.reshape(-1, logits.shape[-1])[at], vocab_size, np.float32)
     before, prev = (c[at] for c in contexts(x))
     return before, prev, yb[at], p
 
@@ -300,7 +307,8 @@ class PointScorer:
         self.all_hits3 += int(hit3.sum())
         self.all_scored += len(target)
         rows = np.flatnonzero(known)
-        self.strokes.add(ranked.distribution(self.point, rows), target[rows], self.index)
+        for chunk in np.array_split(rows, max(1, len(rows) // 512)):  # a few [positions, vocabulary] at a time
+            self.strokes.add(ranked.distribution(self.point, chunk), target[chunk], self.index)
 
     def result(self) -> PersonalScore:
         return PersonalScore(self.point, self.hits1 / max(self.scored, 1), self.hits3 / max(self.scored, 1),
