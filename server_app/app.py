@@ -72,8 +72,9 @@ def finish(record: RunRecord, model, vocab: Vocabulary, windows, stop_reason: st
 
 def _ledger(cfg: Config, start, population: int, sampled: int):
     """The privacy ledger (server_app/privacy.py, dp-accounting) when DP or discovery is on:
-    a run without either never loads the accounting. It journals itself in the run's directory
-    ahead of every release, so a crash before the round's checkpoint loses no charge."""
+    a run without either never loads the accounting. It journals itself in the run's directory, and
+    in that of every run it continues, ahead of every release, so a crash before the round's
+    checkpoint loses no charge whichever run of the lineage is resumed next; it locks them first."""
     if not (cfg.dp.enabled or cfg.vocab_discovery or start.added):
         return None
     from server_app.privacy import ledger_for

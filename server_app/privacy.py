@@ -17,8 +17,12 @@ one devices clipped to, and counts uncentred bits. `CentralDP` keeps their inter
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+import socket
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -128,38 +132,113 @@ class CentralDP(Strategy):
 
 
 def ledger_for(cfg: Config, population: int, sampled: int, resume, journal: Path | None = None) -> PrivacyLedger:
-    """The run's privacy ledger: new, or continued from the run a run resumes (its checkpoint, or its
-    journal when that is ahead: charges of a round that crashed stay charged). `journal`: where this
-    run's ledger writes itself ahead of every release (task/privacy/ledger.py)."""
+    """The run's privacy ledger: new, or continued from the run a run resumes (its checkpoint, or the
+    journal furthest ahead in its lineage: charges of a round that crashed, or of another run that
+    continued the same run, stay charged). `journal`: where this run's ledger writes itself ahead of
+    every release (task/privacy/ledger.py); it is then also written into every run directory of the
+    lineage, each of them locked first (`hold_lineage`)."""
     selected = selected_per_round(population, sampled, cfg.selection_factor)
+    ancestors = lineage_of(resume) if resume else []
+    if journal is not None:  # before reading any journal: no other run books in this lineage from now on
+        hold_lineage(Path(journal).parent, ancestors)
     ledger = (resumed_ledger(cfg, resumed_privacy(resume), population, sampled, selected) if resume
               else new_ledger(cfg, population, sampled, selected))
     if journal is not None:
-        ledger.keep_journal(journal)
+        ledger.keep_journal(journal, ancestors)
     for assumption in ledger.assumptions(cfg.model.seq_len):
         log.info("Privacy accounting: %s", assumption)
     return ledger
 
 
+def lineage_of(resume) -> list[str]:
+    """The run directories a resumed run continues, oldest first, its source last: the lineage its
+    checkpoint records (task/privacy/ledger.py), with the source where it is now."""
+    saved = resume.checkpoint.state.get("privacy") or {}
+    source = str(Path(resume.source).resolve())
+    return [d for d in dict.fromkeys(str(d) for d in saved.get("lineage", [])[:-1]) if d != source] + [source]
+
+
 def resumed_privacy(resume) -> dict | None:
-    """The ledger state a resumed run continues: the checkpoint's, or the old run's journal when it
-    has booked more (a release, a round's devices or a discovery after the checkpoint was written).
-    Conservative: a resume from an older checkpoint of that run keeps every later charge too."""
+    """The ledger state a resumed run continues: the checkpoint's, or the journal furthest ahead
+    among its lineage's run directories when one has booked more (a release, a round's devices or a
+    discovery after the checkpoint was written, by the run itself or by any run that continued it
+    or its ancestors: each writes its journal into all of them). Conservative: a resume from an older
+    checkpoint, or from a run another run already continued, keeps every later charge too."""
     saved = resume.checkpoint.state.get("privacy")
+    chosen, where = saved, None
+    for run_dir in lineage_of(resume):
+        path = Path(run_dir) / JOURNAL
+        try:
+            journal = json.loads(path.read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot resume with DP: the privacy journal {path} is unreadable ({e}); it may hold "
+                              "charges the checkpoint lacks") from e
+        if not chosen or int(journal.get("bookings", 0)) >= int(chosen.get("bookings", 0)):
+            chosen, where = journal, path
+    if where is not None and chosen != saved:
+        log.warning("Resuming the privacy ledger from %s, which is ahead of the checkpoint of round %d in %s (%s "
+                    "bookings against %s): what was booked after the checkpoint, by that run or by any run that "
+                    "continued it, stays charged", where, resume.checkpoint.round, resume.source,
+                    chosen.get("bookings"), (saved or {}).get("bookings", 0))
+    return chosen
+
+
+LOCK = "privacy-ledger.lock"  # in each run directory of a lineage while a run books in it
+_held: dict[str, object] = {}  # lock file -> its open file: the locks this process holds
+
+
+def hold_lineage(run_dir: Path, ancestors: list[str]) -> None:
+    """Lock `run_dir` and every directory of `ancestors` (the lineage it continues) for as long as
+    this process lives, or raise ConfigError naming the run that holds one: two runs continuing
+    one lineage at once would each book charges the other never sees, and the budget stop would
+    not see their sum. The lock is the OS's (flock) on <run dir>/privacy-ledger.lock: a run that
+    dies releases it, whatever killed it; the file names the holder (run, pid, host) for the error.
+    A ServerApp process runs one run (Flower starts one per run), so a lock this process already
+    holds belongs to a run of it that is over (tests run several in one process) and is taken over."""
+    run_dir = Path(run_dir).resolve()
+    for directory in [*(Path(d) for d in ancestors), run_dir]:
+        if directory != run_dir and not directory.is_dir():
+            continue  # deleted or moved: no run resumes from it, and the journal skips it too
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / LOCK
+        f = _held.get(str(path))
+        if f is None:
+            f = open(path, "a+")  # noqa: SIM115 (kept open: the lock lasts as long as the process)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.seek(0)
+                holder = f.read().strip()
+                f.close()
+                raise ConfigError(_held_by(holder, directory, run_dir)) from None
+            _held[str(path)] = f
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"run": str(run_dir), "pid": os.getpid(), "host": socket.gethostname(),
+                            "since": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        f.flush()
+
+
+def release_lineage() -> None:
+    """Release every lock this process holds, as its end would (tests that play several processes)."""
+    while _held:
+        _held.popitem()[1].close()
+
+
+def _held_by(holder: str, directory: Path, run_dir: Path) -> str:
     try:
-        journal = json.loads((Path(resume.source) / JOURNAL).read_text())
-    except FileNotFoundError:
-        return saved
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot resume with DP: the privacy journal {Path(resume.source) / JOURNAL} is "
-                          f"unreadable ({e}); it may hold charges the checkpoint lacks") from e
-    if saved and int(journal.get("bookings", 0)) < int(saved.get("bookings", 0)):
-        return saved
-    if journal != saved:
-        log.warning("Resuming the privacy ledger from %s, which is ahead of the checkpoint of round %d (%s bookings "
-                    "against %s): what was booked after it stays charged", Path(resume.source) / JOURNAL,
-                    resume.checkpoint.round, journal.get("bookings"), (saved or {}).get("bookings", 0))
-    return journal
+        who = json.loads(holder)
+        by, doing = (f"run {who['run']} (pid {who['pid']} on host {who['host']}, since {who['since']})",
+                     "is still running" if who["run"] == str(directory) else "continues it")
+    except (ValueError, KeyError, TypeError):
+        by, doing = "another run", "continues it"
+    return (f"cannot start this run: {by} holds the privacy lock of {directory} ({LOCK}): it {doing}, and two runs "
+            f"booking privacy charges in one lineage at once would each miss the other's, so the budget stop would "
+            f"not see their sum. This run ({run_dir}) booked nothing. Wait for that run to end or stop it (flwr "
+            f"stop), then resume from the run that got furthest: its journal, and {directory}'s, hold the charges "
+            f"of every run of the lineage")
 
 
 def train_metrics_aggregator(cfg: Config, aggregate):

@@ -79,6 +79,15 @@ release and its round's checkpoint leaves the release charged in the journal, an
 takes the journal when it is ahead of the checkpoint (server_app/privacy.py). It holds what a
 checkpoint holds: the worst device's round count, never a count per device.
 
+Lineage (outside DP review, J1): a run and every run resumed from it, directly or not, are one
+lineage, and they share one budget. The state keeps the lineage's run directories (`lineage`,
+oldest first, this run's own last), and the journal is written into every one of them that still
+exists, not only into this run's: whichever run of the lineage an operator resumes from, the
+journal there holds every charge booked by any run that continued it, also one that died before
+its first checkpoint (it cannot be resumed itself). A resume takes the journal furthest ahead among
+its source's lineage (server_app/privacy.py), and while a run books, it holds a lock in each
+directory of its lineage, so two runs never continue one lineage at once.
+
 Randomness: central and local noise, the adaptive count's noise, discovery's and DP-SGD's
 sampling draw from task.privacy.mechanisms.secret_rng (NumPy's PCG64 seeded with 128 bits of OS
 entropy); DP-SGD's and DP-FTRL's noise from secret_tf_generator (TensorFlow Philox, all 192 bits
@@ -164,6 +173,9 @@ class PrivacyLedger:
     discoveries: list[list[float]] = field(default_factory=list)
     bookings: int = 0  # things booked so far, resumes included: tells a journal ahead of a checkpoint
     journal: Path | None = None  # the write-ahead journal (module doc); None: not written
+    # The run directories of this ledger's lineage, oldest first, this run's own last (module doc):
+    # the journal is written into each of them.
+    lineage: list[str] = field(default_factory=list)
 
     _asked_from: int = 0  # devices the round being trained was sampled from
     last_clipping_norm: float = 0.0  # the norm the last central release was calibrated to
@@ -181,9 +193,13 @@ class PrivacyLedger:
         return 2 if self.selected > self.sampled else 1
 
     # --- the journal ---------------------------------------------------------------------------
-    def keep_journal(self, path: Path) -> None:
-        """Write the state to `path` now and after every booking (module doc)."""
+    def keep_journal(self, path: Path, ancestors: list[str] = ()) -> None:
+        """Write the state to `path` now and after every booking, and into the directory of every
+        run in `ancestors` (the runs this one continues, oldest first: module doc)."""
         self.journal = Path(path)
+        own = str(self.journal.parent.resolve())
+        before = dict.fromkeys(str(Path(d).resolve()) for d in ancestors)
+        self.lineage = [d for d in before if d != own] + [own]
         self._write_journal()
 
     def _booked(self) -> None:
@@ -196,8 +212,15 @@ class PrivacyLedger:
         state = self.state_dict()
         if self._pending_discovery:  # charged in full until it has run: a crash mid-way keeps it
             state["discoveries"] = state["discoveries"] + [self._pending_discovery]
+        text = json.dumps(state)
+        # The ancestors' journals first, this run's last: a crash in between leaves the lineage's
+        # charges in the ancestors' (where the operator resumes from if this run has no checkpoint).
+        for ancestor in self.lineage[:-1]:
+            if Path(ancestor).is_dir():  # a run directory deleted or moved since: nothing resumes from it
+                with atomic_write(Path(ancestor) / JOURNAL) as f:
+                    f.write(text)
         with atomic_write(self.journal) as f:
-            json.dump(state, f)
+            f.write(text)
 
     # --- recording -----------------------------------------------------------------------------
     def record_central(self, noise_multipliers: list[float], clipping_norm: float = 0.0) -> None:
@@ -531,6 +554,7 @@ class PrivacyLedger:
             "trees": self.trees,
             "discoveries": self.discoveries,
             "bookings": self.bookings,
+            "lineage": list(self.lineage),  # run directories (server paths), no device in them
         }
 
     @classmethod
@@ -559,6 +583,7 @@ class PrivacyLedger:
             trees=[int(t) for t in state.get("trees", [])],
             discoveries=[list(d) for d in state.get("discoveries", [])],
             bookings=int(state.get("bookings", 0)),
+            lineage=[str(d) for d in state.get("lineage", [])],
         )
         if resumed:
             if ledger.trees:  # node ids change: the resumed run starts a new tree, composed with the old ones

@@ -200,3 +200,105 @@ def test_the_journal_keeps_no_count_per_device_and_is_not_taken_when_behind(tmp_
     save_checkpoint(checkpoint_path(run_dir, 1), Checkpoint(1, weights(), state))
     (run_dir / "privacy-ledger.json").write_text(json.dumps(journal))
     assert _resumed_ledger(tmp_path, cfg, run_dir).most_participations() == 2
+
+
+# --- one budget per lineage (outside DP review, J1) -----------------------------------------------
+def _continued(tmp_path, cfg: Config, source, name: str):
+    """A run `name` resuming `source` (the ledger as server_app/app.py makes it)."""
+    from server_app.privacy import ledger_for
+    from task.privacy.ledger import JOURNAL
+
+    point = load_resume_point(cfg.replace(resume_from=str(source)), fingerprint_of(cfg))
+    return ledger_for(cfg, 3, 3, point, journal=tmp_path / name / JOURNAL)
+
+
+def test_resuming_a_run_again_keeps_the_charges_of_a_run_that_continued_it_and_died_before_its_checkpoint(tmp_path):
+    """The reviewer's case: run-2 resumes run-1, books two rounds and dies before its first
+    checkpoint, so it cannot be resumed itself. Resuming run-1 again must charge run-2's rounds."""
+    cfg = _private_config()
+    run_dir, _ = _journaled_run(tmp_path, cfg)
+    second = _continued(tmp_path, cfg, run_dir, "run-2")
+    for _ in range(2):
+        second.check_next_round()
+        second.record_asked_to_train([1, 2, 3])
+    crashed = second.report()
+    del second  # dies: run-2 has no checkpoint
+    with pytest.raises(ConfigError, match="no usable checkpoint"):
+        load_resume_point(cfg.replace(resume_from=str(tmp_path / "run-2")), fingerprint_of(cfg))
+    third = _continued(tmp_path, cfg, run_dir, "run-3")
+    assert third.most_participations() == 3 and third.report()["epsilon-local"] == pytest.approx(crashed["epsilon-local"])
+    # run-3 books in run-1's journal too (and run-2's is left as it was): a fourth resume of run-1 sees it
+    third.check_next_round()
+    third.record_asked_to_train([1, 2, 3])
+    assert _continued(tmp_path, cfg, run_dir, "run-4").most_participations() == 4
+    assert json.loads((run_dir / "privacy-ledger.json").read_text())["lineage"] == [
+        str(run_dir.resolve()), str((tmp_path / "run-4").resolve())]
+
+
+def test_a_resume_from_a_continued_runs_checkpoint_takes_the_journal_furthest_ahead_in_its_lineage(tmp_path):
+    """run-2 resumes run-1 and checkpoints; run-3 resumes run-1 again (carrying run-2's charges) and
+    books more; resuming run-2 then carries run-3's too (they are in run-1's journal)."""
+    cfg = _private_config()
+    run_dir, _ = _journaled_run(tmp_path, cfg)
+    second = _continued(tmp_path, cfg, run_dir, "run-2")
+    second.check_next_round()
+    second.record_asked_to_train([1, 2, 3])
+    state = {"fingerprint": fingerprint_of(cfg), "dp": dp_settings(cfg), "strategy": {}, "privacy": second.state_dict()}
+    save_checkpoint(checkpoint_path(tmp_path / "run-2", 2), Checkpoint(2, weights(), state))
+    (tmp_path / "run-2" / "metrics.json").write_text(json.dumps([{"round": r} for r in range(3)]))
+    third = _continued(tmp_path, cfg, run_dir, "run-3")
+    for _ in range(2):
+        third.record_asked_to_train([1, 2, 3])
+    assert third.most_participations() == 4
+    assert _continued(tmp_path, cfg, tmp_path / "run-2", "run-4").most_participations() == 4
+
+
+_HOLDER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from server_app.privacy import ledger_for
+from server_app.resume import load_resume_point
+from task.config import Config, DPConfig, ModelConfig
+from task.data.vocab import default_vocabulary
+from task.run.checkpoint import model_fingerprint
+cfg = Config(model=ModelConfig(vocab_size=2000, embed_dim=32, num_heads=2, ffn_dim=64), num_server_rounds=4,
+             dp=DPConfig(mode="local", sgd=True, local_epsilon=2.0, delta=1e-3), resume_from={source!r})
+point = load_resume_point(cfg, model_fingerprint(cfg, default_vocabulary(2000).words))
+ledger = ledger_for(cfg, 3, 3, point, journal={journal!r})
+ledger.record_asked_to_train([1, 2, 3])
+print("booked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_run_continuing_a_lineage_while_another_does_is_refused_until_that_one_dies(tmp_path):
+    """Another process continues run-1 (as run-2) and books a round. A run resuming run-1 meanwhile
+    is refused, naming both runs; once run-2's process is killed, the resume goes ahead and carries
+    run-2's round (the OS released its lock)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from task.privacy.ledger import JOURNAL
+
+    from server_app.privacy import release_lineage
+
+    cfg = _private_config()
+    run_dir, _ = _journaled_run(tmp_path, cfg)
+    release_lineage()  # run-1's process ends
+    root = str(Path(__file__).resolve().parents[2])
+    script = _HOLDER.format(root=root, source=str(run_dir), journal=str(tmp_path / "run-2" / JOURNAL))
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=root)
+    try:
+        assert holder.stdout.readline().strip() == "booked"
+        with pytest.raises(ConfigError) as refused:
+            _continued(tmp_path, cfg, run_dir, "run-3")
+        message = str(refused.value)
+        assert f"run {(tmp_path / 'run-2').resolve()} (pid {holder.pid}" in message
+        assert f"privacy lock of {run_dir.resolve()}" in message and "continues it" in message
+        assert f"This run ({(tmp_path / 'run-3').resolve()}) booked nothing" in message
+        assert not (tmp_path / "run-3" / JOURNAL).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _continued(tmp_path, cfg, run_dir, "run-3").most_participations() == 2

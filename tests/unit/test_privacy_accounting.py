@@ -92,6 +92,7 @@ def test_the_ledger_survives_a_round_trip_through_its_state():
         "trees",  # DP-FTRL: rounds per tree, no device ids
         "discoveries",  # vocabulary discovery: (epsilon, delta) each, no votes
         "bookings",  # how many things were booked: a journal ahead of a checkpoint has more
+        "lineage",  # the run directories whose journals hold these charges (server paths, no device)
     }
     # a resumed run may give device "a" a new id: its 2 rounds carry over to whichever device is worst
     resumed = PrivacyLedger.from_state(dp, ledger.state_dict(), resumed=True)

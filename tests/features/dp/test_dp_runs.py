@@ -162,3 +162,37 @@ def test_a_server_that_dies_after_the_replies_keeps_the_rounds_charges_on_resume
     assert last["dp_epsilon_local"] == pytest.approx(booked.local_epsilon())
     assert last["dp_epsilon_sample"] == pytest.approx(booked.sample_epsilon())
     assert last["dp_epsilon_discovery"] > resumed.rows[1]["dp_epsilon_discovery"] * 2.5  # 3 discoveries, not 2
+
+
+def test_resuming_a_run_again_charges_what_a_run_that_continued_it_released_before_dying(tmp_path):
+    """Outside DP review, J1, the reviewer's case: run 1 ends at epsilon 6.999 after 3 releases (z = 1,
+    delta = 1e-3). Run 2 resumes it, releases round 4's model and dies before its first checkpoint,
+    so it cannot be resumed itself. Run 3 resumes run 1 again: it must count run 2's release, and so
+    its budget of 10.5 allows one round (release 5: 9.733), not two (release 6: 10.97). Without the
+    lineage's journal it saw 4 and 5 releases and finished at "9.733", 10.97 in truth."""
+    from task.config import ConfigError
+    from tests.inprocess import DirectGrid
+
+    class DiesBeforeItsFirstCheckpoint(DirectGrid):
+        def push_messages(self, messages):
+            messages = list(messages)
+            if any(m.metadata.message_type == "evaluate" for m in messages):  # round 4 released, not checkpointed
+                raise SystemExit("killed after round 4's release")
+            return super().push_messages(messages)
+
+    rc = {**SMALL_RC, "num-server-rounds": 3, "dp.mode": "central-client-clip", "dp.noise-multiplier": 1.0,
+          "dp.clipping-norm": 5.0, "dp.delta": 1e-3, "server-eval-devices": 0}
+    first = run_inprocess(tmp_path, 3, rc, run_id=1)
+    assert first.rows[-1]["dp_epsilon_central"] == pytest.approx(6.999, abs=1e-3)
+    more = {**rc, "num-server-rounds": 5, "resume-from": str(first.dir), "dp.max-epsilon": 10.5}
+    with pytest.raises(SystemExit):
+        run_inprocess(tmp_path, 3, more, run_id=2, grid=DiesBeforeItsFirstCheckpoint(3, {**more, "out-dir": str(tmp_path)}))
+    assert not list((tmp_path / "run-2" / "checkpoints").glob("round-*.npz"))
+    with pytest.raises(ConfigError, match="no usable checkpoint"):
+        run_inprocess(tmp_path, 3, {**more, "resume-from": str(tmp_path / "run-2")}, run_id=9)
+    third = run_inprocess(tmp_path, 3, more, run_id=3)
+    assert [r["round"] for r in third.rows] == [0, 1, 2, 3, 4]
+    assert third.summary["stopped_early"] and "dp.max-epsilon = 10.5" in third.summary["stopped_early"]
+    last = third.rows[-1]
+    assert last["dp_central_releases"] == 5
+    assert last["dp_epsilon_central"] == pytest.approx(gaussian_epsilon(1.0, 5, 1e-3), rel=1e-6)  # 9.733
