@@ -503,6 +503,8 @@ class PrivacyLedger:
         (the one planning targets), the sample-level one and the total with discovery. Exact, not a
         guess: every device runs the same public DP-SGD plan, so the worst device after the next
         round is the one asked most often so far, asked once more. (A round adds no delta.)"""
+        if self.dp.max_epsilon <= 0:  # no budget: nothing to project (the figures cost an accountant each)
+            return
         extra_from = sampled_from or self.population
         total = self.with_discovery(extra_from=extra_from)
         self._check({"the model's user-level epsilon": self.model_epsilon(extra_from=extra_from),

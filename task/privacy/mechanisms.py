@@ -27,13 +27,15 @@ def secret_rng() -> np.random.Generator:
 
 
 def secret_tf_generator():
-    """A TensorFlow Philox generator whose whole state (3 x 64 bits) comes from OS entropy.
+    """A TensorFlow Philox generator whose whole state (3 x 64 bits) comes from one 192-bit read of
+    OS entropy (`secrets.randbits`).
     `tf.random.Generator.from_non_deterministic_state()` fills it from a process-wide mt19937_64
     seeded once with a 32-bit `std::random_device()`: about 2**32 possible noise streams per
     process, few enough for a server holding the update to try them all."""
     import tensorflow as tf  # only the mechanisms that draw on TensorFlow need it
 
-    state = [secrets.randbits(64) - 2**63 for _ in range(3)]  # as signed int64
+    bits = secrets.randbits(192)  # one read of OS entropy for the whole state (check_fresh_noise counts reads)
+    state = [(bits >> (64 * i) & (2**64 - 1)) - 2**63 for i in range(3)]  # three 64-bit words, as signed int64
     return tf.random.Generator.from_state(state, alg="philox")
 
 

@@ -188,8 +188,9 @@ def test_sampling_more_devices_than_exist_is_refused_before_training():
 
 
 def test_the_fresh_noise_check_users_run_on_their_deployment_passes(capsys, monkeypatch):
-    """Every secret random source is checked, each passes; a sampler made to draw from a seeded
-    generator fails the check (tests/features/dp/test_fresh_noise_sources.py: the features' ones)."""
+    """Every secret random source is checked, each passes all three checks; a sampler made to draw
+    from a seeded generator fails the check (tests/features/dp/test_fresh_noise_sources.py: the
+    features' ones)."""
     import random
 
     from scripts.deployment import check_fresh_noise
@@ -202,16 +203,76 @@ def test_the_fresh_noise_check_users_run_on_their_deployment_passes(capsys, monk
         sources += ["DP-FTRL tree noise (server)", "adaptive clipping count (server)", "local DP (device)",
                     "DP-SGD step (device)", "DP-SGD Poisson windows (device)"]
     if (features / "discovery").is_dir():
-        sources += ["TrieHH device sampling (server)"]
+        sources += ["TrieHH device sampling (server)", "TrieHH vote choice (device)",
+                    "discovery.max-words pick (server)"]
+    if (features / "secagg").is_dir():
+        sources += ["SecAgg+ masks (device)"]
     assert check_fresh_noise.main() == 0
     out = capsys.readouterr().out
-    passed = [line.split(" | ")[0].strip("| ") for line in out.splitlines() if " | yes | " in line]
-    assert sorted(passed) == sorted(sources) and "all noise and sampling fresh and as claimed" in out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| ") and not line.startswith("| source")]
+    passed = [row[0].strip("| ") for row in rows if row[1] == "yes" and row[3].startswith("yes: ")]
+    assert sorted(passed) == sorted(sources) and "all noise and sampling fresh, as claimed and from OS entropy alone" in out
 
     # The server's sample from Python's global generator (FedAvg's own), seeded alike both times.
     monkeypatch.setattr(random, "SystemRandom", lambda: random.Random(0))
     assert check_fresh_noise.main(only=["device sampling under DP (server)"]) == 1
     assert "| device sampling under DP (server) | NO: the draws repeat |" in capsys.readouterr().out
+
+
+def _weak_16_bit_seed():  # the outside DP review's variant (N1): 2**16 streams, seeded from the OS
+    import secrets
+
+    return np.random.default_rng(secrets.randbits(16))
+
+
+def _weak_32_bit_seed():
+    import secrets
+
+    return np.random.default_rng(int.from_bytes(secrets.token_bytes(4), "big"))
+
+
+def _weak_seed_cut_short():  # 128 bits read, 16 used
+    import secrets
+
+    return np.random.default_rng(secrets.randbits(128) % 2**16)
+
+
+def _weak_clock_seed():
+    import time
+
+    return np.random.default_rng(time.perf_counter_ns())
+
+
+@pytest.mark.parametrize("weak, why", [
+    (_weak_16_bit_seed, "NO: a seed of 16 bits (fewer than 128)"),
+    (_weak_32_bit_seed, "NO: a seed of 32 bits (fewer than 128)"),
+    (_weak_seed_cut_short, "NO: only part of a read of 128 bits is used"),
+    (_weak_clock_seed, "NO: the draws differ with the OS entropy pinned"),
+])
+def test_the_fresh_noise_check_fails_noise_from_a_weak_seed_that_still_differs_every_time(weak, why, monkeypatch, capsys):
+    """Outside DP review, N1: a generator seeded with 16 or 32 bits of OS entropy, with 128 bits cut
+    to 16, or from a clock gives fresh noise of the right std, which the check passed; it must fail."""
+    from scripts.deployment import check_fresh_noise
+
+    monkeypatch.setattr("server_app.privacy.secret_rng", weak)
+    assert check_fresh_noise.main(only=["central DP (server)"]) == 1
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| central DP (server) |"))
+    assert row.startswith("| central DP (server) | yes | ") and why in row, row  # fresh and of the right std: not enough
+
+
+def test_the_fresh_noise_check_fails_a_device_sample_from_a_generator_seeded_once(monkeypatch, capsys):
+    """The server's sample must read the OS for every device it picks (random.SystemRandom): a
+    generator seeded once from 128 bits of it reads too little for 100 picks."""
+    import random
+    import secrets
+
+    from scripts.deployment import check_fresh_noise
+
+    monkeypatch.setattr(random, "SystemRandom", lambda: random.Random(secrets.randbits(128)))
+    assert check_fresh_noise.main(only=["device sampling under DP (server)"]) == 1
+    assert "| yes | - (nothing claimed: a fixed-size sample or a pick) | NO: 1 reads of OS entropy for 100 picks" in \
+        capsys.readouterr().out
 
 
 def test_unequal_device_weights_are_refused_under_dp():
