@@ -124,11 +124,12 @@ def eval_part(row: dict) -> str:
 
 def privacy_line(p: dict) -> str:
     """The epsilons spent so far, each with what it protects and under which neighbouring relation
-    (task/privacy/ledger.py: zero-out = one device's text replaced by none, the number of devices public)."""
-    central = ("user-level ε (DP-FTRL, zero-out: one device's update replaced by zero, the number of devices "
-               "public; no sampling credit)" if p.get("dp_mode") == "central-ftrl" else
-               "user-level ε (central, zero-out: one device's update replaced by zero, the number of devices "
-               "public; no sampling credit)")
+    (task/privacy/ledger.py ZERO_OUT: one device's update replaced by zero, its votes empty; whether it replied is
+    not protected)."""
+    zero_out = ("zero-out: one device's update replaced by zero (its votes empty); whether it replied is not protected "
+                "(the number of devices and their reply status are public)")
+    central = (f"user-level ε (DP-FTRL; {zero_out}; no sampling credit)" if p.get("dp_mode") == "central-ftrl" else
+               f"user-level ε (central; {zero_out}; no sampling credit)")
     sample = "sample-level ε (DP-SGD, one window of what a device sends in training, worst device"
     names = {
         "epsilon_central": central,
@@ -136,8 +137,7 @@ def privacy_line(p: dict) -> str:
         "epsilon_local": "user-level ε (local DP, worst device, against the server too)",
         "epsilon_sample": sample + ("; discovery not in it)" if "epsilon_discovery" in p else ")"),
         "epsilon_discovery": "user-level ε of new-word discovery (TrieHH, add/remove one device)",
-        "epsilon_with_discovery": "user-level ε, model and discovery together (zero-out: one device's text "
-                                  "replaced by none, its update zero and its votes empty)",
+        "epsilon_with_discovery": f"user-level ε, model and discovery together ({zero_out})",
     }
     parts = [f"{label} = {p[key]:.3f}" for key, label in names.items() if key in p]
     mode = p.get("dp_mode", "none") + (" + DP-SGD" if p.get("dp_sgd") else "")

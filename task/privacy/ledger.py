@@ -6,10 +6,13 @@ use: docs/privacy.md). The ledger is plain data so it can be checkpointed and re
 writes itself ahead of every release (the journal, below).
 
 Neighbouring relations. "Zero-out" (dp-accounting's REPLACE_SPECIAL): the two runs compared have
-the same devices, and in one of them one device's text is replaced by none: its contribution to
-every sum is nothing (its clipped update zero, and under adaptive clipping its norm bit left out
-of the count, as for a device that fails), its discovery votes empty. The number of devices
-(connected, sampled, asked) and which devices replied are public: they are not protected.
+the same devices, and in one of them: one device's update replaced by zero (its votes empty); whether
+it replied is not protected (the number of devices and their reply status are public). Its
+contribution to every sum is nothing (its clipped update zero, and under adaptive clipping its
+norm bit left out of the count), its discovery votes empty, while it replies as it did. The number
+of devices (connected, sampled, asked) and each one's reply status (replied, declined, late,
+failed and why) are published: a device whose text is none (or too little) does not reply with a
+zero update, it fails ("too little text"), and that is in train_failed and failures, unprotected.
 Add/remove-one device is NOT what the central figures bound: `sampled`, the denominator, is
 derived from the population (with fraction-train = 1 they are equal), so removing a device would
 rescale the release, and under fixed-size sampling an added device displaces a sampled one.
@@ -45,11 +48,11 @@ What each figure means (delta is the run's dp.delta):
 - discovery: user level, TrieHH's (epsilon, delta) for the query levels each vocabulary discovery
   ran (features/discovery/triehh.py, Theorem 1: add or remove one device), added up over
   discoveries. It bounds the zero-out pair too: TrieHH samples every connected device
-  independently and a device whose text is none votes nothing, so a run with that device releases
+  independently and a device whose votes are empty adds no vote, so a run with that device releases
   the trie with exactly the distribution of a run without it. It holds against those who see the
   trie and the vocabulary, not against the server, which sees each asked device's vote.
-- with-discovery: the model's and discovery's figures together, zero-out (one device's text
-  replaced by none: its update zero, its votes empty), epsilons and deltas added (basic
+- with-discovery: the model's and discovery's figures together, zero-out (one device's update
+  replaced by zero (its votes empty); whether it replied is not protected), epsilons and deltas added (basic
   composition): the central figure (DP-FTRL's, or the plain one; the amplified one is not used,
   which is conservative) plus discovery's. Not reported in local mode: local DP holds against the
   server and discovery only against those who see its output, so no one adversary gets their sum.
@@ -115,7 +118,8 @@ _REPLACE = dp_accounting.NeighboringRelation.REPLACE_ONE
 _ZERO_OUT = dp_accounting.NeighboringRelation.REPLACE_SPECIAL
 
 JOURNAL = "privacy-ledger.json"  # the write-ahead journal's name in the run's directory
-ZERO_OUT = "one device's text replaced by none (its update zero, its votes empty); the number of devices is public"
+ZERO_OUT = ("one device's update replaced by zero (its votes empty); whether it replied is not protected (the number "
+            "of devices and their reply status are public)")
 
 
 def epsilon(event: dp_accounting.DpEvent, delta: float, replace_one: bool = False, zero_out: bool = False) -> float:
@@ -349,8 +353,8 @@ class PrivacyLedger:
 
     def with_discovery(self, extra: tuple[float, float] | None = None,
                        extra_from: int = 0) -> tuple[float, float] | None:
-        """(epsilon, delta) of the model and discovery together, zero-out: one device's text
-        replaced by none (module doc); None without discoveries, in local mode, or without
+        """(epsilon, delta) of the model and discovery together, zero-out: one device's update
+        replaced by zero, its votes empty (module doc); None without discoveries, in local mode, or without
         user-level DP on the model."""
         spent = [tuple(d) for d in self.discoveries] + ([extra] if extra else [])
         if not spent or not self.dp.central:
@@ -387,8 +391,8 @@ class PrivacyLedger:
 
     def report(self) -> dict[str, float | int | str]:
         """Flat metrics for the per-round file and the summary (None figures are left out).
-        Relations (module doc): epsilon-central and epsilon-with-discovery zero-out (one device's
-        text replaced by none; the number of devices public), epsilon-central-amplified replace-one,
+        Relations (module doc): epsilon-central and epsilon-with-discovery zero-out (ZERO_OUT),
+        epsilon-central-amplified replace-one,
         epsilon-local any two texts of one device, epsilon-discovery add/remove (and so zero-out),
         epsilon-sample add/remove one window of what a device sends in training."""
         figures = {
@@ -440,10 +444,11 @@ class PrivacyLedger:
             lines.append(f"user level, central ({dp.mode}): a device's whole update is clipped to L2 norm "
                          f"{dp.clipping_norm}{' (initially; adaptive)' if 'adaptive' in dp.mode else ''}, {noise}, "
                          f"divided by the {self.sampled} devices sampled (not by those that replied); neighbouring "
-                         f"= zero-out (dp-accounting's REPLACE_SPECIAL): one device's text replaced by none, its "
-                         f"update replaced by zero{bit}, as for a device that fails; not add/remove one device: the "
-                         f"number of devices is public (population = {self.population} devices connected at the "
-                         f"start, {self.sampled} sampled per round, derived from it) and so is which devices replied")
+                         f"= zero-out (dp-accounting's REPLACE_SPECIAL): one device's update replaced by zero{bit} "
+                         f"(its votes empty); whether it replied is not protected (the number of devices and their "
+                         f"reply status are public: a device without text fails, and that is published); not "
+                         f"add/remove one device: the number of devices is public (population = {self.population} "
+                         f"devices connected at the start, {self.sampled} sampled per round, derived from it)")
             if self.selected > self.sampled:
                 lines.append(f"over-selection: {self.selected} devices asked per round, the first {self.sampled} "
                              "updates kept; a device's contribution can displace another's update, so the central "

@@ -10,6 +10,7 @@ import numpy as np
 
 from server_app.console import privacy_line
 from task.config import DPConfig
+from task.privacy import ledger as ledger_module
 from task.privacy import mechanisms
 from task.privacy.ledger import PrivacyLedger
 
@@ -36,25 +37,39 @@ def test_dp_ftrl_is_never_labelled_add_or_remove():
     assert "add/remove" not in line and "replaced by zero" in line
 
 
+ZERO_OUT = ("one device's update replaced by zero (its votes empty); whether it replied is not protected (the number "
+            "of devices and their reply status are public)")
+OLD_ZERO_OUT = "text replaced by none"  # outside DP review R1: a device with no text fails, and that is published
+
+
 def test_the_plain_central_figure_and_the_total_with_discovery_are_labelled_zero_out_everywhere():
     """B2: `sampled` comes from the population, an added device displaces a sampled one and the
-    counts are published, so add/remove one device does not hold; the figures are zero-out (one
-    device's text replaced by none), the number of devices public."""
+    counts are published, so add/remove one device does not hold; the figures are zero-out. R1: what
+    the mechanism bounds is one device's update replaced by zero, its reply status unchanged (a
+    device with no text fails, "too little text", in train_failed and failures): every label, the
+    README, docs/privacy.md and docs/vocabulary-discovery.md say so, never "text replaced by none"."""
     line = privacy_line({"dp_mode": "central-client-clip", "epsilon_central": 1.0, "epsilon_discovery": 2.0,
                          "epsilon_with_discovery": 3.0, "delta": 1e-5, "delta_with_discovery": 2e-5})
     central, total = line.split(" = ")[0], line.split("together")[1].split(" = ")[0]
-    assert "zero-out" in central and "number of devices public" in central and "add/remove" not in central
-    assert "zero-out" in total and "votes empty" in total and "add/remove" not in total
+    assert "zero-out" in central and ZERO_OUT in central and "add/remove" not in central
+    assert "zero-out" in total and ZERO_OUT in total and "add/remove" not in total
+    assert ZERO_OUT in privacy_line({"dp_mode": "central-ftrl", "epsilon_central": 1.0, "delta": 1e-5})
+    assert OLD_ZERO_OUT not in line
     assert "discovery (TrieHH, add/remove one device) = 2.000" in line  # TrieHH's own theorem is add/remove
-    for mode in ("central-client-clip", "central-server-clip", "central-adaptive-clip"):
+    for mode in ("central-client-clip", "central-server-clip", "central-adaptive-clip", "central-ftrl"):
         first = PrivacyLedger(DPConfig(mode=mode, clipped_count_stddev=5.0), population=9, sampled=3).assumptions(12)[0]
         assert "zero-out" in first and "number of devices is public" in first and "added or removed" not in first
+        assert "whether it replied is not protected (the number of devices and their reply status are public" in first
+        assert OLD_ZERO_OUT not in first
+    assert ledger_module.ZERO_OUT == ZERO_OUT and OLD_ZERO_OUT not in flat(ledger_module.__doc__)
+    assert ZERO_OUT in flat(ledger_module.__doc__)
     text = flat(PRIVACY)
     assert "Neighbouring relation: add or remove one device" not in text
     assert "both under add or remove one device" not in text
-    assert "zero-out: one device's text replaced by none, its update zero and its votes empty" in text
+    for doc in (PRIVACY, DISCOVERY, README):
+        assert ZERO_OUT in flat(doc.replace("**", "")) and OLD_ZERO_OUT not in flat(doc)
     assert "under one neighbouring relation, add or remove one device" not in flat(DISCOVERY)
-    assert "one device's text replaced by none, its model update zero and its votes empty" in flat(DISCOVERY)
+    assert "too little text" in text and "`train_failed`" in text  # why the reply status is not protected
 
 
 def test_the_window_level_figure_says_discovery_is_not_in_it_and_why():
