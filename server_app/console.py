@@ -103,10 +103,11 @@ def personal_lines(f: dict) -> list[str]:
     """Shared against personalised (task/personal.py) against the device's own bigram."""
     if "eval_personal_top3" not in f:
         return []
-    return [f"  Personalised on each device (the model mixed with the user's own counts): top-1 "
-            f"{f['eval_personal_top1']:.1%}, top-3 {f['eval_personal_top3']:.1%}"
-            f"{savings(f, 'eval_personal_keystroke_savings')}; it lowered the top-3 of "
-            f"{f['eval_personal_hurt']:.0%} of the devices",
+    return [f"  Personalised on each device (the model alone or mixed with the user's own counts, as each device "
+            f"chose; {f['eval_personal_on']:.0%} mix): top-1 {f['eval_personal_top1']:.1%}, top-3 "
+            f"{f['eval_personal_top3']:.1%}{savings(f, 'eval_personal_keystroke_savings')}; against the shared "
+            f"model it lowered the top-3 of {f['eval_personal_hurt']:.0%} of the devices and raised it for "
+            f"{f['eval_personal_helped']:.0%} (each by more than one prediction)",
             f"  Top-3 over every word typed (those the vocabulary lacks too): shared {f['eval_all_top3']:.1%}, "
             f"personalised {f['eval_personal_all_top3']:.1%}"]
 
