@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from flwr.app import Context, Error, Message
 
 from client_app.messages import config_of
-from task.releases import ERROR_REASONS, FAILED, FAILURE_CATEGORIES, UNDECLARED, device_value, error_reason
+from task.privacy import DP_WEIGHT
+from task.releases import (ERROR_REASONS, FAILED, FAILURE_CATEGORIES, RECORD_TYPES, UNDECLARED, device_value,
+                           error_reason)
 
 log = logging.getLogger("flwr")
 # The categories a failure may be reported as (task/releases.py): nothing of the exception's message leaves.
@@ -48,20 +51,16 @@ DP_REQUIRED = {"any": lambda dp: dp.enabled, "central": lambda dp: dp.central or
 
 
 def boundary_mod(msg: Message, context: Context, call_next) -> Message:
-    """Refuse a run whose DP is weaker than the device's node-config `dp-required`; refuse to send a
-    value task/releases.py does not declare for this reply under this run's DP, or an update whose
-    arrays are not the received model's."""
+    """Refuse a run the device's node config does not accept (`refusal`); refuse to send a value
+    task/releases.py does not declare for this reply under this run's DP, a record of another type
+    than declared, a metric that is not a number, a dp-weight other than 1 under DP, an update whose
+    arrays are not the received model's, or a vote that is not a prefix at the asked depth."""
     cfg = config_of(context)
-    required = context.node_config.get("dp-required")
-    if required:
-        if required not in DP_REQUIRED:
-            log.error("node %s: node-config dp-required = %r: expected one of %s", context.node_id, required,
-                      sorted(DP_REQUIRED))
-            return Message(Error(code=102, reason=ERROR_REASONS[102][0]), reply_to=msg)
-        if not DP_REQUIRED[required](cfg.dp):
-            log.error("node %s: the run's dp.mode = %r (dp.sgd = %s) is weaker than this device's dp-required = %r: "
-                      "refused", context.node_id, cfg.dp.mode, cfg.dp.sgd, required)
-            return Message(Error(code=102, reason=ERROR_REASONS[102][1]), reply_to=msg)
+    kind = msg.metadata.message_type.split(".")[0]
+    refused = refusal(context.node_config, cfg, kind)
+    if refused:
+        log.error("node %s: refused this run's %s message: %s", context.node_id, kind, refused)
+        return Message(Error(code=102, reason=refused), reply_to=msg)
     reply = call_next(msg, context)
     if reply.has_error():  # a closed set of reasons per code (task/releases.py)
         code, reason = reply.error.code, reply.error.reason
@@ -72,19 +71,61 @@ def boundary_mod(msg: Message, context: Context, call_next) -> Message:
                   code, reason, allowed or ERROR_REASONS[FAILED][0])
         return Message(Error(code=code if allowed else FAILED, reason=allowed or ERROR_REASONS[FAILED][0]),
                        reply_to=msg)
-    dp = cfg.dp
-    kind = msg.metadata.message_type.split(".")[0]
-    if not _same_arrays(msg, reply, cfg):
-        log.error("node %s: refused to send an update whose arrays differ from the received model's", context.node_id)
+    problem = _undeclared(msg, reply, cfg, kind)
+    if problem:
+        log.error("node %s: refused to send %s", context.node_id, problem)
         return Message(Error(code=UNDECLARED, reason=ERROR_REASONS[UNDECLARED][0]), reply_to=msg)
+    return reply
+
+
+def refusal(node_config, cfg, kind: str) -> str | None:
+    """Why this device refuses the message, from its own node config (review L1: the run config,
+    dp.mode included, comes from whoever submits the run):
+    - `dp-required`: the weakest protection it accepts; any level also refuses
+      dp.report-train-metrics, and "local" refuses evaluate and query messages (their values are
+      not covered by local DP: task/releases.py);
+    - `dp-max-local-epsilon`: the largest dp.local-epsilon per release it accepts."""
+    required = node_config.get("dp-required")
+    if required:
+        if required not in DP_REQUIRED:
+            return ERROR_REASONS[102][0]
+        if not DP_REQUIRED[required](cfg.dp):
+            return ERROR_REASONS[102][1]
+        if cfg.dp.report_train_metrics or (required == "local" and kind in ("evaluate", "query")):
+            return ERROR_REASONS[102][2]
+    most = node_config.get("dp-max-local-epsilon")
+    if most is not None:
+        try:
+            most = float(most)
+        except (TypeError, ValueError):
+            return ERROR_REASONS[102][0]
+        if cfg.dp.mode == "local" and cfg.dp.local_epsilon > most:
+            return ERROR_REASONS[102][3]
+    return None
+
+
+def _undeclared(msg: Message, reply: Message, cfg, kind: str) -> str | None:
+    """What of `reply` may not leave (task/releases.py), in words for the device's log; None: all may."""
+    dp = cfg.dp
     for record, values in reply.content.items():
+        expected = RECORD_TYPES.get(record)
+        if expected and type(values).__name__ != expected:
+            return f"{record}: a {type(values).__name__}, declared as a {expected}"
         for key in _keys(values):
             value = device_value(kind, record, key)
             if value is None or not value.leaves(dp.enabled, dp.report_train_metrics):
                 why = "not declared in task/releases.py" if value is None else f"{value.under_dp} under DP"
-                log.error("node %s: refused to send %s/%s: %s", context.node_id, record, key, why)
-                return Message(Error(code=UNDECLARED, reason=ERROR_REASONS[UNDECLARED][0]), reply_to=msg)
-    return reply
+                return f"{record}/{key}: {why}"
+            item = values[key]
+            if type(values).__name__ == "MetricRecord" and not isinstance(item, (int, float)):
+                return f"{record}/{key}: a {type(item).__name__}, not a number"
+            if key == DP_WEIGHT and dp.enabled and item != 1:
+                return f"{record}/{key} = {item}: every device weighs 1 under DP"
+    if not _same_arrays(msg, reply, cfg):
+        return "an update whose arrays differ from the received model's"
+    if kind == "query" and not _a_vote(msg, reply):
+        return "a vote that is not one prefix at the asked depth"
+    return None
 
 
 def _keys(record) -> list[str]:
@@ -92,10 +133,29 @@ def _keys(record) -> list[str]:
 
 
 def _same_arrays(msg: Message, reply: Message, cfg) -> bool:
-    """An update holds the received model's arrays, by name and shape, and nothing else (checked
-    where the update is plain float: the transfer encodings send their own layout)."""
+    """An update holds the received model's arrays, by name, shape and dtype, and nothing else; a
+    transfer encoding's (features/transfer/codec.py) one array per weight, or for int8 two (the
+    8-bit values and their scales), never more bytes in all than the model."""
     sent, received = reply.content.array_records.get("arrays"), msg.content.array_records.get("arrays")
-    if sent is None or received is None or cfg.transfer_dtype != "float32":
+    if sent is None or received is None:
         return True
-    return list(sent.keys()) == list(received.keys()) and all(
-        tuple(sent[k].shape) == tuple(received[k].shape) for k in sent.keys())
+    got, had = [sent[k] for k in sent.keys()], [received[k] for k in received.keys()]
+    if cfg.transfer_dtype == "float32":
+        return list(sent.keys()) == list(received.keys()) and all(
+            tuple(a.shape) == tuple(b.shape) and a.dtype == b.dtype for a, b in zip(got, had))
+    per = 2 if cfg.transfer_dtype == "int8" else 1
+    size = lambda arrays: sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in arrays)  # noqa: E731
+    return len(got) == per * len(had) and size(got) <= size(had)
+
+
+def _a_vote(msg: Message, reply: Message) -> bool:
+    """A TrieHH vote (features/discovery/triehh.py): none, or `depth` characters (END included)
+    whose first depth - 1 are a prefix the server sent."""
+    from task.config import QUERY_DEPTH, QUERY_PREFIXES, QUERY_VOTE
+
+    config = msg.content.config_records.get("config") or {}
+    vote = reply.content.config_records.get(QUERY_VOTE, {}).get(QUERY_VOTE, "")
+    if vote == "":
+        return True
+    depth = int(config.get(QUERY_DEPTH, 0))
+    return isinstance(vote, str) and len(vote) == depth and (depth == 1 or vote[:-1] in set(config.get(QUERY_PREFIXES, [])))

@@ -125,7 +125,9 @@ ERROR_REASONS: dict[int, tuple[str, ...]] = {
           "dp.delta too large for the text", "audit.canaries refused on a real device"),
     101: ("not eligible", "not eligible: metered network", "not eligible: not charging", "not eligible: battery low",
           "not eligible: simulated device not charging on Wi-Fi at this hour"),  # participation rules
-    102: ("node-config value invalid", "node-config dp-required: the run's dp.mode is weaker"),
+    102: ("node-config value invalid", "node-config dp-required: the run's dp.mode is weaker",
+          "node-config dp-required: the run would send what the required DP does not cover",
+          "node-config dp-max-local-epsilon: the run's dp.local-epsilon is larger"),
     103: FAILURE_CATEGORIES,  # client_app/boundary.py
     104: ("a value task/releases.py does not declare or withholds (see the device's log)",),
 }
@@ -150,6 +152,13 @@ DEVICE_CHANNELS = [
            "(flwr ls shows its run total): both follow the size of the device's text"),
     _v("reply size", (), PUBLIC, why="the update has the model's shape; metrics have fixed keys"),
 ]
+
+
+# The record type of each record name a device sends (review I2: a ConfigRecord named "arrays",
+# or a list in a MetricRecord, passed a key-only check). MetricRecord values must be scalars.
+RECORD_TYPES = {"arrays": "ArrayRecord", "metrics": "MetricRecord", "vote": "ConfigRecord",
+                "secaggplus_configs": "ConfigRecord", "fitres.parameters": "ArrayRecord",
+                "fitres.num_examples": "MetricRecord", "fitres.status": "ConfigRecord", "fitres.metrics": "ConfigRecord"}
 
 
 def device_value(message_type: str, record: str, key: str) -> Value | None:
@@ -211,6 +220,9 @@ PUBLISHED: dict[str, list[Value]] = {
         _v("privacy-ledger.lock", (), PUBLIC, why="which run continues this one"),
         _v("checkpoints/*", MODEL, COVERED, USER_LEVEL, "the model; its state: 'checkpoint' above"),
         _v("final/*", MODEL, COVERED, USER_LEVEL, "the final model, its vocabulary and LiteRT files"),
+        _v("(file times)", (SERVER, DEVICE, TRAIN_TEXT), DECLARED,
+           why="each round rewrites metrics.json and writes a checkpoint: their times give each round's wall "
+               "time, which follows the devices' compute (the 'seconds' column is withheld, the times are not)"),
         _v("flwr-output.log", (MODEL, HELD_OUT, TRAIN_TEXT, DEVICE), DECLARED,
            why="what scripts/run.sh captures: the round lines (published metrics), failing node ids"),
     ],

@@ -259,3 +259,55 @@ def test_every_covered_value_names_what_covers_it_under_each_dp_mode(mode, sgd):
     update = device_value("train", "arrays", "0").covered_by(mode, sgd)
     expected = {"none": "epsilon-sample", "local": "epsilon-local", "central-server-clip": "raw update"}
     assert expected.get(mode, "epsilon-central") in update
+
+
+def _leaks(kind: str, content, cfg=None, config: dict | None = None):
+    """The boundary's answer to a handler that replies `content` (a RecordDict) to a `kind` message."""
+    from flwr.app import Message
+
+    from client_app.boundary import boundary_mod
+
+    received = RecordDict({"config": ConfigRecord(config or {}),
+                           "arrays": ArrayRecord([np.zeros((2, 3), np.float32)])})
+    return boundary_mod(message(received, kind), context(cfg or CFG), lambda m, c: Message(content, reply_to=m))
+
+
+def test_a_value_of_another_type_or_size_than_declared_is_refused():
+    """Review I2 (second review): key names alone let a ConfigRecord named 'arrays', a list in a
+    metric, float64 arrays, a dp-weight other than 1 and a whole word as a vote leave."""
+    from flwr.app import MetricRecord
+
+    dp = replace(CFG, dp=replace(CFG.dp, mode="central-client-clip"))
+    secret = "my pin is 4711"
+    cases = [
+        ("train", RecordDict({"arrays": ConfigRecord({"0": secret.encode()})}), dp, {}),
+        ("evaluate", RecordDict({"metrics": MetricRecord({"loss": [float(ord(c)) for c in secret]})}), dp, {}),
+        ("evaluate", RecordDict({"metrics": MetricRecord({"top3": 0.5, "dp-weight": 123456789})}), dp, {}),
+        ("train", RecordDict({"arrays": ArrayRecord([np.zeros((2, 3), np.float64)])}), dp, {}),
+        ("query", RecordDict({"vote": ConfigRecord({"vote": secret})}), CFG, {QUERY_DEPTH: 2, "prefixes": ["m"]}),
+        ("query", RecordDict({"vote": ConfigRecord({"vote": "zq"})}), CFG, {QUERY_DEPTH: 2, "prefixes": ["m"]}),
+    ]
+    for kind, content, cfg, config in cases:
+        reply = _leaks(kind, content, cfg, config)
+        assert reply.has_error() and reply.error.code == UNDECLARED, (kind, content)
+    fine = _leaks("query", RecordDict({"vote": ConfigRecord({"vote": "my"})}), CFG, {QUERY_DEPTH: 2, "prefixes": ["m"]})
+    assert not fine.has_error()  # a prefix one longer than one the server sent
+    fine = _leaks("train", RecordDict({"arrays": ArrayRecord([np.ones((2, 3), np.float32)])}), dp)
+    assert not fine.has_error()
+
+
+@pytest.mark.parametrize("node, run, kind, refused", [
+    ({"dp-required": "central"}, {"report_train_metrics": True, "mode": "central-client-clip"}, "train", True),
+    ({"dp-required": "local"}, {"mode": "local"}, "evaluate", True),  # held-out scores: not covered by local DP
+    ({"dp-required": "local"}, {"mode": "local"}, "query", True),  # a TrieHH vote trusts the server
+    ({"dp-required": "local"}, {"mode": "local"}, "train", False),
+    ({"dp-max-local-epsilon": 8.0}, {"mode": "local", "local_epsilon": 1e5}, "train", True),
+    ({"dp-max-local-epsilon": 8.0}, {"mode": "local", "local_epsilon": 4.0}, "train", False),
+])
+def test_a_devices_dp_pin_covers_what_the_run_config_could_still_ask_for(node, run, kind, refused):
+    """Review L1 (second review): dp-required checked dp.mode only, so a run with
+    dp.report-train-metrics, an evaluate or query message, or a huge dp.local-epsilon got through."""
+    from client_app.boundary import refusal
+
+    cfg = replace(CFG, dp=replace(CFG.dp, **run))
+    assert (refusal(node, cfg, kind) is not None) == refused
