@@ -56,6 +56,9 @@ def main(grid: Grid, context: Context) -> None:
         stop_reason = f"{'privacy budget' if isinstance(e, PrivacyBudgetExceeded) else 'too few devices'}: {e}"
         log.warning("Stopped early: %s", stop_reason)
         final = round_end.latest
+    finally:  # nothing is booked after the last round: the lineage's locks go, whatever ended the rounds
+        if ledger is not None:
+            ledger.close()
     finish(start.record, round_end.model_for(final), round_end.vocab_for(final), round_end.check_windows(),
            stop_reason, _assumptions(cfg, ledger, growth), growth.history if growth else [], _litert_variants(cfg))
 
@@ -74,7 +77,8 @@ def _ledger(cfg: Config, start, population: int, sampled: int):
     """The privacy ledger (server_app/privacy.py, dp-accounting) when DP or discovery is on:
     a run without either never loads the accounting. It journals itself in the run's directory, and
     in that of every run it continues, ahead of every release, so a crash before the round's
-    checkpoint loses no charge whichever run of the lineage is resumed next; it locks them first."""
+    checkpoint loses no charge whichever run of the lineage is resumed next; it locks them first,
+    until `main` closes it when the rounds end (normally, at a stop or by an exception)."""
     if not (cfg.dp.enabled or cfg.vocab_discovery or start.added):
         return None
     from server_app.privacy import ledger_for

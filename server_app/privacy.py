@@ -136,47 +136,79 @@ def ledger_for(cfg: Config, population: int, sampled: int, resume, journal: Path
     journal furthest ahead in its lineage: charges of a round that crashed, or of another run that
     continued the same run, stay charged). `journal`: where this run's ledger writes itself ahead of
     every release (task/privacy/ledger.py); it is then also written into every run directory of the
-    lineage, each of them locked first (`hold_lineage`)."""
+    lineage, each of them locked first (`hold_lineage`) until the ledger is closed (the run's end)."""
     selected = selected_per_round(population, sampled, cfg.selection_factor)
-    ancestors = lineage_of(resume) if resume else []
-    if journal is not None:  # before reading any journal: no other run books in this lineage from now on
-        hold_lineage(Path(journal).parent, ancestors)
-    ledger = (resumed_ledger(cfg, resumed_privacy(resume), population, sampled, selected) if resume
-              else new_ledger(cfg, population, sampled, selected))
-    if journal is not None:
-        ledger.keep_journal(journal, ancestors)
+    lineage = lineage_of(resume) if resume else []
+    lock = None
+    if journal is not None:  # before reading any journal for the state: no other run books in this lineage from now on
+        lock = hold_lineage(Path(journal).parent, lineage)
+    try:
+        while lock is not None and resume:  # a journal read before the lock may have been ahead: lock what it named
+            again = lineage_of(resume)
+            if set(again) <= lock.covered:
+                break
+            lock.take(again)
+            lineage = again
+        ledger = (resumed_ledger(cfg, resumed_privacy(resume, lineage), population, sampled, selected) if resume
+                  else new_ledger(cfg, population, sampled, selected))
+        if journal is not None:
+            ledger.keep_journal(journal, lineage)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if lock is not None:
+        ledger.hold(lock.release)
     for assumption in ledger.assumptions(cfg.model.seq_len):
         log.info("Privacy accounting: %s", assumption)
     return ledger
 
 
 def lineage_of(resume) -> list[str]:
-    """The run directories a resumed run continues, oldest first, its source last: the lineage its
-    checkpoint records (task/privacy/ledger.py), with the source where it is now."""
+    """The run directories a resumed run continues, oldest first, its source last: every one the
+    checkpoint's ledger records, the run that wrote it included (absolute, as recorded: a checkpoint
+    or a whole run directory copied elsewhere still names the original), every one recorded by the
+    journal found in any of those (runs that continued them since), and the source where it is now."""
     saved = resume.checkpoint.state.get("privacy") or {}
     source = str(Path(resume.source).resolve())
-    return [d for d in dict.fromkeys(str(d) for d in saved.get("lineage", [])[:-1]) if d != source] + [source]
+    found = dict.fromkeys(str(d) for d in saved.get("lineage", []))
+    found.pop(source, None)
+    todo = [*found, source]
+    while todo:
+        recorded = _journal_in(todo.pop(0))
+        for directory in map(str, (recorded or {}).get("lineage", [])):
+            if directory != source and directory not in found:
+                found[directory] = None
+                todo.append(directory)
+    return [*found, source]
 
 
-def resumed_privacy(resume) -> dict | None:
+def _journal_in(run_dir: str) -> dict | None:
+    path = Path(run_dir) / JOURNAL
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot resume with DP: the privacy journal {path} is unreadable ({e}); it may hold "
+                          "charges the checkpoint lacks") from e
+
+
+def resumed_privacy(resume, lineage: list[str] | None = None) -> dict | None:
     """The ledger state a resumed run continues: the checkpoint's, or the journal furthest ahead
-    among its lineage's run directories when one has booked more (a release, a round's devices or a
-    discovery after the checkpoint was written, by the run itself or by any run that continued it
-    or its ancestors: each writes its journal into all of them). Conservative: a resume from an older
-    checkpoint, or from a run another run already continued, keeps every later charge too."""
+    among its lineage's run directories (`lineage`, default `lineage_of`) when one has booked more (a
+    release, a round's devices or a discovery after the checkpoint was written, by the run itself or
+    by any run that continued it or its ancestors: each writes its journal into all of them).
+    Conservative: a resume from an older checkpoint, from a copy of it, or from a run another run
+    already continued, keeps every later charge too."""
     saved = resume.checkpoint.state.get("privacy")
     chosen, where = saved, None
-    for run_dir in lineage_of(resume):
-        path = Path(run_dir) / JOURNAL
-        try:
-            journal = json.loads(path.read_text())
-        except FileNotFoundError:
+    for run_dir in lineage_of(resume) if lineage is None else lineage:
+        journal = _journal_in(run_dir)
+        if journal is None:
             continue
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot resume with DP: the privacy journal {path} is unreadable ({e}); it may hold "
-                              "charges the checkpoint lacks") from e
         if not chosen or int(journal.get("bookings", 0)) >= int(chosen.get("bookings", 0)):
-            chosen, where = journal, path
+            chosen, where = journal, Path(run_dir) / JOURNAL
     if where is not None and chosen != saved:
         log.warning("Resuming the privacy ledger from %s, which is ahead of the checkpoint of round %d in %s (%s "
                     "bookings against %s): what was booked after the checkpoint, by that run or by any run that "
@@ -186,51 +218,85 @@ def resumed_privacy(resume) -> dict | None:
 
 
 LOCK = "privacy-ledger.lock"  # in each run directory of a lineage while a run books in it
-_held: dict[str, object] = {}  # lock file -> its open file: the locks this process holds
+_held: dict[str, LineageLock] = {}  # lock file -> the live run's lock that holds it, in this process
 
 
-def hold_lineage(run_dir: Path, ancestors: list[str]) -> None:
-    """Lock `run_dir` and every directory of `ancestors` (the lineage it continues) for as long as
-    this process lives, or raise ConfigError naming the run that holds one: two runs continuing
-    one lineage at once would each book charges the other never sees, and the budget stop would
-    not see their sum. The lock is the OS's (flock) on <run dir>/privacy-ledger.lock: a run that
-    dies releases it, whatever killed it; the file names the holder (run, pid, host) for the error.
-    A ServerApp process runs one run (Flower starts one per run), so a lock this process already
-    holds belongs to a run of it that is over (tests run several in one process) and is taken over."""
-    run_dir = Path(run_dir).resolve()
-    for directory in [*(Path(d) for d in ancestors), run_dir]:
-        if directory != run_dir and not directory.is_dir():
-            continue  # deleted or moved: no run resumes from it, and the journal skips it too
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / LOCK
-        f = _held.get(str(path))
-        if f is None:
-            f = open(path, "a+")  # noqa: SIM115 (kept open: the lock lasts as long as the process)
+class LineageLock:
+    """The OS locks (flock on <run dir>/privacy-ledger.lock) one run holds on the directories of its
+    lineage: two runs continuing one lineage at once would each book charges the other never sees,
+    and the budget stop would not see their sum. A process that dies releases them, whatever killed
+    it; `release()` does at the run's end (the ledger's close()). Each file names its holder (run,
+    pid, host) for the error of a run refused. Within one process, a lock another live run holds is
+    refused too, naming both runs (a long-lived ServerApp process may run several runs)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir).resolve()
+        self.covered: set[str] = set()  # directories considered (locked, or absent: nothing resumes from them)
+        self.files: dict[str, object] = {}
+        self.holder = {"run": str(self.run_dir), "pid": os.getpid(), "host": socket.gethostname(),
+                       "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def take(self, directories: Iterable[str | Path]) -> None:
+        """Lock each of `directories` not locked yet, or raise ConfigError naming the run that holds it."""
+        for directory in map(Path, directories):
+            if str(directory) in self.covered:
+                continue
+            self.covered.add(str(directory))
+            if directory != self.run_dir and not directory.is_dir():
+                continue  # deleted or moved: no run resumes from it, and the journal skips it too
+            directory.mkdir(parents=True, exist_ok=True)
+            path = str(directory / LOCK)
+            if path in self.files:
+                continue
+            other = _held.get(path)
+            if other is not None:  # a run of this process that has not ended: its ledger is still live
+                raise ConfigError(_held_by(json.dumps(other.holder), directory, self.run_dir, here=True))
+            f = open(path, "a+")  # noqa: SIM115 (kept open: the lock lasts until release())
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 f.seek(0)
                 holder = f.read().strip()
                 f.close()
-                raise ConfigError(_held_by(holder, directory, run_dir)) from None
-            _held[str(path)] = f
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps({"run": str(run_dir), "pid": os.getpid(), "host": socket.gethostname(),
-                            "since": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
-        f.flush()
+                raise ConfigError(_held_by(holder, directory, self.run_dir)) from None
+            _held[path] = self
+            self.files[path] = f
+            f.seek(0)
+            f.truncate()
+            f.write(json.dumps(self.holder) + "\n")
+            f.flush()
+
+    def release(self) -> None:
+        while self.files:
+            path, f = self.files.popitem()
+            if _held.get(path) is self:
+                del _held[path]
+            f.close()  # closing the file releases its flock
+
+
+def hold_lineage(run_dir: Path, ancestors: list[str]) -> LineageLock:
+    """Lock `run_dir` and every directory of `ancestors` (the lineage it continues) until the lock
+    is released (the run's end), or raise ConfigError naming the run that holds one (`LineageLock`)."""
+    lock = LineageLock(run_dir)
+    try:  # the source first: a refusal names the directory the operator resumes from when it can
+        lock.take([*ancestors[-1:], *ancestors[:-1], lock.run_dir])
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def release_lineage() -> None:
     """Release every lock this process holds, as its end would (tests that play several processes)."""
-    while _held:
-        _held.popitem()[1].close()
+    for lock in list(dict.fromkeys(_held.values())):
+        lock.release()
 
 
-def _held_by(holder: str, directory: Path, run_dir: Path) -> str:
+def _held_by(holder: str, directory: Path, run_dir: Path, here: bool = False) -> str:
     try:
         who = json.loads(holder)
-        by, doing = (f"run {who['run']} (pid {who['pid']} on host {who['host']}, since {who['since']})",
+        by, doing = (f"run {who['run']} (pid {who['pid']} on host {who['host']}, since {who['since']}"
+                     f"{', in this process: its ledger is still live' if here else ''})",
                      "is still running" if who["run"] == str(directory) else "continues it")
     except (ValueError, KeyError, TypeError):
         by, doing = "another run", "continues it"

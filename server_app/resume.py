@@ -2,11 +2,13 @@
 
 The weights, the strategy's state and the privacy ledger come from the checkpoint (the ledger from
 the write-ahead journal furthest ahead in the old run's lineage when one is ahead of the checkpoint:
-server_app/privacy.py), so the new run continues the old one's model and its epsilon keeps growing
-from where it was, a crashed round's charges included, and those of any other run that continued
-the old one (or its ancestors) before, even one that died before its first checkpoint. The new run
-copies the old one's history up to the checkpoint's round; of the old run's directory it writes only
-the privacy journal (the lineage's charges) and the lock it holds while it runs.
+the directories the checkpoint records, the original's too when the checkpoint or its run directory
+is a copy, and the source where it is now; server_app/privacy.py), so the new run continues the old
+one's model and its epsilon keeps growing from where it was, a crashed round's charges included, and
+those of any other run that continued the old one (or its ancestors) before, even one that died
+before its first checkpoint. The new run copies the old one's history up to the checkpoint's round;
+of the old run's directory it writes only the privacy journal (the lineage's charges) and the lock
+it holds until it ends.
 """
 
 from __future__ import annotations

@@ -84,12 +84,15 @@ checkpoint holds: the worst device's round count, never a count per device.
 
 Lineage (outside DP review, J1): a run and every run resumed from it, directly or not, are one
 lineage, and they share one budget. The state keeps the lineage's run directories (`lineage`,
-oldest first, this run's own last), and the journal is written into every one of them that still
-exists, not only into this run's: whichever run of the lineage an operator resumes from, the
-journal there holds every charge booked by any run that continued it, also one that died before
-its first checkpoint (it cannot be resumed itself). A resume takes the journal furthest ahead among
-its source's lineage (server_app/privacy.py), and while a run books, it holds a lock in each
-directory of its lineage, so two runs never continue one lineage at once.
+oldest first, this run's own last, absolute), and the journal is written into every one of them
+that still exists, not only into this run's: whichever run of the lineage an operator resumes from,
+the journal there holds every charge booked by any run that continued it, also one that died before
+its first checkpoint (it cannot be resumed itself). A resume reads and locks every directory the
+checkpoint records (its own too: a checkpoint or run directory copied elsewhere still names the
+original) and every one the journals found there record, plus the source where it is now, and takes
+the journal furthest ahead (server_app/privacy.py). While a run books it holds a lock in each of
+them, so two runs never continue one lineage at once; `close()` (or leaving `with ledger:`) releases
+the locks when the run ends, and so does the ledger's garbage collection.
 
 Randomness: central and local noise, the adaptive count's noise, discovery's and DP-SGD's
 sampling draw from task.privacy.mechanisms.secret_rng (NumPy's PCG64 seeded with 128 bits of OS
@@ -102,6 +105,8 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,6 +189,7 @@ class PrivacyLedger:
     _asked_from: int = 0  # devices the round being trained was sampled from
     last_clipping_norm: float = 0.0  # the norm the last central release was calibrated to
     _pending_discovery: list[float] | None = None  # a discovery's full plan while it runs
+    _release: weakref.finalize | None = field(default=None, repr=False, compare=False)  # frees the locks: hold()
 
     def __post_init__(self) -> None:
         self.selected = self.selected or self.sampled
@@ -205,6 +211,22 @@ class PrivacyLedger:
         before = dict.fromkeys(str(Path(d).resolve()) for d in ancestors)
         self.lineage = [d for d in before if d != own] + [own]
         self._write_journal()
+
+    def hold(self, release: Callable[[], None]) -> None:
+        """`release()` frees the locks this ledger books under (server_app/privacy.py): called once, by
+        close() when the run ends, or at the latest when the ledger is garbage-collected."""
+        self._release = weakref.finalize(self, release)
+
+    def close(self) -> None:
+        """The run ends: release its locks (the journal stays, with every charge)."""
+        if self._release is not None:
+            self._release()
+
+    def __enter__(self) -> PrivacyLedger:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _booked(self) -> None:
         self.bookings += 1

@@ -199,6 +199,7 @@ def test_the_journal_keeps_no_count_per_device_and_is_not_taken_when_behind(tmp_
     state = {"fingerprint": fingerprint_of(cfg), "dp": dp_settings(cfg), "strategy": {}, "privacy": ledger.state_dict()}
     save_checkpoint(checkpoint_path(run_dir, 1), Checkpoint(1, weights(), state))
     (run_dir / "privacy-ledger.json").write_text(json.dumps(journal))
+    ledger.close()  # run-1 ends
     assert _resumed_ledger(tmp_path, cfg, run_dir).most_participations() == 2
 
 
@@ -216,7 +217,8 @@ def test_resuming_a_run_again_keeps_the_charges_of_a_run_that_continued_it_and_d
     """The reviewer's case: run-2 resumes run-1, books two rounds and dies before its first
     checkpoint, so it cannot be resumed itself. Resuming run-1 again must charge run-2's rounds."""
     cfg = _private_config()
-    run_dir, _ = _journaled_run(tmp_path, cfg)
+    run_dir, first = _journaled_run(tmp_path, cfg)
+    first.close()  # run-1 ends
     second = _continued(tmp_path, cfg, run_dir, "run-2")
     for _ in range(2):
         second.check_next_round()
@@ -230,26 +232,31 @@ def test_resuming_a_run_again_keeps_the_charges_of_a_run_that_continued_it_and_d
     # run-3 books in run-1's journal too (and run-2's is left as it was): a fourth resume of run-1 sees it
     third.check_next_round()
     third.record_asked_to_train([1, 2, 3])
+    third.close()  # run-3 ends
     assert _continued(tmp_path, cfg, run_dir, "run-4").most_participations() == 4
+    # run-4 books in run-1's and in those of the runs that continued run-1 (named by run-1's journal)
     assert json.loads((run_dir / "privacy-ledger.json").read_text())["lineage"] == [
-        str(run_dir.resolve()), str((tmp_path / "run-4").resolve())]
+        str((tmp_path / name).resolve()) for name in ("run-2", "run-3", "run-1", "run-4")]
 
 
 def test_a_resume_from_a_continued_runs_checkpoint_takes_the_journal_furthest_ahead_in_its_lineage(tmp_path):
     """run-2 resumes run-1 and checkpoints; run-3 resumes run-1 again (carrying run-2's charges) and
     books more; resuming run-2 then carries run-3's too (they are in run-1's journal)."""
     cfg = _private_config()
-    run_dir, _ = _journaled_run(tmp_path, cfg)
+    run_dir, first = _journaled_run(tmp_path, cfg)
+    first.close()
     second = _continued(tmp_path, cfg, run_dir, "run-2")
     second.check_next_round()
     second.record_asked_to_train([1, 2, 3])
     state = {"fingerprint": fingerprint_of(cfg), "dp": dp_settings(cfg), "strategy": {}, "privacy": second.state_dict()}
     save_checkpoint(checkpoint_path(tmp_path / "run-2", 2), Checkpoint(2, weights(), state))
     (tmp_path / "run-2" / "metrics.json").write_text(json.dumps([{"round": r} for r in range(3)]))
+    second.close()
     third = _continued(tmp_path, cfg, run_dir, "run-3")
     for _ in range(2):
         third.record_asked_to_train([1, 2, 3])
     assert third.most_participations() == 4
+    third.close()
     assert _continued(tmp_path, cfg, tmp_path / "run-2", "run-4").most_participations() == 4
 
 
@@ -269,6 +276,22 @@ ledger.record_asked_to_train([1, 2, 3])
 print("booked", flush=True)
 time.sleep(600)
 """
+
+
+def _hold_in_another_process(source, journal):
+    """A run in another process continuing `source` (journal at `journal`), having booked one round."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    script = _HOLDER.format(root=root, source=str(source), journal=str(journal))
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=root)
+    if holder.stdout.readline().strip() != "booked":
+        holder.kill()
+        holder.wait()
+        raise AssertionError("the other process did not book its round")
+    return holder
 
 
 def test_a_second_run_continuing_a_lineage_while_another_does_is_refused_until_that_one_dies(tmp_path):
@@ -302,3 +325,82 @@ def test_a_second_run_continuing_a_lineage_while_another_does_is_refused_until_t
         holder.kill()
         holder.wait()
     assert _continued(tmp_path, cfg, run_dir, "run-3").most_participations() == 2
+
+
+def test_a_copied_checkpoint_carries_the_charges_journaled_where_it_was_written(tmp_path):
+    """Outside DP review, J1 (a): run-1 checkpoints round 1, books 3 more rounds and dies. Its
+    checkpoint file, copied elsewhere, names run-1's directory: resuming the copy must charge the 4
+    rounds of run-1's journal, as resuming the file in place does (before: 1, the checkpoint's)."""
+    import shutil
+
+    cfg = _private_config()
+    run_dir, ledger = _journaled_run(tmp_path, cfg)
+    for _ in range(3):
+        ledger.check_next_round()
+        ledger.record_asked_to_train([1, 2, 3])
+    del ledger  # dies
+    copy = tmp_path / "elsewhere" / "checkpoints"
+    copy.mkdir(parents=True)
+    shutil.copy(checkpoint_path(run_dir, 1), copy)
+    copied = _continued(tmp_path, cfg, copy / "round-001.npz", "run-2")
+    assert copied.most_participations() == 4
+    copied.record_asked_to_train([1, 2, 3])  # ... and it books in run-1's journal too
+    del copied
+    assert _continued(tmp_path, cfg, checkpoint_path(run_dir, 1), "run-3").most_participations() == 5
+
+
+def test_a_copied_run_directory_cannot_be_continued_while_another_process_continues_the_original(tmp_path):
+    """Outside DP review, J1 (b): `cp -r run-1 run-1-copy`; another process continues run-1 and
+    books a round. Continuing the copy meanwhile is refused, naming that run (its checkpoint names
+    run-1, whose lock it takes); once that process is gone, the copy's continuation carries its
+    round (run-1's journal) instead of booking beside it (before: allowed, each saw 1 + its own)."""
+    import shutil
+
+    from server_app.privacy import release_lineage
+    from task.privacy.ledger import JOURNAL
+
+    cfg = _private_config()
+    run_dir, _ = _journaled_run(tmp_path, cfg)
+    release_lineage()  # run-1's process ends
+    copy = tmp_path / "run-1-copy"
+    shutil.copytree(run_dir, copy)
+    holder = _hold_in_another_process(run_dir, tmp_path / "run-2" / JOURNAL)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            _continued(tmp_path, cfg, copy, "run-3")
+        message = str(refused.value)
+        assert f"run {(tmp_path / 'run-2').resolve()} (pid {holder.pid}" in message
+        assert f"privacy lock of {run_dir.resolve()}" in message
+        assert f"This run ({(tmp_path / 'run-3').resolve()}) booked nothing" in message
+        assert not (tmp_path / "run-3" / JOURNAL).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert _continued(tmp_path, cfg, copy, "run-3").most_participations() == 2
+
+
+def test_a_live_ledger_keeps_its_lineage_locked_in_its_own_process_until_it_is_closed(tmp_path):
+    """Outside DP review, J1-lock: within one process (a long-lived ServerApp), a second run
+    continuing run-1 while run-1's ledger is live is refused, naming both (before: it took the
+    lock over silently). Once run-1 ends (close(), or `with ledger:`), the continuation goes ahead."""
+    import os
+    import re
+
+    from task.privacy.ledger import JOURNAL
+
+    cfg = _private_config()
+    run_dir, first = _journaled_run(tmp_path, cfg)
+    with pytest.raises(ConfigError) as refused:
+        _continued(tmp_path, cfg, run_dir, "run-2")
+    message = str(refused.value)
+    assert f"run {run_dir.resolve()} (pid {os.getpid()}" in message and "in this process" in message
+    assert f"privacy lock of {run_dir.resolve()}" in message and "is still running" in message
+    assert f"This run ({(tmp_path / 'run-2').resolve()}) booked nothing" in message
+    assert not (tmp_path / "run-2" / JOURNAL).exists()
+    first.close()
+    with _continued(tmp_path, cfg, run_dir, "run-2") as second:
+        assert second.most_participations() == 1
+        with pytest.raises(ConfigError, match=rf"run {re.escape(str((tmp_path / 'run-2').resolve()))} \(pid "
+                                              rf"{os.getpid()} .*in this process"):
+            _continued(tmp_path, cfg, run_dir, "run-3")
+    assert _continued(tmp_path, cfg, run_dir, "run-3").most_participations() == 1

@@ -196,3 +196,57 @@ def test_resuming_a_run_again_charges_what_a_run_that_continued_it_released_befo
     last = third.rows[-1]
     assert last["dp_central_releases"] == 5
     assert last["dp_epsilon_central"] == pytest.approx(gaussian_epsilon(1.0, 5, 1e-3), rel=1e-6)  # 9.733
+
+
+_CONTINUE = """
+import sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from server_app.privacy import ledger_for
+from server_app.resume import ResumePoint
+from task.config import Config
+from task.privacy.ledger import JOURNAL
+from task.run.checkpoint import latest_valid_checkpoint
+cfg = Config.from_run_config({rc!r})
+checkpoint, _ = latest_valid_checkpoint(Path({source!r}))
+ledger = ledger_for(cfg, 3, 3, ResumePoint(checkpoint, Path({source!r}), []), journal=Path({run_dir!r}) / JOURNAL)
+print(ledger.most_participations())
+"""
+
+
+def test_a_run_releases_its_lineage_locks_when_it_ends_so_another_process_can_continue_it(tmp_path):
+    """Outside DP review, J1-lock: a long-lived ServerApp process (no --run-once) must not keep a
+    finished run's lineage locked. Run 1 ends normally, then run 2 (resuming it) dies by an
+    exception after booking round 2's devices: after each, a run in another process continues run 1
+    (before: refused, this process still held run 1's lock) and carries every round booked."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.inprocess import DirectGrid
+
+    class DiesSendingItsRound(DirectGrid):
+        def push_messages(self, messages):
+            messages = list(messages)
+            if any(m.metadata.message_type == "train" for m in messages):  # the resumed run's round 2
+                raise SystemExit("killed sending round 2")  # its devices are booked before they are sent
+            return super().push_messages(messages)
+
+    rc = {**SMALL_RC, "num-server-rounds": 1, "dp.mode": "local", "dp.local-epsilon": 20.0, "dp.delta": 1e-3,
+          "server-eval-devices": 0}
+    first = run_inprocess(tmp_path, 3, rc, run_id=1)
+    root = str(Path(__file__).resolve().parents[3])
+
+    def continued_elsewhere(name: str) -> str:
+        script = _CONTINUE.format(root=root, rc={**rc, "out-dir": str(tmp_path)}, source=str(first.dir),
+                                  run_dir=str(tmp_path / name))
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout.strip()
+
+    assert continued_elsewhere("run-8") == "1"
+    more = {**rc, "num-server-rounds": 2, "resume-from": str(first.dir)}
+    with pytest.raises(SystemExit) as died:  # kept, as a logger or Flower may keep it: its frames hold the ledger
+        run_inprocess(tmp_path, 3, more, run_id=2, grid=DiesSendingItsRound(3, {**more, "out-dir": str(tmp_path)}))
+    assert continued_elsewhere("run-9") == "2"
+    assert "killed sending round 2" in str(died.value)
