@@ -296,6 +296,11 @@ class PrivacyLedger:
             self._booked()
 
     @property
+    def counts_devices(self) -> bool:
+        """Does a figure depend on how often the worst device was asked (local DP, DP-SGD)?"""
+        return self.dp.mode == "local" or self.dp.sgd
+
+    @property
     def ftrl(self) -> bool:
         return self.dp.mode == "central-ftrl"
 
@@ -433,8 +438,9 @@ class PrivacyLedger:
                 out.update({"epsilon-with-discovery": total[0], "delta-with-discovery": total[1]})
         out.update({"delta": self.dp.delta, "dp-mode": self.dp.mode, "dp-sgd": int(self.dp.sgd),
                     "central-releases": len(self.central_releases), "population": self.population,
-                    "sampled": self.sampled, "selected": self.selected,
-                    "most-rounds-per-device": self.most_participations()})
+                    "sampled": self.sampled, "selected": self.selected})
+        if self.counts_devices:  # elsewhere it would tell how the secret samples overlapped (review N-1)
+            out["most-rounds-per-device"] = self.most_participations()
         if self.sampled_from:  # devices connected when each round sampled: its amplification
             out.update({"sampled-from": self.sampled_from[-1], "sampled-from-fewest": min(self.sampled_from)})
         if self.dp.mode != "none":  # the norm the last release was calibrated to (before any: the first one's)
@@ -578,8 +584,9 @@ class PrivacyLedger:
             "selected": self.selected,
             "central_releases": self.central_releases,
             "sampled_from": self.sampled_from,
-            # the worst device's rounds only: per-device counts would tell who each round sampled
-            "carried_participations": self.most_participations(),
+            # the worst device's rounds only: per-device counts would tell who each round sampled; and
+            # only where a figure needs it (local DP, DP-SGD): elsewhere it tells how samples overlapped
+            "carried_participations": self.most_participations() if self.counts_devices else 0,
             "trees": self.trees,
             "discoveries": self.discoveries,
             "bookings": self.bookings,

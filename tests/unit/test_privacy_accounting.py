@@ -230,3 +230,19 @@ def test_the_clipping_norm_reported_is_the_one_the_last_release_was_calibrated_t
     assert ledger.report()["clipping-norm"] == 0.5  # before any release: what round 1 clips to
     ledger.record_central([1.0, 10.0], clipping_norm=0.8)
     assert ledger.report()["clipping-norm"] == 0.8
+
+
+def test_a_central_mode_publishes_nothing_of_how_the_secret_samples_overlapped():
+    """Review N-1: the worst device's count went into metrics.json and checkpoints in every mode;
+    in a central mode no figure needs it, and it tells how the rounds' secret samples overlapped."""
+    from task.config import DPConfig
+
+    central = PrivacyLedger(DPConfig(mode="central-client-clip"), 10, 2)
+    central.record_asked_to_train(["a", "b"])
+    central.record_asked_to_train(["a", "c"])
+    assert "most-rounds-per-device" not in central.report()
+    assert central.state_dict()["carried_participations"] == 0
+    local = PrivacyLedger(DPConfig(mode="local"), 10, 2)
+    local.record_asked_to_train(["a", "b"])
+    local.record_asked_to_train(["a", "c"])
+    assert local.report()["most-rounds-per-device"] == 2 and local.state_dict()["carried_participations"] == 2
