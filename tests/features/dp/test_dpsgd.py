@@ -99,15 +99,17 @@ def test_the_dpsgd_noise_generator_state_is_os_entropy_all_of_it(monkeypatch):
     drawn, real = [], secrets.randbits
 
     def randbits(k):
-        drawn.append(real(k))
-        return drawn[-1]
+        drawn.append((k, real(k)))
+        return drawn[-1][1]
 
     monkeypatch.setattr(mechanisms.secrets, "randbits", randbits)
     step = make_step(build_model(SMALL), tf.keras.optimizers.SGD(1.0), clipping_norm=1.0, noise_multiplier=1.0,
                      denominator=8.0)
-    assert len(drawn) == 3
+    assert [k for k, _ in drawn] == [192]  # one read of OS entropy for the whole state
+    bits = drawn[0][1]
     state = step.noise_source.state.numpy().astype(np.int64).tolist()
-    assert state == [d - 2**63 for d in drawn]  # every 64-bit word of the state, none from elsewhere
+    # every 64-bit word of the state, none from elsewhere
+    assert state == [(bits >> (64 * i) & (2**64 - 1)) - 2**63 for i in range(3)]
 
 
 def test_the_dpsgd_release_is_divided_by_a_constant_that_does_not_depend_on_the_data(monkeypatch):
