@@ -184,15 +184,16 @@ def test_a_federated_run_over_tls_learns_and_a_device_killed_mid_run_does_not_st
     assert [r["round"] for r in rows] == [0, 1, 2, 3]
     # node2 died during round 1 (or before it was asked): the failure names which device and why,
     # and later rounds go on with the other two
+    # published as categories with counts, no node ids (task/releases.py); the ids are in the operator's log
     failures = [f for r in rows[1:] for f in r["failures"]]
-    assert failures and all(re.match(r"node (\d+): (device offline|no reply within round-timeout)", f)
+    assert failures and all(re.match(r"(device offline|no reply within round-timeout).*: \d+$", f)
                             for f in failures), failures
-    assert {int(re.match(r"node (\d+)", f).group(1)) for f in failures} == {killed}, (failures, killed)
-    assert "device failed" in outcome.output
+    failed = re.findall(r"device failed: node (\d+): (?:device offline|no reply within round-timeout)", outcome.output)
+    assert {int(n) for n in failed} == {killed}, (failed, killed)
     assert all((r["train_not_eligible"], r["eval_not_eligible"]) == (1, 1) for r in rows[1:])
     assert rows[-1]["train_replied"] == 2 and rows[-1]["eval_replied"] == 2
     assert rows[-1]["eval_loss"] < rows[1]["eval_loss"]
-    print(f"deployment: {outcome.seconds:.0f} s for 3 rounds; per round: {[r['seconds'] for r in rows]}")
+    print(f"deployment: {outcome.seconds:.0f} s for 3 rounds; per round: {[r.get('seconds') for r in rows]}")
 
 
 def _online_nodes(connection) -> set[int]:

@@ -49,14 +49,15 @@ def decline(node_config: dict, run_config: dict | None = None, message_type: str
     out = subprocess.run([sys.executable, "-c", DECLINE, json.dumps(node_config), json.dumps(run_config), message_type],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "log": out.stdout + out.stderr}
 
 
 @pytest.mark.parametrize("message_type", ["train", "evaluate"])
 def test_a_device_that_may_not_work_declines_without_importing_tensorflow_or_reading_its_text(tmp_path, message_type):
     missing = str(tmp_path / "never-read")  # reading it would fail with "data-path does not exist"
     reply = decline({"data-path": missing, "metered-network": True}, message_type=message_type)
-    assert reply == {"code": NOT_ELIGIBLE, "reason": "not eligible: metered network", "tensorflow": False}
+    assert {k: v for k, v in reply.items() if k != "log"} == {"code": NOT_ELIGIBLE, "reason": "not eligible: metered network",
+                                                              "tensorflow": False}
     # A simulated device outside its availability window declines the same way.
     sim = {**Config(participation=True).to_run_config(), "participation.availability": "nightly", "participation.eligible-share": 0.05}
     pid = next(p for p in range(100) if not eligibility.simulated_eligible(
@@ -66,8 +67,11 @@ def test_a_device_that_may_not_work_declines_without_importing_tensorflow_or_rea
 
 
 def test_a_wrong_node_config_value_is_refused_naming_the_key():
+    """Named in the device's own log; the reply carries the listed category only (task/releases.py:
+    the value is its operator's)."""
     reply = decline({"data-path": "/nonexistent", "min-battery": "high"})
-    assert reply["code"] == 102 and "'min-battery'" in reply["reason"] and not reply["tensorflow"]
+    assert reply["code"] == 102 and reply["reason"] == "node-config value invalid" and not reply["tensorflow"]
+    assert "'min-battery'" in reply["log"]
     with pytest.raises(NodeConfigError, match="min-battery"):
         DeviceRules.from_node_config({"min-battery": 150})
     with pytest.raises(NodeConfigError, match="require-charging"):
