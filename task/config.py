@@ -17,8 +17,9 @@ from typing import Any
 DATA_SOURCES = ("builtin", "text-dir", "corpus", "shakespeare")
 # User-level privacy of a device's whole update (task/privacy/ledger.py accounts every mode;
 # fixed clipping: server_app/privacy.py, client_app/privacy.py; the rest: features/dp_mechanisms/).
-DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "central-ftrl", "local")
-MECHANISM_MODES = ("central-adaptive-clip", "central-ftrl", "local")  # features/dp_mechanisms/
+DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "central-ftrl", "central-blt",
+            "local")
+MECHANISM_MODES = ("central-adaptive-clip", "central-ftrl", "central-blt", "local")  # features/dp_mechanisms/
 PARTITIONERS = ("iid", "natural", "size-skew")
 ARCHITECTURES = ("transformer", "lstm")  # task/model.py builds each
 TRANSFER_DTYPES = ("float32", "float16", "int8")  # features/transfer/codec.py
@@ -89,6 +90,8 @@ class DPConfig:
     sgd_clipping_norm: float = 1.0
     sgd_sampling_rate: float = 0.1  # public: a round has ceil(local-epochs / rate) steps (max-local-steps caps)
     report_train_metrics: bool = False  # true: also send training metrics and timings DP does NOT cover
+    target_epsilon: float = 0.0  # > 0: the noise multiplier is planned so the run as configured spends this
+    allow_no_dp_on_devices: bool = False  # true: a deployment (real SuperNodes) may run with mode = "none"
 
     @property
     def central(self) -> bool:

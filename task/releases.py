@@ -30,6 +30,7 @@ UPDATE_BY = {
     "central-client-clip": "the published models: epsilon-central (the server sees the clipped update)",
     "central-adaptive-clip": "the published models: epsilon-central (the server sees the clipped update)",
     "central-ftrl": "the published models: DP-FTRL's epsilon-central (the server sees the clipped update)",
+    "central-blt": "the published models: BLT-DP-FTRL's epsilon-central (the server sees the clipped update)",
     "central-server-clip": "the published models: epsilon-central (the server sees the raw update)",
     "local": "everyone, the server included: epsilon-local",
     "sgd": "one window of text, against everyone: epsilon-sample (DP-SGD; no user-level figure)",
