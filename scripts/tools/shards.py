@@ -20,9 +20,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from task.config import DATA_SOURCES, PARTITIONERS, Config  # noqa: E402
+from task.config import Config  # noqa: E402
 from task.data.device_text import load_device_text  # noqa: E402
 from task.data.files import DataError  # noqa: E402
+from task.data.partition import PARTITIONERS, SOURCES  # noqa: E402
 from task.data.vocab import default_vocabulary  # noqa: E402
 
 
@@ -39,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["stats", "materialise"])
     parser.add_argument("--devices", type=int, default=10)
-    parser.add_argument("--data-source", choices=DATA_SOURCES, default="builtin")
+    parser.add_argument("--data-source", choices=list(SOURCES), default="builtin")
     parser.add_argument("--data-path", default="")
-    parser.add_argument("--partitioner", choices=PARTITIONERS, default="iid")
+    parser.add_argument("--partitioner", choices=list(PARTITIONERS), default="iid")
     parser.add_argument("--vocab-size", type=int, default=Config().model.vocab_size)
     parser.add_argument("--out", type=Path, help="materialise: where the device folders go")
     args = parser.parse_args(argv)

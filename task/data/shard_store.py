@@ -28,7 +28,7 @@ import numpy as np
 
 from task.data.files import DataError, Sentences
 
-FORMAT = 2  # bump when the shard layout, the dealing or the tokeniser changes: old shards are then not reused
+FORMAT = 3  # bump when the shard layout, the dealing or the tokeniser changes: old shards are then not reused
 FLUSH_BYTES = 32 << 20  # sentences buffered in memory before they are appended to their shard files
 _OPENED: dict[str, Shards] = {}  # per process, by folder: its shards, and whether their notes were said
 
@@ -166,5 +166,7 @@ def _units_per_partition(unit_of: np.ndarray, part_of: np.ndarray, names: list[s
     pids, ranks = codes // len(names), codes % len(names)
     counts = np.bincount(pids, minlength=partitions).tolist()
     starts = np.concatenate([[0], np.cumsum(counts)])
-    first = [[names[order[r]] for r in ranks[starts[p]: starts[p] + 3].tolist()] for p in range(partitions)]
+    # at most 3, and never past this partition's own units into the next partition's
+    first = [[names[order[r]] for r in ranks[starts[p]: starts[p] + min(3, counts[p])].tolist()]
+             for p in range(partitions)]
     return first, counts

@@ -125,3 +125,124 @@ def test_concurrent_workers_deal_the_corpus_once(tmp_path, shard_cache):
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     assert sorted(int(out) for out, _ in outs) == [0, 0, 0, 1]
+
+
+# ---- registries, "folders" (a folder per person), "paragraphs" (a paragraph per device) ----------
+
+
+def test_the_registries_name_every_source_and_partitioner_without_tensorflow_or_flower():
+    code = ("import sys, task.data.partition as p; "
+            "print(sorted(p.SOURCES), sorted(p.PARTITIONERS), "
+            "[m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'flwr', 'keras', 'tf_keras')])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ("['builtin', 'corpus', 'folders', 'paragraphs', 'shakespeare', 'text-dir'] "
+                           "['iid', 'natural', 'size-skew'] []")
+
+
+def test_a_registered_source_is_dealt_through_partition_sentences(tmp_path, monkeypatch):
+    def toy(data_path, notes):  # three users, two sentences each
+        return ((f"user-{u}", [f"w{u}", f"s{i}"]) for u in "cab" for i in range(2))
+
+    monkeypatch.setitem(partition.SOURCES, "toy", toy)
+    (tmp_path / "users.txt").write_text("the toy's data")  # its fingerprint: a changed file deals again
+    cfg = Config(data_source="toy", data_path=str(tmp_path), partitioner="natural")
+    dealt = [partition.partition_sentences(cfg, pid, 3, []) for pid in range(3)]
+    assert [d[0] for d in dealt] == [f"partitioner=natural: user-{u}" for u in "abc"]
+    assert [d[1] for d in dealt] == [[[f"w{u}", "s0"], [f"w{u}", "s1"]] for u in "abc"]
+
+
+def _people(root: Path, people: int = 4) -> Path:
+    for p in range(people):  # several files each, one of them nested
+        person = root / f"person-{p}"
+        (person / "notes" / "2024").mkdir(parents=True)
+        (person / "chat.txt").write_text(f"Hello from p{p}. Second line of p{p}.\n")
+        (person / "notes" / "2024" / "diary.txt").write_text(f"Diary of p{p} here. More of p{p}.\n")
+    return root
+
+
+def _owners(sentences):
+    return {w for s in sentences for w in s if w[:1] == "p" and w[1:].isdigit()}
+
+
+@pytest.mark.parametrize("devices", [4, 6])
+def test_folders_natural_gives_each_device_exactly_one_persons_text(tmp_path, devices):
+    cfg = Config(data_source="folders", data_path=str(_people(tmp_path / "people")), partitioner="natural")
+    for pid in range(4):
+        text = load_device_text(cfg, partition_id=pid, num_partitions=devices)
+        assert _owners(text.sentences) == {f"p{pid}"} and len(text.sentences) == 4  # every file, nested ones too
+        assert text.name.endswith(f"(partitioner=natural: person-{pid})")
+    for pid in range(4, devices):  # more devices than people: the rest get none, and say so
+        with pytest.raises(files.DataError, match="4 natural unit"):
+            load_device_text(cfg, partition_id=pid, num_partitions=devices)
+
+
+def test_folders_with_fewer_devices_than_people_keep_each_persons_folders_whole(tmp_path):
+    cfg = Config(data_source="folders", data_path=str(_people(tmp_path / "people", 5)), partitioner="natural")
+    owners = [_owners(load_device_text(cfg, partition_id=pid, num_partitions=2).sentences) for pid in range(2)]
+    assert owners == [{"p0", "p1", "p2"}, {"p3", "p4"}]  # ceil(5 / 2) = 3 whole people per device
+
+
+def test_folders_refuse_a_file_directly_in_the_root_naming_it(tmp_path):
+    root = _people(tmp_path / "people", 2)
+    (root / "stray.txt").write_text("Whose is this.")
+    cfg = Config(data_source="folders", data_path=str(root), partitioner="natural")
+    with pytest.raises(files.DataError, match=r"stray\.txt: a file directly in"):
+        load_device_text(cfg, partition_id=0, num_partitions=2)
+
+
+def test_each_device_names_its_own_units_not_the_next_devices():
+    # 4 units, one per device: each device's log named itself and the next two devices' units
+    unit_of = np.array([3, 3, 0, 1, 2, 2], np.int32)
+    part_of, count = assign(unit_of, ["d", "a", "b", "c"], "natural", 4, seed=0)
+    first, counts = shard_store._units_per_partition(unit_of, part_of, ["d", "a", "b", "c"], count)
+    assert first == [["a"], ["b"], ["c"], ["d"]] and counts == [1, 1, 1, 1]
+
+
+WIKI = """ 
+ = First Article = 
+ 
+ One sentence only . 
+ Two here . And two . 
+ 
+ = = A section = = 
+ 
+ Three a . Three b . Three c . 
+ Lonely last . 
+ 
+ = Second Article = 
+ 
+ Too short . 
+ 
+ = Third Article = 
+ 
+ Fine one . Fine two . 
+"""
+
+
+def test_paragraphs_one_per_device_short_ones_merged_within_their_article(tmp_path):
+    folder = tmp_path / "wikitext"
+    folder.mkdir()
+    (folder / "test.txt").write_text(WIKI)
+    (folder / "valid.txt").write_text(WIKI.replace("Article", "Page"))
+    notes = []
+    units = {}
+    for unit, sentence in partition.SOURCES["paragraphs"](str(folder), notes):
+        units.setdefault(unit, []).append(" ".join(sentence))
+    assert list(units.values()) == 2 * [
+        ["one sentence only", "two here", "and two"],  # merged into the next paragraph
+        ["three a", "three b", "three c", "lonely last"],  # the article's last one: into the one before
+        ["fine one", "fine two"]]  # Second Article: 1 sentence in all, left out
+    assert list(units)[:3] == ["0000000 First Article", "0000001 First Article", "0000002 Third Article"]
+    assert len(notes) == 2 and "1 article(s) with fewer than 2 sentences" in notes[0]
+
+    cfg = Config(data_source="paragraphs", data_path=str(folder), partitioner="natural", test_fraction=0.2)
+    devices = [load_device_text(cfg, partition_id=pid, num_partitions=6) for pid in range(6)]
+    assert [len(d.sentences) for d in devices] == [3, 4, 2, 3, 4, 2]
+    assert devices[1].test == [["lonely", "last"]]  # the held-out text is the paragraph's later sentences
+
+
+def test_paragraphs_of_plain_text_are_blank_line_blocks():
+    lines = ["First line. Second line.", "Still the first paragraph.", "", "", "Alone.", "", "Next one. And more."]
+    got = [(a, [" ".join(s) for s in p]) for a, p in partition.paragraph_units(lines, [], "notes.txt")]
+    assert got == [("notes.txt", ["first line", "second line", "still the first paragraph"]),
+                   ("notes.txt", ["alone", "next one", "and more"])]
