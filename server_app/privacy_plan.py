@@ -1,0 +1,234 @@
+"""Before the first round: where the run is (simulated devices or a real fleet), and under DP the
+epsilon the run as configured will report, printed before anything is released.
+
+Simulation or real devices. Flower 1.42 hands the ServerApp one of two grids, and which one is the
+only thing that tells the engines apart from inside the app: the simulation engine (`flwr run` on a
+`--simulation` SuperLink, which runs the `flwr-simulation` process, and the deprecated
+`run_simulation()`) builds an `InMemoryGrid` over its in-process link state
+(flwr/simulation/run_simulation.py, the only place that constructs one), while a deployment
+SuperLink starts a `flwr-serverapp` process that talks to it over the Runtime API through an
+`HttpGrid` (flwr/superlink/runtime/run_serverapp.py). Neither the run config nor the Context says
+it, and the run's federation does not either: both engines run under Flower's no-op federation
+manager, "@none/default". So: an `InMemoryGrid` is a simulation; every other grid of Flower's
+(`HttpGrid`, or one a later Flower adds) is real devices - fail closed; a grid that is not
+Flower's was built by whoever called `main` (tests/inprocess.py plays simulated partitions), and
+says so with a `real_devices` attribute (default False).
+
+Planning. `planned_ledger` drives a real `PrivacyLedger` through the planned rounds exactly as the
+server does (DP-FTRL's trees restart when every device has taken part; with
+participation.selection-factor > 1 the server asks `selected` devices per round), so the plan and
+the run's own figure cannot disagree: the planned figure is the ledger's `model_epsilon`, the one
+dp.max-epsilon bounds and the run reports at its end (if every device stays connected; a round
+that samples from fewer gets less credit). features/dp_mechanisms/planning.py re-exports it for
+the benchmarks. Everything here that needs dp-accounting is imported only under DP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+
+from task.config import Config, ConfigError, DPConfig
+
+log = logging.getLogger("flwr")
+
+NO_DP_ON_DEVICES = (
+    'dp.mode = "none" (and no dp.sgd) on real devices: every update would leave the fleet\'s text with no differential '
+    "privacy, so a model trained on it (and anyone who sees it) could reveal what people typed. Set a dp.mode, e.g. "
+    'dp.mode="central-client-clip" with dp.target-epsilon, dp.max-epsilon and dp.delta below 1/population '
+    "(docs/privacy.md opens with the recipe), or, for a test fleet whose text may go unprotected, "
+    "dp.allow-no-dp-on-devices=true")
+
+
+# --- simulation or real devices ------------------------------------------------------------------
+def on_real_devices(grid) -> bool:
+    """Is the ServerApp talking to real SuperNodes (module doc)?"""
+    from flwr.serverapp import Grid
+    from flwr.superlink.grid import InMemoryGrid
+
+    if isinstance(grid, InMemoryGrid):
+        return False  # Flower's simulation engine
+    if isinstance(grid, Grid) and type(grid).__module__.split(".")[0] == "flwr":
+        return True  # HttpGrid (a deployment's flwr-serverapp), or any grid of Flower's that is not the simulation's
+    return bool(getattr(grid, "real_devices", False))  # a grid the caller built (tests/inprocess.py): it says
+
+
+def require_dp_on_devices(cfg: Config, real_devices: bool) -> None:
+    """Refuse a run without DP on real devices unless dp.allow-no-dp-on-devices says so."""
+    if real_devices and not cfg.dp.enabled and not cfg.dp.allow_no_dp_on_devices:
+        raise ConfigError(f"refused: {NO_DP_ON_DEVICES}")
+
+
+# --- checks that need no accounting --------------------------------------------------------------
+def check_target(cfg: Config) -> None:
+    """dp.target-epsilon: only where a noise multiplier is planned (the central modes), and within the budget."""
+    dp = cfg.dp
+    if dp.target_epsilon == 0:
+        return
+    if dp.target_epsilon < 0:
+        raise ConfigError(f"run-config key 'dp.target-epsilon' = {dp.target_epsilon!r} is invalid: expected a number "
+                          "> 0, or 0 (off: dp.noise-multiplier as given)")
+    if not dp.central:
+        why = ("local DP sets each device's noise from dp.local-epsilon, per release" if dp.mode == "local" else
+               "dp.mode is \"none\": no server noise to plan" + ("; DP-SGD's is dp.sgd-noise-multiplier" if dp.sgd
+                                                                  else ""))
+        raise ConfigError(f"run-config key 'dp.target-epsilon' = {dp.target_epsilon!r} is invalid with dp.mode = "
+                          f"\"{dp.mode}\": there is no noise multiplier to plan ({why}); it plans the central modes' "
+                          "dp.noise-multiplier. Set dp.target-epsilon = 0, or a central dp.mode")
+    if 0 < dp.max_epsilon < dp.target_epsilon:
+        raise ConfigError(f"run-config key 'dp.target-epsilon' = {dp.target_epsilon!r} is invalid: above "
+                          f"dp.max-epsilon = {dp.max_epsilon!r}, the budget would stop the run before its last round")
+
+
+def no_budget_warning(cfg: Config) -> str | None:
+    """One line when DP is on without a budget."""
+    if not cfg.dp.enabled or cfg.dp.max_epsilon > 0:
+        return None
+    return ("no privacy budget: dp.max-epsilon = 0, so nothing stops the run if its epsilon grows past the plan "
+            "(more rounds, a resume); set dp.max-epsilon")
+
+
+# --- planning (dp-accounting: imported only under DP) --------------------------------------------
+def planned_ledger(dp: DPConfig, population: int, per_round: int, rounds: int, selection_factor: float = 1.0,
+                   local_epochs: int = 1, max_local_steps: int = 0):
+    """A ledger driven through `rounds` rounds as the server drives its own: `per_round` of
+    `population` devices sampled (the updates kept), `per_round` x `selection_factor` asked, every
+    device connected. Its figures are what the run reports at its end."""
+    from task.privacy.ledger import PrivacyLedger, selected_per_round
+
+    if not 1 <= per_round <= population:
+        raise ValueError(f"{per_round} devices per round out of a population of {population}")
+    selected = selected_per_round(population, per_round, selection_factor)
+    ledger = PrivacyLedger(dp, population=population, sampled=per_round, selected=selected, local_epochs=local_epochs,
+                           max_local_steps=max_local_steps)
+    devices = list(range(population))
+    for _ in range(rounds):
+        asked = ledger.devices_for_next_round(devices)[:selected]
+        ledger.record_asked_to_train(asked, sampled_from=population)
+        if dp.central:
+            ledger.record_central(ledger._central_parts())
+    return ledger
+
+
+def planned_epsilon(dp: DPConfig, population: int, per_round: int, rounds: int,
+                    selection_factor: float = 1.0) -> float:
+    """The model's user-level epsilon a central-DP run reports at its end (`planned_ledger`)."""
+    if not dp.central:
+        raise ValueError(f'planning covers the central dp-modes, not dp.mode = "{dp.mode}"')
+    return planned_ledger(dp, population, per_round, rounds, selection_factor).model_epsilon()
+
+
+def noise_for_epsilon(dp: DPConfig, population: int, per_round: int, rounds: int, target: float,
+                      tolerance: float = 0.005, selection_factor: float = 1.0) -> float:
+    """The smallest noise multiplier (within `tolerance`, relative) whose planned epsilon is at
+    most `target`; bisection, since epsilon falls as the noise grows."""
+    def eps(z: float) -> float:
+        return planned_epsilon(dataclasses.replace(dp, noise_multiplier=z), population, per_round, rounds,
+                               selection_factor)
+
+    low, high = 0.05, 1.0
+    while eps(high) > target:
+        low, high = high, high * 2
+        if high > 1e4:
+            raise ValueError(f"no noise multiplier up to 1e4 reaches epsilon {target}")
+    while high / low > 1 + tolerance:
+        middle = (low * high) ** 0.5
+        low, high = (low, middle) if eps(middle) <= target else (middle, high)
+    return high
+
+
+@dataclass(frozen=True)
+class Plan:
+    epsilon: float | None  # the model's user-level figure (None without a dp.mode)
+    relation: str  # as the ledger labels that figure
+    lines: list[str]  # what the ServerApp and the config check print
+
+
+def plan(cfg: Config, population: int, per_round: int, rounds: int | None = None) -> Plan:
+    """The planned figures of the run as configured (its noise multiplier as given), in words."""
+    dp, rounds = cfg.dp, rounds or cfg.num_server_rounds
+    ledger = planned_ledger(dp, population, per_round, rounds, cfg.selection_factor, cfg.local_epochs,
+                            cfg.max_local_steps)
+    asked = ledger.selected
+    sampling = (f"{rounds} rounds, {asked} of {population} devices asked per round"
+                + (f" (the first {per_round} updates kept)" if asked > per_round else ""))
+    epsilon, relation, lines = None, "", []
+    if dp.central:
+        epsilon = ledger.model_epsilon()
+        amplified = None if ledger.ftrl else ledger.central_amplified_epsilon()
+        relation = "replace-one" if amplified is not None and math.isclose(amplified, epsilon) else "zero-out"
+        credit = ("the server's secret sample credited" if relation == "replace-one" else
+                  "no sampling credit" if ledger.ftrl or asked < population else "every device asked every round")
+        lines.append(f"planned user-level ε = {epsilon:.4g} ({dp.mode}, {relation}, {credit}; δ = {dp.delta:g}; "
+                     f"{sampling}; noise multiplier {dp.noise_multiplier:.4g}); the ledger reports it at the end if "
+                     "every device stays connected")
+    elif dp.mode == "local":
+        epsilon, relation = ledger.local_epsilon(releases=rounds), "any two texts of one device"
+        lines.append(f"planned user-level ε = {epsilon:.4g} (local, {relation}, worst case: a device asked every "
+                     f"round; {dp.local_epsilon:g} per release; δ = {dp.delta:g}; {sampling})")
+    if dp.sgd:
+        lines.append(f"planned sample-level ε = {ledger.sample_epsilon(rounds=rounds):.4g} (DP-SGD, add or remove one "
+                     f"window, a device asked every round; δ = {dp.delta:g}; {rounds} rounds, rate "
+                     f"{dp.sgd_sampling_rate:g})")
+    return Plan(epsilon, relation, lines)
+
+
+def with_target(cfg: Config, population: int, per_round: int) -> Config:
+    """The config with the noise multiplier planned for dp.target-epsilon (the central modes), checked again."""
+    dp = cfg.dp
+    try:
+        z = noise_for_epsilon(dp, population, per_round, cfg.num_server_rounds, dp.target_epsilon,
+                              selection_factor=cfg.selection_factor)
+    except ValueError as e:  # e.g. adaptive clipping: the count noise caps the multiplier
+        raise ConfigError(f"run-config key 'dp.target-epsilon' = {dp.target_epsilon!r}: no noise multiplier meets it "
+                          f"with {per_round} of {population} devices per round over {cfg.num_server_rounds} rounds "
+                          f"({e})") from None
+    planned = cfg.replace(dp=dataclasses.replace(dp, noise_multiplier=z))
+    try:
+        planned.validate()
+        planned.validate_population(population, per_round)
+    except ConfigError as e:
+        raise ConfigError(f"run-config key 'dp.target-epsilon' = {dp.target_epsilon!r} planned noise multiplier "
+                          f"{z:.4g}, which is refused: {e}") from None
+    return planned
+
+
+# --- the ServerApp's piece -----------------------------------------------------------------------
+def plan_privacy(cfg: Config, grid, start, population: int, sampled: int) -> Config:
+    """At the ServerApp's start, once the population is known: refuse a run without DP on real
+    devices; under DP set the noise for dp.target-epsilon (a resumed run keeps the noise its run
+    started with) and log the planned epsilon, and a warning without a budget. Returns the config
+    the run uses."""
+    require_dp_on_devices(cfg, on_real_devices(grid))
+    if not cfg.dp.enabled:
+        return cfg  # nothing of the accounting is loaded
+    check_target(cfg)
+    if cfg.dp.target_epsilon > 0:
+        started = _started_noise(start)
+        if started is not None:
+            cfg = cfg.replace(dp=dataclasses.replace(cfg.dp, noise_multiplier=started))
+            log.info("Privacy plan: resumed run: noise multiplier %.4g kept, the one its run started with for "
+                     "dp.target-epsilon = %g (not planned again)", started, cfg.dp.target_epsilon)
+        else:
+            given = cfg.dp.noise_multiplier
+            cfg = with_target(cfg, population, sampled)
+            log.info("Privacy plan: dp.target-epsilon = %g: noise multiplier %.4g planned for %d of %d devices per "
+                     "round over %d rounds (in place of dp.noise-multiplier = %g)", cfg.dp.target_epsilon,
+                     cfg.dp.noise_multiplier, sampled, population, cfg.num_server_rounds, given)
+    for line in plan(cfg, population, sampled).lines:
+        log.info("Privacy plan: %s", line)
+    warning = no_budget_warning(cfg)
+    if warning:
+        log.warning("Privacy plan: %s", warning)
+    return cfg
+
+
+def _started_noise(start) -> float | None:
+    """The noise multiplier a resumed run's checkpoint was made with (its DP settings are checked
+    equal to this run's in server_app/resume.py, the noise aside under dp.target-epsilon)."""
+    resume = getattr(start, "resume", None)
+    if resume is None:
+        return None
+    return (resume.checkpoint.state.get("dp") or {}).get("noise_multiplier")
