@@ -123,7 +123,9 @@ def train(msg: Message, context: Context) -> Message:
         # the received model's score, as evaluate gives it; never under DP (task/releases.py)
         if msg.content["config"].get(EVALUATE_FIRST, False) and cfg.scores_in_train:
             score = _score(cfg, text, received, msg, context)
-        arrays, metrics = device.train_round(cfg, text, received, server_round, added, _fit(cfg))
+        # the round's config reaches task.train as the server's strategy sent it (FedProx's proximal-mu)
+        arrays, metrics = device.train_round(cfg, text, received, server_round, added, _fit(cfg),
+                                             round_config=dict(msg.content["config"]))
     except DataError as e:
         return _error_reply(msg, context, e)
     metrics[COMPUTE_SECONDS] = time.perf_counter() - started  # follows the text's size: not released under DP

@@ -57,7 +57,7 @@ def check_fits(state: dict, fingerprint: dict, key: str, where: str) -> None:
 
 
 def load_resume_point(cfg: Config, fingerprint: dict) -> ResumePoint:
-    if cfg.server_optimizer != "fedavg":
+    if cfg.server_keeps_state:
         raise ConfigError(f"run-config key 'resume-from': cannot resume with server-optimizer="
                           f"{cfg.server_optimizer!r}: its momentum / moment estimates are not checkpointed")
     path = Path(cfg.resume_from).expanduser()

@@ -1,8 +1,10 @@
-"""Which of Flower's strategies applies the devices' average: FedAvg, FedAvgM or FedAdam.
+"""Which of Flower's strategies applies the devices' average: FedAvg, FedAvgM, FedAdam or FedProx.
 
-All three average the devices' new weights the same way. FedAvgM and FedAdam then treat the
+All of them average the devices' new weights the same way. FedAvgM and FedAdam then treat the
 change of the global model as a pseudo-gradient for an optimiser on the server (momentum, Adam),
-which Reddi et al. (2021) found to beat FedAvg on Stack Overflow next-word prediction.
+which Reddi et al. (2021) found to beat FedAvg on Stack Overflow next-word prediction. FedProx
+(Li et al. 2020) sends `proximal-mu` in each round's config; the devices' training adds the
+proximal term (task/train.py): a strategy's round-config values reach `task.train` unchanged.
 
 Each one picks the devices of a training round itself: under DP from a secret generator and the
 sample size fixed at the start (the privacy figures take credit for both), else reproducibly
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from flwr.app import MessageType, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
 from task.config import EVALUATE_FIRST, ROUND_GOAL, Config, ConfigError, secagg_max_cohort
@@ -39,11 +41,14 @@ class TooFewDevices(RuntimeError):
     accounting are calibrated to it), and fewer are connected."""
 
 
-class _PrivateRounds(FedAvg):
-    """FedAvg.configure_train with our sampler. Sits between FedAvgM/FedAdam and FedAvg in the
-    class order, so their own configure_train (which remembers the model) still runs first."""
+class SelectsDevices(FedAvg):
+    """FedAvg.configure_train with the template's own device selection (secret under DP, seeded
+    otherwise; the ledger's budget check and sample size under DP; over-selection), evaluate-in-train,
+    and a fixed summing order. Every round runs it, private or not. It sits between a strategy and
+    FedAvg in the class order, so the strategy's own configure_train (FedAvgM/FedAdam remember the
+    model, FedProx adds proximal-mu) still runs first."""
 
-    def use(self, cfg: Config, ledger: PrivacyLedger | None, last_round: int) -> _PrivateRounds:
+    def use(self, cfg: Config, ledger: PrivacyLedger | None, last_round: int) -> SelectsDevices:
         self._ledger = ledger
         self._evaluate_in_train = cfg.scores_in_train  # off under DP
         self.last_round = last_round  # of this run (Flower counts from 1 again after a resume)
@@ -135,26 +140,20 @@ def reply_order(reply) -> tuple:
     return (0, digest.digest())
 
 
-class PrivateFedAvg(_PrivateRounds):
-    pass
-
-
-class PrivateFedAvgM(FedAvgM, _PrivateRounds):
-    pass
-
-
-class PrivateFedAdam(FedAdam, _PrivateRounds):
-    pass
-
-
-# The server optimisers, by their `server-optimizer` name (also listed in task.config, which
-# validates the run config without importing Flower). Add one here.
+# The server strategies by their `server-optimizer` name: a Flower strategy class and its own
+# options from the config. Add one here, one line; task/config.py reads the names from this dict
+# (task/registry.py). A value the strategy puts in the round's config reaches task.train on every
+# device (declare it in task/releases.py, "device config").
 STRATEGIES = {
-    "fedavg": lambda cfg, options: PrivateFedAvg(**options),
-    "fedavgm": lambda cfg, options: PrivateFedAvgM(server_learning_rate=cfg.server_learning_rate,
-                                                   server_momentum=cfg.server_momentum, **options),
-    "fedadam": lambda cfg, options: PrivateFedAdam(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate, **options),
+    "fedavg": lambda cfg: (FedAvg, {}),
+    "fedavgm": lambda cfg: (FedAvgM, dict(server_learning_rate=cfg.server_learning_rate,
+                                          server_momentum=cfg.server_momentum)),
+    "fedadam": lambda cfg: (FedAdam, dict(eta=cfg.server_learning_rate, eta_l=cfg.learning_rate)),
+    "fedprox": lambda cfg: (FedProx, dict(proximal_mu=cfg.proximal_mu)),
 }
+# Strategies whose server keeps state across rounds (momentum, moments): central DP, resume and
+# discovery refuse them (the noise's calibration, the checkpoint and the new words' rows lack it).
+STATEFUL = ("fedavgm", "fedadam")
 
 
 def build_strategy(cfg: Config, ledger: PrivacyLedger | None, train_metrics_aggr_fn=None,
@@ -165,4 +164,7 @@ def build_strategy(cfg: Config, ledger: PrivacyLedger | None, train_metrics_aggr
                    min_available_nodes=cfg.min_available_nodes,
                    weighted_by_key=DP_WEIGHT if cfg.dp.enabled else "num-examples",
                    train_metrics_aggr_fn=train_metrics_aggr_fn, evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn)
-    return STRATEGIES[cfg.server_optimizer](cfg, options).use(cfg, ledger, last_round or cfg.num_server_rounds)
+    base, own = STRATEGIES[cfg.server_optimizer](cfg)
+    # the strategy with the template's device selection below it (SelectsDevices is FedAvg's own)
+    cls = SelectsDevices if base is FedAvg else type(f"{base.__name__}SelectingDevices", (base, SelectsDevices), {})
+    return cls(**own, **options).use(cfg, ledger, last_round or cfg.num_server_rounds)

@@ -14,16 +14,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-DATA_SOURCES = ("builtin", "text-dir", "corpus", "shakespeare")
+from task import registry
+
 # User-level privacy of a device's whole update (task/privacy/ledger.py accounts every mode;
 # fixed clipping: server_app/privacy.py, client_app/privacy.py; the rest: features/dp_mechanisms/).
 DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "central-ftrl", "central-blt",
             "local")
 MECHANISM_MODES = ("central-adaptive-clip", "central-ftrl", "central-blt", "local")  # features/dp_mechanisms/
-PARTITIONERS = ("iid", "natural", "size-skew")
-ARCHITECTURES = ("transformer", "lstm")  # task/model.py builds each
 TRANSFER_DTYPES = ("float32", "float16", "int8")  # features/transfer/codec.py
-SERVER_OPTIMIZERS = ("fedavg", "fedavgm", "fedadam")  # Flower's strategies (server_app/strategy.py)
 SIM_AVAILABILITY = ("always", "nightly")  # features/participation/eligibility.py
 LR_SCHEDULES = ("constant", "cosine")  # the devices' learning rate across rounds (task/train.py)
 # Named model shapes (model.preset): each replaces the shape keys left at their defaults. "dp-small"
@@ -138,9 +136,10 @@ class Config:
     round_timeout: float = 600.0
     selection_factor: float = 1.0  # over-selection (features/participation/round_goal.py); 1 = none
     transfer_dtype: str = "float32"  # "float16": half the bytes each way; "int8": updates in 8 bits (features/transfer/codec.py)
-    server_optimizer: str = "fedavg"  # how the server applies the averaged update
+    server_optimizer: str = "fedavg"  # the server's strategy, by its name in server_app/strategy.py STRATEGIES
     server_learning_rate: float = 1.0  # fedavgm: step on the averaged update; fedadam: Adam's eta
     server_momentum: float = 0.0  # fedavgm only
+    proximal_mu: float = 0.0  # fedprox: weight of the proximal term mu/2 ||w - w_global||^2 in local training
     # Local training on each device
     local_epochs: int = 1
     max_local_steps: int = 300  # a Pi-class device finishes 300 steps well inside round-timeout; 0 = no cap
@@ -220,6 +219,12 @@ class Config:
         return self.evaluate_in_train and not self.dp.enabled
 
     @property
+    def server_keeps_state(self) -> bool:
+        """The server strategy keeps state across rounds (server_app/strategy.py `STATEFUL`): what
+        central DP, resume and discovery refuse."""
+        return self.server_optimizer in (registry.names(registry.STATEFUL_STRATEGIES) or ())
+
+    @property
     def output_root(self) -> Path:
         return Path(self.out_dir).expanduser().resolve()
 
@@ -239,10 +244,12 @@ class Config:
                "a number in [1, 10] (devices asked per device needed; 1 = no over-selection)")
         check("transfer.dtype", self.transfer_dtype, self.transfer_dtype in TRANSFER_DTYPES,
                f"one of {list(TRANSFER_DTYPES)}")
-        check("server-optimizer", self.server_optimizer, self.server_optimizer in SERVER_OPTIMIZERS,
-               f"one of {list(SERVER_OPTIMIZERS)}")
+        _check_registered("server-optimizer", self.server_optimizer, registry.STRATEGIES)
         check("server-learning-rate", self.server_learning_rate, self.server_learning_rate > 0, "a number > 0")
         check("server-momentum", self.server_momentum, 0 <= self.server_momentum < 1, "a number in [0, 1)")
+        check("proximal-mu", self.proximal_mu, self.proximal_mu >= 0, "a number >= 0 (0 = plain local training)")
+        check("proximal-mu", self.proximal_mu, self.proximal_mu == 0 or not self.dp.sgd,
+              "0 with dp.sgd = true (DP-SGD clips the gradients of the next-word loss only)")
         check("local-epochs", self.local_epochs, self.local_epochs >= 1, "an integer >= 1")
         check("max-local-steps", self.max_local_steps, self.max_local_steps >= 0, "an integer >= 0 (0 = no cap)")
         check("batch-size", self.batch_size, self.batch_size >= 1, "an integer >= 1")
@@ -258,7 +265,7 @@ class Config:
             key = "model." + field_name.replace("_", "-")
             check(key, getattr(m, field_name), getattr(m, field_name) == value,
                    f'{value} with model.preset = "{self.model_preset}"')
-        check("model.architecture", m.architecture, m.architecture in ARCHITECTURES, f"one of {list(ARCHITECTURES)}")
+        _check_registered("model.architecture", m.architecture, registry.ARCHITECTURES)
         check("model.vocab-size", m.vocab_size, 100 <= m.vocab_size <= 20004,
                "an integer in [100, 20004] (base dictionary + 4 special tokens)")
         check("model.seq-len", m.seq_len, 2 <= m.seq_len <= 256, "an integer in [2, 256]")
@@ -268,10 +275,10 @@ class Config:
         check("model.num-blocks", m.num_blocks, m.num_blocks >= 1, "an integer >= 1")
         check("model.ffn-dim", m.ffn_dim, m.ffn_dim >= 1, "an integer >= 1")
         check("model.dropout", m.dropout, 0 <= m.dropout < 1, "a number in [0, 1)")
-        check("data.source", self.data_source, self.data_source in DATA_SOURCES, f"one of {list(DATA_SOURCES)}")
+        _check_registered("data.source", self.data_source, registry.SOURCES)
         check("data.path", self.data_path, self.data_source in ("builtin", "shakespeare") or bool(self.data_path),
                f'a path to your text (required when data.source="{self.data_source}")')
-        check("data.partitioner", self.partitioner, self.partitioner in PARTITIONERS, f"one of {list(PARTITIONERS)}")
+        _check_registered("data.partitioner", self.partitioner, registry.PARTITIONERS)
         if self.audit_canaries:
             from features.audit.canary import parse as parse_canaries  # the audit: loaded only when asked
 
@@ -326,9 +333,10 @@ class Config:
 
             validate_mechanism(self)
         if dp.central:
-            check("server-optimizer", self.server_optimizer, self.server_optimizer == "fedavg",
-                   f'"fedavg" with dp.mode="{dp.mode}" (the noise is calibrated to the average of the clipped '
-                   "updates; a server optimiser applied before the noise would change its sensitivity)")
+            check("server-optimizer", self.server_optimizer, not self.server_keeps_state,
+                   f'a strategy without server state with dp.mode="{dp.mode}" (the noise is calibrated to the '
+                   "average of the clipped updates; a server optimiser applied before the noise would change "
+                   "its sensitivity)")
 
     def validate_population(self, population: int, sampled: int) -> None:
         """Checks that need the number of devices, known only once they connect."""
@@ -411,6 +419,13 @@ def _coerce(key: str, value: Any, type_name: str) -> Any:
     if isinstance(value, bool) != (expected is bool) or not isinstance(value, expected):
         raise ConfigError(f"run-config key '{key}' = {value!r}: expected {type_name}, got {type(value).__name__}")
     return value
+
+
+def _check_registered(key: str, value: str, where: tuple[str, str]) -> None:
+    """A name at an extension point: one of those its registry lists (task/registry.py)."""
+    known = registry.names(where)
+    if known is not None:  # a device lacks the server's strategies: the server checks that name
+        check(key, value, value in known, f"one of {list(known)} (listed in {where[0]} {where[1]})")
 
 
 def check(key: str, value: Any, ok: bool, allowed: str) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import lru_cache
 
@@ -34,12 +34,16 @@ log = logging.getLogger(__name__)
 
 
 def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: int,
-                added: tuple[str, ...] = (), fit: Fit | None = None) -> tuple[Weights, dict]:
+                added: tuple[str, ...] = (), fit: Fit | None = None,
+                round_config: Mapping = trainer.NO_ROUND_CONFIG) -> tuple[Weights, dict]:
     """Train the received global model on the device's training text; new weights + metrics.
     `added`: the words the run's discoveries appended to the vocabulary (the model has their rows);
-    `fit`: another way to train (DP-SGD's: features/dp_mechanisms/dpsgd.py)."""
+    `fit`: another way to train (DP-SGD's: features/dp_mechanisms/dpsgd.py); `round_config`: the
+    round's config as the server's strategy sent it, for task.train (e.g. FedProx's proximal-mu)."""
     if cfg.dp.sgd and fit is None:  # the ledger would count DP-SGD steps that never ran
         raise ValueError("dp.sgd = true needs DP-SGD's fit (features/dp_mechanisms/dpsgd.py: dpsgd_fit)")
+    if fit and trainer.training_loss_term(round_config):  # DP-SGD clips the next-word loss's gradients only
+        raise ValueError(f"DP-SGD cannot add the round's loss term ({trainer.training_loss_term(round_config)})")
     vocab = run_vocabulary(cfg.model.vocab_size, added)
     x, y = _windows(cfg, vocab, text.train, text.name, "training")
     model = _model(cfg, vocab, weights)
@@ -57,7 +61,7 @@ def train_round(cfg: Config, text: DeviceText, weights: Weights, server_round: i
         m, extra = trainer.train(model, x, y, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
                                  learning_rate=trainer.round_learning_rate(cfg, server_round),
                                  max_steps=cfg.max_local_steps, seed=seed, adam_epsilon=cfg.adam_epsilon,
-                                 optimizer=cfg.client_optimizer, score=score), {}
+                                 optimizer=cfg.client_optimizer, score=score, round_config=round_config), {}
     # Under DP every device counts once in the average (dp-weight), so one device's influence, and
     # so the sensitivity the noise is calibrated to, is bounded; the server enforces it. What of
     # these metrics leaves the device under DP: task.privacy.mechanisms.released_train_metrics.

@@ -17,7 +17,8 @@ The contract (`check_contract`), what the rest of the template relies on:
   vocabulary, whose kernel and bias are the last two weights (LiteRT export folds the norm into
   the output; new-word discovery grows the first and the last two weights by a row per word);
 - for DP-SGD, every layer with weights needs a rule (features/dp_mechanisms/dpsgd.py, `unsupported_layers`).
-To add an architecture: a builder below and its name in ARCHITECTURES; nothing else changes.
+To add an architecture: a builder below and its line in ARCHITECTURES; nothing else changes (the
+config check reads the names from that dict: task/registry.py).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def _lstm(cfg: ModelConfig, tokens, h):
     return tf.keras.layers.Dense(cfg.embed_dim, name="lstm_out")(h)
 
 
-# The architectures by their `model.architecture` name (task/config.py lists the names, without TensorFlow).
+# The architectures by their `model.architecture` name, one line each (the config check reads the
+# names from here without importing TensorFlow: task/registry.py).
 ARCHITECTURES = {"transformer": _transformer, "lstm": _lstm}
 
 

@@ -232,6 +232,7 @@ PUBLISHED: dict[str, list[Value]] = {
     # the config of every message the server sends to devices
     "device config": [
         *(_v(k, SERVER, PUBLIC) for k in ("server-round", "round-offset", "round-goal", "evaluate-first", "depth")),
+        _v("proximal-mu", SERVER, PUBLIC, why="FedProx's weight of the proximal term (server-optimizer = fedprox)"),
         _v("clipping_norm", (MODEL, TRAIN_TEXT), COVERED, ADAPTIVE, "dp.clipping-norm, or the adaptive one"),
         _v("vocab-added", TRAIN_TEXT, COVERED, DISCOVERY), _v("prefixes", TRAIN_TEXT, COVERED, DISCOVERY),
     ],

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from types import MappingProxyType
 
 import numpy as np
 import tensorflow as tf
@@ -45,6 +47,57 @@ class MaskedNextWordLoss(tf.keras.losses.Loss):
         return tf.reduce_sum(ce * weights, axis=-1) / tf.maximum(tf.reduce_sum(weights, axis=-1), 1.0)
 
 
+# FedProx's key (Flower's FedProx puts it in every round's config; server_app/strategy.py).
+PROXIMAL_MU = "proximal-mu"
+NO_ROUND_CONFIG: Mapping = MappingProxyType({})
+
+
+class ProximalLoss(MaskedNextWordLoss):
+    """The next-word loss plus FedProx's proximal term mu/2 ||w - w_start||^2 (Li et al. 2020),
+    w_start being the weights the round began from (the global model). The term is added to every
+    example's loss, so to their mean. mu and w_start are variables a new round assigns: the traced
+    train step reads them, so it never keeps a stale value."""
+
+    def __init__(self, model: tf.keras.Model):
+        super().__init__()
+        self._weights = model.trainable_weights
+        self._start = [tf.Variable(w, trainable=False) for w in self._weights]
+        self._mu = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+
+    def start_round(self, mu: float) -> ProximalLoss:
+        self._mu.assign(mu)
+        for start, w in zip(self._start, self._weights):
+            start.assign(w)
+        return self
+
+    def call(self, y_true, logits):
+        term = tf.add_n([tf.reduce_sum(tf.square(w - s)) for w, s in zip(self._weights, self._start)])
+        return super().call(y_true, logits) + 0.5 * self._mu * tf.cast(term, logits.dtype)
+
+
+_NEXT_WORD = MaskedNextWordLoss()
+_PROXIMAL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def training_loss(model: tf.keras.Model, round_config: Mapping = NO_ROUND_CONFIG) -> tf.keras.losses.Loss:
+    """The loss of this round's local training. `round_config` is the round's config as the server's
+    strategy sent it (every key): FedProx's proximal-mu > 0 adds the proximal term. Add a term the
+    same way: read its value here and return a loss that holds it in a variable (fresh_optimizer
+    recompiles whenever the loss object changes, so a changed loss is never ignored)."""
+    mu = float(round_config.get(PROXIMAL_MU, 0.0))
+    if mu <= 0:
+        return _NEXT_WORD
+    loss = _PROXIMAL.get(model)
+    if loss is None:
+        loss = _PROXIMAL[model] = ProximalLoss(model)
+    return loss.start_round(mu)
+
+
+def training_loss_term(round_config: Mapping) -> str:
+    """The loss term the round's config asks for beyond the next-word loss ("" for none)."""
+    return f"{PROXIMAL_MU} = {round_config[PROXIMAL_MU]}" if float(round_config.get(PROXIMAL_MU, 0.0)) > 0 else ""
+
+
 def round_learning_rate(cfg, server_round: int) -> float:
     """The devices' learning rate in a round (counted over the whole run, resumes included):
     constant, or a cosine from learning-rate in round 1 to final-learning-rate in the last."""
@@ -55,20 +108,30 @@ def round_learning_rate(cfg, server_round: int) -> float:
     return low + 0.5 * (high - low) * (1 + math.cos(math.pi * progress))
 
 
-def compile_model(model: tf.keras.Model, learning_rate: float, epsilon: float = 1e-7, optimizer: str = "adam") -> None:
+def compile_model(model: tf.keras.Model, learning_rate: float, epsilon: float = 1e-7, optimizer: str = "adam",
+                  loss: tf.keras.losses.Loss = _NEXT_WORD) -> None:
     opt = (tf.keras.optimizers.SGD(learning_rate) if optimizer == "sgd"
            else tf.keras.optimizers.Adam(learning_rate, epsilon=epsilon))
-    model.compile(optimizer=opt, loss=MaskedNextWordLoss())
+    model.compile(optimizer=opt, loss=loss)
+    model._fednextword_loss = _loss_key(loss)
 
 
-def fresh_optimizer(model: tf.keras.Model, learning_rate: float, epsilon: float = 1e-7, optimizer: str = "adam") -> None:
+def _loss_key(loss: tf.keras.losses.Loss) -> tuple:
+    """What the traced train step depends on of the loss: the object, its class and its config."""
+    return id(loss), type(loss), repr(sorted(loss.get_config().items()))
+
+
+def fresh_optimizer(model: tf.keras.Model, learning_rate: float, epsilon: float = 1e-7, optimizer: str = "adam",
+                    loss: tf.keras.losses.Loss = _NEXT_WORD) -> None:
     """Adam from its initial state. A model compiled before keeps its traced train step: its
     optimiser's step count and moments are zeroed in place, because compiling again would make
-    Keras retrace (see task.device.worker_model)."""
+    Keras retrace (see task.device.worker_model). A different loss (object, class or config) than
+    the one it was compiled with compiles again: Keras's traced step would silently keep the old one."""
     current = getattr(model, "optimizer", None)
     kind = "sgd" if isinstance(current, tf.keras.optimizers.SGD) else "adam"
-    if current is None or kind != optimizer or getattr(current, "epsilon", epsilon) != epsilon:
-        compile_model(model, learning_rate, epsilon, optimizer)
+    if (current is None or kind != optimizer or getattr(current, "epsilon", epsilon) != epsilon
+            or getattr(model, "_fednextword_loss", None) != _loss_key(loss)):
+        compile_model(model, learning_rate, epsilon, optimizer, loss)
         return
     for variable in current.variables:
         variable.assign(tf.zeros_like(variable))
@@ -77,12 +140,13 @@ def fresh_optimizer(model: tf.keras.Model, learning_rate: float, epsilon: float 
 
 def train(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
           learning_rate: float, max_steps: int = 0, seed: int = 0, adam_epsilon: float = 1e-7,
-          optimizer: str = "adam", score: bool = True) -> Metrics:
+          optimizer: str = "adam", score: bool = True, round_config: Mapping = NO_ROUND_CONFIG) -> Metrics:
     """Train in place for `epochs` passes (capped at `max_steps` batches if > 0); `score`: also
-    the accuracy on the training text afterwards (metrics_after_training)."""
+    the accuracy on the training text afterwards (metrics_after_training). `round_config`: the
+    round's config as the server's strategy sent it (training_loss reads what it needs)."""
     if len(x) == 0:
         raise ValueError("no training windows")
-    fresh_optimizer(model, learning_rate, adam_epsilon, optimizer)
+    fresh_optimizer(model, learning_rate, adam_epsilon, optimizer, training_loss(model, round_config))
     ds = (tf.data.Dataset.from_tensor_slices((x, y))
           .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
           .batch(batch_size).repeat(epochs))

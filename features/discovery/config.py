@@ -17,7 +17,7 @@ def validate(cfg: Config) -> None:
            "an integer >= 1")
     if cfg.vocab_discovery:
         for key, ok, why in (
-            ("server-optimizer", cfg.server_optimizer == "fedavg", "its momentum / moments have no rows for new words"),
+            ("server-optimizer", not cfg.server_keeps_state, "its momentum / moments have no rows for new words"),
             ("dp.mode", cfg.dp.mode != "central-ftrl", "the tree's running noise has no rows for new words"),
             ("secagg.enabled", not cfg.secure_aggregation, "SecAgg+ fixes the update's length per run"),
         ):

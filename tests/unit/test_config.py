@@ -50,7 +50,7 @@ def test_ints_are_accepted_for_float_keys():
         ({"batch-size": "32"}, "batch-size"),
         ({"model.seq-len": 2.5}, "model.seq-len"),
         ({"transfer.dtype": "bfloat16"}, "transfer.dtype"),
-        ({"server-optimizer": "fedprox"}, "server-optimizer"),
+        ({"server-optimizer": "fedyogi"}, "server-optimizer"),
         ({"server-optimizer": "fedadam", "dp.mode": "central-client-clip"}, "server-optimizer"),
         ({"server-momentum": 1.0}, "server-momentum"),
         ({"learning-rate-schedule": "linear"}, "learning-rate-schedule"),

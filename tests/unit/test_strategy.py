@@ -10,19 +10,20 @@ from task.privacy.ledger import PrivacyLedger
 from tests.helpers import message
 
 
-def test_every_server_optimizer_name_has_a_strategy_that_samples_itself():
-    from server_app.strategy import STRATEGIES, _PrivateRounds, build_strategy
-    from task.config import SERVER_OPTIMIZERS
+def test_every_server_optimizer_name_has_a_strategy_that_selects_devices_itself():
+    from server_app.strategy import STRATEGIES, SelectsDevices, build_strategy
+    from task import registry
     from task.privacy.ledger import PrivacyLedger
 
-    assert set(STRATEGIES) == set(SERVER_OPTIMIZERS)
-    for name in SERVER_OPTIMIZERS:
+    assert registry.names(registry.STRATEGIES) == tuple(STRATEGIES)  # what the config check allows
+    assert set(registry.names(registry.STATEFUL_STRATEGIES)) < set(STRATEGIES)
+    for name in STRATEGIES:
         cfg = Config(server_optimizer=name)
         strategy = build_strategy(cfg, PrivacyLedger(cfg.dp, 0, 0))
-        # our sampler sits below FedAvgM's / FedOpt's configure_train (which remember the model)
+        # our selection sits below FedAvgM's / FedOpt's / FedProx's configure_train
         order = type(strategy).__mro__
-        assert order.index(_PrivateRounds) < [c.__name__ for c in order].index("FedAvg")
-        assert type(strategy).configure_train is not _PrivateRounds.configure_train or name == "fedavg"
+        assert order.index(SelectsDevices) < [c.__name__ for c in order].index("FedAvg")
+        assert type(strategy).configure_train is not SelectsDevices.configure_train or name == "fedavg"
 
 
 def test_the_average_is_the_same_bits_whatever_order_the_replies_arrive_in():
