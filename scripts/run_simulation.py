@@ -21,12 +21,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from scripts.local_flower import ROOT, app_run_config, private_flower, run_app, template_line  # noqa: E402
 
 
-def check_run_config(overrides: str, devices: int | None = None) -> str | None:
+def check_run_config(overrides: str, devices: int | None = None, notes: list[str] | None = None) -> str | None:
     """The template's own error for a bad or unknown key, before Flower starts (Flower would say
-    only "[code: 15] Invalid run configuration.", or fail the run with a traceback)."""
+    only "[code: 15] Invalid run configuration.", or fail the run with a traceback). `notes`: under
+    DP, filled with what the ServerApp will print at its start for `devices` simulated devices (the
+    planned epsilon, the noise dp.target-epsilon plans, a warning without a budget)."""
     import click
     from flwr.common.config import parse_config_args
 
+    from server_app.privacy_plan import check_target
     from task.config import Config, ConfigError
 
     defaults = app_run_config()
@@ -39,11 +42,32 @@ def check_run_config(overrides: str, devices: int | None = None) -> str | None:
                 if getattr(cfg, key.replace("-", "_")) > devices:
                     return (f"run-config key '{key}' = {getattr(cfg, key.replace('-', '_'))} is more than the "
                             f"{devices} simulated devices (--devices)")
+        check_target(cfg)
+        if devices is not None and notes is not None and cfg.dp.enabled:
+            notes += privacy_notes(cfg, devices)
     except ConfigError as e:
         return str(e)
     except (ValueError, click.ClickException) as e:  # not TOML: e.g. an unquoted string value
         return f"--run-config {overrides!r} is not valid TOML key=value pairs ({e}); quote strings: key=\"value\""
     return None
+
+
+def privacy_notes(cfg, devices: int) -> list[str]:
+    """What the ServerApp will print at its start under DP, with the simulation's population (all
+    `devices` connected): server_app/privacy_plan.py, which loads the accounting only here."""
+    from server_app.privacy_plan import no_budget_warning, plan, with_target
+
+    sampled = max(int(devices * cfg.fraction_train), cfg.min_train_nodes)
+    notes = []
+    if cfg.dp.target_epsilon > 0:
+        given = cfg.dp.noise_multiplier
+        cfg = with_target(cfg, devices, sampled)
+        notes.append(f"dp.target-epsilon = {cfg.dp.target_epsilon:g}: noise multiplier {cfg.dp.noise_multiplier:.4g} "
+                     f"planned for {sampled} of {devices} devices per round (in place of dp.noise-multiplier = "
+                     f"{given:g})")
+    notes += plan(cfg, devices, sampled).lines
+    warning = no_budget_warning(cfg)
+    return notes + ([f"Warning: {warning}"] if warning else [])
 
 
 def main() -> int:
@@ -68,10 +92,13 @@ def main() -> int:
     args = parser.parse_args()
 
     run_config = f'out-dir="{args.out_dir.resolve()}" {args.run_config}'.strip()
-    problem = check_run_config(run_config, args.devices)
+    notes: list[str] = []
+    problem = check_run_config(run_config, args.devices, notes)
     if problem:
         print(f"Not started: {problem}", file=sys.stderr)
         return 2
+    for note in notes:  # under DP: the epsilon the run as configured will report
+        print(f"Privacy plan: {note}")
     try:
         with private_flower(args.flwr_home.resolve(), *args.ports, ray_address=args.ray_address) as env:
             outcome = run_app(env, num_supernodes=args.devices, run_config=run_config,

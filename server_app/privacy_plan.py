@@ -58,6 +58,7 @@ def on_real_devices(grid) -> bool:
 def require_dp_on_devices(cfg: Config, real_devices: bool) -> None:
     """Refuse a run without DP on real devices unless dp.allow-no-dp-on-devices says so."""
     if real_devices and not cfg.dp.enabled and not cfg.dp.allow_no_dp_on_devices:
+        log.error("Run refused: %s", NO_DP_ON_DEVICES)  # in the run's log (flwr log), whatever shows the exception
         raise ConfigError(f"refused: {NO_DP_ON_DEVICES}")
 
 
@@ -168,6 +169,9 @@ def plan(cfg: Config, population: int, per_round: int, rounds: int | None = None
         epsilon, relation = ledger.local_epsilon(releases=rounds), "any two texts of one device"
         lines.append(f"planned user-level ε = {epsilon:.4g} (local, {relation}, worst case: a device asked every "
                      f"round; {dp.local_epsilon:g} per release; δ = {dp.delta:g}; {sampling})")
+    if epsilon is not None and 0 < dp.max_epsilon < epsilon:
+        lines.append(f"the budget dp.max-epsilon = {dp.max_epsilon:g} stops the run before its last round (planned "
+                     f"ε {epsilon:.4g}): more noise (dp.target-epsilon), fewer rounds or a larger budget")
     if dp.sgd:
         lines.append(f"planned sample-level ε = {ledger.sample_epsilon(rounds=rounds):.4g} (DP-SGD, add or remove one "
                      f"window, a device asked every round; δ = {dp.delta:g}; {rounds} rounds, rate "

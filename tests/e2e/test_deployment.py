@@ -4,6 +4,9 @@ declines), started with scripts/deployment/deploy.py and stopped after.
 
 Slow by nature (Flower polls every 3 s and starts a ClientApp process per message), so the
 model is tiny and runs are 2 rounds.
+
+Real devices refuse a run without DP (server_app/privacy_plan.py): the runs here that go without DP
+on purpose set dp.allow-no-dp-on-devices = true (OPT_OUT), and their completing is the opt-out's test.
 """
 
 import json
@@ -25,6 +28,7 @@ PORT = 39393
 CONNECTION = "fednextword-test"
 TINY = ("model.vocab-size=2000 model.seq-len=12 model.embed-dim=32 model.num-heads=2 model.ffn-dim=64 local-epochs=3 learning-rate=0.01 "
         "server-eval-devices=0")
+OPT_OUT = "dp.allow-no-dp-on-devices=true"  # a test fleet: its text may go without DP
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +121,17 @@ def test_the_devices_side_does_not_answer_the_control_api(deployment):
     assert '"success": true' in ls.stdout, ls.stdout + ls.stderr
 
 
+def test_a_run_without_dp_is_refused_on_real_devices(deployment, tmp_path):
+    """dp.mode = "none" without the opt-out: the ServerApp refuses before any device is asked, and
+    the run fails saying why and how. (The runs below set the opt-out and complete.)"""
+    outcome = run_app(deployment["env"], connection=CONNECTION, echo=False,
+                      run_config=f'num-server-rounds=1 {TINY} min-available-nodes=2 out-dir="{tmp_path}"')
+    assert outcome.status == "finished:failed", outcome.output[-3000:]
+    assert 'Run refused: dp.mode = "none" (and no dp.sgd) on real devices' in outcome.output, outcome.output[-3000:]
+    assert "Set a dp.mode" in outcome.output and "dp.allow-no-dp-on-devices=true" in outcome.output
+    assert not list(tmp_path.glob("run-*/metrics.json"))  # no round ran
+
+
 def test_secure_aggregation_survives_a_device_killed_mid_round(deployment, tmp_path):
     """SecAgg+ over TLS; node1 is killed while it trains in round 1 (its keys and key shares
     sent, its masked update not yet): the others' sum is still recovered (its masks removed with
@@ -134,7 +149,7 @@ def test_secure_aggregation_survives_a_device_killed_mid_round(deployment, tmp_p
                     "min-evaluate-nodes=2 round-timeout=900.0 secagg.enabled=true "
                     # with 5 devices asked, one declining and one killed, every device must be a
                     # neighbour of every other for 3 shares to survive
-                    f'secagg.num-shares=5 secagg.reconstruction-threshold=3 out-dir="{tmp_path}"'))))
+                    f'secagg.num-shares=5 secagg.reconstruction-threshold=3 {OPT_OUT} out-dir="{tmp_path}"'))))
     run.start()
     deadline = time.monotonic() + 900
     while log.read_text().count("training for secure aggregation, round 1") == joined_before:
@@ -169,7 +184,7 @@ def test_a_federated_run_over_tls_learns_and_a_device_killed_mid_run_does_not_st
     run = threading.Thread(target=lambda: result.update(outcome=run_app(
         d["env"], connection=CONNECTION, echo=False,
         run_config=(f"num-server-rounds=3 {TINY} min-available-nodes=2 min-train-nodes=2 min-evaluate-nodes=2 "
-                    f'round-timeout=900.0 out-dir="{tmp_path}"'))))
+                    f'round-timeout=900.0 {OPT_OUT} out-dir="{tmp_path}"'))))
     run.start()
     deadline = time.monotonic() + 900
     while not list(tmp_path.glob("run-*/metrics.json")):
@@ -179,7 +194,8 @@ def test_a_federated_run_over_tls_learns_and_a_device_killed_mid_run_does_not_st
     killed = _wait_until_offline(d, online)
     run.join(timeout=1800)
     outcome = result["outcome"]
-    assert outcome.status == "finished:completed", outcome.output[-3000:]
+    assert outcome.status == "finished:completed", outcome.output[-3000:]  # the opt-out runs on real devices
+    assert "Run refused" not in outcome.output
     rows = metrics(tmp_path, outcome.run_id)
     assert [r["round"] for r in rows] == [0, 1, 2, 3]
     # node2 died during round 1 (or before it was asked): the failure names which device and why,

@@ -156,3 +156,25 @@ def test_a_run_without_dp_loads_no_accounting():
             "print(sorted(m for m in sys.modules if m.startswith(('dp_accounting', 'task.privacy.ledger', 'task.privacy.mechanisms'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_config_check_before_flwr_run_prints_the_plan_for_the_simulated_devices():
+    """scripts/run.sh's check (scripts/run_simulation.py): the population is --devices."""
+    from scripts.run_simulation import check_run_config
+
+    notes: list[str] = []
+    dp = 'dp.mode="central-client-clip" dp.delta=1e-3 num-server-rounds=4 fraction-train=0.5'
+    assert check_run_config(f"{dp} dp.target-epsilon=20.0 dp.max-epsilon=20.0", 8, notes) is None
+    planned, line = notes
+    assert "noise multiplier" in planned and "planned for 4 of 8 devices per round" in planned
+    assert "replace-one" in line and "δ = 0.001" in line and "4 rounds, 4 of 8 devices asked per round" in line
+    epsilon = float(re.search(r"ε = ([\d.]+)", line).group(1))
+    assert 0.99 * 20 <= epsilon <= 20
+    notes.clear()
+    assert check_run_config(f"{dp} dp.max-epsilon=1.0", 8, notes) is None
+    assert any("stops the run before its last round" for n in notes)
+    notes.clear()
+    assert check_run_config(dp, 8, notes) is None and notes[-1].startswith("Warning: no privacy budget")
+    notes.clear()
+    assert check_run_config("", 8, notes) is None and notes == []  # no DP: no plan, no accounting
+    assert "no noise multiplier to plan" in check_run_config('dp.mode="local" dp.target-epsilon=3.0', 8, notes)
