@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/benchmarks/benchmark_privacy.py           # the README's table and plot (~50 min here)
     .venv/bin/python scripts/benchmarks/benchmark_privacy.py --smoke   # tiny federation: the table's shape (tests)
+    .venv/bin/python scripts/benchmarks/benchmark_privacy.py --data wikitext ...   # real text (below)
 
 Every row is a real `flwr run .` on `--population` built-in devices with the dp-small model, each
 sampled device doing `--local-steps` steps a round. For each devices-per-round m: the non-private
@@ -17,6 +18,15 @@ average is z/M; a run of m devices with z x m / M carries that noise (McMahan et
 large cohorts the same way). Averaging m updates instead of M adds sampling variance, so its top-3
 is a lower bound for the real M-device run. Its epsilon column is the emulated run's; what the
 executed run spent is in the JSON.
+
+`--data wikitext`: the real-text population of docs/data.md, WikiText-2's valid.txt and test.txt
+(`--wikitext`, default ../shared/data/wikitext-2) dealt one paragraph per device
+(`data.source = "paragraphs"`, `data.partitioner = "natural"`): the population is the number of
+paragraphs (3,597), δ defaults to 1e-6. Its population cannot grow, so an emulated M-device
+cohort is planned at the real population (z for M out of 3,597), and the executed run of m
+devices carries z x m / M. There are no unseen users: top-3 is the final model's score on every
+device's held-out text (its last sentences), computed here from the run's last checkpoint, which
+is what a federated evaluation of all devices would report.
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from scripts.benchmarks.benchmark_runs import flower_run  # noqa: E402
 from scripts.benchmarks.privacy_plot import MODES, plot  # noqa: E402
 from scripts.local_flower import ROOT, private_flower  # noqa: E402
+
+WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2"
 
 
 @dataclass
@@ -65,15 +77,22 @@ def plan(args) -> list[Row]:
     from task.config import DPConfig
 
     dp = DPConfig(clipping_norm=args.clip, delta=args.delta)
+    noise = lambda mode, per_round, target: noise_for_epsilon(  # noqa: E731
+        DPConfig(**{**asdict(dp), "mode": mode}), args.population, per_round, args.rounds, target)
     rows = []
     for m in args.per_round:
         rows.append(Row("none", m, args.population, args.rounds, None, None))
         for target in args.epsilons:
             for mode in args.modes:
-                z = noise_for_epsilon(DPConfig(**{**asdict(dp), "mode": mode}), args.population, m, args.rounds, target)
-                rows.append(Row(mode, m, args.population, args.rounds, target, z))
+                z = None if args.emulated_only and args.emulate else noise(mode, m, target)
+                if z is not None:
+                    rows.append(Row(mode, m, args.population, args.rounds, target, z))
                 for big in (M for M in args.emulate if M > m and M % m == 0 and m == min(args.per_round)):
-                    rows.append(Row(mode, m, args.population, args.rounds, target, z * m / big, emulated_per_round=big))
+                    # built-in devices: M out of population x M / m, the same rate, the same z; real
+                    # text has one population: z planned for M of it
+                    z_big = noise(mode, big, target) if args.data == "wikitext" else (z or noise(mode, m, target))
+                    rows.append(Row(mode, m, args.population, args.rounds, target, z_big * m / big,
+                                    emulated_per_round=big))
     return rows
 
 
@@ -82,8 +101,11 @@ def run_config(args, row: Row, out: Path) -> str:
     keys = (f'model.preset="{args.model_preset}" num-server-rounds={row.rounds} fraction-train={frac(row.per_round)} '
             f"min-train-nodes={row.per_round} min-available-nodes={row.population} "
             f"fraction-evaluate={frac(2)} min-evaluate-nodes=2 evaluate-in-train=false "
-            f"max-local-steps={args.local_steps} server-eval-devices={args.server_eval_devices} "
+            f"max-local-steps={args.local_steps} local-epochs={args.local_epochs} "
+            f"server-eval-devices={args.server_eval_devices} "
             f'keep-checkpoints=1 out-dir="{out}"')
+    if args.data == "wikitext":
+        keys += f' data.source="paragraphs" data.path="{args.data_folder}" data.partitioner="natural"'
     if row.mode != "none":
         keys += (f' dp.mode="{row.mode}" dp.noise-multiplier={row.noise_multiplier:.6g} '
                  f"dp.clipping-norm={args.clip} dp.delta={args.delta}")
@@ -97,7 +119,7 @@ def reuse(args, rows: list[Row]) -> None:
         return
     earlier = json.loads(Path(args.reuse).read_text())
     same = {k: v for k, v in vars(args).items() if k in SETTINGS}
-    if {k: earlier["settings"].get(k) for k in SETTINGS} != same:
+    if {k: earlier["settings"].get(k, OLDER.get(k)) for k in SETTINGS} != same:
         raise SystemExit(f"--reuse {args.reuse}: other settings {earlier['settings']} (now {same})")
     done = {_key(row): vars(row) for row in load_rows(args.reuse) if row.top3 is not None}
     for row in rows:
@@ -106,7 +128,9 @@ def reuse(args, rows: list[Row]) -> None:
                 setattr(row, name, done[_key(row)][name])
 
 
-SETTINGS = ("population", "rounds", "delta", "clip", "local_steps", "server_eval_devices", "model_preset")
+SETTINGS = ("population", "rounds", "delta", "clip", "local_steps", "server_eval_devices", "model_preset", "data",
+            "local_epochs")
+OLDER = {"data": "builtin", "local_epochs": 1}  # what JSONs written before these settings ran with
 
 
 def _key(row: Row) -> tuple:
@@ -130,13 +154,66 @@ def execute(args, rows: list[Row], out: Path) -> None:
             result = flower_run(env, row.population, config, timeout=args.timeout)
             row.status, row.seconds = result.status, round(result.seconds, 1)
             last = result.rows[-1] if result.rows else {}
-            if result.status != "finished:completed" or last.get("round") != row.rounds or "server_top3" not in last:
+            scored = "server_top3" in last or args.data == "wikitext"
+            if result.status != "finished:completed" or last.get("round") != row.rounds or not scored:
                 row.status = row.status if row.status != "finished:completed" else f"incomplete: {len(result.rows)} rows"
                 continue
-            row.top3 = last["server_top3"]
+            row.top3 = last["server_top3"] if args.data != "wikitext" else held_out_top3(args, row_dir)
             if row.mode != "none":
                 row.epsilon = last.get("dp_epsilon_central_amplified", last.get("dp_epsilon_central"))
             save(args, rows)
+
+
+def wikitext_folder(args, out: Path) -> Path:
+    """A folder holding (links to) WikiText-2's files: the "paragraphs" source's data.path."""
+    files = [Path(f).expanduser() for f in (args.wikitext or [WIKITEXT / "valid.txt", WIKITEXT / "test.txt"])]
+    for f in files:
+        if not f.is_file():
+            raise SystemExit(f"--data wikitext: {f} does not exist. Give WikiText-2's raw valid.txt and test.txt "
+                             f"with --wikitext VALID TEST (default: {WIKITEXT}/)")
+    folder = out / "wikitext-paragraphs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        link = folder / f.name
+        if not (link.is_symlink() and link.resolve() == f.resolve()):
+            link.unlink(missing_ok=True)
+            link.symlink_to(f.resolve())
+    return folder
+
+
+def paragraph_devices(folder: Path) -> dict[str, list[list[str]]]:
+    """Each device's sentences, as the "paragraphs" source deals them one unit per device."""
+    from task.data.partition import SOURCES
+
+    units: dict[str, list[list[str]]] = {}
+    for unit, sentence in SOURCES["paragraphs"](str(folder), []):
+        units.setdefault(unit, []).append(sentence)
+    return dict(sorted(units.items()))
+
+
+_HELD_OUT: dict = {}
+
+
+def held_out_top3(args, row_dir: Path) -> float:
+    """The final model (the run's last checkpoint) scored on every device's held-out sentences,
+    pooled: a federated evaluation of all devices weighted by their words, in one process."""
+    from task.config import Config
+    from task.data.device_text import make_windows, split_train_test
+    from task.data.vocab import default_vocabulary
+    from task.model import build_model
+    from task.run.checkpoint import checkpoints, load_weights
+    from task.train import evaluate
+
+    cfg = Config.from_run_config({"model.preset": args.model_preset})
+    if "windows" not in _HELD_OUT:
+        test = [s for sentences in paragraph_devices(args.data_folder).values()
+                for s in split_train_test(sentences, cfg.test_fraction)[1]]
+        _HELD_OUT["windows"] = make_windows(test, default_vocabulary(cfg.model.vocab_size), cfg.model.seq_len)
+    final = [p for run in sorted(row_dir.glob("run-*")) for p in checkpoints(run)
+             if p.name == f"round-{args.rounds:03d}.npz"]
+    model = build_model(cfg.model, seed=cfg.seed)
+    model.set_weights(load_weights(final[-1]))
+    return float(evaluate(model, *_HELD_OUT["windows"]).top3)
 
 
 def load_rows(path) -> list[Row]:
@@ -169,7 +246,9 @@ def table(rows: list[Row]) -> str:
 
 def save(args, rows: list[Row]) -> None:
     finish(rows)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "smoke")}
+    settings = {k: ([str(x) for x in v] if isinstance(v, list) and v and isinstance(v[0], Path) else
+                    str(v) if isinstance(v, Path) else v)
+                for k, v in vars(args).items() if k not in ("out", "smoke")}
     Path(args.out).with_suffix(".json").write_text(json.dumps(
         {"settings": settings, "rows": [{**asdict(r), "label": r.label} for r in rows]}, indent=1))
 
@@ -183,11 +262,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emulate", type=int, nargs="*", default=[1000],
                         help="cohorts to emulate with the smallest --per-round (multiples of it)")
     parser.add_argument("--modes", nargs="+", default=["central-client-clip", "central-ftrl"],
-                        choices=["central-client-clip", "central-ftrl"], help="private modes to run")
+                        choices=["central-client-clip", "central-ftrl", "central-blt"], help="private modes to run")
+    parser.add_argument("--emulated-only", action="store_true", help="with --emulate: only the emulated private "
+                        "rows (and the non-private reference), not the executed cohort's own private rows")
+    parser.add_argument("--data", choices=["builtin", "wikitext"], default="builtin",
+                        help="wikitext: one WikiText-2 paragraph per device (population = paragraphs)")
+    parser.add_argument("--wikitext", type=Path, nargs="+", default=None, metavar="FILE",
+                        help=f"--data wikitext: WikiText-2's valid.txt and test.txt (default: {WIKITEXT}/)")
     parser.add_argument("--model-preset", default="dp-small", help='"" for the default model')
-    parser.add_argument("--delta", type=float, default=1e-5, help="below 1/population")
+    parser.add_argument("--delta", type=float, default=None, help="below 1/population (default 1e-5; 1e-6 with "
+                        "--data wikitext)")
     parser.add_argument("--clip", type=float, default=0.5, help="dp.clipping-norm")
     parser.add_argument("--local-steps", type=int, default=5, help="max-local-steps")
+    parser.add_argument("--local-epochs", type=int, default=1, help="local-epochs (a paragraph is one step each)")
     parser.add_argument("--server-eval-devices", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "privacy-utility.png", help="PNG; JSON beside it")
@@ -203,20 +290,25 @@ def main(argv: list[str] | None = None) -> int:
                         "this run's (e.g. emulated rows)")
     parser.add_argument("--smoke", action="store_true", help="8 devices, 4 per round, 2 rounds, ε 5 and 50")
     args = parser.parse_args(argv)
+    if args.delta is None:
+        args.delta = 1e-6 if args.data == "wikitext" else 1e-5
     if args.smoke:
         args.population, args.per_round, args.rounds, args.epsilons = 8, [4], 2, [5.0, 50.0]
         args.emulate, args.delta, args.server_eval_devices = [], 1e-2, 4
-    if args.delta >= 1 / args.population:
-        parser.error(f"--delta {args.delta} must be below 1/population = 1/{args.population}")
 
-    rows = plan(args)
-    reuse(args, rows)
-    print(f"{len(rows)} runs: " + "; ".join(f"{r.label} z={r.noise_multiplier}" for r in rows), flush=True)
-    if args.work_dir:  # kept: a stopped run resumes from its last checkpoint
-        execute(args, rows, args.work_dir.resolve())
-    else:
-        with tempfile.TemporaryDirectory(prefix="privacy-benchmark-") as tmp:
-            execute(args, rows, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="privacy-benchmark-") as tmp:
+        out = args.work_dir.resolve() if args.work_dir else Path(tmp)  # kept: a stopped run resumes
+        args.data_folder = None
+        if args.data == "wikitext":
+            args.data_folder = wikitext_folder(args, out)
+            args.population = len(paragraph_devices(args.data_folder))
+            print(f"--data wikitext: {args.population} devices, one paragraph each ({args.data_folder})", flush=True)
+        if args.delta >= 1 / args.population:
+            parser.error(f"--delta {args.delta} must be below 1/population = 1/{args.population}")
+        rows = plan(args)
+        reuse(args, rows)
+        print(f"{len(rows)} runs: " + "; ".join(f"{r.label} z={r.noise_multiplier}" for r in rows), flush=True)
+        execute(args, rows, out)
     save(args, rows)
     plot(rows, args.out, {f" ({Path(f).name})": load_rows(f) for f in args.plot_also})
     print(table(rows))

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-MODES = {"none": "non-private", "central-client-clip": "DP-FedAvg", "central-ftrl": "DP-FTRL"}
+MODES = {"none": "non-private", "central-client-clip": "DP-FedAvg", "central-ftrl": "DP-FTRL",
+         "central-blt": "BLT-DP-FTRL"}
+COLOURS = {"central-client-clip": "C0", "central-ftrl": "C1", "central-blt": "C2"}
 
 
 def plot(rows: list, path: Path, earlier: dict[str, list] | None = None) -> None:
@@ -22,7 +24,7 @@ def plot(rows: list, path: Path, earlier: dict[str, list] | None = None) -> None
     sources = {"": rows, **(earlier or {})}
     cohort = lambda r: r.emulated_per_round or r.per_round  # noqa: E731
     eps = lambda r: r.target_epsilon if r.emulated_per_round else r.epsilon  # noqa: E731
-    styles = {"central-client-clip": ("-", "o"), "central-ftrl": ("--", "s")}
+    styles = {"central-client-clip": ("-", "o"), "central-ftrl": ("--", "s"), "central-blt": ("-.", "D")}
     colour, targets = 0, set()
     for tag, source in sources.items():
         done = [r for r in source if r.top3 is not None]
@@ -44,7 +46,7 @@ def plot(rows: list, path: Path, earlier: dict[str, list] | None = None) -> None
                 points = sorted((cohort(r), r.top3, bool(r.emulated_per_round)) for r in done
                                 if r.mode == mode and r.target_epsilon == target)
                 for x, y, emulated in points:
-                    by_cohort.plot([x], [y], marker=marker, color="C0" if mode == "central-client-clip" else "C1",
+                    by_cohort.plot([x], [y], marker=marker, color=COLOURS[mode],
                                    mfc="none" if emulated else None, ls="")
         reference = sorted((r.per_round, r.top3) for r in done if r.mode == "none")
         if reference:
@@ -57,7 +59,7 @@ def plot(rows: list, path: Path, earlier: dict[str, list] | None = None) -> None
     by_eps.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.14), ncol=2)  # below: never over a point
     by_cohort.set_xscale("log")
     by_cohort.set_xlabel("devices per round (hollow: emulated noise; ▲ non-private)")
-    by_cohort.set_title("● DP-FedAvg  ■ DP-FTRL", fontsize=8)
+    by_cohort.set_title("● DP-FedAvg  ■ DP-FTRL  ◆ BLT-DP-FTRL", fontsize=8)
     for ax in (by_eps, by_cohort):
         ax.grid(alpha=0.3)
     fig.tight_layout()
