@@ -19,7 +19,7 @@ Handler = Callable[[Message, Context], Message]
 
 def train_mods(dp: DPConfig) -> list:
     """Outermost first. Each one clips the update after training."""
-    if dp.mode in ("central-client-clip", "central-ftrl"):
+    if dp.mode in ("central-client-clip", "central-ftrl", "central-blt"):
         return [fixedclipping_mod]  # the clipping norm arrives in the message from the server
     if dp.mode == "central-adaptive-clip":
         return [adaptiveclipping_mod]  # clips and reports whether it had to (the norm bit)

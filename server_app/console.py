@@ -130,6 +130,7 @@ def privacy_line(p: dict) -> str:
     zero_out = ("zero-out: one device's update replaced by zero (its votes empty); whether it replied is not protected "
                 "(the number of devices and their reply status are public)")
     central = (f"user-level ε (DP-FTRL; {zero_out}; no sampling credit)" if p.get("dp_mode") == "central-ftrl" else
+               f"user-level ε (BLT-DP-FTRL; {zero_out}; no sampling credit)" if p.get("dp_mode") == "central-blt" else
                f"user-level ε (central; {zero_out}; no sampling credit)")
     sample = "sample-level ε (DP-SGD, one window of what a device sends in training, worst device"
     names = {

@@ -2,8 +2,8 @@
 the noise's calibration honest.
 
 - central-client-clip / central-server-clip: `CentralDP` below.
-- central-adaptive-clip and central-ftrl: subclasses of it in features/dp_mechanisms/ (adaptive
-  clipping; tree-aggregated noise), chosen in server_app/app.py.
+- central-adaptive-clip, central-ftrl and central-blt: subclasses of it in features/dp_mechanisms/
+  (adaptive clipping; tree-aggregated noise; BLT-correlated noise), chosen in server_app/app.py.
 - local: plain FedAvg here; each device noises its own update (features/dp_mechanisms/local_dp.py).
 - dp.sgd: plain FedAvg here, or any of the above; the ledger accounts it from public settings.
 
@@ -375,4 +375,4 @@ def resumed_ledger(cfg: Config, saved: dict | None, population: int, sampled: in
 
 def new_ledger(cfg: Config, population: int, sampled: int, selected: int = 0) -> PrivacyLedger:
     return PrivacyLedger(cfg.dp, population=population, sampled=sampled, selected=selected, local_epochs=cfg.local_epochs,
-                         max_local_steps=cfg.max_local_steps)
+                         max_local_steps=cfg.max_local_steps, rounds=cfg.num_server_rounds)

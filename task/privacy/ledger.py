@@ -42,6 +42,15 @@ What each figure means (delta is the run's dp.delta):
   rounds, a device takes part at most once per tree (the server enforces it and starts a new tree
   when too few unused devices are left), and every tree is composed as if the worst device took
   part in each. dp-accounting's tree event is defined under REPLACE_SPECIAL.
+- central-blt (BLT-DP-FTRL, Dvijotham, McMahan et al. 2024; McMahan et al. 2024): user level,
+  zero-out, no amplification and no assumption about how devices were picked. The noise on round t's
+  sum is (C^-1 z)_t for a buffered lower-triangular Toeplitz C (task/privacy/mechanisms.py), so the
+  first t rounds are one Gaussian mechanism C_t x + z of L2 sensitivity clipping norm x sens(C_t; b)
+  (Denisov et al. 2022 and Choquette-Choo et al. 2023: it holds for updates chosen adaptively, C
+  being lower triangular), b the minimum separation: a device takes part at most once every b =
+  floor(population / selected) rounds (the server enforces it; when too few devices are eligible,
+  or after a resume, the noise restarts: a new segment). Segments compose as Gaussian mechanisms, each
+  for the worst device. No sampling credit. Over-selection doubles the sensitivity, as above.
 - local: user level, for the device asked to train most often, against the server too; each
   release is a Gaussian mechanism of sensitivity 2 x clipping norm (any two texts of the device),
   its noise calibrated so that one release's RDP epsilon is exactly dp.local-epsilon.
@@ -96,7 +105,8 @@ the locks when the run ends, and so does the ledger's garbage collection.
 
 Randomness: central and local noise, the adaptive count's noise, discovery's and DP-SGD's
 sampling draw from task.privacy.mechanisms.secret_rng (NumPy's PCG64 seeded with 128 bits of OS
-entropy); DP-SGD's and DP-FTRL's noise from secret_tf_generator (TensorFlow Philox, all 192 bits
+entropy); BLT-DP-FTRL's per-round noise from secret_rng too (its buffers are
+secret: in memory only, never checkpointed); DP-SGD's and DP-FTRL's noise from secret_tf_generator (TensorFlow Philox, all 192 bits
 of state from OS entropy); the devices of a round from random.SystemRandom (OS entropy
 directly). Never from the run's `seed` or a global generator that another library may seed.
 """
@@ -106,6 +116,7 @@ from __future__ import annotations
 import json
 import math
 import weakref
+from functools import lru_cache
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +126,8 @@ from dp_accounting import rdp
 
 from task.config import DPConfig
 from task.privacy import PrivacyBudgetExceeded
-from task.privacy.mechanisms import adaptive_noise, dpsgd_steps, local_noise_multiplier
+from task.privacy.mechanisms import (BLT_BUFFERS, adaptive_noise, blt_sensitivities, dpsgd_steps,
+                                     local_noise_multiplier, min_separation, optimal_blt)
 from task.run.files import atomic_write
 
 _ADD_REMOVE = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
@@ -178,6 +190,16 @@ class PrivacyLedger:
     # in the current tree, each at most once.
     trees: list[int] = field(default_factory=list)
     tree_members: set[str] = field(default_factory=set)
+    # central-blt: the rounds the BLT is optimised for (0: not told; then the rounds released when the
+    # parameters are first needed: a planner that drives the ledger through its rounds first), its
+    # parameters {"theta", "omega", "separation", "rounds"} (public: functions of the run config and
+    # the population), and the rounds of each noise segment (a new one after a resume, or when too few
+    # devices are eligible). The round each device was last asked in the current segment stays in
+    # memory only (per device, as tree_members).
+    rounds: int = 0
+    blt: dict = field(default_factory=dict)
+    segments: list[int] = field(default_factory=list)
+    last_asked: dict[str, int] = field(default_factory=dict)
     # Vocabulary discoveries: (epsilon, delta) each spent (TrieHH, all its levels run).
     discoveries: list[list[float]] = field(default_factory=list)
     bookings: int = 0  # things booked so far, resumes included: tells a journal ahead of a checkpoint
@@ -195,6 +217,8 @@ class PrivacyLedger:
         self.selected = self.selected or self.sampled
         if self.selected < self.sampled:
             raise ValueError(f"{self.selected} devices selected per round, fewer than the {self.sampled} sampled")
+        if self.blt_mode and self.rounds and not self.blt:
+            self.blt_parameters()  # optimised for the run's rounds and b now (a second or so; cached per process)
 
     @property
     def displacement(self) -> int:
@@ -257,6 +281,10 @@ class PrivacyLedger:
         self.sampled_from.append(self._asked_from or self.population)
         if self.ftrl:
             self.trees[-1] += 1
+        if self.blt_mode:
+            if not self.segments:
+                self.segments.append(0)
+            self.segments[-1] += 1
         self._booked()
 
     def record_discovery(self, epsilon: float, delta: float) -> None:
@@ -279,6 +307,15 @@ class PrivacyLedger:
             if repeated:  # the tree's accounting counts each device once
                 raise RuntimeError(f"DP-FTRL: devices {sorted(repeated)} asked twice in one tree")
             self.tree_members.update(map(str, devices))
+        if self.blt_mode:
+            if not self.segments:
+                self.segments.append(0)
+            row, b = self.segments[-1], self.separation
+            too_soon = sorted(str(d) for d in devices if row - self.last_asked.get(str(d), -b) < b)
+            if too_soon:  # the sensitivity assumes every device at most once every b rounds
+                raise RuntimeError(f"BLT-DP-FTRL: devices {too_soon} asked again within the minimum separation of "
+                                   f"{b} rounds")
+            self.last_asked.update((str(d), row) for d in devices)
         for device in devices:
             self.participations[str(device)] = self.participations.get(str(device), 0) + 1
         self._booked()
@@ -304,9 +341,54 @@ class PrivacyLedger:
     def ftrl(self) -> bool:
         return self.dp.mode == "central-ftrl"
 
+    @property
+    def blt_mode(self) -> bool:
+        return self.dp.mode == "central-blt"
+
+    @property
+    def no_sampling_credit(self) -> bool:
+        """DP-FTRL and BLT-DP-FTRL take no credit for how devices were picked."""
+        return self.ftrl or self.blt_mode
+
+    @property
+    def separation(self) -> int:
+        """BLT-DP-FTRL's minimum separation b (task/privacy/mechanisms.py min_separation)."""
+        return int(self.blt.get("separation") or min_separation(self.population, self.selected))
+
+    def blt_parameters(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(theta, omega) of the run's BLT, optimised for its rounds and b once, then kept (state)."""
+        if not self.blt:
+            rounds = self.rounds or max(1, len(self.central_releases))
+            theta, omega = optimal_blt(rounds, self.separation, BLT_BUFFERS)
+            self.blt = {"theta": list(theta), "omega": list(omega), "separation": self.separation, "rounds": rounds}
+        return tuple(self.blt["theta"]), tuple(self.blt["omega"])
+
+    def _blt_state(self) -> dict:
+        self.blt_parameters()
+        return {"theta": list(self.blt["theta"]), "omega": list(self.blt["omega"]),
+                "separation": int(self.blt["separation"]), "rounds": int(self.blt["rounds"])}
+
+    def blt_sensitivity(self, rounds: int) -> float:
+        """sens(C_t; b) of one segment of `rounds` rounds: the L2 sensitivity in clipping norms."""
+        if rounds <= 0:
+            return 0.0
+        return _blt_sensitivity(*self.blt_parameters(), rounds, self.separation)
+
     def devices_for_next_round(self, connected: list) -> list:
         """DP-FTRL: the connected devices not yet in the current tree; a new tree starts when
-        fewer are left than a round asks (or before the first round). Other modes: all."""
+        fewer are left than a round asks (or before the first round). BLT-DP-FTRL: the connected
+        devices not asked in the last b - 1 rounds of the current segment; a new segment (the noise
+        restarts) when fewer are left than a round asks (or before the first round). Other modes: all."""
+        if self.blt_mode:
+            if not self.segments:
+                self.segments.append(0)
+            row, b = self.segments[-1], self.separation
+            eligible = [d for d in connected if row - self.last_asked.get(str(d), -b) >= b]
+            if len(eligible) < self.selected:
+                self.segments.append(0)
+                self.last_asked = {}
+                eligible = list(connected)
+            return eligible
         if not self.ftrl:
             return list(connected)
         fresh = [d for d in connected if str(d) not in self.tree_members]
@@ -327,6 +409,8 @@ class PrivacyLedger:
     def central_event(self, extra_releases: int = 0) -> dp_accounting.DpEvent:
         if self.ftrl:
             return self._tree_event(self.trees)
+        if self.blt_mode:
+            return self._blt_event(self.segments)
         releases = self.central_releases + [self._central_parts()] * extra_releases
         return _composed([dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / self.displacement)
                                                          for z in parts]) for parts in releases])
@@ -343,6 +427,12 @@ class PrivacyLedger:
             grown = self.trees[:-1] + [self.trees[-1] + extra_releases] if self.trees else [extra_releases]
             candidates = [self.trees + [extra_releases], grown] if extra_releases else [self.trees]
             return max(epsilon(self._tree_event(trees), self.dp.delta, zero_out=True) for trees in candidates)
+        if self.blt_mode:
+            # Likewise: the current segment grows, or a new one starts (too few eligible devices).
+            segments = self.segments or [0]
+            candidates = ([segments[:-1] + [segments[-1] + extra_releases], segments + [extra_releases]]
+                          if extra_releases else [segments])
+            return max(epsilon(self._blt_event(s), self.dp.delta, zero_out=True) for s in candidates)
         return epsilon(self.central_event(extra_releases), self.dp.delta, zero_out=True)
 
     def _tree_event(self, trees: list[int]) -> dp_accounting.DpEvent:
@@ -352,14 +442,22 @@ class PrivacyLedger:
         return dp_accounting.ComposedDpEvent([dp_accounting.SingleEpochTreeAggregationDpEvent(z, steps)
                                               for steps in trees if steps > 0])
 
+    def _blt_event(self, segments: list[int]) -> dp_accounting.DpEvent:
+        """Each segment is one Gaussian mechanism C_t x + z (t its rounds) of sensitivity
+        sens(C_t; b) clipping norms, noise z x clipping norm; the segments compose (one device may
+        take part in each). Zero-out; over-selection doubles the sensitivity (displacement)."""
+        z = self.dp.noise_multiplier / self.displacement
+        return dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / self.blt_sensitivity(t))
+                                              for t in segments if t > 0])
+
     def central_amplified_epsilon(self, extra_from: int = 0) -> float | None:
         """Replace-one, the server's sample credited (module doc). `extra_from`: project one more
         release, sampled from that many devices."""
         releases = list(zip(self.central_releases, self.sampled_from))
         if extra_from:
             releases.append((self._central_parts(), extra_from))
-        if not self.dp.central or self.ftrl or not any(n > self.selected for _, n in releases):
-            return None  # DP-FTRL takes no credit for how devices were picked
+        if not self.dp.central or self.no_sampling_credit or not any(n > self.selected for _, n in releases):
+            return None  # DP-FTRL and BLT-DP-FTRL take no credit for how devices were picked
 
         def event(parts: list[float], n: int) -> dp_accounting.DpEvent:
             gaussians = dp_accounting.ComposedDpEvent([dp_accounting.GaussianDpEvent(z / 2) for z in parts])
@@ -372,7 +470,7 @@ class PrivacyLedger:
         """The model's user-level figure that planning targets and the budget bounds (module doc);
         `extra_from`: after one more round sampled from that many devices."""
         if self.dp.central:
-            amplified = None if self.ftrl else self.central_amplified_epsilon(extra_from)
+            amplified = None if self.no_sampling_credit else self.central_amplified_epsilon(extra_from)
             return amplified if amplified is not None else self.central_epsilon(extra_releases=1 if extra_from else 0)
         if self.dp.mode == "local":
             return self.local_epsilon(releases=self.most_participations() + 1 if extra_from else None)
@@ -449,6 +547,10 @@ class PrivacyLedger:
             out["noise-multiplier"] = self.dp.noise_multiplier
         if self.ftrl:
             out.update({"trees": len(self.trees), "rounds-in-tree": self.trees[-1] if self.trees else 0})
+        if self.blt_mode:
+            out.update({"min-separation": self.separation, "blt-buffers": len(self.blt_parameters()[0]),
+                        "blt-segments": len(self.segments), "rounds-in-segment": self.segments[-1] if self.segments
+                        else 0, "blt-sensitivity": math.sqrt(sum(self.blt_sensitivity(t) ** 2 for t in self.segments))})
         if self.dp.sgd:
             out.update({"sgd-noise-multiplier": self.dp.sgd_noise_multiplier,
                         "sgd-clipping-norm": self.dp.sgd_clipping_norm,
@@ -466,6 +568,13 @@ class PrivacyLedger:
                 noise = (f"Gaussian noise {update_z:.4g} x clipping norm on the sum and std {count_std:g} on the "
                          f"centred unclipped count, together z = {dp.noise_multiplier} (Andrew et al. 2021)")
                 bit = " and its norm bit left out of the count"
+            if self.blt_mode:
+                theta, omega = self.blt_parameters()
+                noise = (f"BLT-correlated Gaussian noise (BLT-DP-FTRL, Dvijotham, McMahan et al. 2024): z = "
+                         f"{dp.noise_multiplier} x clipping norm per round, correlated through C^-1 of a buffered "
+                         f"Toeplitz C with {len(theta)} buffers (decays {', '.join(f'{t:.4g}' for t in theta)}; "
+                         f"weights {', '.join(f'{w:.4g}' for w in omega)}; optimised for {self.blt['rounds']} "
+                         f"rounds)")
             if self.ftrl:
                 noise = (f"tree-aggregated Gaussian noise, z = {dp.noise_multiplier} x clipping norm per tree node, "
                          "on the running sum of each tree's rounds (DP-FTRL, Kairouz et al. 2021)")
@@ -486,6 +595,14 @@ class PrivacyLedger:
                              "the server, which starts a new tree when too few unused devices are connected; a resume "
                              "starts one too); every tree counts for the worst device; zero-out, as above (dp-accounting's "
                              "tree event is defined under REPLACE_SPECIAL)")
+            elif self.blt_mode:
+                lines.append(f"BLT-DP-FTRL: no credit for sampling; minimum separation b = {self.separation} "
+                             f"(floor(population / devices asked per round)): each device takes part at most once "
+                             f"every {self.separation} rounds (enforced by the server; when too few eligible devices "
+                             "are connected, and after a resume, the noise restarts: a new segment); each segment "
+                             "is one Gaussian mechanism of sensitivity clipping norm x sens(C; b), the max over the "
+                             "participation patterns b allows of the norm of the sum of C's columns (the pattern "
+                             "0, b, 2b, ...); the segments compose for the worst device; zero-out, as above")
             elif self.selected < self.population:
                 lines.append(f"amplified figure: {self.selected} devices asked per round, sampled uniformly without "
                              "replacement by a secret generator out of the devices connected that round (counted per "
@@ -588,6 +705,7 @@ class PrivacyLedger:
             # only where a figure needs it (local DP, DP-SGD): elsewhere it tells how samples overlapped
             "carried_participations": self.most_participations() if self.counts_devices else 0,
             "trees": self.trees,
+            **({"blt": self._blt_state(), "segments": list(self.segments)} if self.blt_mode else {}),
             "discoveries": self.discoveries,
             "bookings": self.bookings,
             "lineage": list(self.lineage),  # run directories (server paths), no device in them
@@ -599,6 +717,9 @@ class PrivacyLedger:
     ) -> PrivacyLedger:
         """`resumed`: a new run continues this ledger (node ids may change, and DP-FTRL's tree
         members are not saved, so it starts a new tree)."""
+        if dp.mode == "central-blt" and state.get("central_releases") and not state.get("blt"):
+            raise ValueError("the checkpoint's ledger has central releases but no BLT parameters: it was not made by "
+                             'dp.mode = "central-blt"')
         if "central_releases" not in state:
             raise ValueError(
                 "the checkpoint's privacy ledger is from an older version of this template, whose "
@@ -617,6 +738,9 @@ class PrivacyLedger:
             sampled_from=[int(n) for n in state.get("sampled_from", [state["population"]] * len(releases))],
             carried_participations=int(state.get("carried_participations", 0)) + older,
             trees=[int(t) for t in state.get("trees", [])],
+            blt=dict(state.get("blt", {})),
+            rounds=int(state.get("blt", {}).get("rounds", 0)),
+            segments=[int(t) for t in state.get("segments", [])],
             discoveries=[list(d) for d in state.get("discoveries", [])],
             bookings=int(state.get("bookings", 0)),
             lineage=[str(d) for d in state.get("lineage", [])],
@@ -624,4 +748,11 @@ class PrivacyLedger:
         if resumed:
             if ledger.trees:  # node ids change: the resumed run starts a new tree, composed with the old ones
                 ledger.trees.append(0)
+            if ledger.segments and ledger.segments[-1]:  # and a new BLT segment: the noise restarts (its buffers
+                ledger.segments.append(0)  # were never saved), composed with the earlier segments
         return ledger
+
+
+@lru_cache(maxsize=4096)
+def _blt_sensitivity(theta: tuple[float, ...], omega: tuple[float, ...], rounds: int, separation: int) -> float:
+    return float(blt_sensitivities(theta, omega, rounds, separation)[-1])
