@@ -54,7 +54,7 @@ def eligibility_mod(msg: Message, context: Context, call_next) -> Message:
 
 def straggler_mod(msg: Message, context: Context, call_next) -> Message:
     """participation.stragglers: a simulated slow device replies late (loaded only when asked)."""
-    if not config_of(context).sim.stragglers:
+    if not config_of(context).stragglers:
         return call_next(msg, context)
     from features.participation.eligibility import straggler_mod as straggle
 

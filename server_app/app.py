@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from server_app.observed_grid import ObservedGrid
+from server_app.privacy_plan import plan_privacy
 from server_app.rounds import RoundEnd
 from server_app.run_record import RunRecord
 from server_app.run_start import run_start
@@ -39,6 +40,7 @@ def main(grid: Grid, context: Context) -> None:
     start = run_start(cfg, context.run_id, _warm_start(cfg), _model_check(cfg))  # vocabulary, resume, record, model
     observed = ObservedGrid(grid, _send_until_goal(cfg))  # counts who replied, declined, failed, and the bytes
     population, sampled = population_and_sample(grid, cfg)  # waits for min-available-nodes, never forever
+    cfg = plan_privacy(cfg, grid, start, population, sampled)  # no DP on real devices refused; under DP: planned ε
     ledger = _ledger(cfg, start, population, sampled)  # None when nothing private runs
     inner = build_strategy(cfg, ledger, _train_metrics(cfg, start.record), start.record.aggregate_evaluate_metrics,
                            last_round=start.rounds_left)
@@ -116,6 +118,8 @@ def _central_dp(cfg: Config, inner, ledger, resume):
         from features.dp_mechanisms.adaptive_clipping import AdaptiveClippingDP as Central
     elif cfg.dp.mode == "central-ftrl":
         from features.dp_mechanisms.ftrl import FtrlDP as Central
+    elif cfg.dp.mode == "central-blt":
+        from features.dp_mechanisms.blt import BltDP as Central
     else:
         Central = privacy.CentralDP
     return privacy.resumed(Central(inner, cfg, ledger, device_norm=_device_norm(cfg)), resume)
@@ -129,7 +133,7 @@ def _above_the_counts(cfg: Config, observed: ObservedGrid):
 
         for line in assumptions(cfg):
             log.info("Secure aggregation: %s", line)
-        return SecureGrid(observed, cfg.secagg, timeout=cfg.round_timeout)
+        return SecureGrid(observed, cfg.feature("secagg"), timeout=cfg.round_timeout)
     if cfg.transfer_dtype != "float32":
         from features.transfer.server import TransferGrid
 
@@ -170,7 +174,7 @@ def _device_norm(cfg: Config):
         return None
     from features.secagg.server import device_clipping_norm
 
-    return lambda clipping_norm, num_values: device_clipping_norm(cfg.secagg, clipping_norm, num_values)
+    return lambda clipping_norm, num_values: device_clipping_norm(cfg.feature("secagg"), clipping_norm, num_values)
 
 
 def _new_word_scores(cfg: Config, population: int):

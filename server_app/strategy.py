@@ -27,7 +27,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 
-from task.config import EVALUATE_FIRST, ROUND_GOAL, Config, ConfigError, secagg_max_cohort
+from task.config import EVALUATE_FIRST, ROUND_GOAL, Config, ConfigError
 from task.privacy import DP_WEIGHT
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class SelectsDevices(FedAvg):
         self._selection_factor = cfg.selection_factor
         self._wait_seconds = cfg.round_timeout
         # SecAgg+ sums in a 2**32 ring: more devices than this wrap the sum (task.config)
-        self._most = secagg_max_cohort(cfg.secagg.quantization_range) if cfg.secure_aggregation else None
+        self._most = cfg.feature("secagg").max_cohort if cfg.secure_aggregation else None
         # FedAvg samples with Python's global `random`; a private sample must not be replayable.
         self._sampler = random.SystemRandom() if self._private else random.Random(cfg.seed)
         return self

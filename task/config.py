@@ -9,9 +9,13 @@ the key, the value and what is allowed, before any training starts.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from task import registry
@@ -21,8 +25,6 @@ from task import registry
 DP_MODES = ("none", "central-client-clip", "central-adaptive-clip", "central-server-clip", "central-ftrl", "central-blt",
             "local")
 MECHANISM_MODES = ("central-adaptive-clip", "central-ftrl", "central-blt", "local")  # features/dp_mechanisms/
-TRANSFER_DTYPES = ("float32", "float16", "int8")  # features/transfer/codec.py
-SIM_AVAILABILITY = ("always", "nightly")  # features/participation/eligibility.py
 LR_SCHEDULES = ("constant", "cosine")  # the devices' learning rate across rounds (task/train.py)
 # Named model shapes (model.preset): each replaces the shape keys left at their defaults. "dp-small"
 # has a tenth of the weights: the server's noise norm grows with their square root (docs/privacy.md).
@@ -30,15 +32,6 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "": {},
     "dp-small": {"vocab_size": 2000, "embed_dim": 32, "num_heads": 2, "ffn_dim": 64},
 }
-# dp-modes secure aggregation refuses: the server clips each update, or reads each norm bit.
-SECAGG_REFUSED_MODES = ("central-server-clip", "central-adaptive-clip")
-SECAGG_MODULUS = 2**32  # Flower's SecAgg+ ring (its default and maximum)
-
-
-def secagg_max_cohort(quantization_range: int) -> int:
-    """The most devices one SecAgg+ round may sum: k devices x the range must stay below 2**32.
-    Flower 1.42 does not check, and past it returns the sum as the "mean" (tests/features/secagg/)."""
-    return (SECAGG_MODULUS - 1) // quantization_range
 
 
 # The message protocol both apps share: config keys of the server's messages, reply prefixes, codes.
@@ -100,27 +93,9 @@ class DPConfig:
         return self.mode != "none" or self.sgd
 
 
-@dataclass(frozen=True)
-class SimConfig:
-    """Run-config group "participation.": how simulated devices behave like a real population
-    (real devices check their own state)."""
-
-    availability: str = "always"  # or "nightly": eligible in one window of the simulated day, mostly at night
-    eligible_share: float = 0.3  # nightly: the share of the day a device is eligible
-    hours_per_round: float = 1.0  # nightly: the simulated clock advances this much per round
-    stragglers: float = 0.0  # share of simulated devices that are slow (old phones)
-    straggler_seconds: float = 30.0  # the extra seconds a straggler takes per message
-
-
-@dataclass(frozen=True)
-class SecAggConfig:
-    """Run-config group "secagg.": SecAgg+ (Bell et al. 2020) through Flower's SecAggPlusWorkflow
-    (docs/secure-aggregation.md)."""
-
-    num_shares: int = 3  # Flower's SecAgg+ example; an int > 2 (the library's rule)
-    reconstruction_threshold: int = 2  # in [2, num_shares)
-    clipping_range: float = 8.0  # the library's default: each update value is clipped to +-this
-    quantization_range: int = 4194304  # the library's default (2**22 levels over the range)
+def _switch(group: str, name: str, off: Any) -> property:
+    """A value of an opt-in feature the core's hooks read: `off` when the feature is deleted."""
+    return property(lambda self: getattr(self.feature(group), name, off), doc=f"{group}.{name} (off: {off!r})")
 
 
 @dataclass(frozen=True)
@@ -134,8 +109,6 @@ class Config:
     min_evaluate_nodes: int = 2
     min_available_nodes: int = 2
     round_timeout: float = 600.0
-    selection_factor: float = 1.0  # over-selection (features/participation/round_goal.py); 1 = none
-    transfer_dtype: str = "float32"  # "float16": half the bytes each way; "int8": updates in 8 bits (features/transfer/codec.py)
     server_optimizer: str = "fedavg"  # the server's strategy, by its name in server_app/strategy.py STRATEGIES
     server_learning_rate: float = 1.0  # fedavgm: step on the averaged update; fedadam: Adam's eta
     server_momentum: float = 0.0  # fedavgm only
@@ -154,26 +127,11 @@ class Config:
     model: ModelConfig = ModelConfig()
     # Privacy
     dp: DPConfig = DPConfig()
-    secure_aggregation: bool = False  # the server receives only the sum of the updates (features/secagg/)
-    secagg: SecAggConfig = SecAggConfig()
-    # features/participation/: on while its group is in the run config (set by from_run_config, not a key)
-    participation: bool = dataclasses.field(default=False, compare=False)
-    sim: SimConfig = SimConfig()
-    # New-word discovery (TrieHH, features/discovery/, docs/vocabulary-discovery.md)
-    vocab_discovery: bool = False
-    vocab_discovery_every: int = 0
-    vocab_discovery_epsilon: float = 8.0  # per discovery, all its levels together (delta: dp.delta)
-    vocab_discovery_max_length: int = 12  # letters; one query round per letter plus one
-    vocab_discovery_max_words: int = 100  # most new words one discovery may add
-    new_word: str = ""  # the built-in new-word scenario (features/discovery/new_word.py); "" = off
-    new_word_adopters: float = 0.5
-    new_word_from_round: int = 1
     # Data
     data_source: str = "builtin"
     data_path: str = ""
     partitioner: str = "iid"
     sentences_per_device: int = 300
-    audit_canaries: str = ""  # the privacy audit's canaries (features/audit/canary.py); "" = off
     max_sentences: int = 20_000  # a device reads at most this much of its text (streamed); 0 = all
     test_fraction: float = 0.2
     seed: int = 0
@@ -182,8 +140,31 @@ class Config:
     out_dir: str = "~/fednextword-runs"
     keep_checkpoints: int = 5  # newest round checkpoints kept; 0 = all
     resume_from: str = ""  # a run directory (its newest usable checkpoint) or one checkpoint .npz
-    init_from: str = ""  # warm start: the first model's weights (features/warm_start/)
-    int8: bool = False  # also export the LiteRT int8 file (features/int8/; pyproject.toml turns it on)
+    # The opt-in features' settings, by run-config group: each feature's dataclass, from its folder
+    # (features/<name>/config.py). from_run_config fills in every feature this copy has; a deleted
+    # feature has none, so its keys are unknown and the switches below read "off".
+    features: tuple[tuple[str, Any], ...] = dataclasses.field(default_factory=lambda: _feature_defaults())
+    given_groups: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)  # groups in the run config
+
+    # What the core's hooks (server_app/app.py, client_app/app.py, the records) read of the features.
+    secure_aggregation = _switch("secagg", "enabled", False)  # the server receives only the sum (features/secagg/)
+    vocab_discovery = _switch("discovery", "enabled", False)  # TrieHH new-word discovery (features/discovery/)
+    new_word = _switch("discovery", "new_word", "")  # the built-in new-word scenario
+    selection_factor = _switch("participation", "selection_factor", 1.0)  # over-selection; 1 = none
+    stragglers = _switch("participation", "stragglers", 0.0)  # share of simulated slow devices
+    transfer_dtype = _switch("transfer", "dtype", "float32")  # the encoding of models and updates
+    audit_canaries = _switch("audit", "canaries", "")  # the privacy audit's canaries; "" = off
+    init_from = _switch("warm-start", "init_from", "")  # warm start: the first model's weights
+    int8 = _switch("int8", "enabled", False)  # also export the LiteRT int8 file
+
+    def feature(self, group: str) -> Any:
+        """An opt-in feature's settings (its dataclass in features/<name>/config.py), or None."""
+        return dict(self.features).get(group)
+
+    @property
+    def participation(self) -> bool:
+        """features/participation/: on while its group is in the run config (pyproject.toml has it)."""
+        return "participation" in self.given_groups and self.feature("participation") is not None
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> Config:
@@ -192,22 +173,28 @@ class Config:
         unknown = sorted(set(run_config) - set(known))
         if unknown:
             raise ConfigError(f"unknown run-config key(s) {unknown}; known keys: {sorted(known)}")
-        values: dict[type, dict[str, Any]] = {cls: {}, ModelConfig: {}, DPConfig: {}, SimConfig: {}, SecAggConfig: {}}
+        owners = {owner for owner, _ in known.values()}
+        values: dict[type, dict[str, Any]] = {owner: {} for owner in owners}
         for key, value in run_config.items():
             owner, field = known[key]
             values[owner][field.name] = _coerce(key, value, field.type)
-        values[cls]["participation"] = any(key.startswith("participation.") for key in run_config)
+        groups = {module.GROUP: module.Settings(**values[module.Settings]) for module in feature_modules().values()}
         model = _apply_preset(values[cls].get("model_preset", ""), values[ModelConfig])
-        config = cls(model=model, dp=DPConfig(**values[DPConfig]),
-                     sim=SimConfig(**values[SimConfig]), secagg=SecAggConfig(**values[SecAggConfig]), **values[cls])
+        config = cls(model=model, dp=DPConfig(**values[DPConfig]), features=tuple(sorted(groups.items())),
+                     given_groups=frozenset(key.split(".")[0] for key in run_config if "." in key), **values[cls])
         config.validate()
         return config
 
     def to_run_config(self) -> dict[str, Any]:
         """The flat mapping of run-config keys `from_run_config` reads (for records and tests)."""
-        parts = {Config: self, ModelConfig: self.model, DPConfig: self.dp, SimConfig: self.sim, SecAggConfig: self.secagg}
+        parts = {Config: self, ModelConfig: self.model, DPConfig: self.dp,
+                 **{type(settings): settings for _, settings in self.features}}
         return {key: getattr(parts[owner], field.name) for key, (owner, field) in _known_keys().items()
-                if self.participation or not key.startswith("participation.")}
+                if owner in parts and (self.participation or not key.startswith("participation."))}
+
+    def with_run_config(self, changes: Mapping[str, Any]) -> Config:
+        """This config with some run-config keys changed (e.g. {"secagg.enabled": True}), validated."""
+        return Config.from_run_config({**self.to_run_config(), **changes})
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -240,10 +227,6 @@ class Config:
                self.min_available_nodes >= max(self.min_train_nodes, self.min_evaluate_nodes),
                f">= min-train-nodes ({self.min_train_nodes}) and min-evaluate-nodes ({self.min_evaluate_nodes})")
         check("round-timeout", self.round_timeout, self.round_timeout > 0, "a number of seconds > 0")
-        check("participation.selection-factor", self.selection_factor, 1 <= self.selection_factor <= 10,
-               "a number in [1, 10] (devices asked per device needed; 1 = no over-selection)")
-        check("transfer.dtype", self.transfer_dtype, self.transfer_dtype in TRANSFER_DTYPES,
-               f"one of {list(TRANSFER_DTYPES)}")
         _check_registered("server-optimizer", self.server_optimizer, registry.STRATEGIES)
         check("server-learning-rate", self.server_learning_rate, self.server_learning_rate > 0, "a number > 0")
         check("server-momentum", self.server_momentum, 0 <= self.server_momentum < 1, "a number in [0, 1)")
@@ -279,41 +262,17 @@ class Config:
         check("data.path", self.data_path, self.data_source in ("builtin", "shakespeare") or bool(self.data_path),
                f'a path to your text (required when data.source="{self.data_source}")')
         _check_registered("data.partitioner", self.partitioner, registry.PARTITIONERS)
-        if self.audit_canaries:
-            from features.audit.canary import parse as parse_canaries  # the audit: loaded only when asked
-
-            try:
-                parse_canaries(self.audit_canaries)
-            except ValueError as e:
-                raise ConfigError(f"run-config key 'audit.canaries' = {self.audit_canaries!r}: {e}") from None
         check("data.max-sentences", self.max_sentences, self.max_sentences >= 0, "an integer >= 0 (0 = no cap)")
         check("data.sentences-per-device", self.sentences_per_device, self.sentences_per_device >= 10, "an integer >= 10")
         check("data.test-fraction", self.test_fraction, 0 < self.test_fraction < 1, "a number in (0, 1)")
         check("server-eval-devices", self.server_eval_devices, self.server_eval_devices >= 0, "an integer >= 0")
         check("out-dir", self.out_dir, bool(self.out_dir.strip()), "a non-empty path")
         check("keep-checkpoints", self.keep_checkpoints, self.keep_checkpoints >= 0, "an integer >= 0 (0 = keep all)")
-        check("warm-start.init-from", self.init_from, not (self.init_from and self.resume_from),
-               '"" when resume-from is set (a resume continues its own model)')
         self._validate_dp()
-        # Each feature checks its own keys, and what it refuses of the others, when it is on or one
-        # of its keys is set.
-        if self._set("discovery."):
-            from features.discovery.config import validate as validate_discovery
-
-            validate_discovery(self)
-        if self.participation:
-            from features.participation.config import validate as validate_participation
-
-            validate_participation(self)
-        if self._set("secagg."):
-            from features.secagg.config import validate as validate_secagg
-
-            validate_secagg(self)
-
-    def _set(self, group: str) -> bool:
-        """Is any key of this group away from its default?"""
-        mine, defaults = self.to_run_config(), _DEFAULTS.to_run_config()
-        return any(mine[key] != defaults[key] for key in mine if key.startswith(group))
+        # Each feature checks its own keys, and what it refuses of the others (features/<name>/config.py).
+        for module in feature_modules().values():
+            if self.feature(module.GROUP) is not None and hasattr(module, "validate"):
+                module.validate(self)
 
     def _validate_dp(self) -> None:
         dp = self.dp
@@ -342,15 +301,9 @@ class Config:
         """Checks that need the number of devices, known only once they connect."""
         check("min-train-nodes", sampled, sampled <= population,
                f"at most the {population} connected devices (the round would sample {sampled})")
-        if self.secure_aggregation:
-            most = secagg_max_cohort(self.secagg.quantization_range)
-            if sampled > most:
-                raise ConfigError(
-                    f"run-config keys 'fraction-train' = {self.fraction_train:g} and 'min-train-nodes' = "
-                    f"{self.min_train_nodes} select {sampled} of the {population} connected devices per round, but with "
-                    f"secagg.enabled = true and 'secagg.quantization-range' = {self.secagg.quantization_range} "
-                    f"at most {most} devices fit in one round (devices x range must stay below 2**32, the ring "
-                    f"SecAgg+ sums in); lower fraction-train or secagg.quantization-range")
+        for module in feature_modules().values():
+            if self.feature(module.GROUP) is not None and hasattr(module, "validate_population"):
+                module.validate_population(self, population, sampled)
         if self.dp.mode != "none":
             check("dp.delta", self.dp.delta, self.dp.delta < 1 / population,
                    f"below 1/population = 1/{population}; a larger delta allows leaking one device outright")
@@ -362,34 +315,53 @@ class Config:
 
 # Run-config keys are the field names in kebab case; a feature's keys form a group (Flower's dotted
 # keys, `[tool.flwr.app.config]` subtables in pyproject.toml).
-_GROUP = {ModelConfig: "model.", DPConfig: "dp.", SimConfig: "participation.", SecAggConfig: "secagg."}
+_GROUP = {ModelConfig: "model.", DPConfig: "dp."}
 _GROUPED = {  # Config's own fields that belong to a group
     "model_preset": "model.preset",
     "data_source": "data.source", "data_path": "data.path", "partitioner": "data.partitioner",
     "sentences_per_device": "data.sentences-per-device", "max_sentences": "data.max-sentences",
     "test_fraction": "data.test-fraction",
-    "secure_aggregation": "secagg.enabled",
-    "vocab_discovery": "discovery.enabled", "vocab_discovery_every": "discovery.every",
-    "vocab_discovery_epsilon": "discovery.epsilon", "vocab_discovery_max_length": "discovery.max-length",
-    "vocab_discovery_max_words": "discovery.max-words", "new_word": "discovery.new-word",
-    "new_word_adopters": "discovery.new-word-adopters", "new_word_from_round": "discovery.new-word-from-round",
-    "selection_factor": "participation.selection-factor",
-    "transfer_dtype": "transfer.dtype",
-    "audit_canaries": "audit.canaries",
-    "init_from": "warm-start.init-from",
-    "int8": "int8.enabled",
 }
-_NESTED = ("model", "dp", "sim", "secagg", "participation")  # fields that are not run-config keys themselves
+_NESTED = ("model", "dp", "features", "given_groups")  # fields that are not run-config keys themselves
+
+
+@lru_cache(maxsize=1)
+def feature_modules() -> dict[str, ModuleType]:
+    """The config module of every opt-in feature in this copy (features/<name>/config.py with a
+    GROUP and its Settings), by folder. Found, not listed: deleting a feature's folder removes its
+    keys (imported by name, the only way task/ reaches features/: their config is the core's)."""
+    try:
+        package = importlib.import_module("features")
+    except ModuleNotFoundError:
+        return {}
+    modules = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        try:
+            module = importlib.import_module(f"features.{info.name}.config")
+        except ModuleNotFoundError as e:
+            if e.name != f"features.{info.name}.config":
+                raise
+            continue
+        if hasattr(module, "GROUP"):
+            modules[info.name] = module
+    return modules
+
+
+def _feature_defaults() -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((module.GROUP, module.Settings()) for module in feature_modules().values()))
 
 
 def _known_keys() -> dict[str, tuple[type, dataclasses.Field]]:
     keys = {}
-    for owner in (Config, ModelConfig, DPConfig, SimConfig, SecAggConfig):
+    for owner in (Config, ModelConfig, DPConfig):
         for field in fields(owner):
             if field.name in _NESTED:
                 continue
             key = _GROUPED.get(field.name) if owner is Config else None
             keys[key or _GROUP.get(owner, "") + field.name.replace("_", "-")] = (owner, field)
+    for module in feature_modules().values():
+        for field in fields(module.Settings):
+            keys[f"{module.GROUP}.{field.name.replace('_', '-')}"] = (module.Settings, field)
     return keys
 
 
@@ -434,4 +406,3 @@ def check(key: str, value: Any, ok: bool, allowed: str) -> None:
         raise ConfigError(f"run-config key '{key}' = {value!r} is invalid: expected {allowed}")
 
 
-_DEFAULTS = Config()

@@ -49,13 +49,13 @@ def sentences(word: str, device_id: int, count: int, seed: int) -> list[list[str
 
 def adopted(cfg, device_id: int, server_round: int) -> bool:
     """Does this simulated device type the new word in this round?"""
-    return bool(cfg.new_word) and server_round >= cfg.new_word_from_round and is_adopter(
-        device_id, cfg.seed, cfg.new_word_adopters)
+    return bool(cfg.new_word) and server_round >= cfg.feature("discovery").new_word_from_round and is_adopter(
+        device_id, cfg.seed, cfg.feature("discovery").new_word_adopters)
 
 
 def late_adopters(cfg, population: int, count: int) -> list[int]:
     """The first `count` personas of a simulated population that never type the word."""
-    return [i for i in range(population) if not is_adopter(i, cfg.seed, cfg.new_word_adopters)][:count]
+    return [i for i in range(population) if not is_adopter(i, cfg.seed, cfg.feature("discovery").new_word_adopters)][:count]
 
 
 PROBE_MESSAGES = 20  # per user

@@ -36,7 +36,7 @@ class VocabularyGrowth:
         self.cfg, self.ledger = cfg, ledger
         self.vocab = base.extended(added)
         self.base_size = len(base)
-        self.plan = Plan.for_budget(cfg.vocab_discovery_epsilon, cfg.dp.delta, cfg.vocab_discovery_max_length)
+        self.plan = Plan.for_budget(cfg.feature("discovery").epsilon, cfg.dp.delta, cfg.feature("discovery").max_length)
         self.history: list[dict] = []  # one entry per discovery (for the run's record)
 
     def around(self, strategy: Strategy, grid: Grid) -> GrowingVocabulary:
@@ -48,7 +48,7 @@ class VocabularyGrowth:
         return self.vocab.words[self.base_size:]
 
     def due(self, global_round: int) -> bool:
-        every = self.cfg.vocab_discovery_every
+        every = self.cfg.feature("discovery").every
         return self.cfg.vocab_discovery and (global_round == 1 or (every > 0 and (global_round - 1) % every == 0))
 
     def assumptions(self) -> list[str]:
@@ -82,7 +82,7 @@ class VocabularyGrowth:
             # threshold does not cover (only the kept prefixes are private); review P1
             log.info("vocabulary discovery before round %d, level %d: %d devices asked, %d replied, "
                      "%d prefix(es) kept", global_round, d.depth - 1, len(nodes), len(answered), len(kept))
-        found = capped([w for w in d.words if w not in self.vocab], self.cfg.vocab_discovery_max_words, rng)
+        found = capped([w for w in d.words if w not in self.vocab], self.cfg.feature("discovery").max_words, rng)
         eps, delta = self.plan.spent(d.levels_run)
         self.ledger.record_discovery(eps, delta)
         self.vocab = self.vocab.extended(found)

@@ -12,7 +12,7 @@ network. Each rule is a node-config key (`flower-supernode --node-config 'requir
     train-on-metered = false  work on a metered network anyway
 
 Simulated devices (no data-path; all on one machine, whose battery says nothing about them)
-follow the run config's availability model instead (task.config.SimConfig).
+follow the run config's availability model instead (features/participation/config.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from features.participation.cost import NodeConfigError
-from task.config import SimConfig
+from features.participation.config import Settings as SimConfig
 
 POWER_SUPPLY = Path("/sys/class/power_supply")
 SIM_START_HOUR = 20.0  # round 1 of a simulated day starts in the evening
@@ -158,7 +158,7 @@ def eligibility_mod(msg, context, call_next):
             return call_next(msg, context)
     log = logging.getLogger("flwr")
     try:
-        reason = check(cfg.sim, cfg.seed, context.node_config, global_round(msg))
+        reason = check(cfg.feature("participation"), cfg.seed, context.node_config, global_round(msg))
     except NodeConfigError as e:
         log.error("node %s: %s", context.node_id, e)
         return Message(Error(code=DEVICE_CONFIG_INVALID, reason="node-config value invalid"), reply_to=msg)  # key: log
@@ -177,8 +177,8 @@ def straggler_mod(msg, context, call_next):
 
     reply = call_next(msg, context)
     cfg, node = config_of(context), context.node_config
-    if is_simulated(node) and is_straggler(cfg.sim, cfg.seed, int(node["partition-id"])):
+    if is_simulated(node) and is_straggler(cfg.feature("participation"), cfg.seed, int(node["partition-id"])):
         logging.getLogger("flwr").info("node %s: simulated straggler, replying %g s late", context.node_id,
-                                       cfg.sim.straggler_seconds)
-        time.sleep(cfg.sim.straggler_seconds)
+                                       cfg.feature("participation").straggler_seconds)
+        time.sleep(cfg.feature("participation").straggler_seconds)
     return reply

@@ -86,7 +86,7 @@ def _as_fit(cfg: Config):
         update = [np.asarray(n, np.float64) - r for n, r in zip(new, received, strict=True)]
         metrics = dict(reply.content["metrics"])
         if not cfg.dp.enabled or cfg.dp.report_train_metrics:
-            metrics[CLIPPED_VALUES] = int(sum(np.count_nonzero(np.abs(u) > cfg.secagg.clipping_range) for u in update))
+            metrics[CLIPPED_VALUES] = int(sum(np.count_nonzero(np.abs(u) > cfg.feature("secagg").clipping_range) for u in update))
         log.info("node %s: update masked for secure aggregation", context.node_id)
         fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(update), num_examples=1, metrics=metrics)
         return Message(compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)

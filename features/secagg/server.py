@@ -34,7 +34,9 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from features.secagg import masks
-from task.config import ROUND_OFFSET, Config, ConfigError, SecAggConfig, secagg_max_cohort
+from features.secagg.config import Settings as SecAggConfig
+from features.secagg.config import max_cohort as secagg_max_cohort
+from task.config import ROUND_OFFSET, Config, ConfigError
 
 # The workflow calls the generator by the name it imported; the ClientApp replaces its own too.
 importlib.import_module("flwr.server.workflow.secure_aggregation.secaggplus_workflow").pseudo_rand_gen = masks.mask
@@ -64,7 +66,7 @@ def device_clipping_norm(sa: SecAggConfig, clipping_norm: float, num_values: int
 
 def assumptions(cfg: Config) -> list[str]:
     """What secure aggregation protects, and what it leaves to the devices, in words."""
-    sa = cfg.secagg
+    sa = cfg.feature("secagg")
     lines = [f"secure aggregation (SecAgg+, Bell et al. 2020): the server recovers only the sum of each round's "
              f"updates; each device's own upload is masked with pairwise and private masks (uniform on the "
              f"2**32 ring); secure against an honest-but-curious server unless it colludes with "

@@ -25,7 +25,7 @@ from task.run.plots import read_rows  # noqa: E402
 def table(run_dir: Path) -> str:
     rows = [r for r in read_rows(run_dir) if r.get("train_sampled")]
     cfg = Config.from_run_config(json.loads((run_dir / "config.json").read_text()))
-    nightly = cfg.sim.availability == "nightly"
+    nightly = cfg.feature("participation").availability == "nightly"
     head = (["round"] + (["hour"] if nightly else []) + ["asked", "replied", "late", "still busy", "not eligible", "failed",
                                                          "seconds", "MB down + up per reply", "J per reply"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -33,7 +33,7 @@ def table(run_dir: Path) -> str:
         replied = r["train_replied"]
         mb = (r["train_bytes_sent"] / r["train_sampled"] + r["train_bytes_received"] / max(replied, 1)) / 1e6
         joules = r["train_energy_joules"] / r["train_cost_reported"] if r.get("train_cost_reported") else None
-        cells = ([r["round"]] + ([_hour(simulated_clock(cfg.sim, r["round"]))] if nightly else [])
+        cells = ([r["round"]] + ([_hour(simulated_clock(cfg.feature("participation"), r["round"]))] if nightly else [])
                  + [r["train_sampled"], replied, r.get("train_late", 0), r.get("train_busy", 0), r.get("train_not_eligible", 0),
                     r["train_failed"], f"{r['seconds']:.1f}", f"{mb:.2f}", "—" if joules is None else f"{joules:.1f}"])
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")

@@ -259,7 +259,7 @@ def triehh_devices(devices: int = 5000, discoveries: int = 50) -> tuple[np.ndarr
     from features.discovery.server import VocabularyGrowth
     from task.data.vocab import default_vocabulary
 
-    cfg = Config(vocab_discovery=True)
+    cfg = Config.from_run_config({"discovery.enabled": True})
     growth = VocabularyGrowth(cfg, default_vocabulary(2000), PrivacyLedger(cfg.dp, population=devices, sampled=10))
     asked = np.zeros((discoveries, devices), bool)
     for i in range(discoveries):
@@ -293,7 +293,7 @@ def max_words_pick(discoveries: int = 10, devices: int = 5000, cap: int = 3) -> 
     from task.data.vocab import default_vocabulary
 
     words = [f"zq{letter}" for letter in "abcdefgh"]
-    cfg = Config(vocab_discovery=True, vocab_discovery_max_words=cap, vocab_discovery_max_length=3)
+    cfg = Config.from_run_config({"discovery.enabled": True, "discovery.max-words": cap, "discovery.max-length": 3})
     base = default_vocabulary(2000)
     growth = VocabularyGrowth(cfg, base, PrivacyLedger(cfg.dp, population=devices, sampled=10))
     kept = np.zeros((discoveries, len(words)), bool)

@@ -131,7 +131,8 @@ def assert_no_timing_is_sent(dp, participation: bool = False) -> None:
 
     weights = build_model(CFG.model).get_weights()
     node = {"partition-id": 0, "num-partitions": 5}
-    cfg = replace(CFG, dp=dp, participation=participation)
+    cfg = replace(CFG, dp=dp)
+    cfg = cfg.with_run_config({"participation.availability": "always"}) if participation else cfg
     for kind, config in (("evaluate", {"server-round": 1}), ("train", {"server-round": 1, EVALUATE_FIRST: True,
                                                                        "clipping_norm": 1.0})):
         reply = app(message(RecordDict({"arrays": ArrayRecord(weights), "config": ConfigRecord(config)}), kind),

@@ -50,7 +50,7 @@ def test_canaries_go_into_k_devices_r_times_and_a_never_inserted_one_is_kept_apa
 def test_canaries_are_refused_on_a_device_with_real_text(tmp_path):
     (tmp_path / "t.txt").write_text("One sentence here. Another one there.")
     with pytest.raises(DataError, match="audit.canaries is for simulations") as err:
-        _device_text(Config(audit_canaries="1:1"), context(Config(), {"data-path": str(tmp_path)}), 1)
+        _device_text(Config().with_run_config({"audit.canaries": "1:1"}), context(Config(), {"data-path": str(tmp_path)}), 1)
     assert err.value.reason == "audit.canaries refused on a real device"
 
 

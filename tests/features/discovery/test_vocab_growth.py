@@ -72,7 +72,7 @@ def query(cfg, depth, prefixes=(), added=(), partition=0, server_round=1):
 
 
 def test_a_query_is_answered_with_one_prefix_of_the_devices_own_new_word_and_nothing_else():
-    cfg = Config(sentences_per_device=40, new_word="zorbix", new_word_adopters=0.99)  # 8,000 words: no other unknown
+    cfg = Config(sentences_per_device=40).with_run_config({"discovery.new-word": "zorbix", "discovery.new-word-adopters": 0.99})  # 8,000 words: no other unknown
     adopter = next(i for i in range(50) if new_word.is_adopter(i, cfg.seed, 0.99))
     reply = query(cfg, 3, prefixes=["zo"], partition=adopter)
     assert not reply.has_error(), reply.error
@@ -82,13 +82,14 @@ def test_a_query_is_answered_with_one_prefix_of_the_devices_own_new_word_and_not
     assert query(cfg, 3, prefixes=["ab"], partition=adopter).content[QUERY_VOTE][QUERY_VOTE] == ""
     # once the word is in the vocabulary, or before the device started typing it, it has no vote
     assert query(cfg, 1, added=["zorbix"], partition=adopter).content[QUERY_VOTE][QUERY_VOTE] == ""
-    late = cfg.replace(new_word_from_round=5)
+    late = cfg.with_run_config({"discovery.new-word-from-round": 5})
     assert query(late, 1, partition=adopter, server_round=4).content[QUERY_VOTE][QUERY_VOTE] == ""
     assert query(late, 1, partition=adopter, server_round=5).content[QUERY_VOTE][QUERY_VOTE] == "z"
 
 
 def test_the_scenario_gives_adopters_the_word_in_context_from_its_round_and_nobody_else():
-    cfg = Config(sentences_per_device=100, new_word="zorbix", new_word_adopters=0.4, new_word_from_round=3)
+    cfg = Config(sentences_per_device=100).with_run_config(
+        {"discovery.new-word": "zorbix", "discovery.new-word-adopters": 0.4, "discovery.new-word-from-round": 3})
     adopters = [i for i in range(500) if new_word.is_adopter(i, cfg.seed, 0.4)]
     assert 0.34 < len(adopters) / 500 < 0.46
     base = load_device_text(cfg, partition_id=adopters[0], num_partitions=500)
@@ -170,9 +171,10 @@ class ClientAppGrid:
 def test_the_server_discovers_the_word_through_real_device_votes_and_grows_the_model_it_sends():
     from features.discovery.server import GrowingVocabulary, VocabularyGrowth
 
-    cfg = Config(sentences_per_device=20, new_word="zorbix", new_word_adopters=0.9, vocab_discovery=True,
-                 vocab_discovery_epsilon=20.0, vocab_discovery_max_length=8,  # 1/8 asked per level: ~22 votes vs theta 7
-                 dp=Config().dp.__class__(delta=1e-2), model=ModelConfig(**{**SMALL_MODEL.__dict__, "vocab_size": 8000}))
+    cfg = Config(sentences_per_device=20, dp=Config().dp.__class__(delta=1e-2),
+                 model=ModelConfig(**{**SMALL_MODEL.__dict__, "vocab_size": 8000})).with_run_config(
+        {"discovery.new-word": "zorbix", "discovery.new-word-adopters": 0.9, "discovery.enabled": True,
+         "discovery.epsilon": 20.0, "discovery.max-length": 8})  # 1/8 asked per level: ~22 votes vs theta 7
     ledger = PrivacyLedger(cfg.dp, population=200, sampled=10)
     growth = VocabularyGrowth(cfg, default_vocabulary(8000), ledger)
     assert growth.plan.theta == 7
@@ -240,7 +242,7 @@ def test_a_warm_start_from_a_grown_checkpoint_is_refused_with_what_to_do_instead
     from features.warm_start.server import initial_weights
     from task.run.checkpoint import Checkpoint, model_fingerprint, save_checkpoint
 
-    cfg = Config(model=SMALL_MODEL, init_from=str(tmp_path / "round-002.npz"))
+    cfg = Config(model=SMALL_MODEL).with_run_config({"warm-start.init-from": str(tmp_path / "round-002.npz")})
     fingerprint = model_fingerprint(cfg, default_vocabulary(2000).words)
     grown = grow_weights(build_model(SMALL_MODEL).get_weights(), 2001)
     save_checkpoint(tmp_path / "round-002.npz", Checkpoint(2, grown, {"fingerprint": fingerprint, "vocab_added": ["zorbix"]}))
@@ -252,8 +254,8 @@ def test_a_discovery_the_budget_cannot_pay_for_is_not_run():
     from features.discovery.server import VocabularyGrowth
     from task.privacy import PrivacyBudgetExceeded
 
-    cfg = Config(vocab_discovery=True, vocab_discovery_epsilon=8.0,
-                 dp=Config().dp.__class__(delta=1e-2, max_epsilon=5.0), model=SMALL_MODEL)
+    cfg = Config(dp=Config().dp.__class__(delta=1e-2, max_epsilon=5.0), model=SMALL_MODEL).with_run_config(
+        {"discovery.enabled": True, "discovery.epsilon": 8.0})
     growth = VocabularyGrowth(cfg, default_vocabulary(2000), PrivacyLedger(cfg.dp, population=200, sampled=10))
     grid = ClientAppGrid(cfg, 200)
     with pytest.raises(PrivacyBudgetExceeded, match="next vocabulary discovery would raise epsilon-discovery"):
@@ -302,8 +304,8 @@ def test_the_discovery_log_counts_the_devices_that_replied_but_never_the_votes(c
 
     from features.discovery.server import VocabularyGrowth
 
-    cfg = Config(vocab_discovery=True, vocab_discovery_epsilon=20.0, vocab_discovery_max_length=2,
-                 dp=Config().dp.__class__(delta=1e-4), model=SMALL_MODEL)  # theta 8, 1 in 9 asked: ~33 votes
+    cfg = Config(dp=Config().dp.__class__(delta=1e-4), model=SMALL_MODEL).with_run_config(
+        {"discovery.enabled": True, "discovery.epsilon": 20.0, "discovery.max-length": 2})  # theta 8, 1 in 9 asked: ~33 votes
     growth = VocabularyGrowth(cfg, default_vocabulary(2000), PrivacyLedger(cfg.dp, population=900, sampled=10))
     grid = VotingGrid(900)
     with caplog.at_level(logging.INFO, logger="flwr"):

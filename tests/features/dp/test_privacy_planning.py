@@ -88,7 +88,8 @@ def test_over_selection_is_planned_as_the_ledger_books_it():
     from task.config import Config
 
     z, rounds = 2.0, 10
-    cfg = Config(selection_factor=2.0, dp=DPConfig(mode="central-client-clip", noise_multiplier=z, delta=1e-5))
+    cfg = Config(dp=DPConfig(mode="central-client-clip", noise_multiplier=z, delta=1e-5)).with_run_config(
+        {"participation.selection-factor": 2.0})
     ledger = ledger_for(cfg, 1000, 10, None)  # as the ServerApp builds it
     assert ledger.selected == 20
     for _ in range(rounds):  # as the strategy books a round: `selected` devices asked out of 1,000

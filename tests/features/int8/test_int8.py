@@ -75,4 +75,4 @@ def test_a_run_exports_int8_only_when_asked():
     from server_app.app import _litert_variants
 
     assert set(_litert_variants(Config())) == {"float32", "float16"}
-    assert set(_litert_variants(Config(int8=True))) == {"float32", "float16", "int8"}
+    assert set(_litert_variants(Config().with_run_config({"int8.enabled": True}))) == {"float32", "float16", "int8"}

@@ -17,7 +17,8 @@ from features.participation.eligibility import DeviceRules, NodeConfigError, Pow
 from features.participation.round_goal import send_until_goal
 from server_app.observed_grid import ObservedGrid
 from server_app.privacy import CentralDP
-from task.config import NOT_ELIGIBLE, ROUND_GOAL, Config, ConfigError, DPConfig, SimConfig
+from features.participation.config import Settings as SimConfig
+from task.config import NOT_ELIGIBLE, ROUND_GOAL, Config, ConfigError, DPConfig
 from task.privacy import DP_WEIGHT
 from task.privacy.ledger import PrivacyLedger
 from tests.helpers import analytic_gaussian_epsilon, message
@@ -45,7 +46,7 @@ print(json.dumps({"code": reply.error.code if reply.has_error() else None,
 
 def decline(node_config: dict, run_config: dict | None = None, message_type: str = "train") -> dict:
     """The real ClientApp in a fresh interpreter, so what it imports is visible."""
-    run_config = run_config or Config(participation=True).to_run_config()
+    run_config = run_config or Config().with_run_config({"participation.availability": "always"}).to_run_config()
     out = subprocess.run([sys.executable, "-c", DECLINE, json.dumps(node_config), json.dumps(run_config), message_type],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -59,7 +60,7 @@ def test_a_device_that_may_not_work_declines_without_importing_tensorflow_or_rea
     assert {k: v for k, v in reply.items() if k != "log"} == {"code": NOT_ELIGIBLE, "reason": "not eligible: metered network",
                                                               "tensorflow": False}
     # A simulated device outside its availability window declines the same way.
-    sim = {**Config(participation=True).to_run_config(), "participation.availability": "nightly", "participation.eligible-share": 0.05}
+    sim = {**Config().with_run_config({"participation.availability": "always"}).to_run_config(), "participation.availability": "nightly", "participation.eligible-share": 0.05}
     pid = next(p for p in range(100) if not eligibility.simulated_eligible(
         SimConfig(availability="nightly", eligible_share=0.05), 0, p, 1))
     reply = decline({"partition-id": pid, "num-partitions": 100}, sim, message_type)
@@ -260,7 +261,8 @@ class ZeroNoise:
 
 
 def test_central_dp_asks_every_selected_device_and_divides_by_the_goal():
-    cfg = Config(selection_factor=1.5, dp=DPConfig(mode="central-client-clip", clipping_norm=10.0))
+    cfg = Config(dp=DPConfig(mode="central-client-clip", clipping_norm=10.0)).with_run_config(
+        {"participation.selection-factor": 1.5})
     ledger = PrivacyLedger(cfg.dp, population=20, sampled=2, selected=3)
     strategy = CentralDP(FedAvg(weighted_by_key=DP_WEIGHT), cfg, ledger, rng=ZeroNoise())
     strategy.inner.configure_train = lambda *a: ["m1", "m2", "m3"]  # three devices asked
@@ -319,7 +321,7 @@ def test_a_reply_carries_what_its_message_cost_the_device_only_while_participati
     content = RecordDict({"arrays": ArrayRecord(build_model(SMALL_MODEL).get_weights()),
                           "config": ConfigRecord({"server-round": 1})})
     node = {"partition-id": 0, "num-partitions": 5}
-    sent = {on: dict(app(message(content, message_type), context(cfg.replace(participation=on), node))
+    sent = {on: dict(app(message(content, message_type), context(cfg.with_run_config({"participation.availability": "always"}) if on else cfg, node))
                      .content["metrics"]) for on in (True, False)}
     assert COST <= set(sent[True]) and not COST & set(sent[False])
     assert sent[True]["cpu-seconds"] > 0 and sent[True]["energy-joules"] > 0  # a device that trained or scored

@@ -32,7 +32,8 @@ from task.privacy import DP_WEIGHT
 from tests.helpers import message
 
 CLIP = 1.0
-CFG = Config(dp=DPConfig(mode="central-client-clip", clipping_norm=CLIP), secure_aggregation=True)
+CFG = Config(dp=DPConfig(mode="central-client-clip", clipping_norm=CLIP)).with_run_config({"secagg.enabled": True})
+SECAGG = CFG.feature("secagg")
 SHAPES = [(300, 10), (10,)]
 
 
@@ -122,14 +123,14 @@ def _current():
 
 def test_the_server_recovers_the_sum_of_the_clipped_updates_within_the_quantisation_error():
     updates, current = _updates(5), _current()
-    replies = _round(SecureGrid(Fleet(updates), CFG.secagg, timeout=30), list(updates), current)
+    replies = _round(SecureGrid(Fleet(updates), SECAGG, timeout=30), list(updates), current)
 
     assert len(replies) == 5
     got = [r.content["arrays"].to_numpy_ndarrays() for r in replies]
     assert all(np.array_equal(a, b) for g in got[1:] for a, b in zip(g, got[0]))  # every reply: the aggregate
     mean = [np.mean([_clipped(u)[i] for u in updates.values()], axis=0) for i in range(len(SHAPES))]
     error = max(float(np.max(np.abs(g - c - m))) for g, c, m in zip(got[0], current, mean))
-    step = quantisation_step(CFG.secagg)
+    step = quantisation_step(SECAGG)
     assert error <= step + 1e-6  # stochastic rounding: under one step per value, plus float32 rounding
     unclipped = [np.mean([u[i] for u in updates.values()], axis=0) for i in range(len(SHAPES))]
     assert max(float(np.max(np.abs(m - u))) for m, u in zip(mean, unclipped)) > 100 * step  # clipping was real
@@ -139,7 +140,7 @@ def test_the_server_recovers_the_sum_of_the_clipped_updates_within_the_quantisat
 def test_what_reaches_the_server_from_one_device_is_unrelated_to_its_update():
     updates = _updates(5, seed=3)
     fleet = Fleet(updates)
-    _round(SecureGrid(fleet, CFG.secagg, timeout=30), list(updates), _current())
+    _round(SecureGrid(fleet, SECAGG, timeout=30), list(updates), _current())
 
     masked = [r for r in fleet.heard if Key.MASKED_PARAMETERS in r.content.config_records[RECORD_KEY_CONFIGS]]
     assert len(masked) == 5
@@ -153,7 +154,7 @@ def test_what_reaches_the_server_from_one_device_is_unrelated_to_its_update():
         assert abs(seen.mean() / 2**32 - 0.5) < 0.03  # uniform on the 2**32 ring: mean 2**31, sd of mean 0.005
         # The same test catches an unmasked vector: the quantised update itself correlates fully.
         plain = np.concatenate([q.ravel() for q in quantize(_clipped(updates[reply.metadata.src_node_id]),
-                                                            CFG.secagg.clipping_range, CFG.secagg.quantization_range)])
+                                                            SECAGG.clipping_range, SECAGG.quantization_range)])
         assert np.corrcoef(plain.astype(np.float64), own)[0, 1] > 0.99
 
 
@@ -171,7 +172,7 @@ def test_a_device_that_drops_out_mid_round_does_not_stop_it(dies_at, how):
              "dies": lambda: Fleet(updates, dies_at={victim: dies_at}),
              "fails": lambda: Fleet(updates, fails_at={victim: dies_at})}[how]()
     observed = ObservedGrid(fleet)
-    replies = _round(SecureGrid(observed, CFG.secagg, timeout=30), list(updates), current)
+    replies = _round(SecureGrid(observed, SECAGG, timeout=30), list(updates), current)
 
     # Dead before its masked update: the sum of the four others (its masks are removed with its
     # neighbours' shares). Dead after it: its update is in the sum.
@@ -180,7 +181,7 @@ def test_a_device_that_drops_out_mid_round_does_not_stop_it(dies_at, how):
     got = replies[0].content["arrays"].to_numpy_ndarrays()
     mean = [np.mean([_clipped(u)[i] for u in summed], axis=0) for i in range(len(SHAPES))]
     assert max(float(np.max(np.abs(g - c - m))) for g, c, m in zip(got, current, mean)) <= quantisation_step(
-        CFG.secagg) + 1e-6
+        SECAGG) + 1e-6
 
     counts = observed.take_counts()["train"]
     assert counts.sampled == 5 and sorted(counts.asked) == sorted(updates)
@@ -195,29 +196,30 @@ def test_a_device_that_drops_out_mid_round_does_not_stop_it(dies_at, how):
 def test_too_many_dropouts_release_nothing():
     updates = _updates(5, seed=7)
     fleet = Fleet(updates, dies_at={n: Stage.COLLECT_MASKED_VECTORS for n in list(updates)[:3]})
-    assert _round(SecureGrid(fleet, CFG.secagg, timeout=30), list(updates), _current()) == []
+    assert _round(SecureGrid(fleet, SECAGG, timeout=30), list(updates), _current()) == []
 
 
 @pytest.mark.parametrize("changes, key", [
     (dict(dp=DPConfig(mode="central-adaptive-clip")), "secagg.enabled"),
     (dict(dp=DPConfig(mode="central-server-clip")), "secagg.enabled"),
-    (dict(transfer_dtype="int8"), "secagg.enabled"),
-    (dict(selection_factor=1.3), "secagg.enabled"),
+    ({"transfer.dtype": "int8"}, "secagg.enabled"),
+    ({"participation.selection-factor": 1.3}, "secagg.enabled"),
     (dict(dp=DPConfig(mode="central-client-clip", clipping_norm=10.0)), "secagg.clipping-range"),
 ])
 def test_settings_secure_aggregation_cannot_honour_are_refused_by_name(changes, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
-        CFG.replace(**changes).validate()
+        if "dp" in changes:
+            CFG.replace(**changes).validate()
+        else:
+            CFG.with_run_config(changes)
 
 
 def test_secagg_parameters_are_checked():
-    from task.config import SecAggConfig
-
-    for sa, key in ((SecAggConfig(num_shares=2), "secagg.num-shares"),
-                    (SecAggConfig(num_shares=3, reconstruction_threshold=3), "secagg.reconstruction-threshold"),
-                    (SecAggConfig(quantization_range=2**23), "secagg.quantization-range")):
+    for changes, key in (({"secagg.num-shares": 2}, "secagg.num-shares"),
+                         ({"secagg.num-shares": 3, "secagg.reconstruction-threshold": 3}, "secagg.reconstruction-threshold"),
+                         ({"secagg.quantization-range": 2**23}, "secagg.quantization-range")):
         with pytest.raises(ConfigError, match=f"'{key}'"):
-            CFG.replace(secagg=sa).validate()
+            CFG.with_run_config(changes)
 
 
 def test_masks_are_as_hard_to_guess_as_their_256_bit_seed():
@@ -249,11 +251,11 @@ def test_masks_are_as_hard_to_guess_as_their_256_bit_seed():
 def test_flowers_secagg_sum_wraps_past_1023_devices_at_the_default_range(devices, right):
     """Flower's own quantisation and weight factor, summed modulo 2**32 as its workflow does: each
     device adds the factor 2**22, so 1,024 devices wrap the weight sum to 0 and 1,025 to 2**22,
-    and the "mean" is then the sum. What task.config.secagg_max_cohort guards against."""
+    and the "mean" is then the sum. What features/secagg/config.py max_cohort guards against."""
     from flwr.common.secure_aggregation.ndarrays_arithmetic import factor_combine, factor_extract
     from flwr.common.secure_aggregation.quantization import dequantize
 
-    from task.config import secagg_max_cohort
+    from features.secagg.config import max_cohort as secagg_max_cohort
 
     q, c = 2**22, 8.0
     update = np.full(4, 0.25)  # lands exactly on a quantisation level: no random rounding
@@ -286,17 +288,20 @@ def test_a_growing_fleet_never_puts_more_devices_in_one_round_than_the_ring_hold
     from flwr.app import MessageType
 
     from server_app.strategy import build_strategy
-    from task.config import SecAggConfig
     from task.privacy.ledger import PrivacyLedger
 
-    cfg = Config(secure_aggregation=True, secagg=SecAggConfig(quantization_range=2**30))  # at most 3 devices
+    import dataclasses
+
+    base = Config()  # past the range's check (2**22), to reach the strategy's own limit: at most 3 devices
+    wide = dataclasses.replace(base.feature("secagg"), enabled=True, quantization_range=2**30)
+    cfg = base.replace(features=tuple((g, wide if g == "secagg" else s) for g, s in base.features))
     strategy = build_strategy(cfg, PrivacyLedger(cfg.dp, 0, 0))
     strategy._construct_messages = lambda record, node_ids, message_type: [record for _ in node_ids]
     assert len(list(strategy.configure_train(1, ArrayRecord([np.zeros(3)]), ConfigRecord(), _Nodes(5)))) == 3
     sent = [message(RecordDict({"arrays": ArrayRecord(_current())}), MessageType.TRAIN, src=0, dst=n)
             for n in range(1, 5)]
     with pytest.raises(RuntimeError, match="4 devices asked in one round, but at most 3"):
-        SecureGrid(Fleet({}), cfg.secagg, timeout=30).send_and_receive(sent)
+        SecureGrid(Fleet({}), cfg.feature("secagg"), timeout=30).send_and_receive(sent)
 
 
 def test_devices_clip_so_that_secaggs_rounding_keeps_their_update_within_the_noises_norm():
@@ -317,7 +322,7 @@ def test_devices_clip_so_that_secaggs_rounding_keeps_their_update_within_the_noi
     norm = sent[0]["config"][KEY_CLIPPING_NORM]
     u = np.random.default_rng(0).normal(size=values)
     u *= norm / np.linalg.norm(u)
-    assert np.linalg.norm(u + np.sign(u) * quantisation_step(CFG.secagg)) <= CLIP
+    assert np.linalg.norm(u + np.sign(u) * quantisation_step(SECAGG)) <= CLIP
     assert norm > 0.99 * CLIP  # and no more than needed: 0.4% for the default model
 
 
@@ -333,7 +338,7 @@ def test_central_dp_adds_up_exactly_the_sum_secagg_recovered():
     from server_app.privacy import CentralDP
     from task.privacy.ledger import PrivacyLedger
 
-    step = quantisation_step(CFG.secagg)
+    step = quantisation_step(SECAGG)
     assert step == 2.0**-18
     rng = np.random.default_rng(3)
     on_grid = lambda scale, s: np.round(rng.normal(0, scale, s) / step) * step  # noqa: E731
@@ -343,7 +348,7 @@ def test_central_dp_adds_up_exactly_the_sum_secagg_recovered():
                for update in updates.values())  # no device clips: its update reaches SecAgg+ as it is
     total = [np.sum([u[i].astype(np.float64) for u in updates.values()], axis=0) for i in range(len(SHAPES))]
 
-    replies = _round(SecureGrid(Fleet(updates), CFG.secagg, timeout=30), list(updates), current)
+    replies = _round(SecureGrid(Fleet(updates), SECAGG, timeout=30), list(updates), current)
     assert len(replies) == 5
     added = [np.sum([r.content["arrays"].to_numpy_ndarrays()[i].astype(np.float64) - current[i] for r in replies],
                     axis=0) for i in range(len(SHAPES))]
@@ -369,6 +374,6 @@ def test_without_central_dp_the_aggregate_keeps_the_models_dtype():
     config = ConfigRecord({"server-round": 1})  # no clipping norm: no central DP above the grid
     sent = [message(RecordDict({"arrays": ArrayRecord(current), "config": config}), "train", src=0, dst=n)
             for n in updates]
-    replies = SecureGrid(Fleet(updates, clip=False), CFG.secagg, timeout=30).send_and_receive(sent, timeout=30)
+    replies = SecureGrid(Fleet(updates, clip=False), SECAGG, timeout=30).send_and_receive(sent, timeout=30)
     assert len(replies) == 3
     assert all(a.dtype == np.float32 for r in replies for a in r.content["arrays"].to_numpy_ndarrays())

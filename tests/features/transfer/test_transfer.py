@@ -59,8 +59,8 @@ def test_float32_transfer_changes_nothing():
 @pytest.mark.parametrize("dtype", ["float16", "int8"])
 def test_the_clientapp_clips_before_it_encodes(dtype):
     clip = 0.3
-    cfg = Config(sentences_per_device=40, model=SMALL, transfer_dtype=dtype,
-                 dp=DPConfig(mode="central-client-clip", clipping_norm=clip))
+    cfg = Config(sentences_per_device=40, model=SMALL, dp=DPConfig(mode="central-client-clip", clipping_norm=clip)
+                 ).with_run_config({"transfer.dtype": dtype})
     global_model = build_model(SMALL).get_weights()
     sent = encode_model(global_model, dtype)
     content = RecordDict(

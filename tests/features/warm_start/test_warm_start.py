@@ -36,7 +36,7 @@ def test_pretraining_learns_the_proxy_and_writes_a_checkpoint_a_run_can_start_fr
     assert info["windows"] > 100 and info["epochs"] in (1, 2)
     # far better than chance on held-out proxy text (1/2000 per guess): the weights are trained
     assert info["held_out_top3"] > 0.15 and info["held_out_loss"] < np.log(2000) - 1
-    cfg = SMALL.replace(init_from=str(out))
+    cfg = SMALL.with_run_config({"warm-start.init-from": str(out)})
     weights, origin = initial_weights(cfg, fingerprint(cfg))
     assert "pretrained on" in origin and str(out) in origin
     for a, b in zip(weights, load_checkpoint(out).weights):
@@ -45,26 +45,26 @@ def test_pretraining_learns_the_proxy_and_writes_a_checkpoint_a_run_can_start_fr
 
 def test_init_from_refuses_another_model_shape_vocabulary_or_a_missing_file(pretrained, tmp_path):
     out, _ = pretrained
-    wider = Config(model=ModelConfig(vocab_size=2000, seq_len=10, embed_dim=32, num_heads=2, ffn_dim=32),
-                   init_from=str(out))
+    wider = Config(model=ModelConfig(vocab_size=2000, seq_len=10, embed_dim=32, num_heads=2, ffn_dim=32)).with_run_config(
+        {"warm-start.init-from": str(out)})
     with pytest.raises(ConfigError, match=r"'warm-start.init-from'.*different model shape.*'embed_dim': \(16, 32\)"):
         initial_weights(wider, fingerprint(wider))
-    cfg = SMALL.replace(init_from=str(out))
+    cfg = SMALL.with_run_config({"warm-start.init-from": str(out)})
     other_words = fingerprint(cfg) | {"vocab_sha256": "0" * 64}
     with pytest.raises(ConfigError, match="'warm-start.init-from'.*different vocabulary"):
         initial_weights(cfg, other_words)
-    missing = SMALL.replace(init_from=str(tmp_path / "nope.npz"))
+    missing = SMALL.with_run_config({"warm-start.init-from": str(tmp_path / "nope.npz")})
     with pytest.raises(ConfigError, match="'warm-start.init-from'.*no such checkpoint"):
         initial_weights(missing, fingerprint(missing))
     (tmp_path / "broken.npz").write_bytes(b"not a checkpoint")
-    broken = SMALL.replace(init_from=str(tmp_path / "broken.npz"))
+    broken = SMALL.with_run_config({"warm-start.init-from": str(tmp_path / "broken.npz")})
     with pytest.raises(ConfigError, match="'warm-start.init-from'.*damaged"):
         initial_weights(broken, fingerprint(broken))
 
 
 def test_init_from_and_resume_from_together_are_refused():
     with pytest.raises(ConfigError, match="'warm-start.init-from'"):
-        Config(init_from="a.npz", resume_from="runs/run-1").validate()
+        Config(resume_from="runs/run-1").with_run_config({"warm-start.init-from": "a.npz"})
 
 
 def test_under_dp_only_a_model_pretrained_on_proxy_text_may_start_a_run(pretrained, tmp_path):
@@ -78,9 +78,9 @@ def test_under_dp_only_a_model_pretrained_on_proxy_text_may_start_a_run(pretrain
     save_checkpoint(federated, Checkpoint(round=5, weights=load_checkpoint(out).weights,
                                           state={"fingerprint": fingerprint(SMALL)}))
     for private in (SMALL.replace(dp=DPConfig(mode="central-client-clip")), SMALL.replace(dp=DPConfig(sgd=True)),
-                    SMALL.replace(vocab_discovery=True)):
+                    SMALL.with_run_config({"discovery.enabled": True})):
         with pytest.raises(ConfigError, match="'warm-start.init-from'.*round 5 of a federated run.*resume-from"):
-            initial_weights(private.replace(init_from=str(federated)), fingerprint(private))
-        weights, origin = initial_weights(private.replace(init_from=str(out)), fingerprint(private))
+            initial_weights(private.with_run_config({"warm-start.init-from": str(federated)}), fingerprint(private))
+        weights, origin = initial_weights(private.with_run_config({"warm-start.init-from": str(out)}), fingerprint(private))
         assert "pretrained on" in origin
-    assert "round 5" in initial_weights(SMALL.replace(init_from=str(federated)), fingerprint(SMALL))[1]  # no DP: fine
+    assert "round 5" in initial_weights(SMALL.with_run_config({"warm-start.init-from": str(federated)}), fingerprint(SMALL))[1]  # no DP: fine
