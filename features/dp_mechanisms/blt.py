@@ -87,8 +87,14 @@ class BltDP(CentralDP):
         """This round's row of C^-1 z; a new segment (the ledger's sampler began one for this round,
         or this is a resumed run's first round) restarts it from empty buffers."""
         shapes = [c.shape for c in current]
-        if self._noise is None or self._noise.std != float(std):
+        new_segment = not self.ledger.segments or self.ledger.segments[-1] == 0
+        if self._noise is None:
+            if not new_segment:  # the buffers of a segment already begun are gone: continuing it unaccounted
+                raise RuntimeError("BLT-DP-FTRL: the noise of a segment cannot continue without its buffers; the "
+                                   "ledger must start a new segment (PrivacyLedger.from_state(resumed=True) does)")
             self._noise = BltNoise(shapes, self.theta, self.omega, std, self.rng)
-        elif not self.ledger.segments or self.ledger.segments[-1] == 0:
+        elif new_segment:
             self._noise.restart()
+        if self._noise.std != float(std):  # the accounting assumes one noise multiplier and clipping norm
+            raise RuntimeError(f"BLT-DP-FTRL: the noise std changed from {self._noise.std} to {std} within a run")
         return self._noise.increment(shapes)

@@ -267,6 +267,10 @@ def test_a_resume_restarts_the_noise_and_composes_the_segments():
                                      z / brute_force_sensitivity(C[:3, :3], 2)], delta)
     assert resumed.segments == [4, 3] and resumed.central_epsilon() == pytest.approx(expected, rel=1e-9)
     assert resumed.central_epsilon() > ledger.central_epsilon()
+    # a server that lost its buffers cannot continue a segment the ledger has not restarted
+    unaccounted = BltDP(FedAvg(weighted_by_key=DP_WEIGHT), cfg, PrivacyLedger.from_state(ledger.dp, state))
+    with pytest.raises(RuntimeError, match="without its buffers"):
+        aggregate(unaccounted, 10, [])
 
 
 def test_a_resumed_servers_first_noise_is_uncorrelated_like_a_first_round():
