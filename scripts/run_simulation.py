@@ -29,7 +29,6 @@ def check_run_config(overrides: str, devices: int | None = None, notes: list[str
     import click
     from flwr.common.config import parse_config_args
 
-    from server_app.privacy_plan import check_target
     from task.config import Config, ConfigError
 
     defaults = app_run_config()
@@ -42,7 +41,6 @@ def check_run_config(overrides: str, devices: int | None = None, notes: list[str
                 if getattr(cfg, key.replace("-", "_")) > devices:
                     return (f"run-config key '{key}' = {getattr(cfg, key.replace('-', '_'))} is more than the "
                             f"{devices} simulated devices (--devices)")
-        check_target(cfg)
         if devices is not None and notes is not None and cfg.dp.enabled:
             notes += privacy_notes(cfg, devices)
     except ConfigError as e:

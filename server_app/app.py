@@ -17,8 +17,8 @@ import logging
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from server_app.fleet import on_real_devices, require_dp_on_devices
 from server_app.observed_grid import ObservedGrid
-from server_app.privacy_plan import plan_privacy
 from server_app.rounds import RoundEnd
 from server_app.run_record import RunRecord
 from server_app.run_start import run_start
@@ -40,7 +40,7 @@ def main(grid: Grid, context: Context) -> None:
     start = run_start(cfg, context.run_id, _warm_start(cfg), _model_check(cfg))  # vocabulary, resume, record, model
     observed = ObservedGrid(grid, _send_until_goal(cfg))  # counts who replied, declined, failed, and the bytes
     population, sampled = population_and_sample(grid, cfg)  # waits for min-available-nodes, never forever
-    cfg = plan_privacy(cfg, grid, start, population, sampled)  # no DP on real devices refused; under DP: planned ε
+    cfg = _privacy_plan(cfg, grid, start, population, sampled)  # no DP on real devices refused; under DP: planned ε
     ledger = _ledger(cfg, start, population, sampled)  # None when nothing private runs
     inner = build_strategy(cfg, ledger, _train_metrics(cfg, start.record), start.record.aggregate_evaluate_metrics,
                            last_round=start.rounds_left)
@@ -73,6 +73,17 @@ def finish(record: RunRecord, model, vocab: Vocabulary, windows, stop_reason: st
     # what devices run offline, each file checked against the Keras model before it may ship
     litert = export_checked(model, vocab, record.final_dir / "litert", windows, variants)
     return record.finish(litert, stop_reason=stop_reason, privacy_assumptions=assumptions, discoveries=discoveries)
+
+
+def _privacy_plan(cfg: Config, grid, start, population: int, sampled: int) -> Config:
+    """A run without DP on real devices is refused (server_app/fleet.py); under DP the noise for
+    dp.target-epsilon and the planned epsilon, logged (server_app/privacy_plan.py, loaded only then)."""
+    require_dp_on_devices(cfg, on_real_devices(grid))
+    if not cfg.dp.enabled:
+        return cfg
+    from server_app.privacy_plan import plan_privacy
+
+    return plan_privacy(cfg, start, population, sampled)
 
 
 def _ledger(cfg: Config, start, population: int, sampled: int):

@@ -1,18 +1,6 @@
-"""Before the first round: where the run is (simulated devices or a real fleet), and under DP the
-epsilon the run as configured will report, printed before anything is released.
-
-Simulation or real devices. Flower 1.42 hands the ServerApp one of two grids, and which one is the
-only thing that tells the engines apart from inside the app: the simulation engine (`flwr run` on a
-`--simulation` SuperLink, which runs the `flwr-simulation` process, and the deprecated
-`run_simulation()`) builds an `InMemoryGrid` over its in-process link state
-(flwr/simulation/run_simulation.py, the only place that constructs one), while a deployment
-SuperLink starts a `flwr-serverapp` process that talks to it over the Runtime API through an
-`HttpGrid` (flwr/superlink/runtime/run_serverapp.py). Neither the run config nor the Context says
-it, and the run's federation does not either: both engines run under Flower's no-op federation
-manager, "@none/default". So: an `InMemoryGrid` is a simulation; every other grid of Flower's
-(`HttpGrid`, or one a later Flower adds) is real devices - fail closed; a grid that is not
-Flower's was built by whoever called `main` (tests/inprocess.py plays simulated partitions), and
-says so with a `real_devices` attribute (default False).
+"""Before the first round of a DP run: the epsilon the run as configured will report, printed
+before anything is released (the ServerApp loads this only under DP; whether the devices are
+real, and the refusal of a run without DP on them, is server_app/fleet.py).
 
 Planning. `planned_ledger` drives a real `PrivacyLedger` through the planned rounds exactly as the
 server does (DP-FTRL's trees restart when every device has taken part; with
@@ -34,55 +22,7 @@ from task.config import Config, ConfigError, DPConfig
 
 log = logging.getLogger("flwr")
 
-NO_DP_ON_DEVICES = (
-    'dp.mode = "none" (and no dp.sgd) on real devices: every update would leave the fleet\'s text with no differential '
-    "privacy, so a model trained on it (and anyone who sees it) could reveal what people typed. Set a dp.mode, e.g. "
-    'dp.mode="central-client-clip" with dp.target-epsilon, dp.max-epsilon and dp.delta below 1/population '
-    "(docs/privacy.md opens with the recipe), or, for a test fleet whose text may go unprotected, "
-    "dp.allow-no-dp-on-devices=true")
-
-
-# --- simulation or real devices ------------------------------------------------------------------
-def on_real_devices(grid) -> bool:
-    """Is the ServerApp talking to real SuperNodes (module doc)?"""
-    from flwr.serverapp import Grid
-    from flwr.superlink.grid import InMemoryGrid
-
-    if isinstance(grid, InMemoryGrid):
-        return False  # Flower's simulation engine
-    if isinstance(grid, Grid) and type(grid).__module__.split(".")[0] == "flwr":
-        return True  # HttpGrid (a deployment's flwr-serverapp), or any grid of Flower's that is not the simulation's
-    return bool(getattr(grid, "real_devices", False))  # a grid the caller built (tests/inprocess.py): it says
-
-
-def require_dp_on_devices(cfg: Config, real_devices: bool) -> None:
-    """Refuse a run without DP on real devices unless dp.allow-no-dp-on-devices says so."""
-    if real_devices and not cfg.dp.enabled and not cfg.dp.allow_no_dp_on_devices:
-        log.error("Run refused: %s", NO_DP_ON_DEVICES)  # in the run's log (flwr log), whatever shows the exception
-        raise ConfigError(f"refused: {NO_DP_ON_DEVICES}")
-
-
 # --- checks that need no accounting --------------------------------------------------------------
-def check_target(cfg: Config) -> None:
-    """dp.target-epsilon: only where a noise multiplier is planned (the central modes), and within the budget."""
-    dp = cfg.dp
-    if dp.target_epsilon == 0:
-        return
-    if dp.target_epsilon < 0:
-        raise ConfigError(f"run-config key 'dp.target-epsilon' = {dp.target_epsilon!r} is invalid: expected a number "
-                          "> 0, or 0 (off: dp.noise-multiplier as given)")
-    if not dp.central:
-        why = ("local DP sets each device's noise from dp.local-epsilon, per release" if dp.mode == "local" else
-               "dp.mode is \"none\": no server noise to plan" + ("; DP-SGD's is dp.sgd-noise-multiplier" if dp.sgd
-                                                                  else ""))
-        raise ConfigError(f"run-config key 'dp.target-epsilon' = {dp.target_epsilon!r} is invalid with dp.mode = "
-                          f"\"{dp.mode}\": there is no noise multiplier to plan ({why}); it plans the central modes' "
-                          "dp.noise-multiplier. Set dp.target-epsilon = 0, or a central dp.mode")
-    if 0 < dp.max_epsilon < dp.target_epsilon:
-        raise ConfigError(f"run-config key 'dp.target-epsilon' = {dp.target_epsilon!r} is invalid: above "
-                          f"dp.max-epsilon = {dp.max_epsilon!r}, the budget would stop the run before its last round")
-
-
 def no_budget_warning(cfg: Config) -> str | None:
     """One line when DP is on without a budget."""
     if not cfg.dp.enabled or cfg.dp.max_epsilon > 0:
@@ -200,15 +140,12 @@ def with_target(cfg: Config, population: int, per_round: int) -> Config:
 
 
 # --- the ServerApp's piece -----------------------------------------------------------------------
-def plan_privacy(cfg: Config, grid, start, population: int, sampled: int) -> Config:
-    """At the ServerApp's start, once the population is known: refuse a run without DP on real
-    devices; under DP set the noise for dp.target-epsilon (a resumed run keeps the noise its run
+def plan_privacy(cfg: Config, start, population: int, sampled: int) -> Config:
+    """At the ServerApp's start, once the population is known: under DP set the noise for dp.target-epsilon (a resumed run keeps the noise its run
     started with) and log the planned epsilon, and a warning without a budget. Returns the config
     the run uses."""
-    require_dp_on_devices(cfg, on_real_devices(grid))
     if not cfg.dp.enabled:
-        return cfg  # nothing of the accounting is loaded
-    check_target(cfg)
+        return cfg
     if cfg.dp.target_epsilon > 0:
         started = _started_noise(start)
         if started is not None:

@@ -287,6 +287,15 @@ class Config:
         check("dp.max-epsilon", dp.max_epsilon, dp.max_epsilon >= 0, "a number >= 0 (0 = no budget)")
         check("dp.max-epsilon", dp.max_epsilon, dp.max_epsilon == 0 or dp.enabled or self.vocab_discovery,
                '0 unless a dp.mode other than "none", dp.sgd or discovery.enabled is on (there is no epsilon to budget)')
+        check("dp.target-epsilon", dp.target_epsilon, dp.target_epsilon >= 0,
+              "a number > 0, or 0 (off: dp.noise-multiplier as given)")
+        if dp.target_epsilon > 0:  # ServerApp: server_app/privacy_plan.py plans the noise for it
+            check("dp.target-epsilon", dp.target_epsilon, dp.central,
+                  f'0 with dp.mode = "{dp.mode}": it plans the central modes\' dp.noise-multiplier ('
+                  + ("local DP sets its noise from dp.local-epsilon" if dp.mode == "local" else
+                     "no server noise to plan" + ("; DP-SGD's is dp.sgd-noise-multiplier" if dp.sgd else "")) + ")")
+            check("dp.target-epsilon", dp.target_epsilon, not 0 < dp.max_epsilon < dp.target_epsilon,
+                  f"at most dp.max-epsilon = {dp.max_epsilon!r} (the budget would stop the run before its last round)")
         if dp.mode in MECHANISM_MODES or dp.sgd:  # each DP mechanism beyond fixed clipping checks its own keys
             from features.dp_mechanisms.config import validate as validate_mechanism
 

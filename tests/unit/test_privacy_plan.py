@@ -17,14 +17,8 @@ import pytest
 from flwr.serverapp import Grid
 from flwr.superlink.grid import HttpGrid, InMemoryGrid
 
-from server_app.privacy_plan import (
-    check_target,
-    no_budget_warning,
-    on_real_devices,
-    plan,
-    plan_privacy,
-    require_dp_on_devices,
-)
+from server_app.fleet import on_real_devices, require_dp_on_devices
+from server_app.privacy_plan import no_budget_warning, plan, plan_privacy
 from task.config import DP_MODES, Config, ConfigError, DPConfig
 
 CENTRAL = [m for m in DP_MODES if m.startswith("central")]
@@ -70,22 +64,22 @@ def test_dp_without_a_budget_warns_in_one_line():
 
 
 @pytest.mark.parametrize("dp, says", [
-    ({"mode": "local"}, 'dp.mode = "local": there is no noise multiplier to plan (local DP sets'),
-    ({"mode": "none"}, 'dp.mode = "none": there is no noise multiplier to plan'),
+    ({"mode": "local"}, 'dp.mode = "local": it plans the central modes\' dp.noise-multiplier (local DP sets'),
+    ({"mode": "none"}, 'dp.mode = "none": it plans the central modes\' dp.noise-multiplier (no server noise'),
     ({"mode": "none", "sgd": True}, "DP-SGD's is dp.sgd-noise-multiplier"),
-    ({"mode": "central-client-clip", "max_epsilon": 2.0}, "above dp.max-epsilon = 2.0"),
+    ({"mode": "central-client-clip", "max_epsilon": 2.0}, "at most dp.max-epsilon = 2.0"),
     ({"mode": "central-client-clip", "target_epsilon": -1.0}, "expected a number > 0"),
 ])
 def test_target_epsilon_is_refused_where_there_is_no_noise_multiplier_to_plan(dp, says):
     with pytest.raises(ConfigError, match="'dp.target-epsilon'") as e:
-        check_target(config(**{"target_epsilon": 3.0, **dp}))
+        config(**{"target_epsilon": 3.0, **dp}).validate()  # every entry point: run.sh's check, both apps
     assert says in str(e.value)
 
 
 def test_target_epsilon_sets_the_noise_and_the_plan_meets_it(caplog):
     cfg = config(mode="central-client-clip", target_epsilon=4.0, max_epsilon=5.0)
     with caplog.at_level(logging.INFO, logger="flwr"):
-        planned = plan_privacy(cfg, Simulated(), None, 50, 10)
+        planned = plan_privacy(cfg, None, 50, 10)
     assert planned.dp.noise_multiplier != cfg.dp.noise_multiplier
     eps = plan(planned, 50, 10).epsilon
     assert 0.99 * 4.0 <= eps <= 4.0
@@ -97,7 +91,7 @@ def test_a_resumed_run_keeps_the_noise_it_started_with(caplog):
     checkpoint = SimpleNamespace(state={"dp": {"noise_multiplier": 2.5, "target_epsilon": 4.0}})
     start = SimpleNamespace(resume=SimpleNamespace(checkpoint=checkpoint))
     with caplog.at_level(logging.INFO, logger="flwr"):
-        planned = plan_privacy(config(mode="central-client-clip", target_epsilon=4.0), Simulated(), start, 50, 10)
+        planned = plan_privacy(config(mode="central-client-clip", target_epsilon=4.0), start, 50, 10)
     assert planned.dp.noise_multiplier == 2.5
     assert "noise multiplier 2.5 kept, the one its run started with" in caplog.text
     assert "no privacy budget" in caplog.text  # one warning line, at WARNING
@@ -134,14 +128,16 @@ def test_a_grid_of_flowers_other_than_the_simulations_counts_as_real_devices(mon
 
 
 def test_no_dp_is_refused_on_real_devices_and_the_opt_out_runs():
+    from server_app.app import _privacy_plan
+
     with pytest.raises(ConfigError) as e:
-        plan_privacy(config(), Fleet(), None, 5, 5)
+        _privacy_plan(config(), Fleet(), None, 5, 5)
     message = str(e.value)
     assert re.search(r"text .*no differential\s+privacy", message)
     assert 'dp.mode = "none"' in message and "real devices" in message and "text" in message  # why
     assert "Set a dp.mode" in message and "dp.allow-no-dp-on-devices=true" in message  # how
-    assert plan_privacy(config(allow_no_dp_on_devices=True), Fleet(), None, 5, 5).dp.mode == "none"
-    assert plan_privacy(config(), Simulated(), None, 5, 5).dp.mode == "none"  # simulation keeps its default
+    assert _privacy_plan(config(allow_no_dp_on_devices=True), Fleet(), None, 5, 5).dp.mode == "none"
+    assert _privacy_plan(config(), Simulated(), None, 5, 5).dp.mode == "none"  # simulation keeps its default
     require_dp_on_devices(config(sgd=True), True)  # DP-SGD alone is DP on the devices
     require_dp_on_devices(config(mode="central-client-clip"), True)
 
@@ -150,10 +146,11 @@ def test_a_run_without_dp_loads_no_accounting():
     """The check runs in every run; under dp.mode "none" it imports nothing of the privacy code."""
     import subprocess
 
-    code = ("import sys; from server_app.privacy_plan import plan_privacy; from task.config import Config\n"
+    code = ("import sys; from server_app.app import _privacy_plan; from task.config import Config\n"
             "class G: real_devices = False\n"
-            "plan_privacy(Config(), G(), None, 3, 3)\n"
-            "print(sorted(m for m in sys.modules if m.startswith(('dp_accounting', 'task.privacy.ledger', 'task.privacy.mechanisms'))))")
+            "_privacy_plan(Config(), G(), None, 3, 3)\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('dp_accounting', 'task.privacy.ledger', "
+            "'task.privacy.mechanisms', 'server_app.privacy_plan'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
@@ -177,4 +174,4 @@ def test_the_config_check_before_flwr_run_prints_the_plan_for_the_simulated_devi
     assert check_run_config(dp, 8, notes) is None and notes[-1].startswith("Warning: no privacy budget")
     notes.clear()
     assert check_run_config("", 8, notes) is None and notes == []  # no DP: no plan, no accounting
-    assert "no noise multiplier to plan" in check_run_config('dp.mode="local" dp.target-epsilon=3.0', 8, notes)
+    assert "it plans the central modes" in check_run_config('dp.mode="local" dp.target-epsilon=3.0', 8, notes)
