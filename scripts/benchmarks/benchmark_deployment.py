@@ -34,7 +34,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="fednextword-bench-"))
     n = args.devices
     common = (f"num-server-rounds={args.rounds} min-available-nodes={n} min-train-nodes={n} min-evaluate-nodes={n} "
-              "server-eval-devices=0")
+              "server-eval-devices=0 dp.allow-no-dp-on-devices=true")  # the same run on both: no DP
     results = {}
 
     with private_flower(root / "sim-home", 39491, 39493) as env:

@@ -179,6 +179,13 @@ def tree_noise() -> tuple[np.ndarray, float]:
     return _release(FtrlDP, "central-ftrl")
 
 
+def blt_noise() -> tuple[np.ndarray, float]:
+    """BLT-DP-FTRL's first round: C^-1's first coefficient is 1, so the round's noise is one draw."""
+    from features.dp_mechanisms.blt import BltDP
+
+    return _release(BltDP, "central-blt")
+
+
 def adaptive_count(draws: int = 20_000) -> tuple[np.ndarray, float]:
     """Adaptive clipping's noised count of unclipped updates, read back from the clipping norm it
     moves: C <- C exp(-lr (b - target)), b = (noised centred count) / sampled + 1/2. No replies:
@@ -453,6 +460,7 @@ CORE = [("central DP (server)", central_dp, STD, SEED),
         ("device sampling under DP (server)", device_sample, None, PER_PICK)]
 FEATURES = {  # feature folder -> its sources, checked while the folder is in the tree
     "dp_mechanisms": [("DP-FTRL tree noise (server)", tree_noise, STD, SEED),
+                      ("BLT-DP-FTRL noise (server)", blt_noise, STD, SEED),
                       ("adaptive clipping count (server)", adaptive_count, STD, SEED),
                       ("local DP (device)", local_dp, STD, SEED), ("DP-SGD step (device)", dpsgd_step, STD, SEED),
                       ("DP-SGD Poisson windows (device)", poisson_windows, RATE, SEED)],

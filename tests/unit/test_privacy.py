@@ -200,7 +200,8 @@ def test_the_fresh_noise_check_users_run_on_their_deployment_passes(capsys, monk
     features = Path(__file__).resolve().parents[2] / "features"
     sources = ["central DP (server)", "device sampling under DP (server)"]
     if (features / "dp_mechanisms").is_dir():
-        sources += ["DP-FTRL tree noise (server)", "adaptive clipping count (server)", "local DP (device)",
+        sources += ["DP-FTRL tree noise (server)", "BLT-DP-FTRL noise (server)", "adaptive clipping count (server)",
+                    "local DP (device)",
                     "DP-SGD step (device)", "DP-SGD Poisson windows (device)"]
     if (features / "discovery").is_dir():
         sources += ["TrieHH device sampling (server)", "TrieHH vote choice (device)",
