@@ -11,7 +11,7 @@ it, and the run's federation does not either: both engines run under Flower's no
 manager, "@none/default". So: an `InMemoryGrid` is a simulation; every other grid of Flower's
 (`HttpGrid`, or one a later Flower adds) is real devices - fail closed; a grid that is not
 Flower's was built by whoever called `main` (tests/inprocess.py plays simulated partitions), and
-says so with a `real_devices` attribute (default False).
+says so with a `real_devices` attribute; without one it counts as real devices (fail closed).
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ def on_real_devices(grid) -> bool:
         return False  # Flower's simulation engine
     if isinstance(grid, Grid) and type(grid).__module__.split(".")[0] == "flwr":
         return True  # HttpGrid (a deployment's flwr-serverapp), or any grid of Flower's that is not the simulation's
-    return bool(getattr(grid, "real_devices", False))  # a grid the caller built (tests/inprocess.py): it says
+    # a grid the caller built: it says (tests/inprocess.py plays simulated partitions); one that does
+    # not say counts as real devices: fail closed (outside review F3)
+    return bool(getattr(grid, "real_devices", True))
 
 
 def require_dp_on_devices(cfg: Config, real_devices: bool) -> None:

@@ -33,17 +33,21 @@ def no_budget_warning(cfg: Config) -> str | None:
 
 # --- planning (dp-accounting: imported only under DP) --------------------------------------------
 def planned_ledger(dp: DPConfig, population: int, per_round: int, rounds: int, selection_factor: float = 1.0,
-                   local_epochs: int = 1, max_local_steps: int = 0):
+                   local_epochs: int = 1, max_local_steps: int = 0, ledger=None):
     """A ledger driven through `rounds` rounds as the server drives its own: `per_round` of
     `population` devices sampled (the updates kept), `per_round` x `selection_factor` asked, every
-    device connected. Its figures are what the run reports at its end."""
+    device connected. Its figures are what the run reports at its end. `ledger`: a resumed run's
+    (its charges so far, and the new noise segment a resume starts), driven on a copy."""
+    import copy
+
     from task.privacy.ledger import PrivacyLedger, selected_per_round
 
     if not 1 <= per_round <= population:
         raise ValueError(f"{per_round} devices per round out of a population of {population}")
     selected = selected_per_round(population, per_round, selection_factor)
-    ledger = PrivacyLedger(dp, population=population, sampled=per_round, selected=selected, local_epochs=local_epochs,
-                           max_local_steps=max_local_steps)
+    ledger = copy.deepcopy(ledger) if ledger is not None else PrivacyLedger(
+        dp, population=population, sampled=per_round, selected=selected, local_epochs=local_epochs,
+        max_local_steps=max_local_steps)
     devices = list(range(population))
     for _ in range(rounds):
         asked = ledger.devices_for_next_round(devices)[:selected]
@@ -87,11 +91,14 @@ class Plan:
     lines: list[str]  # what the ServerApp and the config check print
 
 
-def plan(cfg: Config, population: int, per_round: int, rounds: int | None = None) -> Plan:
-    """The planned figures of the run as configured (its noise multiplier as given), in words."""
+def plan(cfg: Config, population: int, per_round: int, rounds: int | None = None, resumed=None) -> Plan:
+    """The planned figures of the run as configured (its noise multiplier as given), in words.
+    `resumed`: the ledger a resumed run continues; `rounds` are then this run's rounds."""
     dp, rounds = cfg.dp, rounds or cfg.num_server_rounds
     ledger = planned_ledger(dp, population, per_round, rounds, cfg.selection_factor, cfg.local_epochs,
-                            cfg.max_local_steps)
+                            cfg.max_local_steps, resumed)
+    if resumed is not None:
+        rounds = len(ledger.central_releases) if dp.central else rounds
     asked = ledger.selected
     sampling = (f"{rounds} rounds, {asked} of {population} devices asked per round"
                 + (f" (the first {per_round} updates kept)" if asked > per_round else ""))
@@ -141,9 +148,10 @@ def with_target(cfg: Config, population: int, per_round: int) -> Config:
 
 # --- the ServerApp's piece -----------------------------------------------------------------------
 def plan_privacy(cfg: Config, start, population: int, sampled: int) -> Config:
-    """At the ServerApp's start, once the population is known: under DP set the noise for dp.target-epsilon (a resumed run keeps the noise its run
-    started with) and log the planned epsilon, and a warning without a budget. Returns the config
-    the run uses."""
+    """At the ServerApp's start, once the population is known: under DP set the noise for
+    dp.target-epsilon (a resumed run keeps the noise its run started with) and log the planned
+    epsilon (a resumed run's: from its ledger, over the rounds left), and a warning without a
+    budget. Returns the config the run uses."""
     if not cfg.dp.enabled:
         return cfg
     if cfg.dp.target_epsilon > 0:
@@ -158,12 +166,30 @@ def plan_privacy(cfg: Config, start, population: int, sampled: int) -> Config:
             log.info("Privacy plan: dp.target-epsilon = %g: noise multiplier %.4g planned for %d of %d devices per "
                      "round over %d rounds (in place of dp.noise-multiplier = %g)", cfg.dp.target_epsilon,
                      cfg.dp.noise_multiplier, sampled, population, cfg.num_server_rounds, given)
-    for line in plan(cfg, population, sampled).lines:
+    resumed = _resumed_ledger(cfg, start, population, sampled)
+    planned = plan(cfg, population, sampled, start.rounds_left if resumed else None, resumed)
+    for line in planned.lines:
         log.info("Privacy plan: %s", line)
+    if resumed is not None and cfg.dp.target_epsilon and planned.epsilon and planned.epsilon > cfg.dp.target_epsilon:
+        log.warning("Privacy plan: the resumed run will report epsilon %.4g, above dp.target-epsilon = %g: the "
+                    "noise was planned for one uninterrupted run (a resume restarts DP-FTRL's tree or BLT's noise "
+                    "segment and is charged as such)", planned.epsilon, cfg.dp.target_epsilon)
     warning = no_budget_warning(cfg)
     if warning:
         log.warning("Privacy plan: %s", warning)
     return cfg
+
+
+def _resumed_ledger(cfg: Config, start, population: int, sampled: int):
+    """The ledger a resumed run continues (read only: the run's own ledger takes the locks), or None."""
+    resume = getattr(start, "resume", None)
+    if resume is None or not cfg.dp.central:
+        return None
+    from server_app.privacy import lineage_of, resumed_ledger, resumed_privacy
+    from task.privacy.ledger import selected_per_round
+
+    selected = selected_per_round(population, sampled, cfg.selection_factor)
+    return resumed_ledger(cfg, resumed_privacy(resume, lineage_of(resume)), population, sampled, selected)
 
 
 def _started_noise(start) -> float | None:

@@ -69,6 +69,10 @@ class SelectsDevices(FedAvg):
             goal = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
             size = math.ceil(goal * self._selection_factor)
         _, connected = sample_nodes(grid, self.min_available_nodes, goal)  # waits for enough nodes
+        # DP-FTRL / BLT: whether this round grows the current tree / noise segment or starts one is
+        # decided first (public: who is connected and who took part), so the budget check below
+        # projects the round that will run, not the worse of the two (outside review F1)
+        candidates = self._ledger.devices_for_next_round(connected) if self._private else connected
         if self._private:  # the round is sampled from those connected now: its amplification
             self._ledger.check_next_round(sampled_from=len(connected))  # raises PrivacyBudgetExceeded
         if not self._private:  # under DP the ledger fixed the sample size at the start
@@ -77,7 +81,6 @@ class SelectsDevices(FedAvg):
                 log.warning("configure_train: %d devices would be asked, %d fit one secure-aggregation round", size,
                             self._most)
                 size = goal = self._most
-        candidates = self._ledger.devices_for_next_round(connected) if self._private else connected
         node_ids = self._sampler.sample(sorted(candidates), size)
         log.info("configure_train: sampled %d nodes (out of %d)%s", len(node_ids), len(connected),
                  f", the first {goal} updates close the round" if goal < size else "")

@@ -34,6 +34,8 @@ from task.config import Config
 class DirectGrid(Grid):
     """Nodes 1..n, node i+1 playing simulated partition i (or the node config given for it)."""
 
+    real_devices = False  # simulated partitions: a run without DP is allowed (server_app/fleet.py)
+
     def __init__(self, num_nodes: int, run_config: dict, node_configs: list[dict] | None = None):
         from client_app.app import app as client_app
 

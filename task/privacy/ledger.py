@@ -277,6 +277,7 @@ class PrivacyLedger:
         """`clipping_norm`: the norm this release's noise was calibrated to (adaptive clipping
         moves it every round; 0 = dp.clipping-norm). Journaled before the release leaves."""
         self.central_releases.append([float(z) for z in noise_multipliers])
+        self._next_decided = False
         self.last_clipping_norm = float(clipping_norm or self.dp.clipping_norm)
         self.sampled_from.append(self._asked_from or self.population)
         if self.ftrl:
@@ -307,6 +308,7 @@ class PrivacyLedger:
             if repeated:  # the tree's accounting counts each device once
                 raise RuntimeError(f"DP-FTRL: devices {sorted(repeated)} asked twice in one tree")
             self.tree_members.update(map(str, devices))
+        self._next_decided = self.blt_mode or self.ftrl  # the next release grows the last tree / segment
         if self.blt_mode:
             if not self.segments:
                 self.segments.append(0)
@@ -379,6 +381,7 @@ class PrivacyLedger:
         fewer are left than a round asks (or before the first round). BLT-DP-FTRL: the connected
         devices not asked in the last b - 1 rounds of the current segment; a new segment (the noise
         restarts) when fewer are left than a round asks (or before the first round). Other modes: all."""
+        self._next_decided = self.blt_mode or self.ftrl  # the next release grows the last tree / segment
         if self.blt_mode:
             if not self.segments:
                 self.segments.append(0)
@@ -421,17 +424,20 @@ class PrivacyLedger:
             return None
         if not self.central_releases and not extra_releases:
             return 0.0
+        decided = getattr(self, "_next_decided", False)  # devices_for_next_round chose the next round's tree / segment
         if self.ftrl:
             # The next rounds may grow the current tree or start a new one (which devices are
-            # connected then decides): the larger figure.
+            # connected then decides): the larger figure, unless that was decided for the next one.
             grown = self.trees[:-1] + [self.trees[-1] + extra_releases] if self.trees else [extra_releases]
-            candidates = [self.trees + [extra_releases], grown] if extra_releases else [self.trees]
+            candidates = ([grown] if decided and extra_releases == 1 else
+                          [self.trees + [extra_releases], grown] if extra_releases else [self.trees])
             return max(epsilon(self._tree_event(trees), self.dp.delta, zero_out=True) for trees in candidates)
         if self.blt_mode:
             # Likewise: the current segment grows, or a new one starts (too few eligible devices).
             segments = self.segments or [0]
-            candidates = ([segments[:-1] + [segments[-1] + extra_releases], segments + [extra_releases]]
-                          if extra_releases else [segments])
+            grown = segments[:-1] + [segments[-1] + extra_releases]
+            candidates = ([grown] if decided and extra_releases == 1 else
+                          [grown, segments + [extra_releases]] if extra_releases else [segments])
             return max(epsilon(self._blt_event(s), self.dp.delta, zero_out=True) for s in candidates)
         return epsilon(self.central_event(extra_releases), self.dp.delta, zero_out=True)
 

@@ -36,3 +36,6 @@ def test_the_planned_epsilon_is_what_the_ledger_reports_and_meets_the_target(tmp
     assert after.rows[-1]["dp_noise_multiplier"] == z
     assert f"noise multiplier {z:.4g} kept, the one its run started with" in after.output
     assert model_epsilon(after.rows[-1]) > final
+    # ... and the plan it prints is the resumed ledger's, over the rounds left (outside review F2)
+    printed = re.search(r"planned user-level ε = ([\d.]+) \(central-client-clip", after.output)
+    assert float(printed.group(1)) == pytest.approx(model_epsilon(after.rows[-1]), rel=1e-3)

@@ -87,9 +87,13 @@ def test_target_epsilon_sets_the_noise_and_the_plan_meets_it(caplog):
     assert "no privacy budget" not in caplog.text
 
 
-def test_a_resumed_run_keeps_the_noise_it_started_with(caplog):
+def test_a_resumed_run_keeps_the_noise_it_started_with(caplog, monkeypatch):
+    import server_app.privacy_plan
+
     checkpoint = SimpleNamespace(state={"dp": {"noise_multiplier": 2.5, "target_epsilon": 4.0}})
-    start = SimpleNamespace(resume=SimpleNamespace(checkpoint=checkpoint))
+    start = SimpleNamespace(resume=SimpleNamespace(checkpoint=checkpoint), rounds_left=5)
+    # the resumed ledger's plan: tests/integration/test_privacy_plan_run.py, with a real checkpoint
+    monkeypatch.setattr(server_app.privacy_plan, "_resumed_ledger", lambda *a: None)
     with caplog.at_level(logging.INFO, logger="flwr"):
         planned = plan_privacy(config(mode="central-client-clip", target_epsilon=4.0), start, 50, 10)
     assert planned.dp.noise_multiplier == 2.5
@@ -119,6 +123,7 @@ def test_flowers_two_grids_tell_simulation_from_real_devices():
     deployed = HttpGrid("127.0.0.1:9091", insecure=True, token="t")  # what flwr-serverapp builds; connects lazily
     assert on_real_devices(deployed)
     assert on_real_devices(Fleet()) and not on_real_devices(Simulated())
+    assert on_real_devices(type("Wrapper", (), {})())  # a grid that does not say: real devices (fail closed)
 
 
 def test_a_grid_of_flowers_other_than_the_simulations_counts_as_real_devices(monkeypatch):
