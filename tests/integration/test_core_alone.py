@@ -3,11 +3,11 @@ its run-config group deleted, the core's tests pass and the default run trains, 
 a feature nor the privacy code."""
 
 import json
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.fork_copy import strip_group, tree_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 FEATURE_GROUPS = ("secagg", "discovery", "participation", "transfer", "audit", "warm-start", "int8")
@@ -28,18 +28,11 @@ print(json.dumps({"summary": run.summary, "rows": run.rows, "loaded": sorted(m f
 
 
 def core_only_copy(dest: Path) -> Path:
-    for name in ("task", "client_app", "server_app", "tests", "scripts", "docs"):
-        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "features"))
-    for name in ("README.md", "requirements-device.txt", ".gitignore"):
-        shutil.copy(ROOT / name, dest)
-    subprocess.run(["git", "init", "-q", str(dest)], check=True)  # tests of what git ignores need a repository
-    # The venv installs this project editable (a .pth naming the original tree): without this, an
-    # import of a deleted feature would quietly come from there. Every process of the copy runs it.
-    (dest / "sitecustomize.py").write_text(f"import sys\nsys.path[:] = [p for p in sys.path if p != {str(ROOT)!r}]\n")
+    """The tree without features/ and tests/features/, and pyproject.toml without their groups."""
+    tree_copy(dest, features=False)  # its sitecustomize keeps the original tree's features/ out of reach
     text = (ROOT / "pyproject.toml").read_text()
-    for group in FEATURE_GROUPS:  # the group's table, up to the next table
-        text, found = re.subn(rf"\n\[tool\.flwr\.app\.config\.{re.escape(group)}\][^\n]*\n(?:(?!\[)[^\n]*\n)*", "\n", text)
-        assert found == 1, group
+    for group in FEATURE_GROUPS:
+        text = strip_group(text, group)
     text = text.replace('"features"]', "]").replace(', "features"', "")
     (dest / "pyproject.toml").write_text(text)
     assert "features" not in text.split("[tool.importlinter]")[0].split("[tool.flwr.app.config]")[1]
