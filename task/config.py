@@ -297,9 +297,11 @@ class Config:
             check("dp.target-epsilon", dp.target_epsilon, not 0 < dp.max_epsilon < dp.target_epsilon,
                   f"at most dp.max-epsilon = {dp.max_epsilon!r} (the budget would stop the run before its last round)")
         if dp.mode in MECHANISM_MODES or dp.sgd:  # each DP mechanism beyond fixed clipping checks its own keys
-            from features.dp_mechanisms.config import validate as validate_mechanism
-
-            validate_mechanism(self)
+            mechanisms = _feature_config("dp_mechanisms")
+            key, value = ("dp.sgd", True) if dp.mode not in MECHANISM_MODES else ("dp.mode", dp.mode)
+            check(key, value, mechanisms is not None, "a mechanism of this copy: features/dp_mechanisms/ is deleted "
+                  f"(the core's modes: {[m for m in DP_MODES if m not in MECHANISM_MODES]}, dp.sgd = false)")
+            mechanisms.validate(self)
         if dp.central:
             check("server-optimizer", self.server_optimizer, not self.server_keeps_state,
                    f'a strategy without server state with dp.mode="{dp.mode}" (the noise is calibrated to the '
@@ -317,9 +319,7 @@ class Config:
             check("dp.delta", self.dp.delta, self.dp.delta < 1 / population,
                    f"below 1/population = 1/{population}; a larger delta allows leaking one device outright")
         if self.dp.mode in MECHANISM_MODES:
-            from features.dp_mechanisms.config import validate_population
-
-            validate_population(self, population, sampled)
+            _feature_config("dp_mechanisms").validate_population(self, population, sampled)
 
 
 # Run-config keys are the field names in kebab case; a feature's keys form a group (Flower's dotted
@@ -334,6 +334,16 @@ _GROUPED = {  # Config's own fields that belong to a group
 _NESTED = ("model", "dp", "features", "given_groups")  # fields that are not run-config keys themselves
 
 
+def _feature_config(folder: str) -> ModuleType | None:
+    """features/<folder>/config.py, or None when the feature is deleted from this copy."""
+    try:
+        return importlib.import_module(f"features.{folder}.config")
+    except ModuleNotFoundError as e:
+        if e.name not in ("features", f"features.{folder}", f"features.{folder}.config"):
+            raise
+        return None
+
+
 @lru_cache(maxsize=1)
 def feature_modules() -> dict[str, ModuleType]:
     """The config module of every opt-in feature in this copy (features/<name>/config.py with a
@@ -345,13 +355,8 @@ def feature_modules() -> dict[str, ModuleType]:
         return {}
     modules = {}
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-        try:
-            module = importlib.import_module(f"features.{info.name}.config")
-        except ModuleNotFoundError as e:
-            if e.name != f"features.{info.name}.config":
-                raise
-            continue
-        if hasattr(module, "GROUP"):
+        module = _feature_config(info.name)
+        if module is not None and hasattr(module, "GROUP"):
             modules[info.name] = module
     return modules
 

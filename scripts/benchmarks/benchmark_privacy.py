@@ -8,7 +8,7 @@ Every row is a real `flwr run .` on `--population` built-in devices with the dp-
 sampled device doing `--local-steps` steps a round. For each devices-per-round m: the non-private
 run (the reference), then DP-FedAvg (`central-client-clip`; its epsilon credits the server's
 secret sampling) and DP-FTRL (`central-ftrl`; no credit for sampling) with the noise multiplier
-that brings the run's epsilon to each target (features/dp_mechanisms/planning.py drives the server's own
+that brings the run's epsilon to each target (server_app/privacy_plan.py drives the server's own
 ledger). Epsilon and top-3 are read back from each run: its ledger, and the server's evaluation of
 the final model on unseen users.
 
@@ -73,7 +73,7 @@ class Row:
 def plan(args) -> list[Row]:
     """Every run, the non-private reference of each setting first; the noise comes from the
     ledger's own accounting of the planned rounds."""
-    from features.dp_mechanisms.planning import noise_for_epsilon
+    from server_app.privacy_plan import noise_for_epsilon
     from task.config import DPConfig
 
     dp = DPConfig(clipping_norm=args.clip, delta=args.delta)
@@ -148,6 +148,10 @@ def execute(args, rows: list[Row], out: Path) -> None:
             row_dir = out / "-".join(map(str, _key(row)))
             earlier = sorted(row_dir.glob("run-*/checkpoints/round-*.npz"), key=lambda p: (p.name, p.stat().st_mtime))
             config = run_config(args, row, row_dir)
+            if earlier and earlier[-1].name == f"round-{row.rounds:03d}.npz":  # stopped after its last round,
+                record_finished(args, row, earlier[-1].parents[1])           # before this script recorded it
+                save(args, rows)
+                continue
             if earlier:
                 print(f"  {row.label}: resuming from {earlier[-1]}", flush=True)
                 config += f' resume-from="{earlier[-1]}"'
@@ -162,6 +166,16 @@ def execute(args, rows: list[Row], out: Path) -> None:
             if row.mode != "none":
                 row.epsilon = last.get("dp_epsilon_central_amplified", last.get("dp_epsilon_central"))
             save(args, rows)
+
+
+def record_finished(args, row: Row, run_dir: Path) -> None:
+    """A run whose last round's checkpoint exists: its figures from that run's metrics.json."""
+    last = json.loads((run_dir / "metrics.json").read_text())[-1]
+    row.status = "finished:completed (recorded from its run directory)"
+    row.top3 = last["server_top3"] if args.data != "wikitext" else held_out_top3(args, run_dir.parent)
+    if row.mode != "none":
+        row.epsilon = last.get("dp_epsilon_central_amplified", last.get("dp_epsilon_central"))
+    print(f"  {row.label}: its run reached round {row.rounds}: recorded from {run_dir}", flush=True)
 
 
 def wikitext_folder(args, out: Path) -> Path:

@@ -27,8 +27,7 @@ DEFAULT_RUN_USES = {"int8", "participation"}
 LEFT_BEHIND = {
     "audit": {"scripts/tools/privacy_audit.py"},
     "discovery": {"scripts/deployment/check_fresh_noise.py", "tests/features/dp/test_fresh_noise_sources.py"},
-    "dp_mechanisms": {"scripts/deployment/check_fresh_noise.py", "scripts/benchmarks/benchmark_dpsgd.py",
-                      "scripts/benchmarks/benchmark_privacy.py", "tests/unit/test_privacy_benchmark_data.py"},
+    "dp_mechanisms": {"scripts/deployment/check_fresh_noise.py", "scripts/benchmarks/benchmark_dpsgd.py"},
     "int8": {"scripts/tools/export_litert.py", "scripts/benchmarks/benchmark_litert.py"},
     "participation": {"scripts/deployment/processes.py", "scripts/benchmarks/participation_table.py"},
     "secagg": {"scripts/deployment/check_fresh_noise.py"},
@@ -125,8 +124,7 @@ def test_deleting_one_feature_as_the_readme_says_leaves_a_working_template(name,
         assert name not in run["loaded"]
 
 
-@pytest.mark.xfail(strict=True, reason="task/config.py accepts dp.mode's mechanism modes (and dp.sgd) without "
-                   "features/dp_mechanisms/, then fails importing it: it should refuse them as a ConfigError")
 def test_without_dp_mechanisms_its_modes_are_refused_by_name(tmp_path_factory):
     found = deleted("dp_mechanisms", tmp_path_factory)
-    assert all(outcome.startswith("ConfigError:") for outcome in found["mechanisms"].values()), found["mechanisms"]
+    assert all(outcome.startswith("ConfigError:") and "features/dp_mechanisms/ is deleted" in outcome
+               for outcome in found["mechanisms"].values()), found["mechanisms"]

@@ -34,7 +34,7 @@ def test_the_population_is_one_device_per_paragraph(tmp_path):
 
 
 def test_an_emulated_cohort_of_real_text_is_planned_at_the_real_population():
-    from features.dp_mechanisms.planning import noise_for_epsilon
+    from server_app.privacy_plan import noise_for_epsilon
     from task.config import DPConfig
 
     args = argparse.Namespace(clip=1.5, delta=1e-6, population=3597, per_round=[200], rounds=20, epsilons=[10.0],
