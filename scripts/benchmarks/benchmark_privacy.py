@@ -324,7 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(rows)} runs: " + "; ".join(f"{r.label} z={r.noise_multiplier}" for r in rows), flush=True)
         execute(args, rows, out)
     save(args, rows)
-    plot(rows, args.out, {f" ({Path(f).name})": load_rows(f) for f in args.plot_also})
+    plot(rows, args.out, {f" ({Path(f).name})": load_rows(f) for f in args.plot_also},
+         "top-3 on every device's held-out sentences, final model" if args.data == "wikitext" else
+         "top-3, unseen users, final model")
     print(table(rows))
     print(f"\nWritten: {args.out} and {Path(args.out).with_suffix('.json')}")
     failed = [r.label for r in rows if r.top3 is None]

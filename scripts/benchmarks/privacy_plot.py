@@ -10,7 +10,8 @@ MODES = {"none": "non-private", "central-client-clip": "DP-FedAvg", "central-ftr
 COLOURS = {"central-client-clip": "C0", "central-ftrl": "C1", "central-blt": "C2"}
 
 
-def plot(rows: list, path: Path, earlier: dict[str, list] | None = None) -> None:
+def plot(rows: list, path: Path, earlier: dict[str, list] | None = None,
+         scored: str = "top-3, unseen users, final model") -> None:
     """Left: top-3 against epsilon, one line per devices-per-round and DP mode, each executed
     setting's non-private run as a dotted level; executed points filled, emulated ones (the noise
     of a larger cohort carried by a smaller one) hollow. Right: the same runs against devices per
@@ -34,12 +35,13 @@ def plot(rows: list, path: Path, earlier: dict[str, list] | None = None) -> None
             for mode, (line, marker) in styles.items():
                 points = sorted((eps(r), r.top3) for r in done if r.mode == mode and cohort(r) == m)
                 if points:
-                    by_eps.plot(*zip(*points), line, marker=marker, color=f"C{colour}",
-                                mfc="none" if emulated else f"C{colour}",
+                    shade = COLOURS[mode] if len(sources) == 1 else f"C{colour}"  # one colour per mechanism
+                    by_eps.plot(*zip(*points), line, marker=marker, color=shade, mfc="none" if emulated else shade,
                                 label=f"{MODES[mode]}, {m} per round, {'emulated' if emulated else 'executed'}{tag}")
             for r in done:
                 if r.mode == "none" and r.per_round == m:
-                    by_eps.axhline(r.top3, color=f"C{colour}", lw=1, ls=":", label=f"non-private, {m} per round{tag}")
+                    by_eps.axhline(r.top3, color="black" if len(sources) == 1 else f"C{colour}", lw=1, ls=":",
+                                   label=f"non-private, {m} per round{tag}")
             colour += 1
         for mode, (line, marker) in styles.items():
             for target in sorted({r.target_epsilon for r in done if r.target_epsilon}):
@@ -55,7 +57,7 @@ def plot(rows: list, path: Path, earlier: dict[str, list] | None = None) -> None
         by_eps.set_xlim(min(targets) / 4, max(targets) * 4)
     by_eps.set_xscale("log")
     by_eps.set_xlabel("user-level ε of the run (emulated: of the emulated run)")
-    by_eps.set_ylabel("top-3, unseen users, final model")
+    by_eps.set_ylabel(scored)
     by_eps.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.14), ncol=2)  # below: never over a point
     by_cohort.set_xscale("log")
     by_cohort.set_xlabel("devices per round (hollow: emulated noise; ▲ non-private)")
