@@ -60,10 +60,12 @@ def test_every_reply_under_every_dp_mode_carries_only_declared_values(mode):
     assert_only_declared_values(mode)
 
 
-def assert_only_declared_values(mode: str, kinds=("train", "evaluate"), sgd: bool = False, **changes) -> None:
-    """`kinds`: "query" needs features/discovery (tests/features/discovery/); `changes`: other
-    Config fields (a feature's path: participation, transfer_dtype, ...)."""
-    cfg = replace(CFG, dp=replace(CFG.dp, mode=mode, local_epsilon=8.0, sgd=sgd, sgd_sampling_rate=0.5), **changes)
+def assert_only_declared_values(mode: str, kinds=("train", "evaluate"), sgd: bool = False,
+                                keys: dict | None = None) -> None:
+    """`kinds`: "query" needs features/discovery (tests/features/discovery/); `keys`: run-config
+    keys of a feature's path (participation.*, transfer.dtype, ...)."""
+    cfg = replace(CFG, dp=replace(CFG.dp, mode=mode, local_epsilon=8.0, sgd=sgd, sgd_sampling_rate=0.5))
+    cfg = cfg.with_run_config(keys) if keys else cfg
     node = {"partition-id": 0, "num-partitions": 4}
     configs = {"train": {EVALUATE_FIRST: True}, "evaluate": {}, "query": {QUERY_DEPTH: 1}}
     for kind, config in ((k, configs[k]) for k in kinds):

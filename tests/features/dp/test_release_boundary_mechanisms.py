@@ -19,11 +19,11 @@ def test_under_local_dp_changing_only_the_training_text_changes_only_covered_val
 @pytest.mark.parametrize("mode, sgd, changes", [
     ("none", True, {}),  # DP-SGD alone
     ("central-client-clip", True, {}),
-    ("central-client-clip", False, {"participation": True}),  # the cost mod (withheld under DP)
-    ("none", False, {"participation": True}),
-    ("central-client-clip", False, {"transfer_dtype": "float16"}),
-    ("local", False, {"transfer_dtype": "int8"}),
+    ("central-client-clip", False, {"participation.availability": "always"}),  # the cost mod (withheld under DP)
+    ("none", False, {"participation.availability": "always"}),
+    ("central-client-clip", False, {"transfer.dtype": "float16"}),
+    ("local", False, {"transfer.dtype": "int8"}),
 ])
 def test_every_features_path_carries_only_declared_values(mode, sgd, changes):
     """Review I2: the boundary tests covered the core path only."""
-    assert_only_declared_values(mode, sgd=sgd, **changes)
+    assert_only_declared_values(mode, sgd=sgd, keys=changes)
