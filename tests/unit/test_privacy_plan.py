@@ -156,7 +156,7 @@ def test_a_run_without_dp_loads_no_accounting():
             "_privacy_plan(Config(), G(), None, 3, 3)\n"
             "print(sorted(m for m in sys.modules if m.startswith(('dp_accounting', 'task.privacy.ledger', "
             "'task.privacy.mechanisms', 'server_app.privacy_plan'))))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 

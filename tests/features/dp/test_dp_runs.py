@@ -240,7 +240,7 @@ def test_a_run_releases_its_lineage_locks_when_it_ends_so_another_process_can_co
     def continued_elsewhere(name: str) -> str:
         script = _CONTINUE.format(root=root, rc={**rc, "out-dir": str(tmp_path)}, source=str(first.dir),
                                   run_dir=str(tmp_path / name))
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=300)
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root, timeout=1800)
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout.strip()
 
